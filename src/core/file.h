@@ -1,0 +1,40 @@
+// File helpers: read-only memory maps and atomic writes (temp file, fsync, rename), so a
+// crash mid-write never leaves a half-written file under the final name.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace fp8lm {
+
+// A read-only memory map of a whole file. Errors name the file.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  void release();
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Streams output into `path` atomically: `fill` writes through the callback it is given;
+// the data goes to a temporary file beside `path`, which is fsynced and then renamed over
+// `path` (and the directory fsynced). On any error the temporary file is removed and
+// `path` is left untouched.
+using WriteFn = std::function<void(const void* data, size_t bytes)>;
+void write_file_atomic(const std::string& path, const std::function<void(const WriteFn&)>& fill);
+
+}  // namespace fp8lm

@@ -1,0 +1,40 @@
+// Static, deterministic splitting of a range over the OpenMP threads: chunk c always covers
+// the same elements for a given thread count, so reductions combine in a fixed order.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstddef>
+
+namespace fp8lm {
+
+// Threads the kernels use (OpenMP's max threads; set with set_num_threads).
+inline int num_threads() { return omp_get_max_threads(); }
+inline void set_num_threads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }
+
+// Number of chunks parallel_for splits n items into, for chunks of at least min_chunk.
+inline size_t chunk_count(size_t n, size_t min_chunk) {
+  const size_t by_size = (n + min_chunk - 1) / min_chunk;
+  return std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(num_threads()), by_size));
+}
+
+// Calls fn(chunk, begin, end) for each chunk; boundaries are multiples of `align` (except n).
+// fn must not throw.
+template <typename Fn>
+void parallel_for(size_t n, size_t min_chunk, size_t align, Fn&& fn) {
+  const size_t chunks = chunk_count(n, min_chunk);
+  if (chunks == 1) {
+    fn(size_t{0}, size_t{0}, n);
+    return;
+  }
+  const size_t per = ((n + chunks - 1) / chunks + align - 1) / align * align;
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(chunks))
+  for (size_t c = 0; c < chunks; ++c) {
+    const size_t begin = std::min(n, c * per);
+    const size_t end = std::min(n, begin + per);
+    fn(c, begin, end);
+  }
+}
+
+}  // namespace fp8lm

@@ -1,0 +1,45 @@
+// Cast kernels: float32 <-> E4M3 / E5M2 / F16 / BF16 with per-tensor scales, at memory
+// speed. Backend-neutral interface: pointers, element counts, dtypes and scales only.
+// Conventions (SPEC.md §2): q = cast(x · scale), x ≈ q · scale_inv.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "numerics/dtype.h"
+
+namespace fp8lm::kernels {
+
+// dst[i] = cast(src[i] · scale) in dst_type (f16, bf16, e4m3 or e5m2), round to nearest
+// even; `saturate` as in SPEC.md §1. Returns amax = max |src[i]| of the unscaled input
+// (NaN when any input is NaN), computed in the same pass.
+float quantize(void* dst, DType dst_type, const float* src, size_t n, float scale,
+               bool saturate = true);
+
+// max |src[i]|; NaN when any element is NaN, 0 for n == 0.
+float amax(const float* src, size_t n);
+
+// dst[i] = decode(src[i]) · scale_inv, with src_type f32, f16, bf16, e4m3 or e5m2.
+void dequantize(float* dst, const void* src, DType src_type, size_t n, float scale_inv);
+// The same, rounded to bf16 (nearest even; overflow → inf, as IEEE).
+void dequantize_to_bf16(uint16_t* dst, const void* src, DType src_type, size_t n,
+                        float scale_inv);
+
+// Cast + transpose in one pass over src [rows, cols] (row-major): dst [rows, cols] (may be
+// null) and dst_t [cols, rows] get cast(src · scale). Returns the amax of src.
+float cast_transpose(void* dst, void* dst_t, DType dst_type, const float* src, size_t rows,
+                     size_t cols, float scale, bool saturate = true);
+
+namespace detail {
+// Single-threaded chunk kernels of one SIMD target (a bit from simd::available_targets()),
+// for tests that sweep targets in parallel. Types are ints (DType values).
+using QuantizeChunkFn = uint32_t (*)(void* dst, int dst_type, const float* src, size_t n,
+                                     float scale, bool saturate);  // returns amax bits
+using DequantizeChunkFn = void (*)(void* dst, const void* src, int src_type, size_t n,
+                                   float scale_inv);
+QuantizeChunkFn quantize_chunk_for(int64_t target);
+DequantizeChunkFn dequantize_chunk_for(int64_t target);
+DequantizeChunkFn dequantize_bf16_chunk_for(int64_t target);
+}  // namespace detail
+
+}  // namespace fp8lm::kernels

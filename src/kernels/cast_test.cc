@@ -1,0 +1,220 @@
+// The SIMD cast kernels against the scalar reference, on every compiled target: random and
+// special inputs, every length class (tails, threaded sizes), scales, poisoned outputs.
+#include "kernels/cast.h"
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/check.h"
+#include "kernels/simd.h"
+#include "numerics/cast_ref.h"
+
+namespace fp8lm {
+namespace {
+
+constexpr uint8_t kPoison = 0xA5;
+const DType kNarrow[] = {DType::kE4M3, DType::kE5M2, DType::kF16, DType::kBF16};
+
+// Inputs that hit every branch: random bit patterns (all exponents, NaNs, infs,
+// subnormals), values near each format's range, and exact specials.
+std::vector<float> test_inputs(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<uint32_t> bits;
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> exp(-30, 20);
+  std::vector<float> x(n);
+  const float specials[] = {0.0f, -0.0f, 448.0f, 464.0f, 480.0f, 57344.0f, 61440.0f, 65504.0f,
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::denorm_min(),
+                            std::numeric_limits<float>::max()};
+  for (size_t i = 0; i < n; ++i) {
+    switch (i % 4) {
+      case 0:
+        x[i] = std::bit_cast<float>(bits(rng));
+        break;
+      case 1:
+      case 2:
+        x[i] = std::ldexp(unit(rng), exp(rng));
+        break;
+      default:
+        x[i] = specials[(i / 4) % std::size(specials)];
+    }
+  }
+  return x;
+}
+
+uint32_t load_code(const std::vector<uint8_t>& buf, size_t i, size_t esize) {
+  uint32_t v = 0;
+  std::memcpy(&v, buf.data() + i * esize, esize);
+  return v;
+}
+
+class CastOnTarget : public ::testing::TestWithParam<simd::Target> {
+ protected:
+  void SetUp() override {
+    simd::force_target(GetParam().bits);
+    ASSERT_EQ(simd::active_target(), GetParam().name);
+  }
+  void TearDown() override { simd::force_target(0); }
+};
+
+TEST_P(CastOnTarget, QuantizeMatchesReference) {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{16}, size_t{31}, size_t{33},
+                   size_t{1000}, size_t{3 * 65536 + 5}}) {
+    const std::vector<float> x = test_inputs(n, static_cast<uint32_t>(n) + 1);
+    for (DType t : kNarrow) {
+      const FloatFormat& f = float_format(t);
+      const size_t es = dtype_size(t);
+      for (bool sat : {true, false}) {
+        for (float scale : {1.0f, 0.0078125f, 3.0f}) {
+          std::vector<uint8_t> out((n + 8) * es, kPoison);
+          const float a = kernels::quantize(out.data(), t, x.data(), n, scale, sat);
+          int bad = 0;
+          for (size_t i = 0; i < n && bad < 3; ++i) {
+            const uint32_t want = encode_ref(x[i] * scale, f, sat);
+            const uint32_t got = load_code(out, i, es);
+            if (want != got) {
+              ++bad;
+              ADD_FAILURE() << dtype_name(t) << " sat=" << sat << " n=" << n << " i=" << i
+                            << " x=" << x[i] << " want " << want << " got " << got;
+            }
+          }
+          for (size_t i = n * es; i < out.size(); ++i) ASSERT_EQ(out[i], kPoison) << "overrun";
+          // amax of the unscaled input, NaN-propagating.
+          float want_amax = 0.0f;
+          bool any_nan = false;
+          for (float v : x) {
+            any_nan |= std::isnan(v);
+            if (!std::isnan(v)) want_amax = std::max(want_amax, std::fabs(v));
+          }
+          if (any_nan) {
+            EXPECT_TRUE(std::isnan(a));
+          } else {
+            EXPECT_EQ(a, want_amax);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(CastOnTarget, AmaxOfFiniteInput) {
+  std::vector<float> x(100003);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> d(0.0f, 2.0f);
+  for (float& v : x) v = d(rng);
+  x[77777] = -123.5f;
+  EXPECT_EQ(kernels::amax(x.data(), x.size()), 123.5f);
+  EXPECT_EQ(kernels::amax(x.data(), 0), 0.0f);
+  x[5] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(kernels::amax(x.data(), x.size())));
+}
+
+TEST_P(CastOnTarget, DequantizeEveryCode) {
+  for (DType t : kNarrow) {
+    const FloatFormat& f = float_format(t);
+    const size_t count = size_t{1} << f.bits;
+    std::vector<uint8_t> codes(count * dtype_size(t));
+    for (uint32_t c = 0; c < count; ++c) std::memcpy(&codes[c * dtype_size(t)], &c, dtype_size(t));
+    for (float scale_inv : {1.0f, 0.25f, 3.0f}) {
+      std::vector<float> out(count + 3, std::bit_cast<float>(0xA5A5A5A5u));
+      std::vector<uint16_t> out16(count + 3, 0xA5A5);
+      kernels::dequantize(out.data(), codes.data(), t, count, scale_inv);
+      kernels::dequantize_to_bf16(out16.data(), codes.data(), t, count, scale_inv);
+      for (uint32_t c = 0; c < count; ++c) {
+        const float want = decode_ref(c, f) * scale_inv;
+        if (std::isnan(want)) {
+          ASSERT_TRUE(std::isnan(out[c])) << c;
+        } else {
+          ASSERT_EQ(std::bit_cast<uint32_t>(out[c]), std::bit_cast<uint32_t>(want)) << c;
+        }
+        ASSERT_EQ(out16[c], encode_ref(want, kBF16Format, false)) << dtype_name(t) << " " << c;
+      }
+      for (size_t i = count; i < out.size(); ++i)
+        ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), 0xA5A5A5A5u);
+      for (size_t i = count; i < out16.size(); ++i) ASSERT_EQ(out16[i], 0xA5A5);
+    }
+  }
+}
+
+TEST_P(CastOnTarget, RoundTripIsIdentityOnNonNaNCodes) {
+  for (DType t : kNarrow) {
+    const FloatFormat& f = float_format(t);
+    const size_t count = size_t{1} << f.bits, es = dtype_size(t);
+    std::vector<uint8_t> codes(count * es), back(count * es, kPoison);
+    for (uint32_t c = 0; c < count; ++c) std::memcpy(&codes[c * es], &c, es);
+    std::vector<float> values(count);
+    kernels::dequantize(values.data(), codes.data(), t, count, 1.0f);
+    kernels::quantize(back.data(), t, values.data(), count, 1.0f, /*saturate=*/false);
+    for (uint32_t c = 0; c < count; ++c) {
+      const uint32_t got = load_code(back, c, es);
+      if (std::isnan(values[c])) {
+        EXPECT_TRUE(std::isnan(decode_ref(got, f))) << c;
+      } else {
+        ASSERT_EQ(got, c) << dtype_name(t);
+      }
+    }
+  }
+}
+
+TEST_P(CastOnTarget, CastTransposeMatchesReference) {
+  struct Case {
+    size_t rows, cols;
+  };
+  for (const Case& c : {Case{1, 1}, Case{3, 5}, Case{64, 64}, Case{65, 130}, Case{200, 17},
+                        Case{1, 300}, Case{513, 129}}) {
+    const size_t n = c.rows * c.cols;
+    const std::vector<float> x = test_inputs(n, static_cast<uint32_t>(n));
+    for (DType t : {DType::kE4M3, DType::kE5M2, DType::kBF16}) {
+      const size_t es = dtype_size(t);
+      std::vector<uint8_t> out(n * es + 8, kPoison), out_t(n * es + 8, kPoison);
+      const float a =
+          kernels::cast_transpose(out.data(), out_t.data(), t, x.data(), c.rows, c.cols, 2.0f);
+      EXPECT_EQ(std::isnan(a), std::isnan(kernels::amax(x.data(), n)));
+      if (!std::isnan(a)) {
+        EXPECT_EQ(a, kernels::amax(x.data(), n));
+      }
+      for (size_t r = 0; r < c.rows; ++r) {
+        for (size_t k = 0; k < c.cols; ++k) {
+          const uint32_t want = encode_ref(x[r * c.cols + k] * 2.0f, float_format(t), true);
+          ASSERT_EQ(load_code(out, r * c.cols + k, es), want);
+          ASSERT_EQ(load_code(out_t, k * c.rows + r, es), want);
+        }
+      }
+      for (size_t i = n * es; i < out.size(); ++i) ASSERT_EQ(out[i], kPoison);
+      for (size_t i = n * es; i < out_t.size(); ++i) ASSERT_EQ(out_t[i], kPoison);
+    }
+  }
+}
+
+TEST(CastApi, RejectsWrongDTypes) {
+  float x = 1.0f;
+  uint8_t q = 0;
+  EXPECT_THROW(kernels::quantize(&q, DType::kF32, &x, 1, 1.0f), Error);
+  EXPECT_THROW(kernels::quantize(&q, DType::kI32, &x, 1, 1.0f), Error);
+  EXPECT_THROW(kernels::dequantize(&x, &q, DType::kU8, 1, 1.0f), Error);
+}
+
+TEST(SimdTargets, ListsAvx2OrBetterAndScalar) {
+  const auto targets = simd::available_targets();
+  ASSERT_FALSE(targets.empty());
+  EXPECT_EQ(targets.back().name, "scalar");
+  for (const auto& t : targets) EXPECT_NE(kernels::detail::quantize_chunk_for(t.bits), nullptr);
+}
+
+std::string target_name(const ::testing::TestParamInfo<simd::Target>& info) {
+  return info.param.name;
+}
+INSTANTIATE_TEST_SUITE_P(AllTargets, CastOnTarget,
+                         ::testing::ValuesIn(simd::available_targets()), target_name);
+
+}  // namespace
+}  // namespace fp8lm

@@ -1,0 +1,96 @@
+#include "tensor/scaling.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/check.h"
+#include "kernels/cast.h"
+
+namespace fp8lm {
+
+float format_max(DType format) {
+  switch (format) {
+    case DType::kE4M3:
+    case DType::kE5M2:
+    case DType::kF16:
+      return static_cast<float>(info(format).max_finite);
+    default:
+      fail("scaled tensors use e4m3, e5m2 or f16, not ", dtype_name(format));
+  }
+}
+
+std::optional<float> compute_scale(float amax, float fmax, int margin, bool pow2) {
+  if (!(amax > 0.0f) || !std::isfinite(amax)) return std::nullopt;
+  constexpr int kMinExp = -126, kMaxExp = 126;
+  if (pow2) {
+    // floor(log2(fmax / amax)) exactly: the double quotient of two floats cannot round
+    // across a power of two (their 24-bit significands keep it > 2^-25 away relatively).
+    const double ratio = static_cast<double>(fmax) / static_cast<double>(amax);
+    const int e = std::clamp(std::ilogb(ratio) - margin, kMinExp, kMaxExp);
+    return std::ldexp(1.0f, e);
+  }
+  const double s = static_cast<double>(fmax) / amax / std::ldexp(1.0, margin);
+  return static_cast<float>(std::clamp(s, std::ldexp(1.0, kMinExp), std::ldexp(1.0, kMaxExp)));
+}
+
+ScalingMeta::ScalingMeta(ScalingRecipe r) : recipe(r) {
+  format_max(r.format);  // validates the format
+  FP8LM_CHECK(r.window >= 1, "amax history window must be >= 1, got ", r.window);
+  amax_history.assign(static_cast<size_t>(r.window), 0.0f);
+}
+
+bool ScalingMeta::needs_jit() const {
+  return recipe.timing == ScalingTiming::kJustInTime || jit_next ||
+         history_filled < recipe.window;
+}
+
+void ScalingMeta::set_scale_from_amax(float amax) {
+  const auto s = compute_scale(amax, format_max(recipe.format), recipe.margin, recipe.pow2);
+  if (!s) return;
+  scale = *s;
+  scale_inv = 1.0f / *s;
+}
+
+float ScalingMeta::history_max() const {
+  float m = 0.0f;
+  for (int i = 0; i < history_filled; ++i) m = std::max(m, amax_history[static_cast<size_t>(i)]);
+  return m;
+}
+
+void ScalingMeta::set_scale_from_history() { set_scale_from_amax(history_max()); }
+
+void ScalingMeta::record_amax(float amax) {
+  ++counter;
+  if (!std::isfinite(amax)) {
+    ++nonfinite_amax;
+    jit_next = true;
+    return;
+  }
+  if (amax == 0.0f) ++zero_amax;
+  jit_next = false;
+  amax_history[static_cast<size_t>(history_pos)] = amax;
+  history_pos = (history_pos + 1) % recipe.window;
+  history_filled = std::min(history_filled + 1, recipe.window);
+}
+
+float quantize(ScaledTensor& t, const float* src) {
+  ScalingMeta& m = t.meta;
+  const size_t n = t.data.numel();
+  float amax;
+  if (m.needs_jit()) {
+    amax = kernels::amax(src, n);
+    m.set_scale_from_amax(amax);
+    kernels::quantize(t.data.data(), m.recipe.format, src, n, m.scale, m.recipe.saturate);
+  } else {
+    m.set_scale_from_history();
+    amax = kernels::quantize(t.data.data(), m.recipe.format, src, n, m.scale, m.recipe.saturate);
+  }
+  m.record_amax(amax);
+  return amax;
+}
+
+void dequantize(float* dst, const ScaledTensor& t) {
+  kernels::dequantize(dst, t.data.data(), t.data.dtype(), t.data.numel(), t.meta.scale_inv);
+}
+
+}  // namespace fp8lm

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,8 @@ struct Target {
   int64_t bits;      // Highway target bit
   std::string name;  // our name: avx512, avx2, scalar, or Highway's for others
 };
+// For test output (GoogleTest finds it by argument-dependent lookup).
+inline void PrintTo(const Target& t, std::ostream* os) { *os << t.name; }
 
 // Targets compiled into the kernels and supported by this CPU, best first.
 std::vector<Target> available_targets();

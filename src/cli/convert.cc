@@ -52,7 +52,7 @@ void run_convert(const ConvertOptions& o) {
     if (per_tensor) {
       const float a = kernels::amax(v.data, v.n);
       const auto s = compute_scale(a, format_max(to), /*margin=*/0, /*pow2=*/true);
-      if (!s)
+      if (!s && a != 0.0f)  // all-zero tensors need no scale; inf/NaN deserve a word
         std::fprintf(stderr, "fp8lm: warning: %s: amax is %g, using scale 1\n", e.name.c_str(),
                      static_cast<double>(a));
       scale = s.value_or(1.0f);

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks, side by side with references");
   bench->require_subcommand(1);
   fp8lm::cli::register_bench_cast(*bench);
+  fp8lm::cli::register_bench_gemm(*bench);
 
   try {
     app.parse(argc, argv);

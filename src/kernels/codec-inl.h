@@ -122,6 +122,18 @@ HWY_INLINE void StoreCodes(DU /*du*/, hn::Vec<DU> codes, void* HWY_RESTRICT p) {
   hn::StoreU(hn::DemoteTo(dn, hn::BitCast(di, codes)), dn, static_cast<Storage*>(p));
 }
 
+// Loads one vector of source elements (dtype kSrc: f32 or a narrow format) as float32 lanes.
+template <int kSrc, class DF>
+HWY_INLINE hn::Vec<DF> LoadAsF32(DF df, const uint8_t* HWY_RESTRICT p) {
+  const hn::RebindToUnsigned<DF> du;
+  if constexpr (kSrc == static_cast<int>(DType::kF32)) {
+    return hn::LoadU(df, reinterpret_cast<const float*>(p));
+  } else {
+    constexpr FloatFormat F = float_format(static_cast<DType>(kSrc));
+    return DecodeLanes<F>(df, LoadCodes<F>(du, p));
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace fp8lm
 HWY_AFTER_NAMESPACE();

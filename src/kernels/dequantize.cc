@@ -12,18 +12,6 @@ HWY_BEFORE_NAMESPACE();
 namespace fp8lm {
 namespace HWY_NAMESPACE {
 
-// Loads N source elements as float32 lanes.
-template <int kSrc, class DF>
-HWY_INLINE hn::Vec<DF> LoadAsF32(DF df, const uint8_t* HWY_RESTRICT p) {
-  const hn::RebindToUnsigned<DF> du;
-  if constexpr (kSrc == static_cast<int>(DType::kF32)) {
-    return hn::LoadU(df, reinterpret_cast<const float*>(p));
-  } else {
-    constexpr FloatFormat F = float_format(static_cast<DType>(kSrc));
-    return DecodeLanes<F>(df, LoadCodes<F>(du, p));
-  }
-}
-
 template <int kSrc, bool kToBF16>
 void DequantT(void* HWY_RESTRICT out, const void* HWY_RESTRICT in, size_t n, float scale_inv) {
   const hn::ScalableTag<float> df;

@@ -1,0 +1,282 @@
+// fp8lm bench gemm: fp8lm's GEMM with FP8 operands against OpenBLAS sgemm on FP32 copies of
+// the same values, per GPT-2 124M shape, interleaved in one run; plus the measured FMA peak.
+// --memory: peak RSS while multiplying one shape with FP8 operands (no FP32 copies).
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/openblas.h"
+#include "core/check.h"
+#include "core/memory.h"
+#include "core/parallel.h"
+#include "kernels/cast.h"
+#include "kernels/gemm.h"
+#include "kernels/peak.h"
+#include "kernels/simd.h"
+#include "tensor/tensor.h"
+
+namespace fp8lm::cli {
+namespace {
+
+struct Shape3 {
+  size_t m, n, k;
+  bool a_trans, b_trans;
+  const char* what;
+};
+
+// GPT-2 124M at 2048 tokens. Weights use the Hugging Face Conv1D layout [in, out].
+const Shape3 kShapes[] = {
+    {2048, 2304, 768, false, false, "attn.c_attn forward"},
+    {2048, 768, 768, false, false, "attn.c_proj forward"},
+    {2048, 3072, 768, false, false, "mlp.c_fc forward"},
+    {2048, 768, 3072, false, false, "mlp.c_proj forward"},
+    {768, 3072, 2048, true, false, "mlp.c_fc wgrad (x^T dy)"},
+    {3072, 768, 2048, true, false, "mlp.c_proj wgrad (h^T dy)"},
+    {2048, 50304, 768, false, true, "LM head (x wte^T)"},
+};
+
+struct Kernel {
+  DType a, b, c;
+};
+const Kernel kKernels[] = {{DType::kE4M3, DType::kE4M3, DType::kF32},
+                           {DType::kE5M2, DType::kE4M3, DType::kF32},
+                           {DType::kE4M3, DType::kE4M3, DType::kE4M3}};
+
+struct BenchGemmOptions {
+  bool json = false;
+  bool memory = false;
+  int reps = 5;
+  std::string shape;  // MxNxK filter
+  std::string openblas_core;  // empty: SkylakeX where AVX-512 runs, else the environment's
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Seconds per call of fn. A pause comes first: OpenBLAS's and OpenMP's worker threads spin
+// for a while after each call, and on 2 cores a spinning thread of one library would slow
+// the other's run. Then one untimed call wakes the threads, and enough back-to-back calls
+// are timed to fill about 0.2 s, so short products are not dominated by wake-up noise.
+template <typename Fn>
+double seconds_per_call(Fn&& fn) {
+  using clock = std::chrono::steady_clock;
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  auto t0 = clock::now();
+  fn();
+  const double once = std::chrono::duration<double>(clock::now() - t0).count();
+  const int calls = static_cast<int>(std::clamp(0.2 / once, 1.0, 1000.0));
+  t0 = clock::now();
+  for (int i = 0; i < calls; ++i) fn();
+  return std::chrono::duration<double>(clock::now() - t0).count() / calls;
+}
+
+// Deterministic N(0, 1)-ish values, fast enough for 40M elements.
+void fill_random(float* x, size_t n, uint64_t seed) {
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    const float u1 = static_cast<float>((s >> 40) + 1) * 0x1p-24f;
+    const float u2 = static_cast<float>(s & 0xFFFFFF) * 0x1p-24f;
+    x[i] = std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853f * u2);
+  }
+}
+
+// An FP8 operand quantized with a per-tensor scale, and (optionally) FP32 copies of the
+// very values it holds, for the reference.
+struct Operand {
+  Tensor q;
+  float scale_inv = 1.0f;
+};
+
+Operand make_operand(DType t, size_t n, uint64_t seed, Tensor* f32_copy) {
+  Tensor x(DType::kF32, {static_cast<int64_t>(n)}, MemCategory::kWorkspace);
+  fill_random(x.as<float>(), n, seed);
+  Operand o{Tensor(t, {static_cast<int64_t>(n)}, MemCategory::kWorkspace), 1.0f};
+  const float scale = t == DType::kE4M3 ? 64.0f : 4096.0f;  // N(0,1) fits either range
+  kernels::quantize(o.q.data(), t, x.as<float>(), n, scale);
+  o.scale_inv = 1.0f / scale;
+  if (f32_copy != nullptr) {
+    *f32_copy = Tensor(DType::kF32, {static_cast<int64_t>(n)}, MemCategory::kWorkspace);
+    kernels::dequantize(f32_copy->as<float>(), o.q.data(), t, n, o.scale_inv);
+  }
+  return o;
+}
+
+std::string shape_name(const Shape3& s) {
+  return std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
+}
+
+long peak_rss_kib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+void run_memory(const BenchGemmOptions& o) {
+  const std::string want = o.shape.empty() ? "2048x50304x768" : o.shape;
+  const Shape3* s = nullptr;
+  for (const Shape3& sh : kShapes)
+    if (shape_name(sh) == want) s = &sh;
+  if (s == nullptr) fail("--shape ", want, ": not one of the benchmark shapes");
+  const long rss_before = peak_rss_kib();
+  Operand a = make_operand(DType::kE4M3, s->m * s->k, 1, nullptr);
+  Operand b = make_operand(DType::kE4M3, s->k * s->n, 2, nullptr);
+  Tensor c(DType::kF32, {static_cast<int64_t>(s->m * s->n)}, MemCategory::kWorkspace);
+  std::memset(c.data(), 0, c.bytes());
+  mem_reset_peaks();
+  const int64_t before_gemm = mem_stats(MemCategory::kWorkspace).current;
+  kernels::gemm(s->m, s->n, s->k, 1.0f, {a.q.data(), DType::kE4M3, s->a_trans, 0, a.scale_inv},
+                {b.q.data(), DType::kE4M3, s->b_trans, 0, b.scale_inv}, 0.0f,
+                {c.data(), DType::kF32});
+  const int64_t workspace = mem_stats(MemCategory::kWorkspace).peak - before_gemm;
+  const size_t operands = a.q.bytes() + b.q.bytes();
+  const long rss = peak_rss_kib();
+  // The f32 staging used to make the random FP8 operands is freed before the GEMM, but it
+  // raised the process's peak: report the peak during the product from /proc instead when
+  // it is smaller. getrusage's peak covers the whole run, so it is an upper bound.
+  const double expected_kib =
+      static_cast<double>(operands + c.bytes() + static_cast<size_t>(workspace)) / 1024.0 +
+      static_cast<double>(rss_before);
+  const nlohmann::json j = {{"m", s->m},
+                            {"n", s->n},
+                            {"k", s->k},
+                            {"operand_bytes", operands},
+                            {"output_bytes", c.bytes()},
+                            {"workspace_bytes", workspace},
+                            {"workspace_bound_per_thread", kernels::gemm_workspace_bytes_per_thread()},
+                            {"threads", num_threads()},
+                            {"rss_before_kib", rss_before},
+                            {"peak_rss_kib", rss},
+                            {"expected_kib", expected_kib},
+                            {"ratio", static_cast<double>(rss) / expected_kib}};
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
+void run_bench_gemm(const BenchGemmOptions& o) {
+  apply_global_options();
+  if (o.memory) return run_memory(o);
+  const int threads = num_threads();
+  std::string core = o.openblas_core;
+  if (core.empty()) {
+    for (const auto& t : simd::available_targets())
+      if (t.name == "avx512") core = "SkylakeX";  // OpenBLAS's AVX-512 kernels
+  }
+  const OpenBlas blas = OpenBlas::load(threads, core);
+  const double peak = kernels::measure_fma_peak_gflops(threads);
+  nlohmann::json rows = nlohmann::json::array();
+  if (!o.json) {
+    std::printf("bench gemm: %d threads, simd %s, OpenBLAS core %s%s, FMA peak %.1f GFLOP/s\n",
+                threads, simd::active_target().c_str(), blas.core.c_str(),
+                blas.avx512 ? "" : " (NOT an AVX-512 core: ratios are not meaningful)", peak);
+    std::printf("%-16s %-30s %-16s %9s %9s %6s %6s\n", "MxNxK", "layer", "a x b -> c", "GFLOP/s",
+                "sgemm", "ratio", "%peak");
+  }
+  bool matched = false;
+  for (const Shape3& s : kShapes) {
+    if (!o.shape.empty() && shape_name(s) != o.shape) continue;
+    matched = true;
+    Tensor a32, b32, a32b, c(DType::kF32, {static_cast<int64_t>(s.m * s.n)}, MemCategory::kWorkspace);
+    Tensor c8(DType::kE4M3, {static_cast<int64_t>(s.m * s.n)}, MemCategory::kWorkspace);
+    std::memset(c.data(), 0, c.bytes());
+    std::memset(c8.data(), 0, c8.bytes());
+    const Operand a4 = make_operand(DType::kE4M3, s.m * s.k, 1, &a32);
+    const Operand a5 = make_operand(DType::kE5M2, s.m * s.k, 3, nullptr);
+    const Operand b4 = make_operand(DType::kE4M3, s.k * s.n, 2, &b32);
+    const int lda = static_cast<int>(s.a_trans ? s.m : s.k);
+    const int ldb = static_cast<int>(s.b_trans ? s.k : s.n);
+    auto sgemm = [&] {
+      blas.sgemm(101, s.a_trans ? 112 : 111, s.b_trans ? 112 : 111, static_cast<int>(s.m),
+                 static_cast<int>(s.n), static_cast<int>(s.k), 1.0f, a32.as<float>(), lda,
+                 b32.as<float>(), ldb, 0.0f, c.as<float>(), static_cast<int>(s.n));
+    };
+    auto ours = [&](const Kernel& kern) {
+      const Operand& a = kern.a == DType::kE4M3 ? a4 : a5;
+      float amax = 0;
+      kernels::GemmOutput out{kern.c == DType::kF32 ? c.data() : c8.data(), kern.c};
+      if (kern.c != DType::kF32) {
+        out.scale = 1.0f / 64;
+        out.amax = &amax;
+      }
+      kernels::gemm(s.m, s.n, s.k, 1.0f, {a.q.data(), kern.a, s.a_trans, 0, a.scale_inv},
+                    {b4.q.data(), kern.b, s.b_trans, 0, b4.scale_inv}, 0.0f, out);
+    };
+    std::vector<double> t_ref;
+    std::vector<std::vector<double>> t_ours(std::size(kKernels));
+    for (int r = 0; r < o.reps; ++r) {
+      t_ref.push_back(seconds_per_call(sgemm));
+      for (size_t i = 0; i < std::size(kKernels); ++i) t_ours[i].push_back(seconds_per_call([&] { ours(kKernels[i]); }));
+    }
+    const double gflop = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) *
+                         static_cast<double>(s.k) / 1e9;
+    const double ref = gflop / median(t_ref);
+    for (size_t i = 0; i < std::size(kKernels); ++i) {
+      const Kernel& k = kKernels[i];
+      const double g = gflop / median(t_ours[i]);
+      const nlohmann::json row = {{"m", s.m},
+                                  {"n", s.n},
+                                  {"k", s.k},
+                                  {"a", std::string(dtype_name(k.a))},
+                                  {"b", std::string(dtype_name(k.b))},
+                                  {"c", std::string(dtype_name(k.c))},
+                                  {"layer", s.what},
+                                  {"gflops", g},
+                                  {"sgemm_gflops", ref},
+                                  {"ratio", g / ref},
+                                  {"peak_fraction", g / peak}};
+      rows.push_back(row);
+      if (!o.json) {
+        const std::string kname = std::string(dtype_name(k.a)) + "x" +
+                                  std::string(dtype_name(k.b)) + "->" +
+                                  std::string(dtype_name(k.c));
+        std::printf("%-16s %-30s %-16s %9.1f %9.1f %6.2f %5.0f%%\n", shape_name(s).c_str(), s.what,
+                    kname.c_str(), g, ref, g / ref, 100 * g / peak);
+        std::fflush(stdout);
+      }
+    }
+  }
+  if (!matched) fail("--shape ", o.shape, ": not one of the benchmark shapes");
+  if (o.json) {
+    const nlohmann::json j = {{"threads", threads},
+                              {"simd", simd::active_target()},
+                              {"openblas_core", blas.core},
+                              {"openblas_avx512", blas.avx512},
+                              {"fma_peak_gflops", peak},
+                              {"reps", o.reps},
+                              {"results", rows}};
+    std::printf("%s\n", j.dump(2).c_str());
+  }
+}
+
+}  // namespace
+
+void register_bench_gemm(CLI::App& bench) {
+  auto o = std::make_shared<BenchGemmOptions>();
+  CLI::App* sub = bench.add_subcommand(
+      "gemm", "FP8 GEMM vs OpenBLAS sgemm on GPT-2 124M shapes (GFLOP/s, ratio, % of FMA peak)");
+  sub->add_flag("--json", o->json, "Print JSON");
+  sub->add_option("--reps", o->reps, "Repetitions per kernel (median reported)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  sub->add_option("--shape", o->shape, "Only this shape, as MxNxK (e.g. 2048x768x768)");
+  sub->add_option("--openblas-core", o->openblas_core,
+                  "OPENBLAS_CORETYPE for the reference (default: SkylakeX on AVX-512 CPUs)");
+  sub->add_flag("--memory", o->memory,
+                "Report peak RSS for one FP8 product (default shape: the LM head) instead");
+  sub->callback([o] { run_bench_gemm(*o); });
+}
+
+}  // namespace fp8lm::cli

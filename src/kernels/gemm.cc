@@ -1,0 +1,400 @@
+// GEMM: packing with decode, register-blocked FP32 micro-kernel, fused epilogue.
+//
+// Loop nest per thread (BLIS order, K innermost of the blocks so every C element is summed
+// in one fixed order): jc over N in NC columns → ic over M in MC rows → pc over K in KC.
+// A block (MC×KC) and B panel (KC×NC) are decoded into FP32 strips of MR rows / NR columns;
+// the micro-kernel keeps an MR×NR tile of C in registers for the whole KC loop. When K fits
+// in one KC (all GPT-2 Linear shapes), the B panel is packed once per jc and reused.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/gemm.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "kernels/codec-inl.h"
+#include "kernels/gemm_internal.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace fp8lm {
+namespace HWY_NAMESPACE {
+namespace gd = kernels::gemm_detail;
+
+using DF = hn::ScalableTag<float>;
+constexpr size_t kLanes = hn::MaxLanes(DF());
+// Register tile: kMR rows × 2 vectors. AVX-512: 14×32 uses 28 accumulators + 2 B vectors +
+// 1 broadcast of the 32 zmm registers; AVX2: 6×16 uses 12 + 2 + 1 of 16 ymm.
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+constexpr size_t kMR = 14;
+#elif HWY_TARGET == HWY_SCALAR || HWY_TARGET == HWY_EMU128
+constexpr size_t kMR = 4;
+#else
+constexpr size_t kMR = 6;
+#endif
+constexpr size_t kNR = 2 * kLanes;
+
+size_t TileRows() { return kMR; }
+size_t TileCols() { return kNR; }
+
+// dst[0..n) = decoded src (dtype kSrc), unscaled.
+template <int kSrc>
+void DecodeRunT(float* HWY_RESTRICT dst, const uint8_t* HWY_RESTRICT src, size_t n) {
+  const DF df;
+  constexpr size_t kBytes = dtype_size(static_cast<DType>(kSrc));
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) hn::StoreU(LoadAsF32<kSrc>(df, src + i * kBytes), df, dst + i);
+  if (i < n) {
+    HWY_ALIGN uint8_t in[HWY_MAX_BYTES] = {};
+    HWY_ALIGN float out[kLanes];
+    std::memcpy(in, src + i * kBytes, (n - i) * kBytes);
+    hn::Store(LoadAsF32<kSrc>(df, in), df, out);
+    std::memcpy(dst + i, out, (n - i) * sizeof(float));
+  }
+}
+
+void DecodeRun(float* dst, const uint8_t* src, int type, size_t n) {
+  switch (static_cast<DType>(type)) {
+    case DType::kF32:
+      return DecodeRunT<static_cast<int>(DType::kF32)>(dst, src, n);
+    case DType::kBF16:
+      return DecodeRunT<static_cast<int>(DType::kBF16)>(dst, src, n);
+    case DType::kE4M3:
+      return DecodeRunT<static_cast<int>(DType::kE4M3)>(dst, src, n);
+    default:
+      return DecodeRunT<static_cast<int>(DType::kE5M2)>(dst, src, n);
+  }
+}
+
+// Packs rows [i0, i0+rows) × k [k0, k0+kc) of op(A) into strips of kMR rows:
+// ap[s][k][r] (zero-padded past M). tmp holds max(rows, kc) floats.
+void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, float* ap,
+           float* tmp) {
+  const size_t es = dtype_size(static_cast<DType>(g.a_type));
+  const size_t strips = (rows + kMR - 1) / kMR;
+  if (g.a_trans) {  // stored K×M: each k gives a contiguous run of rows
+    for (size_t k = 0; k < kc; ++k) {
+      DecodeRun(tmp, g.a + ((k0 + k) * g.lda + i0) * es, g.a_type, rows);
+      for (size_t s = 0; s < strips; ++s) {
+        float* dst = ap + (s * kc + k) * kMR;
+        const size_t n = std::min(kMR, rows - s * kMR);
+        std::memcpy(dst, tmp + s * kMR, n * sizeof(float));
+        std::fill(dst + n, dst + kMR, 0.0f);
+      }
+    }
+    return;
+  }
+  for (size_t s = 0; s < strips; ++s) {  // stored M×K: decode each row, interleave by kMR
+    float* strip = ap + s * kc * kMR;
+    for (size_t r = 0; r < kMR; ++r) {
+      const size_t i = s * kMR + r;
+      if (i < rows) {
+        DecodeRun(tmp, g.a + ((i0 + i) * g.lda + k0) * es, g.a_type, kc);
+        for (size_t k = 0; k < kc; ++k) strip[k * kMR + r] = tmp[k];
+      } else {
+        for (size_t k = 0; k < kc; ++k) strip[k * kMR + r] = 0.0f;
+      }
+    }
+  }
+}
+
+// Packs k [k0, k0+kc) × columns [j0, j0+cols) of op(B) into strips of kNR columns:
+// bp[s][k][c] (zero-padded past N). tmp holds max(cols, kc) floats.
+void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp,
+           float* tmp) {
+  const size_t es = dtype_size(static_cast<DType>(g.b_type));
+  const size_t strips = (cols + kNR - 1) / kNR;
+  if (!g.b_trans) {  // stored K×N: each k gives a contiguous run of columns
+    for (size_t k = 0; k < kc; ++k) {
+      DecodeRun(tmp, g.b + ((k0 + k) * g.ldb + j0) * es, g.b_type, cols);
+      for (size_t s = 0; s < strips; ++s) {
+        float* dst = bp + (s * kc + k) * kNR;
+        const size_t n = std::min(kNR, cols - s * kNR);
+        std::memcpy(dst, tmp + s * kNR, n * sizeof(float));
+        std::fill(dst + n, dst + kNR, 0.0f);
+      }
+    }
+    return;
+  }
+  for (size_t s = 0; s < strips; ++s) {  // stored N×K: decode each row, interleave by kNR
+    float* strip = bp + s * kc * kNR;
+    for (size_t c = 0; c < kNR; ++c) {
+      const size_t j = s * kNR + c;
+      if (j < cols) {
+        DecodeRun(tmp, g.b + ((j0 + j) * g.ldb + k0) * es, g.b_type, kc);
+        for (size_t k = 0; k < kc; ++k) strip[k * kNR + c] = tmp[k];
+      } else {
+        for (size_t k = 0; k < kc; ++k) strip[k * kNR + c] = 0.0f;
+      }
+    }
+  }
+}
+
+// tile (kMR×kNR) = prev (or 0) + ap_strip · bp_strip over kc.
+HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float* HWY_RESTRICT bp,
+                            const float* HWY_RESTRICT prev, float* HWY_RESTRICT tile) {
+  const DF df;
+  using V = hn::Vec<DF>;
+  V c0[kMR], c1[kMR];
+  HWY_UNROLL(kMR)
+  for (size_t r = 0; r < kMR; ++r) {
+    c0[r] = prev ? hn::Load(df, prev + r * kNR) : hn::Zero(df);
+    c1[r] = prev ? hn::Load(df, prev + r * kNR + kLanes) : hn::Zero(df);
+  }
+  for (size_t k = 0; k < kc; ++k) {
+    const V b0 = hn::Load(df, bp + k * kNR);
+    const V b1 = hn::Load(df, bp + k * kNR + kLanes);
+    HWY_UNROLL(kMR)
+    for (size_t r = 0; r < kMR; ++r) {
+      const V a = hn::Set(df, ap[k * kMR + r]);
+      c0[r] = hn::MulAdd(a, b0, c0[r]);
+      c1[r] = hn::MulAdd(a, b1, c1[r]);
+    }
+  }
+  HWY_UNROLL(kMR)
+  for (size_t r = 0; r < kMR; ++r) {
+    hn::Store(c0[r], df, tile + r * kNR);
+    hn::Store(c1[r], df, tile + r * kNR + kLanes);
+  }
+}
+
+// GELU, tanh form: 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
+HWY_INLINE hn::Vec<DF> Gelu(DF df, hn::Vec<DF> x) {
+  const auto inner = hn::Mul(hn::Set(df, 0.7978845608028654f),
+                             hn::MulAdd(hn::Mul(hn::Set(df, 0.044715f), hn::Mul(x, x)), x, x));
+  const auto half_x = hn::Mul(hn::Set(df, 0.5f), x);
+  return hn::MulAdd(half_x, hwy::HWY_NAMESPACE::Tanh(df, inner), half_x);
+}
+
+// Writes rows×cols of the finished tile to C at (i0, j0); returns the amax bits of y.
+template <int kOut>
+uint32_t EpilogueT(const gd::Args& g, const float* tile, size_t rows, size_t cols, size_t i0,
+                   size_t j0) {
+  const DF df;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  constexpr DType kType = static_cast<DType>(kOut);
+  constexpr size_t kBytes = dtype_size(kType);
+  const auto mul = hn::Set(df, g.out_mul);
+  const auto beta = hn::Set(df, g.beta);
+  const auto c_scale = hn::Set(df, g.c_scale);
+  const auto c_scale_inv = hn::Set(df, g.c_scale_inv);
+  const auto abs_mask = hn::Set(du, 0x7FFFFFFFu);
+  auto amax = hn::Zero(di);
+  uint32_t overflow_code = 0;
+  if constexpr (kType != DType::kF32) overflow_code = OverflowCode<float_format(kType)>(g.saturate);
+
+  for (size_t r = 0; r < rows; ++r) {
+    uint8_t* crow = g.c + ((i0 + r) * g.ldc + j0) * kBytes;
+    for (size_t j = 0; j < cols; j += kLanes) {
+      const size_t n = std::min(kLanes, cols - j);
+      const bool full = n == kLanes;
+      HWY_ALIGN uint8_t cbuf[HWY_MAX_BYTES] = {};
+      HWY_ALIGN float bbuf[kLanes] = {};
+      auto v = hn::Mul(hn::Load(df, tile + r * kNR + j), mul);
+      if (g.beta != 0.0f) {
+        const uint8_t* src = crow + j * kBytes;
+        if (!full) src = static_cast<const uint8_t*>(std::memcpy(cbuf, src, n * kBytes));
+        auto old = LoadAsF32<kOut>(df, src);
+        if constexpr (kType != DType::kF32) old = hn::Mul(old, c_scale_inv);
+        v = hn::MulAdd(beta, old, v);
+      }
+      if (g.bias != nullptr) {
+        const float* b = g.bias + j0 + j;
+        if (!full) b = static_cast<const float*>(std::memcpy(bbuf, b, n * sizeof(float)));
+        v = hn::Add(v, hn::LoadU(df, b));
+      }
+      if (g.gelu) v = Gelu(df, v);
+      // Lanes past `cols` hold zeros from the padded strips: they cannot raise the amax.
+      amax = hn::Max(amax, hn::BitCast(di, hn::And(hn::BitCast(du, v), abs_mask)));
+      uint8_t* dst = full ? crow + j * kBytes : cbuf;
+      if constexpr (kType == DType::kF32) {
+        hn::StoreU(v, df, reinterpret_cast<float*>(dst));
+      } else {
+        constexpr FloatFormat F = float_format(kType);
+        StoreCodes<F>(du, EncodeLanes<F>(df, hn::Mul(v, c_scale), overflow_code), dst);
+      }
+      if (!full) std::memcpy(crow + j * kBytes, cbuf, n * kBytes);
+    }
+  }
+  return static_cast<uint32_t>(hn::GetLane(hn::MaxOfLanes(di, amax)));
+}
+
+uint32_t Epilogue(const gd::Args& g, const float* tile, size_t rows, size_t cols, size_t i0,
+                  size_t j0) {
+  switch (static_cast<DType>(g.c_type)) {
+    case DType::kF32:
+      return EpilogueT<static_cast<int>(DType::kF32)>(g, tile, rows, cols, i0, j0);
+    case DType::kBF16:
+      return EpilogueT<static_cast<int>(DType::kBF16)>(g, tile, rows, cols, i0, j0);
+    case DType::kE4M3:
+      return EpilogueT<static_cast<int>(DType::kE4M3)>(g, tile, rows, cols, i0, j0);
+    default:
+      return EpilogueT<static_cast<int>(DType::kE5M2)>(g, tile, rows, cols, i0, j0);
+  }
+}
+
+// C[m0:m1, n0:n1] for one thread. Returns the amax bits of the written y.
+uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1,
+                   gd::Workspace& ws) {
+  const gd::Blocking bl = gd::blocking(g.K, m1 - m0, n1 - n0, kMR, kNR);
+  float* ap = ws.get(0, bl.mc * bl.kc);
+  float* bp = ws.get(1, bl.nc * bl.kc);
+  float* ctiles = bl.passes > 1 ? ws.get(2, bl.mo * bl.nc) : nullptr;
+  float* tmp = ws.get(3, std::max({bl.mc, bl.nc, bl.kc}));
+  HWY_ALIGN float tile[kMR * kNR];
+  uint32_t amax = 0;
+
+  for (size_t jc = n0; jc < n1; jc += bl.nc) {
+    const size_t ncur = std::min(bl.nc, n1 - jc);
+    const size_t n_strips = (ncur + kNR - 1) / kNR;
+    for (size_t mo = m0; mo < m1; mo += bl.mo) {  // rows whose partial sums fit in ctiles
+      const size_t mo_end = std::min(m1, mo + bl.mo);
+      const size_t mo_strips = (mo_end - mo + kMR - 1) / kMR;
+      size_t pc = 0;
+      do {  // at least once, so K == 0 still writes beta·C + bias
+        const size_t kcur = std::min(bl.kc, g.K - pc);
+        const bool first = pc == 0, last = pc + kcur >= g.K;
+        PackB(g, pc, kcur, jc, ncur, bp, tmp);
+        for (size_t ic = mo; ic < mo_end; ic += bl.mc) {
+          const size_t mcur = std::min(bl.mc, mo_end - ic);
+          const size_t m_strips = (mcur + kMR - 1) / kMR;
+          PackA(g, ic, mcur, pc, kcur, ap, tmp);
+          for (size_t sj = 0; sj < n_strips; ++sj) {
+            for (size_t si = 0; si < m_strips; ++si) {
+              const size_t strip_row = (ic - mo) / kMR + si;
+              float* acc =
+                  ctiles ? ctiles + (sj * mo_strips + strip_row) * kMR * kNR : nullptr;
+              MicroKernel(kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
+                          first ? nullptr : acc, last ? tile : acc);
+              if (last) {
+                amax = std::max(amax, Epilogue(g, tile, std::min(kMR, mcur - si * kMR),
+                                               std::min(kNR, ncur - sj * kNR), ic + si * kMR,
+                                               jc + sj * kNR));
+              }
+            }
+          }
+        }
+        pc += kcur;
+      } while (pc < g.K);
+    }
+  }
+  return amax;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace fp8lm
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "core/check.h"
+#include "core/parallel.h"
+#include "kernels/gemm.h"
+
+namespace fp8lm {
+HWY_EXPORT(GemmSlice);
+HWY_EXPORT(TileRows);
+HWY_EXPORT(TileCols);
+
+namespace kernels {
+namespace {
+
+bool is_gemm_dtype(DType t) {
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kE4M3 || t == DType::kE5M2;
+}
+
+gemm_detail::Workspace& thread_workspace() {
+  thread_local gemm_detail::Workspace ws;
+  return ws;
+}
+
+}  // namespace
+
+size_t gemm_workspace_bytes_per_thread() {
+  // Packed A ≤ kABytes, packed B ≤ kBBytes, partial sums ≤ kCBytes, and the decode row is
+  // at most one B panel row (see blocking() in gemm_internal.h).
+  return gemm_detail::kABytes + 2 * gemm_detail::kBBytes + gemm_detail::kCBytes;
+}
+
+void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const GemmOperand& b,
+          float beta, const GemmOutput& c) {
+  FP8LM_CHECK(is_gemm_dtype(a.dtype) && is_gemm_dtype(b.dtype) && is_gemm_dtype(c.dtype),
+              "gemm: dtypes must be f32, bf16, e4m3 or e5m2 (A ", dtype_name(a.dtype), ", B ",
+              dtype_name(b.dtype), ", C ", dtype_name(c.dtype), ")");
+  const size_t a_cols = a.transposed ? M : K, b_cols = b.transposed ? K : N;
+  gemm_detail::Args g{};
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.a = static_cast<const uint8_t*>(a.data);
+  g.a_type = static_cast<int>(a.dtype);
+  g.a_trans = a.transposed;
+  g.lda = a.ld ? a.ld : a_cols;
+  g.b = static_cast<const uint8_t*>(b.data);
+  g.b_type = static_cast<int>(b.dtype);
+  g.b_trans = b.transposed;
+  g.ldb = b.ld ? b.ld : b_cols;
+  g.c = static_cast<uint8_t*>(c.data);
+  g.c_type = static_cast<int>(c.dtype);
+  g.ldc = c.ld ? c.ld : N;
+  g.out_mul = alpha * a.scale_inv * b.scale_inv;
+  g.beta = beta;
+  g.c_scale = c.scale;
+  g.c_scale_inv = 1.0f / c.scale;
+  g.saturate = c.saturate;
+  g.bias = c.bias;
+  g.gelu = c.activation == GemmActivation::kGelu;
+  FP8LM_CHECK(g.lda >= a_cols && g.ldb >= b_cols && g.ldc >= N,
+              "gemm: leading dimensions too small (lda ", g.lda, ", ldb ", g.ldb, ", ldc ", g.ldc,
+              ")");
+  FP8LM_CHECK(c.dtype == DType::kF32 || (c.scale > 0.0f && std::isfinite(c.scale)),
+              "gemm: output scale must be finite and positive, got ", c.scale);
+  if (M == 0 || N == 0) {
+    if (c.amax) *c.amax = 0.0f;
+    return;
+  }
+  FP8LM_CHECK(c.data != nullptr && (K == 0 || (a.data != nullptr && b.data != nullptr)),
+              "gemm: null operand");
+
+  // Split M or N over the threads, whichever leaves each thread the least packing: every
+  // thread packs its share of the split operand and all of the other, and A is packed again
+  // for each column block. Packs that gather across rows (A as stored M×K, B as stored N×K)
+  // cost about three times the contiguous ones.
+  constexpr double kMinFlopsPerThread = 1 << 22;
+  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  const size_t by_work = static_cast<size_t>(std::max(1.0, flops / kMinFlopsPerThread));
+  const size_t mr = HWY_DYNAMIC_DISPATCH(TileRows)(), nr = HWY_DYNAMIC_DISPATCH(TileCols)();
+  const size_t max_threads = std::min(static_cast<size_t>(num_threads()), by_work);
+  const double wa = a.transposed ? 1.0 : 3.0, wb = b.transposed ? 3.0 : 1.0;
+  auto pack_cost = [&](bool split_n) {
+    const size_t rows = split_n ? M : (M + max_threads - 1) / max_threads;
+    const size_t cols = split_n ? (N + max_threads - 1) / max_threads : N;
+    const auto bl = gemm_detail::blocking(K, rows, cols, mr, nr);
+    const double col_blocks = static_cast<double>((cols + bl.nc - 1) / bl.nc);
+    return static_cast<double>(rows) * K * wa * col_blocks + static_cast<double>(cols) * K * wb;
+  };
+  const bool split_n = pack_cost(true) <= pack_cost(false);
+  const size_t unit = split_n ? nr : mr;
+  const size_t units = ((split_n ? N : M) + unit - 1) / unit;
+  const size_t threads = std::min(max_threads, units);
+  std::vector<uint32_t> amax(threads, 0);
+  auto run = [&](size_t t) {
+    const size_t u0 = units * t / threads, u1 = units * (t + 1) / threads;
+    const size_t lo = u0 * unit, hi = std::min(u1 * unit, split_n ? N : M);
+    amax[t] = split_n ? HWY_DYNAMIC_DISPATCH(GemmSlice)(g, 0, M, lo, hi, thread_workspace())
+                      : HWY_DYNAMIC_DISPATCH(GemmSlice)(g, lo, hi, 0, N, thread_workspace());
+  };
+  if (threads == 1) {
+    run(0);
+  } else {
+#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(threads))
+    for (size_t t = 0; t < threads; ++t) run(t);
+  }
+  if (c.amax) *c.amax = std::bit_cast<float>(*std::max_element(amax.begin(), amax.end()));
+}
+
+}  // namespace kernels
+}  // namespace fp8lm
+#endif  // HWY_ONCE

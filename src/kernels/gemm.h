@@ -1,0 +1,47 @@
+// GEMM with FP8/BF16/F32 operands and FP32 accumulation, with fused epilogues:
+//   y = act(alpha · (a.scale_inv · b.scale_inv) · op(A)·op(B) + beta · C + bias)
+//   C = y, stored in C's dtype (narrow dtypes store cast(y · c.scale)).
+// op(A) is M×K, op(B) is K×N, C is M×N; every matrix is row-major with a leading dimension.
+// Operands are decoded while being packed into cache-sized FP32 panels, so no full-size FP32
+// copy of an FP8 operand ever exists; scales are applied once, to the FP32 accumulators.
+// Backend-neutral: pointers, dtypes, scales and layouts only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "numerics/dtype.h"
+
+namespace fp8lm::kernels {
+
+struct GemmOperand {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;  // f32, bf16, e4m3 or e5m2
+  bool transposed = false;    // op(X) = Xᵀ: the stored matrix is K×M (A) or N×K (B)
+  size_t ld = 0;              // elements between stored rows; 0 = the stored row length
+  float scale_inv = 1.0f;     // dequantization factor of the stored values
+};
+
+enum class GemmActivation : uint8_t { kNone, kGelu };  // GELU: tanh approximation
+
+struct GemmOutput {
+  void* data = nullptr;
+  DType dtype = DType::kF32;  // f32, bf16, e4m3 or e5m2
+  size_t ld = 0;              // 0 = N
+  float scale = 1.0f;         // narrow outputs store cast(y · scale); old values are q / scale
+  bool saturate = true;
+  float* amax = nullptr;       // if set, receives max |y| (unscaled; NaN if any y is NaN)
+  const float* bias = nullptr;  // [N] f32, added to every row
+  GemmActivation activation = GemmActivation::kNone;
+};
+
+// C is not read when beta == 0 (it may hold anything, NaN included). Results are
+// bit-identical for every thread count: each element is summed over K in one fixed order.
+void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const GemmOperand& b,
+          float beta, const GemmOutput& c);
+
+// Bytes of packing workspace the calling thread keeps between calls (accounted as
+// MemCategory::kWorkspace); bounded by the block sizes, independent of M, N and K.
+size_t gemm_workspace_bytes_per_thread();
+
+}  // namespace fp8lm::kernels

@@ -1,0 +1,85 @@
+// Shared by the GEMM driver (gemm.cc, HWY_ONCE part) and its per-target bodies: the
+// argument bundle, the block-size rule and the per-thread packing workspace.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "core/memory.h"
+
+namespace fp8lm::kernels::gemm_detail {
+
+// Block sizes. K is split into passes of at most KC, summed in one fixed order; partial
+// sums of a pass live in an FP32 buffer of MO×NC. All buffers are bounded by the byte
+// budgets below, whatever M, N and K are.
+inline constexpr size_t kKCMax = 4096;              // K up to this is done in one pass
+inline constexpr size_t kABytes = size_t{1} << 20;  // packed A block (MC×KC FP32): ~L2
+inline constexpr size_t kBBytes = size_t{4} << 20;  // packed B panel (KC×NC FP32): L3 share
+inline constexpr size_t kCBytes = size_t{2} << 20;  // partial sums (MO×NC FP32), K > KC only
+
+struct Blocking {
+  size_t mc, nc, kc;  // packed block sizes
+  size_t mo;          // rows per outer block (all rows when K fits one pass)
+  size_t passes;      // ceil(K / kc)
+};
+
+// Splits a thread's rows × cols into blocks of near-equal size (so no thin leftover block
+// repeats a full packing of the other operand).
+inline size_t balanced(size_t total, size_t max_block, size_t unit) {
+  const size_t blocks = (total + max_block - 1) / max_block;
+  const size_t per = (total + blocks - 1) / blocks;
+  return std::max(unit, (per + unit - 1) / unit * unit);
+}
+
+inline Blocking blocking(size_t K, size_t rows, size_t cols, size_t mr, size_t nr) {
+  Blocking b{};
+  b.kc = std::clamp<size_t>(K, 1, kKCMax);
+  b.passes = std::max<size_t>(1, (K + b.kc - 1) / b.kc);
+  const size_t mc_max = std::max(mr, kABytes / (b.kc * sizeof(float)) / mr * mr);
+  const size_t nc_max = std::max(nr, kBBytes / (b.kc * sizeof(float)) / nr * nr);
+  b.nc = balanced(std::max<size_t>(cols, 1), nc_max, nr);
+  b.mc = balanced(std::max<size_t>(rows, 1), mc_max, mr);
+  b.mo = rows;
+  if (b.passes > 1) b.mo = std::max(b.mc, kCBytes / (b.nc * sizeof(float)) / b.mc * b.mc);
+  return b;
+}
+
+struct Args {
+  size_t M, N, K;
+  const uint8_t* a;
+  int a_type;
+  bool a_trans;
+  size_t lda;
+  const uint8_t* b;
+  int b_type;
+  bool b_trans;
+  size_t ldb;
+  uint8_t* c;
+  int c_type;
+  size_t ldc;
+  float out_mul;      // alpha · a.scale_inv · b.scale_inv
+  float beta;         // 0: C is not read
+  float c_scale;      // narrow outputs store cast(y · c_scale)
+  float c_scale_inv;  // old narrow C values are q · c_scale_inv
+  bool saturate;
+  const float* bias;
+  bool gelu;
+};
+
+// Per-thread packing buffers, grown on demand and kept between calls (accounted as
+// workspace). Sizes are bounded by the block sizes above.
+class Workspace {
+ public:
+  float* get(int slot, size_t floats) {
+    Buffer& b = bufs_[slot];
+    if (b.bytes() < floats * sizeof(float))
+      b = Buffer(floats * sizeof(float), MemCategory::kWorkspace);
+    return static_cast<float*>(b.data());
+  }
+
+ private:
+  Buffer bufs_[4];  // packed A, packed B, FP32 C tiles (only when K > kKCMax), decode row
+};
+
+}  // namespace fp8lm::kernels::gemm_detail

@@ -100,25 +100,47 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
   }
 }
 
+// B as stored K×N: each k row is decoded vector by vector straight into its strips.
+template <int kSrc>
+void PackBRowsT(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp) {
+  const DF df;
+  constexpr size_t kBytes = dtype_size(static_cast<DType>(kSrc));
+  const size_t full = cols / kNR, rest = cols % kNR;
+  for (size_t k = 0; k < kc; ++k) {
+    const uint8_t* src = g.b + ((k0 + k) * g.ldb + j0) * kBytes;
+    for (size_t s = 0; s < full; ++s) {
+      float* dst = bp + (s * kc + k) * kNR;
+      hn::Store(LoadAsF32<kSrc>(df, src + s * kNR * kBytes), df, dst);
+      hn::Store(LoadAsF32<kSrc>(df, src + (s * kNR + kLanes) * kBytes), df, dst + kLanes);
+    }
+    if (rest != 0) {
+      float* dst = bp + (full * kc + k) * kNR;
+      DecodeRun(dst, src + full * kNR * kBytes, kSrc, rest);
+      std::fill(dst + rest, dst + kNR, 0.0f);
+    }
+  }
+}
+
 // Packs k [k0, k0+kc) × columns [j0, j0+cols) of op(B) into strips of kNR columns:
-// bp[s][k][c] (zero-padded past N). tmp holds max(cols, kc) floats.
+// bp[s][k][c] (zero-padded past N). tmp holds kc floats.
 void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp,
            float* tmp) {
+  if (!g.b_trans) {
+    switch (static_cast<DType>(g.b_type)) {
+      case DType::kF32:
+        return PackBRowsT<static_cast<int>(DType::kF32)>(g, k0, kc, j0, cols, bp);
+      case DType::kBF16:
+        return PackBRowsT<static_cast<int>(DType::kBF16)>(g, k0, kc, j0, cols, bp);
+      case DType::kE4M3:
+        return PackBRowsT<static_cast<int>(DType::kE4M3)>(g, k0, kc, j0, cols, bp);
+      default:
+        return PackBRowsT<static_cast<int>(DType::kE5M2)>(g, k0, kc, j0, cols, bp);
+    }
+  }
+  // Stored N×K: decode each stored row, interleave by kNR.
   const size_t es = dtype_size(static_cast<DType>(g.b_type));
   const size_t strips = (cols + kNR - 1) / kNR;
-  if (!g.b_trans) {  // stored K×N: each k gives a contiguous run of columns
-    for (size_t k = 0; k < kc; ++k) {
-      DecodeRun(tmp, g.b + ((k0 + k) * g.ldb + j0) * es, g.b_type, cols);
-      for (size_t s = 0; s < strips; ++s) {
-        float* dst = bp + (s * kc + k) * kNR;
-        const size_t n = std::min(kNR, cols - s * kNR);
-        std::memcpy(dst, tmp + s * kNR, n * sizeof(float));
-        std::fill(dst + n, dst + kNR, 0.0f);
-      }
-    }
-    return;
-  }
-  for (size_t s = 0; s < strips; ++s) {  // stored N×K: decode each row, interleave by kNR
+  for (size_t s = 0; s < strips; ++s) {
     float* strip = bp + s * kc * kNR;
     for (size_t c = 0; c < kNR; ++c) {
       const size_t j = s * kNR + c;

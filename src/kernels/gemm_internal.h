@@ -13,10 +13,12 @@ namespace fp8lm::kernels::gemm_detail {
 // Block sizes. K is split into passes of at most KC, summed in one fixed order; partial
 // sums of a pass live in an FP32 buffer of MO×NC. All buffers are bounded by the byte
 // budgets below, whatever M, N and K are.
-inline constexpr size_t kKCMax = 4096;              // K up to this is done in one pass
+// KC: measured on AVX-512 (Zen) at 2 threads, passes of 512..1024 beat one long pass for
+// K = 2048/3072 by 5-10%; 768 keeps the common K = 768 in one pass.
+inline constexpr size_t kKCMax = 768;
 inline constexpr size_t kABytes = size_t{1} << 20;  // packed A block (MC×KC FP32): ~L2
 inline constexpr size_t kBBytes = size_t{4} << 20;  // packed B panel (KC×NC FP32): L3 share
-inline constexpr size_t kCBytes = size_t{2} << 20;  // partial sums (MO×NC FP32), K > KC only
+inline constexpr size_t kCBytes = size_t{4} << 20;  // partial sums (MO×NC FP32), K > KC only
 
 struct Blocking {
   size_t mc, nc, kc;  // packed block sizes
@@ -34,8 +36,8 @@ inline size_t balanced(size_t total, size_t max_block, size_t unit) {
 
 inline Blocking blocking(size_t K, size_t rows, size_t cols, size_t mr, size_t nr) {
   Blocking b{};
-  b.kc = std::clamp<size_t>(K, 1, kKCMax);
-  b.passes = std::max<size_t>(1, (K + b.kc - 1) / b.kc);
+  b.passes = std::max<size_t>(1, (K + kKCMax - 1) / kKCMax);
+  b.kc = std::max<size_t>(1, (K + b.passes - 1) / b.passes);  // equal passes
   const size_t mc_max = std::max(mr, kABytes / (b.kc * sizeof(float)) / mr * mr);
   const size_t nc_max = std::max(nr, kBBytes / (b.kc * sizeof(float)) / nr * nr);
   b.nc = balanced(std::max<size_t>(cols, 1), nc_max, nr);

@@ -287,3 +287,40 @@ TEST_F(Cli, BenchCastReportsRatio) {
 
 }  // namespace
 }  // namespace fp8lm
+
+namespace fp8lm {
+namespace {
+
+TEST_F(Cli, BenchGemmComparesWithOpenBlasOnOneShape) {
+  const Result r = run("--threads 2 bench gemm --json --reps 1 --shape 2048x768x768");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["fma_peak_gflops"].get<double>(), 0.0);
+  EXPECT_FALSE(j["openblas_core"].get<std::string>().empty());
+  ASSERT_EQ(j["results"].size(), 3u);  // e4m3×e4m3→f32, e5m2×e4m3→f32, e4m3×e4m3→e4m3
+  for (const auto& row : j["results"]) {
+    EXPECT_EQ(row["m"], 2048);
+    EXPECT_EQ(row["n"], 768);
+    EXPECT_EQ(row["k"], 768);
+    EXPECT_GT(row["gflops"].get<double>(), 0.0);
+    EXPECT_DOUBLE_EQ(row["ratio"].get<double>(),
+                     row["gflops"].get<double>() / row["sgemm_gflops"].get<double>());
+  }
+  EXPECT_EQ(j["results"][1]["a"], "e5m2");
+  EXPECT_EQ(j["results"][2]["c"], "e4m3");
+}
+
+TEST_F(Cli, BenchGemmMemoryModeAndBadShape) {
+  const Result r = run("bench gemm --memory --shape 2048x768x768");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["operand_bytes"], 2048 * 768 + 768 * 768);  // one byte per FP8 element
+  EXPECT_EQ(j["output_bytes"], 4 * 2048 * 768);
+  EXPECT_GT(j["peak_rss_kib"].get<double>(), 0.0);
+  const Result bad = run("bench gemm --shape 3x3x3");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+}
+
+}  // namespace
+}  // namespace fp8lm

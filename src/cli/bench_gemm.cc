@@ -102,16 +102,22 @@ struct Operand {
   float scale_inv = 1.0f;
 };
 
+// Generated and quantized in chunks, so no full-size FP32 staging copy raises the peak RSS.
 Operand make_operand(DType t, size_t n, uint64_t seed, Tensor* f32_copy) {
-  Tensor x(DType::kF32, {static_cast<int64_t>(n)}, MemCategory::kWorkspace);
-  fill_random(x.as<float>(), n, seed);
   Operand o{Tensor(t, {static_cast<int64_t>(n)}, MemCategory::kWorkspace), 1.0f};
   const float scale = t == DType::kE4M3 ? 64.0f : 4096.0f;  // N(0,1) fits either range
-  kernels::quantize(o.q.data(), t, x.as<float>(), n, scale);
   o.scale_inv = 1.0f / scale;
-  if (f32_copy != nullptr) {
+  if (f32_copy != nullptr)
     *f32_copy = Tensor(DType::kF32, {static_cast<int64_t>(n)}, MemCategory::kWorkspace);
-    kernels::dequantize(f32_copy->as<float>(), o.q.data(), t, n, o.scale_inv);
+  constexpr size_t kChunk = size_t{1} << 20;
+  std::vector<float> x(kChunk);
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t len = std::min(kChunk, n - i);
+    fill_random(x.data(), len, seed * 1000003 + i / kChunk);
+    uint8_t* q = static_cast<uint8_t*>(o.q.data()) + i * dtype_size(t);
+    kernels::quantize(q, t, x.data(), len, scale);
+    if (f32_copy != nullptr)
+      kernels::dequantize(f32_copy->as<float>() + i, q, t, len, o.scale_inv);
   }
   return o;
 }
@@ -144,10 +150,7 @@ void run_memory(const BenchGemmOptions& o) {
                 {c.data(), DType::kF32});
   const int64_t workspace = mem_stats(MemCategory::kWorkspace).peak - before_gemm;
   const size_t operands = a.q.bytes() + b.q.bytes();
-  const long rss = peak_rss_kib();
-  // The f32 staging used to make the random FP8 operands is freed before the GEMM, but it
-  // raised the process's peak: report the peak during the product from /proc instead when
-  // it is smaller. getrusage's peak covers the whole run, so it is an upper bound.
+  const long rss = peak_rss_kib();  // the whole run's peak: operands are made in chunks
   const double expected_kib =
       static_cast<double>(operands + c.bytes() + static_cast<size_t>(workspace)) / 1024.0 +
       static_cast<double>(rss_before);

@@ -1,0 +1,286 @@
+// The GEMM against an FP64 reference computed from the dequantized operands, on every SIMD
+// target: all operand/output dtype combinations, both transposes, strided layouts, α/β,
+// bias and GELU epilogues, fused amax, K split into several passes, poisoned outputs.
+//
+// Error bound (FP32 accumulation, stated per element): with u = 2^-24 and
+// S = |α·sa·sb|·Σ_k |a_ik·b_kj| + |β·c_ij| + |bias_j|, the pre-activation x satisfies
+// |x̂ − x| ≤ (K + 4)·u·S (one rounding per product-sum step, plus scale, β and bias steps).
+// GELU adds ≤ 1.2·(that) + 64·u·|x| (its slope is below 1.13; tanh is accurate to a few ulp).
+// Narrow outputs add half an ulp of the output format at the stored magnitude.
+#include "kernels/gemm.h"
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/check.h"
+#include "core/parallel.h"
+#include "kernels/cast.h"
+#include "kernels/simd.h"
+#include "numerics/cast_ref.h"
+
+namespace fp8lm {
+namespace {
+
+constexpr double kU = 0x1p-24;
+const DType kTypes[] = {DType::kF32, DType::kBF16, DType::kE4M3, DType::kE5M2};
+
+// A stored matrix (rows × cols, leading dimension ld) of some dtype with its scale_inv.
+struct Mat {
+  DType t = DType::kF32;
+  size_t rows = 0, cols = 0, ld = 0;
+  float scale_inv = 1.0f;
+  std::vector<uint8_t> bytes;
+
+  double at(size_t r, size_t c) const {
+    const size_t es = dtype_size(t);
+    uint32_t code = 0;
+    std::memcpy(&code, bytes.data() + (r * ld + c) * es, es);
+    const double v = t == DType::kF32 ? std::bit_cast<float>(code)
+                                      : decode_ref(code, float_format(t));
+    return v * scale_inv;
+  }
+};
+
+// Normal(0, 1) values stored in t; narrow types use `scale` (default: one that fits N(0, 1)).
+Mat random_mat(DType t, size_t rows, size_t cols, size_t ld_extra, std::mt19937& rng,
+               float scale = 0.0f) {
+  Mat m{t, rows, cols, cols + ld_extra, 1.0f, {}};
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> x(rows * m.ld);
+  for (float& v : x) v = d(rng);
+  m.bytes.resize(x.size() * dtype_size(t));
+  if (t == DType::kF32) {
+    std::memcpy(m.bytes.data(), x.data(), m.bytes.size());
+  } else {
+    if (scale == 0.0f) scale = t == DType::kE4M3 ? 64.0f : t == DType::kE5M2 ? 8192.0f : 1.0f;
+    kernels::quantize(m.bytes.data(), t, x.data(), x.size(), scale);
+    m.scale_inv = 1.0f / scale;
+  }
+  return m;
+}
+
+double gelu(double x) {
+  return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+}
+
+// Half an ulp of format f at magnitude v (v in the scaled domain).
+double half_ulp(double v, const FloatFormat& f) {
+  const int e = v > 0 ? std::max(std::ilogb(v), f.min_normal_exp()) : f.min_normal_exp();
+  return std::ldexp(1.0, e - f.man_bits - 1);
+}
+
+struct Case {
+  size_t M, N, K;
+  bool ta, tb;
+  DType a, b, c;
+  float alpha, beta;
+  bool bias, gelu_act;
+  size_t ld_extra;
+};
+
+void run_case(const Case& cs, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message()
+               << cs.M << "x" << cs.N << "x" << cs.K << " ta=" << cs.ta << " tb=" << cs.tb << " "
+               << dtype_name(cs.a) << "x" << dtype_name(cs.b) << "->" << dtype_name(cs.c)
+               << " alpha=" << cs.alpha << " beta=" << cs.beta << " bias=" << cs.bias
+               << " gelu=" << cs.gelu_act << " ld+" << cs.ld_extra);
+  const Mat A = cs.ta ? random_mat(cs.a, cs.K, cs.M, cs.ld_extra, rng)
+                      : random_mat(cs.a, cs.M, cs.K, cs.ld_extra, rng);
+  const Mat B = cs.tb ? random_mat(cs.b, cs.N, cs.K, cs.ld_extra, rng)
+                      : random_mat(cs.b, cs.K, cs.N, cs.ld_extra, rng);
+  auto a_at = [&](size_t i, size_t k) { return cs.ta ? A.at(k, i) : A.at(i, k); };
+  auto b_at = [&](size_t k, size_t j) { return cs.tb ? B.at(j, k) : B.at(k, j); };
+  std::vector<float> bias(cs.N);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (float& v : bias) v = d(rng);
+
+  // Reference pre-activation and its error budget, in FP64: products first, so the output
+  // scale can be chosen to keep every result in range (old C values are N(0, 1)).
+  const size_t M = cs.M, N = cs.N, K = cs.K;
+  const double mul = static_cast<double>(cs.alpha);
+  std::vector<double> prod(M * N), prod_abs(M * N);
+  double bound = 0;
+  for (size_t i = 0; i < M; ++i) {
+    for (size_t j = 0; j < N; ++j) {
+      double s = 0, sa = 0;
+      for (size_t k = 0; k < K; ++k) {
+        const double p = a_at(i, k) * b_at(k, j);
+        s += p;
+        sa += std::fabs(p);
+      }
+      prod[i * N + j] = mul * s;
+      prod_abs[i * N + j] = std::fabs(mul) * sa;
+      bound = std::max(bound, std::fabs(mul * s) + std::fabs(bias[j]) + 6 * std::fabs(cs.beta));
+    }
+  }
+  float c_scale = 1.0f;
+  if (cs.c != DType::kF32)
+    c_scale = std::ldexp(1.0f, std::ilogb(float_format(cs.c).bits == 8
+                                              ? info(cs.c).max_finite / (bound + 1)
+                                              : 1.0));
+  const Mat C = random_mat(cs.c, M, N, cs.ld_extra, rng, c_scale);  // old C
+  std::vector<double> ref(M * N), tol(M * N);
+  for (size_t i = 0; i < M; ++i) {
+    for (size_t j = 0; j < N; ++j) {
+      double x = prod[i * N + j], budget = prod_abs[i * N + j];
+      if (cs.beta != 0.0f) {
+        x += cs.beta * C.at(i, j);
+        budget += std::fabs(cs.beta * C.at(i, j));
+      }
+      if (cs.bias) {
+        x += bias[j];
+        budget += std::fabs(bias[j]);
+      }
+      double t = (K + 4) * kU * budget;
+      if (cs.gelu_act) {
+        t = 1.2 * t + 64 * kU * std::fabs(x);
+        x = gelu(x);
+      }
+      ref[i * N + j] = x;
+      tol[i * N + j] = t + 1e-30;
+    }
+  }
+
+  // Output: old values, with the gap between rows (ld > N) poisoned and checked after.
+  std::vector<uint8_t> out = C.bytes;
+  const size_t es = dtype_size(cs.c);
+  for (size_t i = 0; i < M; ++i)
+    std::memset(out.data() + (i * C.ld + N) * es, 0xA5, (C.ld - N) * es);
+  if (cs.beta == 0.0f) {  // C must not be read: fill it with NaN
+    for (size_t i = 0; i < M; ++i)
+      for (size_t j = 0; j < N; ++j)
+        std::memset(out.data() + (i * C.ld + j) * es, 0xFF, es);
+  }
+  float amax = -1.0f;
+  kernels::GemmOutput o{out.data(), cs.c, C.ld, c_scale, true, &amax,
+                        cs.bias ? bias.data() : nullptr,
+                        cs.gelu_act ? kernels::GemmActivation::kGelu : kernels::GemmActivation::kNone};
+  kernels::gemm(M, N, K, cs.alpha, {A.bytes.data(), cs.a, cs.ta, A.ld, A.scale_inv},
+                {B.bytes.data(), cs.b, cs.tb, B.ld, B.scale_inv}, cs.beta, o);
+
+  Mat got = C;
+  got.bytes = out;
+  double ref_amax = 0, amax_tol = 0;
+  int bad = 0;
+  for (size_t i = 0; i < M; ++i) {
+    for (size_t j = 0; j < N; ++j) {
+      const double r = ref[i * N + j], t = tol[i * N + j];
+      ref_amax = std::max(ref_amax, std::fabs(r));
+      amax_tol = std::max(amax_tol, t);
+      double allowed = t;
+      if (cs.c != DType::kF32)
+        allowed += half_ulp((std::fabs(r) + t) * c_scale, float_format(cs.c)) / c_scale;
+      const double g = got.at(i, j);
+      if (!(std::fabs(g - r) <= allowed) && ++bad <= 3)
+        ADD_FAILURE() << "C[" << i << "," << j << "] = " << g << ", want " << r << " ± "
+                      << allowed;
+    }
+    for (size_t x = N * es; x < (C.ld) * es; ++x)
+      ASSERT_EQ(out[i * C.ld * es + x], 0xA5) << "wrote past N in row " << i;
+  }
+  EXPECT_EQ(bad, 0);
+  EXPECT_NEAR(amax, ref_amax, amax_tol + 1e-30);
+}
+
+class GemmOnTarget : public ::testing::TestWithParam<simd::Target> {
+ protected:
+  void SetUp() override { simd::force_target(GetParam().bits); }
+  void TearDown() override { simd::force_target(0); }
+};
+
+TEST_P(GemmOnTarget, EveryDTypeCombinationRandomShapes) {
+  std::mt19937 rng(2024);
+  const size_t sizes[] = {1, 2, 3, 7, 13, 16, 17, 31, 33, 64, 97, 131};
+  std::uniform_int_distribution<size_t> pick(0, std::size(sizes) - 1);
+  std::uniform_int_distribution<int> coin(0, 1);
+  int n = 0;
+  for (DType a : kTypes) {
+    for (DType b : kTypes) {
+      for (DType c : kTypes) {
+        Case cs{sizes[pick(rng)], sizes[pick(rng)], sizes[pick(rng)], coin(rng) == 1,
+                coin(rng) == 1, a, b, c, n % 3 == 0 ? 1.0f : 0.75f,
+                n % 4 == 1 ? 0.5f : 0.0f, n % 2 == 0, n % 5 == 2, static_cast<size_t>(n % 3)};
+        run_case(cs, rng);
+        ++n;
+      }
+    }
+  }
+}
+
+TEST_P(GemmOnTarget, TransposesAndEpiloguesOnTheTrainingProducts) {
+  std::mt19937 rng(7);
+  // forward x·W (E4M3×E4M3), dgrad dy·Wᵀ (E5M2×E4M3), wgrad xᵀ·dy (E4M3×E5M2)
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      run_case({37, 53, 71, ta, tb, DType::kE4M3, DType::kE4M3, DType::kE4M3, 1.0f, 0.0f, true,
+                true, 0},
+               rng);
+      run_case({29, 40, 64, ta, tb, DType::kE5M2, DType::kE4M3, DType::kBF16, 1.0f, 0.0f, false,
+                false, 5},
+               rng);
+      run_case({41, 19, 83, ta, tb, DType::kE4M3, DType::kE5M2, DType::kF32, 2.0f, 1.0f, false,
+                false, 0},
+               rng);
+    }
+  }
+}
+
+TEST_P(GemmOnTarget, LargeShapesSpanSeveralBlocksAndKPasses) {
+  std::mt19937 rng(99);
+  // K = 1700 runs in three passes through the partial-sum buffer; 700 rows and 1400 columns
+  // need several packed blocks.
+  run_case({45, 70, 1700, false, true, DType::kE4M3, DType::kE4M3, DType::kF32, 1.0f, 0.5f,
+            true, false, 0},
+           rng);
+  if (GetParam().name != "scalar")
+    run_case({700, 1400, 96, true, false, DType::kE5M2, DType::kE4M3, DType::kE4M3, 1.0f, 0.0f,
+              true, true, 0},
+             rng);
+}
+
+TEST_P(GemmOnTarget, EmptyKGivesBetaCPlusBias) {
+  std::mt19937 rng(3);
+  run_case({5, 9, 0, false, false, DType::kE4M3, DType::kE4M3, DType::kF32, 1.0f, 2.0f, true,
+            false, 0},
+           rng);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTargets, GemmOnTarget, ::testing::ValuesIn(simd::available_targets()),
+                         [](const auto& p) { return p.param.name; });
+
+TEST(Gemm, DeterministicForAnyThreadCount) {
+  std::mt19937 rng(5);
+  const Mat A = random_mat(DType::kE4M3, 300, 500, 0, rng);
+  const Mat B = random_mat(DType::kE5M2, 500, 900, 0, rng);
+  auto run = [&](int threads) {
+    set_num_threads(threads);
+    std::vector<float> c(300 * 900);
+    kernels::gemm(300, 900, 500, 1.0f, {A.bytes.data(), A.t, false, 0, A.scale_inv},
+                  {B.bytes.data(), B.t, false, 0, B.scale_inv}, 0.0f, {c.data(), DType::kF32});
+    return c;
+  };
+  const int saved = num_threads();
+  const auto one = run(1), two = run(2), again = run(2);
+  set_num_threads(saved);
+  EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * 4), 0);
+  EXPECT_EQ(std::memcmp(two.data(), again.data(), two.size() * 4), 0);
+}
+
+TEST(Gemm, RejectsBadArguments) {
+  float x = 1.0f, y = 0.0f;
+  EXPECT_THROW(kernels::gemm(1, 1, 1, 1.0f, {&x, DType::kF16}, {&x}, 0.0f, {&y}), Error);
+  EXPECT_THROW(kernels::gemm(1, 1, 1, 1.0f, {&x}, {&x}, 0.0f, {&y, DType::kI32}), Error);
+  EXPECT_THROW(kernels::gemm(2, 2, 2, 1.0f, {&x, DType::kF32, false, 1}, {&x}, 0.0f, {&y}),
+               Error);
+  EXPECT_THROW(kernels::gemm(1, 1, 1, 1.0f, {&x}, {&x}, 0.0f, {&y, DType::kE4M3, 0, 0.0f}),
+               Error);
+}
+
+}  // namespace
+}  // namespace fp8lm

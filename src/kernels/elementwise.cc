@@ -1,0 +1,127 @@
+// Residual add, GELU forward/backward and column sums (bias gradients).
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/elementwise.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace fp8lm {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+constexpr size_t kLanes = hn::MaxLanes(DF());
+
+// Applies fn(vectors...) → vector over n elements, the tail through a padded buffer.
+template <class Fn>
+HWY_INLINE void Map2(float* HWY_RESTRICT out, const float* HWY_RESTRICT a,
+                     const float* HWY_RESTRICT b, size_t n, Fn fn) {
+  const DF df;
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    hn::StoreU(fn(hn::LoadU(df, a + i), hn::LoadU(df, b + i)), df, out + i);
+  if (i < n) {
+    HWY_ALIGN float ba[kLanes] = {}, bb[kLanes] = {}, bo[kLanes];
+    std::memcpy(ba, a + i, (n - i) * sizeof(float));
+    std::memcpy(bb, b + i, (n - i) * sizeof(float));
+    hn::Store(fn(hn::Load(df, ba), hn::Load(df, bb)), df, bo);
+    std::memcpy(out + i, bo, (n - i) * sizeof(float));
+  }
+}
+
+void AddChunk(float* out, const float* a, const float* b, size_t n) {
+  Map2(out, a, b, n, [](auto x, auto y) { return hn::Add(x, y); });
+}
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kCubic = 0.044715f;
+
+void GeluForwardChunk(float* out, const float* x, size_t n) {
+  const DF df;
+  Map2(out, x, x, n, [&](auto v, auto) {
+    const auto u = hn::Mul(hn::Set(df, kSqrt2OverPi),
+                           hn::MulAdd(hn::Mul(hn::Set(df, kCubic), hn::Mul(v, v)), v, v));
+    const auto half_x = hn::Mul(hn::Set(df, 0.5f), v);
+    return hn::MulAdd(half_x, hwy::HWY_NAMESPACE::Tanh(df, u), half_x);
+  });
+}
+
+// gelu'(x) = 0.5·(1 + t) + 0.5·x·(1 − t²)·sqrt(2/π)·(1 + 3·0.044715·x²), t = tanh(u).
+void GeluBackwardChunk(float* dx, const float* x, const float* dout, size_t n) {
+  const DF df;
+  Map2(dx, x, dout, n, [&](auto v, auto g) {
+    const auto x2 = hn::Mul(v, v);
+    const auto u = hn::Mul(hn::Set(df, kSqrt2OverPi), hn::MulAdd(hn::Mul(hn::Set(df, kCubic), x2), v, v));
+    const auto t = hwy::HWY_NAMESPACE::Tanh(df, u);
+    const auto half = hn::Set(df, 0.5f), one = hn::Set(df, 1.0f);
+    const auto du = hn::Mul(hn::Set(df, kSqrt2OverPi), hn::MulAdd(hn::Set(df, 3 * kCubic), x2, one));
+    const auto sech2 = hn::NegMulAdd(t, t, one);
+    const auto d = hn::MulAdd(hn::Mul(half, v), hn::Mul(sech2, du), hn::Mul(half, hn::Add(one, t)));
+    return hn::Mul(d, g);
+  });
+}
+
+// out[c] = Σ_{r in rows} x[r, c] (overwrites out).
+void ColumnSumChunk(float* out, const float* x, size_t rows, size_t cols) {
+  std::fill(out, out + cols, 0.0f);
+  for (size_t r = 0; r < rows; ++r) AddChunk(out, out, x + r * cols, cols);
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace fp8lm
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "core/parallel.h"
+#include "kernels/nn.h"
+
+namespace fp8lm {
+HWY_EXPORT(AddChunk);
+HWY_EXPORT(GeluForwardChunk);
+HWY_EXPORT(GeluBackwardChunk);
+HWY_EXPORT(ColumnSumChunk);
+
+namespace kernels {
+namespace {
+constexpr size_t kMinChunk = 1 << 15;
+}  // namespace
+
+void add(float* out, const float* a, const float* b, size_t n) {
+  parallel_for(n, kMinChunk, 16, [&](size_t, size_t lo, size_t hi) {
+    HWY_DYNAMIC_DISPATCH(AddChunk)(out + lo, a + lo, b + lo, hi - lo);
+  });
+}
+
+void gelu_forward(float* out, const float* x, size_t n) {
+  parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
+    HWY_DYNAMIC_DISPATCH(GeluForwardChunk)(out + lo, x + lo, hi - lo);
+  });
+}
+
+void gelu_backward(float* dx, const float* x, const float* dout, size_t n) {
+  parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
+    HWY_DYNAMIC_DISPATCH(GeluBackwardChunk)(dx + lo, x + lo, dout + lo, hi - lo);
+  });
+}
+
+void column_sum(float* out, const float* x, size_t rows, size_t cols) {
+  const size_t chunks = chunk_count(rows * cols, kMinChunk) ;
+  std::vector<float> partial(chunks * cols);
+  const size_t rows_per = (rows + chunks - 1) / chunks;
+  parallel_for(chunks, 1, 1, [&](size_t, size_t c0, size_t c1) {
+    for (size_t c = c0; c < c1; ++c) {
+      const size_t r0 = std::min(rows, c * rows_per), r1 = std::min(rows, r0 + rows_per);
+      HWY_DYNAMIC_DISPATCH(ColumnSumChunk)(partial.data() + c * cols, x + r0 * cols, r1 - r0, cols);
+    }
+  });
+  for (size_t c = 0; c < chunks; ++c)
+    HWY_DYNAMIC_DISPATCH(AddChunk)(out, out, partial.data() + c * cols, cols);
+}
+
+}  // namespace kernels
+}  // namespace fp8lm
+#endif  // HWY_ONCE

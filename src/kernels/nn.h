@@ -1,0 +1,49 @@
+// Kernels of the transformer's non-GEMM layers, in FP32: residual add, GELU, bias
+// gradients, LayerNorm, causal attention, softmax cross-entropy. Backend-neutral: pointers
+// and sizes only. Shapes use B (batch), T (time), C (channels), NH (heads), V (vocab).
+// Reductions over rows split the rows statically over the threads and combine the partial
+// sums in thread order, so results are deterministic for a given thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fp8lm::kernels {
+
+// out[i] = a[i] + b[i]
+void add(float* out, const float* a, const float* b, size_t n);
+
+// GELU, tanh form: out = 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
+void gelu_forward(float* out, const float* x, size_t n);
+// dx[i] = dout[i] · gelu'(x[i]) (overwrites dx; dx may alias dout).
+void gelu_backward(float* dx, const float* x, const float* dout, size_t n);
+
+// out[c] += Σ_r x[r, c] for x [rows, cols] (bias gradients).
+void column_sum(float* out, const float* x, size_t rows, size_t cols);
+
+// LayerNorm over the last dimension C, eps = 1e-5:
+// out = (x − mean)·rstd·w + b; mean, rstd [rows] are kept for the backward pass.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w,
+                       const float* b, size_t rows, size_t C);
+// dx += ∂L/∂x, dw += ∂L/∂w, db += ∂L/∂b given dout.
+void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
+                        const float* mean, const float* rstd, const float* w, size_t rows,
+                        size_t C);
+
+// Causal multi-head self-attention, computed tile by tile with an online softmax (no T×T
+// score matrix is stored). qkv [B, T, 3C] holds q | k | v; out [B, T, C]; lse [B, NH, T]
+// keeps each row's log-sum-exp of the scaled scores for the backward pass.
+void attention_forward(float* out, float* lse, const float* qkv, size_t B, size_t T, size_t C,
+                       size_t NH);
+// dqkv [B, T, 3C] = ∂L/∂qkv (overwritten) given dout [B, T, C] and the forward's out, lse.
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                        const float* lse, size_t B, size_t T, size_t C, size_t NH);
+
+// Softmax cross-entropy over rows of logits [rows, Vp] whose first V columns are valid.
+// losses[r] = logsumexp(logits[r, :V]) − logits[r, target[r]]; rows with target < 0 are
+// skipped (loss 0, zero gradient). If grad_scale != 0, logits are overwritten with
+// grad_scale · (softmax − onehot) (zero in the padded columns).
+void softmax_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
+                           size_t V, size_t Vp, float grad_scale);
+
+}  // namespace fp8lm::kernels

@@ -1,0 +1,141 @@
+// The FP32 transformer kernels against the FP64 reference ops, on every SIMD target.
+#include "kernels/nn.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/simd.h"
+#include "model/ref_ops.h"
+
+namespace fp8lm {
+namespace {
+
+std::vector<float> randf(size_t n, std::mt19937& rng, float sd = 1.0f) {
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+ref::Vec to_d(const std::vector<float>& v) { return ref::Vec(v.begin(), v.end()); }
+
+// max |got − want| / (max |want| + floor) over all elements.
+double rel_err(const std::vector<float>& got, const ref::Vec& want, double floor = 1e-6) {
+  double scale = floor, err = 0;
+  for (double w : want) scale = std::max(scale, std::fabs(w));
+  for (size_t i = 0; i < want.size(); ++i) err = std::max(err, std::fabs(got[i] - want[i]));
+  return err / scale;
+}
+
+class NnOnTarget : public ::testing::TestWithParam<simd::Target> {
+ protected:
+  void SetUp() override { simd::force_target(GetParam().bits); }
+  void TearDown() override { simd::force_target(0); }
+};
+
+TEST_P(NnOnTarget, AddGeluColumnSum) {
+  std::mt19937 rng(1);
+  const size_t n = 1000 * 37 + 3;
+  const auto a = randf(n, rng, 3.0f), b = randf(n, rng);
+  std::vector<float> out(n), dx(n);
+  kernels::add(out.data(), a.data(), b.data(), n);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], a[i] + b[i]);
+  kernels::gelu_forward(out.data(), a.data(), n);
+  kernels::gelu_backward(dx.data(), a.data(), b.data(), n);
+  ref::Vec want(n), dwant(n);
+  for (size_t i = 0; i < n; ++i) {
+    want[i] = ref::gelu(a[i]);
+    dwant[i] = ref::gelu_grad(a[i]) * b[i];
+  }
+  EXPECT_LT(rel_err(out, want), 1e-6);
+  EXPECT_LT(rel_err(dx, dwant), 1e-6);
+  const size_t rows = 333, cols = 77;
+  const auto x = randf(rows * cols, rng);
+  std::vector<float> cs(cols, 1.0f);
+  kernels::column_sum(cs.data(), x.data(), rows, cols);
+  ref::Vec cwant(cols, 1.0);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t c = 0; c < cols; ++c) cwant[c] += x[r * cols + c];
+  EXPECT_LT(rel_err(cs, cwant), 1e-5);
+}
+
+TEST_P(NnOnTarget, LayerNormForwardBackward) {
+  std::mt19937 rng(2);
+  for (size_t C : {size_t{7}, size_t{64}, size_t{100}}) {
+    const size_t R = 45;
+    const auto x = randf(R * C, rng, 2.0f), w = randf(C, rng), b = randf(C, rng),
+               g = randf(R * C, rng);
+    std::vector<float> y(R * C), mean(R), rstd(R);
+    kernels::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(),
+                               R, C);
+    ref::Vec yw;
+    ref::layernorm_fwd(yw, to_d(x), to_d(w), to_d(b), R, C);
+    EXPECT_LT(rel_err(y, yw), 2e-6) << C;
+    std::vector<float> dx(R * C, 0.5f), dw(C, 0.25f), db(C, -1.0f);
+    kernels::layernorm_backward(dx.data(), dw.data(), db.data(), g.data(), x.data(), mean.data(),
+                                rstd.data(), w.data(), R, C);
+    ref::Vec dxw(R * C, 0.5), dww(C, 0.25), dbw(C, -1.0);
+    ref::layernorm_bwd(dxw, dww, dbw, to_d(g), to_d(x), to_d(w), R, C);
+    EXPECT_LT(rel_err(dx, dxw), 1e-5) << C;
+    EXPECT_LT(rel_err(dw, dww), 1e-5) << C;
+    EXPECT_LT(rel_err(db, dbw), 1e-5) << C;
+  }
+}
+
+TEST_P(NnOnTarget, AttentionForwardBackward) {
+  std::mt19937 rng(3);
+  struct Case {
+    size_t B, T, C, NH;
+  };
+  // T > 64 spans several online-softmax tiles; HS = 8 and 24 are not whole vectors.
+  for (const Case& c : {Case{2, 5, 24, 3}, Case{1, 130, 64, 1}, Case{2, 70, 48, 2},
+                        Case{1, 64, 128, 2}}) {
+    const auto qkv = randf(c.B * c.T * 3 * c.C, rng, 1.5f), g = randf(c.B * c.T * c.C, rng);
+    std::vector<float> out(c.B * c.T * c.C), lse(c.B * c.NH * c.T);
+    kernels::attention_forward(out.data(), lse.data(), qkv.data(), c.B, c.T, c.C, c.NH);
+    ref::Vec ow;
+    ref::attention_fwd(ow, to_d(qkv), c.B, c.T, c.C, c.NH);
+    EXPECT_LT(rel_err(out, ow), 2e-6) << c.T;
+    std::vector<float> dqkv(qkv.size(), 123.0f);  // poison: must be overwritten
+    kernels::attention_backward(dqkv.data(), g.data(), qkv.data(), out.data(), lse.data(), c.B,
+                                c.T, c.C, c.NH);
+    ref::Vec dw(qkv.size(), 0.0);
+    ref::attention_bwd(dw, to_d(g), to_d(qkv), c.B, c.T, c.C, c.NH);
+    EXPECT_LT(rel_err(dqkv, dw), 1e-5) << c.T;
+  }
+}
+
+TEST_P(NnOnTarget, SoftmaxCrossEntropy) {
+  std::mt19937 rng(4);
+  const size_t R = 37, V = 1003, Vp = 1024;
+  auto logits = randf(R * Vp, rng, 4.0f);
+  std::vector<int32_t> t(R);
+  std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(V) - 1);
+  for (auto& v : t) v = pick(rng);
+  t[5] = -1;  // ignored position
+  ref::Vec lw(R * V);
+  for (size_t r = 0; r < R; ++r)
+    for (size_t c = 0; c < V; ++c) lw[r * V + c] = logits[r * Vp + c];
+  std::vector<float> losses(R);
+  kernels::softmax_cross_entropy(logits.data(), losses.data(), t.data(), R, V, Vp, 0.25f);
+  for (size_t r = 0; r < R; ++r) {
+    if (t[r] < 0) {
+      EXPECT_EQ(losses[r], 0.0f);
+      for (size_t c = 0; c < Vp; ++c) ASSERT_EQ(logits[r * Vp + c], 0.0f);
+      continue;
+    }
+    ref::Vec row(lw.begin() + static_cast<long>(r * V), lw.begin() + static_cast<long>((r + 1) * V)), d;
+    const double want = ref::cross_entropy(row, {t[r]}, 1, V, &d);
+    EXPECT_NEAR(losses[r], want, 1e-5 * (1 + std::fabs(want)));
+    for (size_t c = 0; c < V; ++c) ASSERT_NEAR(logits[r * Vp + c], 0.25 * d[c], 1e-6);
+    for (size_t c = V; c < Vp; ++c) ASSERT_EQ(logits[r * Vp + c], 0.0f);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTargets, NnOnTarget, ::testing::ValuesIn(simd::available_targets()),
+                         [](const auto& p) { return p.param.name; });
+
+}  // namespace
+}  // namespace fp8lm

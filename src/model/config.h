@@ -1,0 +1,36 @@
+// GPT-2 model configuration and presets; compute modes (SPEC.md §3–4).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fp8lm {
+
+struct GptConfig {
+  std::string preset;  // name it came from ("" when built by hand)
+  int n_layer = 0;
+  int n_head = 0;
+  int n_embd = 0;
+  int seq_len = 0;     // maximum T (rows of wpe)
+  int vocab_size = 0;  // V; tensors use padded_vocab() rows so GEMMs see a multiple of 64
+
+  int padded_vocab() const { return (vocab_size + 63) / 64 * 64; }
+  // Throws Error naming the field when a value is out of range.
+  void validate() const;
+  // Number of parameters as Hugging Face counts them (unpadded vocabulary).
+  size_t num_params() const;
+};
+
+// gpt2 (124M), gpt2-medium (350M), gpt2-large (774M), gpt2-xl (1.5B), and small ones:
+// d6 (6 layers × 384, the default training run) and tiny (2 layers × 64, tests).
+GptConfig gpt_preset(std::string_view name);
+std::vector<std::string> gpt_preset_names();
+
+// How a step computes (SPEC.md §3–4). fp8 is what levels O1/O2/O3 run.
+enum class ComputeMode { kF32, kBF16, kFP8 };
+std::string_view compute_mode_name(ComputeMode m);
+ComputeMode compute_mode_from_name(std::string_view name);  // throws Error when unknown
+
+}  // namespace fp8lm

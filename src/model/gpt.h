@@ -1,0 +1,75 @@
+// The GPT-2 model: forward and backward by hand, for a fixed batch shape (B, T).
+//
+// Per block: x → LayerNorm → c_attn (fused QKV) → causal attention → c_proj → + x →
+// LayerNorm → c_fc → GELU → c_proj → + ; then a final LayerNorm and the LM head tied to
+// wte, fused with softmax cross-entropy over chunks of rows (the B·T × V logits are never
+// held at once). Linear layers run in the compute mode (model/linear.h); LayerNorm,
+// attention, GELU, residuals, embeddings, the LM head and the loss stay in FP32.
+//
+// Saved activations (what backward needs), per block and token, in C-sized units:
+//   residual in (f32), ln_1 out (c_attn input, mode format), qkv (f32 | bf16 in bf16/fp8),
+//   attention out (c_proj input, mode format; fp8 also keeps a bf16 copy for the softmax
+//   backward), residual mid (f32), ln_2 out (c_fc input), fc pre-GELU (f32 | bf16), GELU out
+//   (c_proj input); plus LayerNorm mean/rstd and the attention log-sum-exp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/config.h"
+#include "model/linear.h"
+#include "model/params.h"
+
+namespace fp8lm {
+
+class Gpt {
+ public:
+  // Activations are allocated for batches of B sequences of T tokens (T <= seq_len).
+  Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T);
+  ~Gpt();
+  Gpt(const Gpt&) = delete;
+  Gpt& operator=(const Gpt&) = delete;
+
+  const GptConfig& config() const { return params_.config(); }
+  ComputeMode mode() const { return mode_; }
+  size_t batch() const { return B_; }
+  size_t seq() const { return T_; }
+
+  // Mean cross-entropy over the B·T positions (targets < 0 are ignored, they count in the
+  // mean's denominator as zero). No gradients.
+  float forward(const int32_t* tokens, const int32_t* targets);
+  // forward + backward: the gradients of the mean loss are written (or added, with
+  // `accumulate`) into the gradient buffers.
+  float forward_backward(const int32_t* tokens, const int32_t* targets, bool accumulate = false);
+  // Logits [B·T, V] (unpadded) for tokens; for sampling and tests.
+  void logits(const int32_t* tokens, float* out);
+
+  // Gradient of parameter `spec` (params().specs() index) as FP32 values.
+  void grad_values(size_t spec, float* out) const;
+  // Bytes of saved activations, from the memory accounting of this model's allocations.
+  size_t activation_bytes() const { return activation_bytes_; }
+
+ private:
+  struct Block;
+  void embed(const int32_t* tokens);
+  void forward_blocks();
+  // LM head + loss over row chunks; with grads, also dlnf and dwte.
+  float head(const int32_t* targets, bool grads, bool accumulate, float* logits_out);
+  void backward(const int32_t* tokens, bool accumulate);
+
+  GptParams& params_;
+  ComputeMode mode_;
+  size_t B_, T_, BT_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  Tensor resid_final_, lnf_, lnf_mean_, lnf_rstd_;  // activations after the last block
+  // FP32 gradients of everything but the FP8 Linear weights, in the parameter layout.
+  Tensor grads_;
+  // Workspace (not saved): staging and activation gradients.
+  Tensor ws_a_, ws_b_, ws_qkv_, ws_dres_, ws_logits_, ws_losses_;
+  size_t activation_bytes_ = 0;
+  size_t chunk_rows_ = 0;
+};
+
+}  // namespace fp8lm

@@ -1,0 +1,207 @@
+// The GPT model: FP32 against the FP64 reference model (whose gradients are checked by
+// finite differences), FP8 and BF16 against FP32, determinism, accumulation, checkpoints.
+#include "model/gpt.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "core/check.h"
+#include "model/ref_model.h"
+#include "tensor/safetensors.h"
+
+namespace fp8lm {
+namespace {
+
+GptConfig small_config() {
+  GptConfig c;
+  c.preset = "";
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 16;
+  c.seq_len = 8;
+  c.vocab_size = 37;  // padded to 64
+  return c;
+}
+
+struct Batch {
+  std::vector<int32_t> tokens, targets;
+};
+Batch random_batch(size_t n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> d(0, vocab - 1);
+  Batch b{std::vector<int32_t>(n), std::vector<int32_t>(n)};
+  for (size_t i = 0; i < n; ++i) {
+    b.tokens[i] = d(rng);
+    b.targets[i] = d(rng);
+  }
+  return b;
+}
+
+// Per-tensor comparison figures.
+struct Cmp {
+  double rel;     // max |a − b| / max |b|
+  double cosine;  // <a, b> / (|a| |b|)
+};
+Cmp compare(const std::vector<float>& a, const ref::Vec& b) {
+  double num = 0, na = 0, nb = 0, err = 0, mb = 1e-30;
+  for (size_t i = 0; i < b.size(); ++i) {
+    num += a[i] * b[i];
+    na += static_cast<double>(a[i]) * a[i];
+    nb += b[i] * b[i];
+    err = std::max(err, std::fabs(a[i] - b[i]));
+    mb = std::max(mb, std::fabs(b[i]));
+  }
+  return {err / mb, num / (std::sqrt(na * nb) + 1e-300)};
+}
+
+std::vector<float> grad(const Gpt& m, const GptParams& p, size_t spec) {
+  std::vector<float> g(p.specs()[spec].numel());
+  m.grad_values(spec, g.data());
+  if (spec == 0) g.resize(static_cast<size_t>(p.config().vocab_size) * p.config().n_embd);
+  return g;
+}
+
+TEST(GptModel, Fp32MatchesFp64ReferenceModel) {
+  GptParams params(small_config());
+  params.init_gpt2(1);
+  const size_t B = 3, T = 8;
+  const Batch batch = random_batch(B * T, 37, 2);
+  Gpt model(params, ComputeMode::kF32, B, T);
+  const float loss = model.forward_backward(batch.tokens.data(), batch.targets.data());
+  const ref::RefModel rm(params);
+  std::vector<ref::Vec> rg;
+  const double rloss = rm.loss(batch.tokens, batch.targets, B, T, &rg);
+  EXPECT_NEAR(loss, rloss, 1e-5 * rloss);
+  for (size_t s = 0; s < params.specs().size(); ++s) {
+    const Cmp c = compare(grad(model, params, s), rg[s]);
+    EXPECT_LT(c.rel, 1e-4) << params.specs()[s].name;
+  }
+  std::vector<float> logits(B * T * 37);
+  model.logits(batch.tokens.data(), logits.data());
+  EXPECT_LT(compare(logits, rm.logits(batch.tokens, B, T)).rel, 1e-5);
+}
+
+// Central differences of the FP64 reference model's loss, against both its own analytic
+// gradient and the FP32 model's, for a sample of elements of every parameter tensor.
+TEST(GptModel, GradientsMatchFiniteDifferencesInFp64) {
+  GptParams params(small_config());
+  params.init_gpt2(3);
+  const size_t B = 2, T = 5;
+  const Batch batch = random_batch(B * T, 37, 4);
+  Gpt model(params, ComputeMode::kF32, B, T);
+  model.forward_backward(batch.tokens.data(), batch.targets.data());
+  ref::RefModel rm(params);
+  std::vector<ref::Vec> rg;
+  rm.loss(batch.tokens, batch.targets, B, T, &rg);
+  std::mt19937 rng(5);
+  for (size_t s = 0; s < rm.p.size(); ++s) {
+    const std::vector<float> g32 = grad(model, params, s);
+    std::uniform_int_distribution<size_t> pick(0, rm.p[s].size() - 1);
+    for (int trial = 0; trial < 6; ++trial) {
+      const size_t i = s == 0 ? static_cast<size_t>(batch.tokens[trial]) * 16 + pick(rng) % 16
+                              : pick(rng);
+      const double x0 = rm.p[s][i], h = 1e-5;
+      rm.p[s][i] = x0 + h;
+      const double lp = rm.loss(batch.tokens, batch.targets, B, T, nullptr);
+      rm.p[s][i] = x0 - h;
+      const double lm = rm.loss(batch.tokens, batch.targets, B, T, nullptr);
+      rm.p[s][i] = x0;
+      const double fd = (lp - lm) / (2 * h);
+      const double tol = 1e-7 + 1e-5 * std::fabs(fd);
+      EXPECT_NEAR(rg[s][i], fd, tol) << params.specs()[s].name << "[" << i << "] (FP64 model)";
+      EXPECT_NEAR(g32[i], fd, 1e-6 + 1e-3 * std::fabs(fd))
+          << params.specs()[s].name << "[" << i << "] (FP32 model)";
+    }
+  }
+}
+
+// fp8 and bf16 against fp32 on the same weights and batch (tiny preset, 4×64 tokens).
+void compare_modes(ComputeMode mode, double loss_tol, double min_cosine) {
+  GptParams params(gpt_preset("tiny"));
+  params.init_gpt2(7);
+  const size_t B = 4, T = 64;
+  const Batch batch = random_batch(B * T, params.config().vocab_size, 8);
+  Gpt ref32(params, ComputeMode::kF32, B, T), low(params, mode, B, T);
+  const float l32 = ref32.forward_backward(batch.tokens.data(), batch.targets.data());
+  // Two steps so delayed scaling has a history for the second (the first is just-in-time).
+  low.forward_backward(batch.tokens.data(), batch.targets.data());
+  const float l8 = low.forward_backward(batch.tokens.data(), batch.targets.data());
+  const double loss_rel = std::fabs(l8 - l32) / l32;
+  double worst = 1.0;
+  std::string worst_name;
+  for (size_t s = 0; s < params.specs().size(); ++s) {
+    const std::vector<float> a = grad(low, params, s), b = grad(ref32, params, s);
+    const Cmp c = compare(a, ref::Vec(b.begin(), b.end()));
+    if (c.cosine < worst) {
+      worst = c.cosine;
+      worst_name = params.specs()[s].name;
+    }
+  }
+  std::printf("%s vs fp32: loss %.6f vs %.6f (rel %.2e), min gradient cosine %.5f (%s)\n",
+              std::string(compute_mode_name(mode)).c_str(), l8, l32, loss_rel, worst,
+              worst_name.c_str());
+  EXPECT_LT(loss_rel, loss_tol);
+  EXPECT_GE(worst, min_cosine) << worst_name;
+}
+
+TEST(GptModel, Fp8MatchesFp32WithinTolerance) { compare_modes(ComputeMode::kFP8, 0.02, 0.99); }
+TEST(GptModel, Bf16MatchesFp32WithinTolerance) { compare_modes(ComputeMode::kBF16, 0.01, 0.999); }
+
+TEST(GptModel, DeterministicAndAccumulating) {
+  GptParams params(small_config());
+  params.init_gpt2(9);
+  const size_t B = 2, T = 8;
+  const Batch b1 = random_batch(B * T, 37, 10), b2 = random_batch(B * T, 37, 11);
+  Gpt m(params, ComputeMode::kF32, B, T);
+  const float la = m.forward_backward(b1.tokens.data(), b1.targets.data());
+  const auto g_a = grad(m, params, 4);
+  const float lb = m.forward_backward(b1.tokens.data(), b1.targets.data());
+  EXPECT_EQ(la, lb);
+  EXPECT_EQ(g_a, grad(m, params, 4));
+  m.forward_backward(b2.tokens.data(), b2.targets.data());
+  const auto g_b = grad(m, params, 4);
+  m.forward_backward(b1.tokens.data(), b1.targets.data());
+  m.forward_backward(b2.tokens.data(), b2.targets.data(), /*accumulate=*/true);
+  const auto g_sum = grad(m, params, 4);
+  for (size_t i = 0; i < g_sum.size(); ++i)
+    ASSERT_NEAR(g_sum[i], g_a[i] + g_b[i], 1e-6 * (1 + std::fabs(g_sum[i])));
+}
+
+TEST(GptModel, SaveLoadRoundTripAndErrors) {
+  const std::string dir = ::testing::TempDir() + "/fp8lm_gpt_io";
+  std::filesystem::create_directories(dir);
+  GptParams a(small_config());
+  a.init_gpt2(12);
+  a.save(dir + "/model.safetensors");
+  {
+    const SafetensorsFile f(dir + "/model.safetensors");
+    EXPECT_EQ(f.find("wte.weight")->view.shape, (Shape{37, 16}));  // unpadded on disk
+    EXPECT_EQ(f.find("h.1.mlp.c_fc.weight")->view.shape, (Shape{16, 64}));
+  }
+  GptParams b(small_config());
+  b.load(dir + "/model.safetensors");
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)), 0);
+  GptConfig other = small_config();
+  other.n_embd = 32;
+  GptParams c(other);
+  try {
+    c.load(dir + "/model.safetensors");
+    FAIL() << "loaded a checkpoint of another shape";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("wte.weight has shape [37, 16]"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(gpt_preset("gpt3"), Error);
+  Gpt m(a, ComputeMode::kF32, 1, 8);
+  std::vector<int32_t> bad(8, 0);
+  bad[3] = 37;
+  EXPECT_THROW(m.forward(bad.data(), bad.data()), Error);
+}
+
+}  // namespace
+}  // namespace fp8lm

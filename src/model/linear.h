@@ -1,0 +1,68 @@
+// One Linear layer y = x·W + b (W [in, out], Hugging Face Conv1D layout) in a compute mode:
+//   fp32: FP32 operands;  bf16: BF16 operands, FP32 accumulation;
+//   fp8 (SPEC.md §3): x → E4M3 (delayed, window 16), W → E4M3 (just-in-time), dy → E5M2
+//   (delayed, window 16); dgrad E5M2×E4M3, wgrad E4M3×E5M2 reusing the saved E4M3 x; the
+//   weight gradient is stored as E4M3 with a just-in-time scale.
+// The layer keeps its input for the backward pass in the mode's format (that is the saved
+// activation) and the working copy of its weight (bf16 / e4m3).
+#pragma once
+
+#include <cstddef>
+
+#include "model/config.h"
+#include "tensor/scaling.h"
+#include "tensor/tensor.h"
+
+namespace fp8lm {
+
+// A weight gradient: FP32, or E4M3 with a scale (fp8 mode).
+struct WeightGrad {
+  Tensor f32;          // fp32 / bf16 modes
+  ScaledTensor e4m3;   // fp8 mode
+  bool is_fp8() const { return e4m3.data.data() != nullptr; }
+  // Writes the gradient's values as FP32.
+  void values(float* out) const;
+};
+
+class Linear {
+ public:
+  Linear(ComputeMode mode, size_t in, size_t out, size_t rows);
+
+  size_t in() const { return in_; }
+  size_t out() const { return out_; }
+
+  // Builds the working weight from the FP32 master W [in, out] (once per step).
+  void prepare_weight(const float* w);
+
+  // Where the caller writes this layer's FP32 input [rows, in]. In fp32 mode this is the
+  // saved input itself; otherwise `scratch`, converted by commit_input().
+  float* input_buffer(float* scratch);
+  void commit_input(const float* x);
+
+  // The saved input as FP32 (fp32/bf16 modes): the buffer itself, or dequantized to scratch.
+  const float* saved_input_f32(float* scratch) const;
+
+  // y [rows, out] = x·W + bias, written as y_type (f32 or bf16).
+  void forward(void* y, DType y_type, const float* bias);
+
+  // dx [rows, in] = dy·Wᵀ (overwritten); dW and dbias get the gradient, added to what they
+  // hold when `accumulate`. dy is FP32 [rows, out].
+  void backward(float* dx, const float* dy, WeightGrad& dw, float* dbias, bool accumulate);
+
+  // A gradient buffer of the right format for this layer's weight.
+  WeightGrad make_grad() const;
+
+ private:
+  ComputeMode mode_;
+  size_t in_, out_, rows_;
+  Tensor x_;         // saved input: f32 / bf16 (activations)
+  ScaledTensor x8_;  // saved input: e4m3, delayed (fp8)
+  Tensor w_;         // working weight bf16 (bf16 mode)
+  ScaledTensor w8_;  // working weight e4m3, just-in-time (fp8)
+  const float* w_master_ = nullptr;  // fp32 mode uses the master directly
+  ScaledTensor dy8_;                 // e5m2 output gradient, delayed (workspace)
+  Tensor dy16_;                      // bf16 output gradient (workspace)
+  Tensor dw_tmp_;                    // f32 weight-gradient staging (fp8 mode, workspace)
+};
+
+}  // namespace fp8lm

@@ -1,0 +1,110 @@
+#include "model/params.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "core/check.h"
+#include "kernels/cast.h"
+#include "tensor/safetensors.h"
+
+namespace fp8lm {
+
+std::vector<ParamSpec> param_layout(const GptConfig& cfg) {
+  cfg.validate();
+  const int64_t C = cfg.n_embd;
+  std::vector<ParamSpec> specs;
+  size_t offset = 0;
+  auto add = [&](std::string name, Shape shape, bool linear = false) {
+    specs.push_back({std::move(name), shape, offset, linear});
+    offset += static_cast<size_t>(shape.numel());
+  };
+  add("wte.weight", {cfg.padded_vocab(), C});
+  add("wpe.weight", {cfg.seq_len, C});
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    add(p + "ln_1.weight", {C});
+    add(p + "ln_1.bias", {C});
+    add(p + "attn.c_attn.weight", {C, 3 * C}, true);
+    add(p + "attn.c_attn.bias", {3 * C});
+    add(p + "attn.c_proj.weight", {C, C}, true);
+    add(p + "attn.c_proj.bias", {C});
+    add(p + "ln_2.weight", {C});
+    add(p + "ln_2.bias", {C});
+    add(p + "mlp.c_fc.weight", {C, 4 * C}, true);
+    add(p + "mlp.c_fc.bias", {4 * C});
+    add(p + "mlp.c_proj.weight", {4 * C, C}, true);
+    add(p + "mlp.c_proj.bias", {C});
+  }
+  add("ln_f.weight", {C});
+  add("ln_f.bias", {C});
+  return specs;
+}
+
+namespace {
+constexpr size_t kPerBlock = 12;
+size_t total(const std::vector<ParamSpec>& s) { return s.back().offset + s.back().numel(); }
+}  // namespace
+
+GptParams::GptParams(const GptConfig& cfg)
+    : cfg_(cfg),
+      specs_(param_layout(cfg)),
+      data_(DType::kF32, {static_cast<int64_t>(total(specs_))}, MemCategory::kMaster) {
+  std::memset(data_.data(), 0, data_.bytes());
+}
+
+BlockParams GptParams::block(int l) const {
+  const size_t b = 2 + static_cast<size_t>(l) * kPerBlock;
+  return {at(b),     at(b + 1), at(b + 2), at(b + 3),  at(b + 4),  at(b + 5),
+          at(b + 6), at(b + 7), at(b + 8), at(b + 9), at(b + 10), at(b + 11)};
+}
+
+void GptParams::init_gpt2(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const float proj_std = 0.02f / std::sqrt(2.0f * static_cast<float>(cfg_.n_layer));
+  std::memset(data_.data(), 0, data_.bytes());
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const ParamSpec& s = specs_[i];
+    float* p = at(i);
+    size_t n = s.numel();
+    if (s.name.ends_with("ln_1.weight") || s.name.ends_with("ln_2.weight") ||
+        s.name == "ln_f.weight") {
+      std::fill(p, p + n, 1.0f);
+    } else if (s.name.ends_with(".bias")) {
+      // zero
+    } else {
+      const bool residual_proj = s.name.ends_with("c_proj.weight");
+      std::normal_distribution<float> d(0.0f, residual_proj ? proj_std : 0.02f);
+      if (i == 0) n = static_cast<size_t>(cfg_.vocab_size) * static_cast<size_t>(cfg_.n_embd);
+      for (size_t k = 0; k < n; ++k) p[k] = d(rng);  // wte padding rows stay zero
+    }
+  }
+}
+
+void GptParams::save(const std::string& path) const {
+  std::vector<std::pair<std::string, ConstTensorView>> out;
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    Shape shape = specs_[i].shape;
+    if (i == 0) shape = Shape{cfg_.vocab_size, cfg_.n_embd};
+    out.emplace_back(specs_[i].name, ConstTensorView{at(i), DType::kF32, shape});
+  }
+  write_safetensors(path, out, {{"format", "pt"}, {"fp8lm.preset", cfg_.preset}});
+}
+
+void GptParams::load(const std::string& path) {
+  const SafetensorsFile f(path);
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const ParamSpec& s = specs_[i];
+    const SafetensorsEntry* e = f.find(s.name);
+    if (e == nullptr) fail(path, ": missing tensor ", s.name);
+    const Shape want = i == 0 ? Shape{cfg_.vocab_size, cfg_.n_embd} : s.shape;
+    if (!(e->view.shape == want))
+      fail(path, ": ", s.name, " has shape ", e->view.shape.str(), ", the model needs ",
+           want.str());
+    if (!is_float(e->view.dtype))
+      fail(path, ": ", s.name, " has dtype ", dtype_name(e->view.dtype), ", need a float type");
+    kernels::dequantize(at(i), e->view.data, e->view.dtype, e->view.numel(), 1.0f);
+  }
+}
+
+}  // namespace fp8lm

@@ -1,0 +1,64 @@
+// GPT-2 parameters: one flat FP32 buffer (the master values) with a named view per tensor,
+// in Hugging Face GPT-2 order, names and shapes (Conv1D weights are [in, out]).
+// wte has padded_vocab() rows in memory (the padding rows stay zero); files hold vocab_size.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "tensor/tensor.h"
+
+namespace fp8lm {
+
+struct ParamSpec {
+  std::string name;  // e.g. "h.3.mlp.c_fc.weight"
+  Shape shape;       // in memory (wte: [padded_vocab, C])
+  size_t offset;     // elements from the start of the flat buffer
+  bool linear_weight;  // weight of one of the four FP8 Linear layers of a block
+  size_t numel() const { return static_cast<size_t>(shape.numel()); }
+};
+
+// Views of one block's tensors inside the flat buffer.
+struct BlockParams {
+  float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b;
+  float *ln2_w, *ln2_b, *fc_w, *fc_b, *fcproj_w, *fcproj_b;
+};
+
+// The layout of a config's parameters (no storage): specs in file order.
+std::vector<ParamSpec> param_layout(const GptConfig& cfg);
+
+class GptParams {
+ public:
+  explicit GptParams(const GptConfig& cfg);
+
+  const GptConfig& config() const { return cfg_; }
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  float* data() const { return data_.as<float>(); }
+  size_t numel() const { return data_.numel(); }
+  float* at(size_t spec) const { return data() + specs_[spec].offset; }
+
+  float* wte() const { return at(0); }  // [Vp, C]
+  float* wpe() const { return at(1); }  // [seq_len, C]
+  BlockParams block(int l) const;
+  float* lnf_w() const { return at(specs_.size() - 2); }
+  float* lnf_b() const { return at(specs_.size() - 1); }
+
+  // GPT-2 initialisation: N(0, 0.02) weights (residual projections scaled by
+  // 1/sqrt(2·n_layer)), LayerNorm weights 1, biases 0; deterministic in `seed`.
+  void init_gpt2(uint64_t seed);
+  // model.safetensors with Hugging Face names, F32 values (wte: vocab_size rows).
+  void save(const std::string& path) const;
+  // Loads a file written by save() or by Hugging Face; every tensor must be present with
+  // the config's shape (errors name the file and the tensor).
+  void load(const std::string& path);
+
+ private:
+  GptConfig cfg_;
+  std::vector<ParamSpec> specs_;
+  Tensor data_;
+};
+
+}  // namespace fp8lm

@@ -18,5 +18,6 @@ void register_convert(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_bench_cast(CLI::App& bench);
 void register_bench_gemm(CLI::App& bench);
+void register_bench_step(CLI::App& bench);
 
 }  // namespace fp8lm::cli

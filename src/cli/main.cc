@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   fp8lm::cli::register_bench_cast(*bench);
   fp8lm::cli::register_bench_gemm(*bench);
+  fp8lm::cli::register_bench_step(*bench);
 
   try {
     app.parse(argc, argv);

@@ -9,7 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libopenblas-dev
-  python3
+  python3 python3-torch
 )
 
 missing=()

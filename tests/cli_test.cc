@@ -324,3 +324,31 @@ TEST_F(Cli, BenchGemmMemoryModeAndBadShape) {
 
 }  // namespace
 }  // namespace fp8lm
+
+namespace fp8lm {
+namespace {
+
+TEST_F(Cli, BenchStepReportsEveryModeAndPyTorch) {
+  const Result r = run("bench step --json --preset tiny --batch 2 --seq 32 --reps 1 --pytorch");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["results"].size(), 3u);
+  const char* modes[] = {"fp32", "bf16", "fp8"};
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& row = j["results"][i];
+    EXPECT_EQ(row["mode"], modes[i]);
+    EXPECT_GT(row["tokens_per_s"].get<double>(), 0.0);
+    EXPECT_NEAR(row["tokens_per_s"].get<double>() * row["step_s"].get<double>(), 64.0, 1e-6);
+    EXPECT_GT(row["activation_bytes"].get<double>(), 0.0);
+  }
+  // Saved activations shrink with the precision (fp8 keeps E4M3 Linear inputs).
+  EXPECT_LT(j["results"][2]["activation_bytes"].get<double>(),
+            0.6 * j["results"][0]["activation_bytes"].get<double>());
+  EXPECT_GT(j["pytorch_fp32"]["tokens_per_s"].get<double>(), 0.0);
+  const Result bad = run("bench step --preset gpt5");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.err.find("unknown model preset"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace fp8lm

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "cli/bench_util.h"
 #include "cli/commands.h"
 #include "core/parallel.h"
 #include "kernels/cast.h"
@@ -23,11 +24,6 @@ struct BenchCastOptions {
   int mib = 256;
   int reps = 9;
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 template <typename Fn>
 double seconds(Fn&& fn) {

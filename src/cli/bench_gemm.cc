@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/bench_util.h"
 #include "cli/commands.h"
 #include "cli/openblas.h"
 #include "core/check.h"
@@ -59,11 +60,6 @@ struct BenchGemmOptions {
   std::string shape;  // MxNxK filter
   std::string openblas_core;  // empty: SkylakeX where AVX-512 runs, else the environment's
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // Seconds per call of fn. A pause comes first: OpenBLAS's and OpenMP's worker threads spin
 // for a while after each call, and on 2 cores a spinning thread of one library would slow

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_util.h"
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/parallel.h"
@@ -83,9 +84,7 @@ void run_bench_step(const BenchStepOptions& o) {
     std::printf("bench step: %s, batch %zux%zu, %d threads, simd %s, median of %d\n",
                 o.preset.c_str(), B, T, num_threads(), simd::active_target().c_str(), o.reps);
   for (size_t i = 0; i < models.size(); ++i) {
-    std::vector<double> t = times[i];
-    std::sort(t.begin(), t.end());
-    const double step = t[t.size() / 2];
+    const double step = median(times[i]);
     const size_t act = models[i]->activation_bytes();
     if (i == 0) {
       t32 = step;

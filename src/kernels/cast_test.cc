@@ -13,6 +13,7 @@
 
 #include "core/check.h"
 #include "kernels/simd.h"
+#include "kernels/simd_test_util.h"
 #include "numerics/cast_ref.h"
 
 namespace fp8lm {
@@ -57,14 +58,7 @@ uint32_t load_code(const std::vector<uint8_t>& buf, size_t i, size_t esize) {
   return v;
 }
 
-class CastOnTarget : public ::testing::TestWithParam<simd::Target> {
- protected:
-  void SetUp() override {
-    simd::force_target(GetParam().bits);
-    ASSERT_EQ(simd::active_target(), GetParam().name);
-  }
-  void TearDown() override { simd::force_target(0); }
-};
+class CastOnTarget : public OnEveryTarget {};
 
 TEST_P(CastOnTarget, QuantizeMatchesReference) {
   for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{16}, size_t{31}, size_t{33},
@@ -210,11 +204,7 @@ TEST(SimdTargets, ListsAvx2OrBetterAndScalar) {
   for (const auto& t : targets) EXPECT_NE(kernels::detail::quantize_chunk_for(t.bits), nullptr);
 }
 
-std::string target_name(const ::testing::TestParamInfo<simd::Target>& info) {
-  return info.param.name;
-}
-INSTANTIATE_TEST_SUITE_P(AllTargets, CastOnTarget,
-                         ::testing::ValuesIn(simd::available_targets()), target_name);
+FP8LM_INSTANTIATE_ON_EVERY_TARGET(CastOnTarget);
 
 }  // namespace
 }  // namespace fp8lm

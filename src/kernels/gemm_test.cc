@@ -22,6 +22,7 @@
 #include "core/parallel.h"
 #include "kernels/cast.h"
 #include "kernels/simd.h"
+#include "kernels/simd_test_util.h"
 #include "numerics/cast_ref.h"
 
 namespace fp8lm {
@@ -188,11 +189,7 @@ void run_case(const Case& cs, std::mt19937& rng) {
   EXPECT_NEAR(amax, ref_amax, amax_tol + 1e-30);
 }
 
-class GemmOnTarget : public ::testing::TestWithParam<simd::Target> {
- protected:
-  void SetUp() override { simd::force_target(GetParam().bits); }
-  void TearDown() override { simd::force_target(0); }
-};
+class GemmOnTarget : public OnEveryTarget {};
 
 TEST_P(GemmOnTarget, EveryDTypeCombinationRandomShapes) {
   std::mt19937 rng(2024);
@@ -251,8 +248,7 @@ TEST_P(GemmOnTarget, EmptyKGivesBetaCPlusBias) {
            rng);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTargets, GemmOnTarget, ::testing::ValuesIn(simd::available_targets()),
-                         [](const auto& p) { return p.param.name; });
+FP8LM_INSTANTIATE_ON_EVERY_TARGET(GemmOnTarget);
 
 TEST(Gemm, DeterministicForAnyThreadCount) {
   std::mt19937 rng(5);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/simd.h"
+#include "kernels/simd_test_util.h"
 #include "model/ref_ops.h"
 
 namespace fp8lm {
@@ -29,11 +30,7 @@ double rel_err(const std::vector<float>& got, const ref::Vec& want, double floor
   return err / scale;
 }
 
-class NnOnTarget : public ::testing::TestWithParam<simd::Target> {
- protected:
-  void SetUp() override { simd::force_target(GetParam().bits); }
-  void TearDown() override { simd::force_target(0); }
-};
+class NnOnTarget : public OnEveryTarget {};
 
 TEST_P(NnOnTarget, AddGeluColumnSum) {
   std::mt19937 rng(1);
@@ -134,8 +131,7 @@ TEST_P(NnOnTarget, SoftmaxCrossEntropy) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTargets, NnOnTarget, ::testing::ValuesIn(simd::available_targets()),
-                         [](const auto& p) { return p.param.name; });
+FP8LM_INSTANTIATE_ON_EVERY_TARGET(NnOnTarget);
 
 }  // namespace
 }  // namespace fp8lm

@@ -1,0 +1,274 @@
+// AdamW over narrow-format states: decode, update in FP32, (pass 1) amax or (pass 2) encode.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/adamw.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/adamw.h"
+#include "kernels/codec-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace fp8lm {
+namespace HWY_NAMESPACE {
+using DF = hn::ScalableTag<float>;
+using DU = hn::RebindToUnsigned<DF>;
+using DI = hn::RebindToSigned<DF>;
+constexpr size_t kLanes = hn::MaxLanes(DF());
+
+using Args = kernels::detail::AdamWKernelArgs;
+
+template <int kType>
+HWY_INLINE void StoreAs(DF df, hn::Vec<DF> v, uint8_t* p) {
+  constexpr DType t = static_cast<DType>(kType);
+  if constexpr (t == DType::kF32) {
+    hn::StoreU(v, df, reinterpret_cast<float*>(p));
+  } else {
+    constexpr FloatFormat F = float_format(t);
+    StoreCodes<F>(DU(), EncodeLanes<F>(df, v, F.max_code), p);  // saturating
+  }
+}
+
+// One pass over [0, n): kWrite = false accumulates amax bits of the new states into
+// amax[3]; kWrite = true stores them scaled.
+template <int kM, int kM1, int kM2, int kG, bool kWrite>
+void AdamWT(uint8_t* master, uint8_t* m1, uint8_t* m2, const uint8_t* grad, size_t n,
+            const Args& a, uint32_t* amax) {
+  const DF df;
+  const DU du;
+  const DI di;
+  constexpr size_t bM = dtype_size(static_cast<DType>(kM)), b1 = dtype_size(static_cast<DType>(kM1));
+  constexpr size_t b2 = dtype_size(static_cast<DType>(kM2)), bG = dtype_size(static_cast<DType>(kG));
+  const auto lr = hn::Set(df, a.lr), b1v = hn::Set(df, a.beta1), b2v = hn::Set(df, a.beta2);
+  const auto one_b1 = hn::Set(df, 1.0f - a.beta1), one_b2 = hn::Set(df, 1.0f - a.beta2);
+  const auto keep = hn::Set(df, 1.0f - a.decay), eps = hn::Set(df, a.eps);
+  const auto inv_bc1 = hn::Set(df, 1.0f / a.bias_corr1), inv_bc2 = hn::Set(df, 1.0f / a.bias_corr2);
+  const auto gmul = hn::Set(df, a.grad_inv * a.grad_mul);
+  const auto mi = hn::Set(df, a.master_inv), m1i = hn::Set(df, a.m1_inv), m2i = hn::Set(df, a.m2_inv);
+  const auto ms = hn::Set(df, a.master_scale), m1s = hn::Set(df, a.m1_scale), m2s = hn::Set(df, a.m2_scale);
+  const auto abs_mask = hn::Set(du, 0x7FFFFFFFu);
+  auto am0 = hn::Zero(di), am1 = hn::Zero(di), am2 = hn::Zero(di);
+  auto absbits = [&](hn::Vec<DF> v) { return hn::BitCast(di, hn::And(hn::BitCast(du, v), abs_mask)); };
+
+  auto body = [&](const uint8_t* pM, const uint8_t* p1, const uint8_t* p2, const uint8_t* pG,
+                  uint8_t* oM, uint8_t* o1, uint8_t* o2) {
+    const auto g = hn::Mul(LoadAsF32<kG>(df, pG), gmul);
+    auto theta = hn::Mul(hn::Mul(LoadAsF32<kM>(df, pM), mi), keep);  // decoupled decay
+    const auto m = hn::MulAdd(b1v, hn::Mul(LoadAsF32<kM1>(df, p1), m1i), hn::Mul(one_b1, g));
+    const auto v = hn::MulAdd(b2v, hn::Mul(LoadAsF32<kM2>(df, p2), m2i), hn::Mul(one_b2, hn::Mul(g, g)));
+    const auto denom = hn::Add(hn::Sqrt(hn::Mul(v, inv_bc2)), eps);
+    theta = hn::NegMulAdd(lr, hn::Div(hn::Mul(m, inv_bc1), denom), theta);
+    if constexpr (kWrite) {
+      StoreAs<kM>(df, kM == static_cast<int>(DType::kF32) ? theta : hn::Mul(theta, ms), oM);
+      StoreAs<kM1>(df, kM1 == static_cast<int>(DType::kF32) ? m : hn::Mul(m, m1s), o1);
+      StoreAs<kM2>(df, kM2 == static_cast<int>(DType::kF32) ? v : hn::Mul(v, m2s), o2);
+    } else {
+      am0 = hn::Max(am0, absbits(theta));
+      am1 = hn::Max(am1, absbits(m));
+      am2 = hn::Max(am2, absbits(v));
+    }
+  };
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    body(master + i * bM, m1 + i * b1, m2 + i * b2, grad + i * bG, master + i * bM, m1 + i * b1,
+         m2 + i * b2);
+  if (i < n) {  // tail through zero-padded buffers (padding lanes: all-zero states, amax 0)
+    const size_t k = n - i;
+    HWY_ALIGN uint8_t bufM[HWY_MAX_BYTES] = {}, buf1[HWY_MAX_BYTES] = {},
+                      buf2[HWY_MAX_BYTES] = {}, bufG[HWY_MAX_BYTES] = {};
+    std::memcpy(bufM, master + i * bM, k * bM);
+    std::memcpy(buf1, m1 + i * b1, k * b1);
+    std::memcpy(buf2, m2 + i * b2, k * b2);
+    std::memcpy(bufG, grad + i * bG, k * bG);
+    body(bufM, buf1, buf2, bufG, bufM, buf1, buf2);
+    if constexpr (kWrite) {
+      std::memcpy(master + i * bM, bufM, k * bM);
+      std::memcpy(m1 + i * b1, buf1, k * b1);
+      std::memcpy(m2 + i * b2, buf2, k * b2);
+    }
+  }
+  if constexpr (!kWrite) {
+    amax[0] = std::max(amax[0], static_cast<uint32_t>(hn::GetLane(hn::MaxOfLanes(di, am0))));
+    amax[1] = std::max(amax[1], static_cast<uint32_t>(hn::GetLane(hn::MaxOfLanes(di, am1))));
+    amax[2] = std::max(amax[2], static_cast<uint32_t>(hn::GetLane(hn::MaxOfLanes(di, am2))));
+  }
+}
+
+constexpr int I(DType t) { return static_cast<int>(t); }
+
+// The state-format combinations of the precision levels; returns false for others.
+template <bool kWrite>
+bool AdamWDispatch(uint8_t* master, int tm, uint8_t* m1, int t1, uint8_t* m2, int t2,
+                   const uint8_t* grad, int tg, size_t n, const Args& a, uint32_t* amax) {
+  const int f32 = I(DType::kF32), f16 = I(DType::kF16), e4 = I(DType::kE4M3);
+#define FP8LM_ADAMW_CASE(M, A, B, G)                                                 \
+  if (tm == I(DType::M) && t1 == I(DType::A) && t2 == I(DType::B) && tg == I(DType::G)) { \
+    AdamWT<I(DType::M), I(DType::A), I(DType::B), I(DType::G), kWrite>(master, m1, m2, grad, n, \
+                                                                       a, amax);           \
+    return true;                                                                     \
+  }
+  (void)f32;
+  (void)f16;
+  (void)e4;
+  FP8LM_ADAMW_CASE(kF32, kF32, kF32, kF32)    // fp32 and bf16 levels
+  FP8LM_ADAMW_CASE(kF16, kF32, kF32, kE4M3)   // O1
+  FP8LM_ADAMW_CASE(kF16, kF32, kF32, kF32)    // O1, tensors with FP32 gradients
+  FP8LM_ADAMW_CASE(kF16, kE4M3, kF16, kE4M3)  // O2
+  FP8LM_ADAMW_CASE(kF16, kE4M3, kF16, kF32)   // O2, tensors with FP32 gradients
+#undef FP8LM_ADAMW_CASE
+  return false;
+}
+
+bool AdamWAmaxChunk(uint8_t* master, int tm, uint8_t* m1, int t1, uint8_t* m2, int t2,
+                    const uint8_t* grad, int tg, size_t n, const Args& a, uint32_t* amax) {
+  return AdamWDispatch<false>(master, tm, m1, t1, m2, t2, grad, tg, n, a, amax);
+}
+bool AdamWApplyChunk(uint8_t* master, int tm, uint8_t* m1, int t1, uint8_t* m2, int t2,
+                     const uint8_t* grad, int tg, size_t n, const Args& a) {
+  return AdamWDispatch<true>(master, tm, m1, t1, m2, t2, grad, tg, n, a, nullptr);
+}
+
+template <int kType>
+double SumSquaresT(const uint8_t* grad, size_t n) {
+  const DF df;
+  constexpr size_t kBytes = dtype_size(static_cast<DType>(kType));
+  double total = 0;
+  for (size_t i = 0; i < n; i += 1024) {  // FP32 partial sums of 1024 values, then double
+    const size_t k = std::min<size_t>(1024, n - i);
+    auto s0 = hn::Zero(df), s1 = hn::Zero(df);
+    size_t j = 0;
+    for (; j + 2 * kLanes <= k; j += 2 * kLanes) {
+      const auto a = LoadAsF32<kType>(df, grad + (i + j) * kBytes);
+      const auto b = LoadAsF32<kType>(df, grad + (i + j + kLanes) * kBytes);
+      s0 = hn::MulAdd(a, a, s0);
+      s1 = hn::MulAdd(b, b, s1);
+    }
+    for (; j < k; j += kLanes) {
+      HWY_ALIGN uint8_t in[HWY_MAX_BYTES] = {};
+      std::memcpy(in, grad + (i + j) * kBytes, std::min(kLanes, k - j) * kBytes);
+      const auto a = LoadAsF32<kType>(df, in);
+      s0 = hn::MulAdd(a, a, s0);
+    }
+    total += static_cast<double>(hn::GetLane(hn::SumOfLanes(df, hn::Add(s0, s1))));
+  }
+  return total;
+}
+
+double SumSquaresChunk(const uint8_t* grad, int type, size_t n) {
+  switch (static_cast<DType>(type)) {
+    case DType::kF32:
+      return SumSquaresT<I(DType::kF32)>(grad, n);
+    case DType::kF16:
+      return SumSquaresT<I(DType::kF16)>(grad, n);
+    case DType::kBF16:
+      return SumSquaresT<I(DType::kBF16)>(grad, n);
+    case DType::kE4M3:
+      return SumSquaresT<I(DType::kE4M3)>(grad, n);
+    default:
+      return SumSquaresT<I(DType::kE5M2)>(grad, n);
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace fp8lm
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "core/check.h"
+#include "core/parallel.h"
+#include "kernels/adamw.h"
+
+namespace fp8lm {
+HWY_EXPORT(AdamWAmaxChunk);
+HWY_EXPORT(AdamWApplyChunk);
+HWY_EXPORT(SumSquaresChunk);
+
+namespace kernels {
+namespace {
+
+constexpr size_t kMinChunk = 1 << 15;
+
+detail::AdamWKernelArgs kernel_args(const StoredRef& master, const StoredRef& m1,
+                                    const StoredRef& m2, float grad_scale_inv,
+                                    const AdamWArgs& a, const AdamWScales& s) {
+  return {a.lr,           a.beta1,       a.beta2,          a.eps,        a.decay,
+          a.bias_corr1,   a.bias_corr2,  a.grad_mul,       master.scale_inv, m1.scale_inv,
+          m2.scale_inv,   grad_scale_inv, s.master,        s.m1,         s.m2};
+}
+
+template <typename Fn>
+void for_chunks(size_t n, Fn&& fn) {
+  parallel_for(n, kMinChunk, 64, std::forward<Fn>(fn));
+}
+
+[[noreturn]] void unsupported(const StoredRef& master, const StoredRef& m1, const StoredRef& m2,
+                              DType g) {
+  fail("adamw: unsupported state formats master ", dtype_name(master.dtype), ", m1 ",
+       dtype_name(m1.dtype), ", m2 ", dtype_name(m2.dtype), ", grad ", dtype_name(g));
+}
+
+}  // namespace
+
+AdamWScales adamw_amax(const StoredRef& master, const StoredRef& m1, const StoredRef& m2,
+                       const void* grad, DType grad_type, float grad_scale_inv, size_t n,
+                       const AdamWArgs& a) {
+  const auto args = kernel_args(master, m1, m2, grad_scale_inv, a, {1, 1, 1});
+  const size_t chunks = chunk_count(n, kMinChunk);
+  std::vector<uint32_t> amax(3 * chunks, 0);
+  std::vector<char> ok(chunks, 1);
+  const size_t bm = dtype_size(master.dtype), b1 = dtype_size(m1.dtype), b2 = dtype_size(m2.dtype),
+               bg = dtype_size(grad_type);
+  for_chunks(n, [&](size_t c, size_t lo, size_t hi) {
+    ok[c] = HWY_DYNAMIC_DISPATCH(AdamWAmaxChunk)(
+        static_cast<uint8_t*>(master.data) + lo * bm, static_cast<int>(master.dtype),
+        static_cast<uint8_t*>(m1.data) + lo * b1, static_cast<int>(m1.dtype),
+        static_cast<uint8_t*>(m2.data) + lo * b2, static_cast<int>(m2.dtype),
+        static_cast<const uint8_t*>(grad) + lo * bg, static_cast<int>(grad_type), hi - lo, args,
+        amax.data() + 3 * c);
+  });
+  if (n > 0 && !ok[0]) unsupported(master, m1, m2, grad_type);
+  uint32_t r[3] = {0, 0, 0};
+  for (size_t c = 0; c < chunks; ++c)
+    for (int k = 0; k < 3; ++k) r[k] = std::max(r[k], amax[3 * c + k]);
+  return {std::bit_cast<float>(r[0]), std::bit_cast<float>(r[1]), std::bit_cast<float>(r[2])};
+}
+
+void adamw_apply(const StoredRef& master, const StoredRef& m1, const StoredRef& m2,
+                 const void* grad, DType grad_type, float grad_scale_inv, size_t n,
+                 const AdamWArgs& a, const AdamWScales& scale) {
+  const auto args = kernel_args(master, m1, m2, grad_scale_inv, a, scale);
+  const size_t bm = dtype_size(master.dtype), b1 = dtype_size(m1.dtype), b2 = dtype_size(m2.dtype),
+               bg = dtype_size(grad_type);
+  bool supported = true;
+  for_chunks(n, [&](size_t c, size_t lo, size_t hi) {
+    const bool r = HWY_DYNAMIC_DISPATCH(AdamWApplyChunk)(
+        static_cast<uint8_t*>(master.data) + lo * bm, static_cast<int>(master.dtype),
+        static_cast<uint8_t*>(m1.data) + lo * b1, static_cast<int>(m1.dtype),
+        static_cast<uint8_t*>(m2.data) + lo * b2, static_cast<int>(m2.dtype),
+        static_cast<const uint8_t*>(grad) + lo * bg, static_cast<int>(grad_type), hi - lo, args);
+    if (c == 0) supported = r;
+  });
+  if (n > 0 && !supported) unsupported(master, m1, m2, grad_type);
+}
+
+double sum_squares(const void* grad, DType grad_type, size_t n, float scale_inv) {
+  FP8LM_CHECK(is_float(grad_type), "sum_squares: not a floating dtype: ", dtype_name(grad_type));
+  const size_t chunks = chunk_count(n, kMinChunk);
+  std::vector<double> partial(chunks, 0.0);
+  const size_t es = dtype_size(grad_type);
+  for_chunks(n, [&](size_t c, size_t lo, size_t hi) {
+    partial[c] = HWY_DYNAMIC_DISPATCH(SumSquaresChunk)(static_cast<const uint8_t*>(grad) + lo * es,
+                                                       static_cast<int>(grad_type), hi - lo);
+  });
+  double total = 0;
+  for (double p : partial) total += p;  // chunk order: deterministic
+  return total * static_cast<double>(scale_inv) * static_cast<double>(scale_inv);
+}
+
+}  // namespace kernels
+}  // namespace fp8lm
+#endif  // HWY_ONCE

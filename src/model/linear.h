@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 #include "model/config.h"
 #include "tensor/scaling.h"
@@ -15,18 +16,24 @@
 
 namespace fp8lm {
 
+// How the fp8 mode scales activations and output gradients (weights and weight gradients
+// are always just-in-time).
+struct Fp8Options {
+  ScalingTiming timing = ScalingTiming::kDelayed;
+  int window = 16;
+  int margin = 0;
+};
+
 // A weight gradient: FP32, or E4M3 with a scale (fp8 mode).
 struct WeightGrad {
   Tensor f32;          // fp32 / bf16 modes
   ScaledTensor e4m3;   // fp8 mode
   bool is_fp8() const { return e4m3.data.data() != nullptr; }
-  // Writes the gradient's values as FP32.
-  void values(float* out) const;
 };
 
 class Linear {
  public:
-  Linear(ComputeMode mode, size_t in, size_t out, size_t rows);
+  Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const Fp8Options& fp8 = {});
 
   size_t in() const { return in_; }
   size_t out() const { return out_; }
@@ -52,9 +59,14 @@ class Linear {
   // A gradient buffer of the right format for this layer's weight.
   WeightGrad make_grad() const;
 
+  // The delayed-scaling state of the saved input and of the output gradient (fp8 mode;
+  // empty otherwise), for checkpoints.
+  std::vector<ScalingMeta*> scaling_metas();
+
  private:
   ComputeMode mode_;
   size_t in_, out_, rows_;
+  Fp8Options fp8_;
   Tensor x_;         // saved input: f32 / bf16 (activations)
   ScaledTensor x8_;  // saved input: e4m3, delayed (fp8)
   Tensor w_;         // working weight bf16 (bf16 mode)

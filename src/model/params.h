@@ -32,7 +32,9 @@ std::vector<ParamSpec> param_layout(const GptConfig& cfg);
 
 class GptParams {
  public:
-  explicit GptParams(const GptConfig& cfg);
+  // `category`: kMaster when these FP32 values are the master weights (tests, benchmarks);
+  // the trainer keeps its masters in the optimizer and passes kWeights (a working copy).
+  explicit GptParams(const GptConfig& cfg, MemCategory category = MemCategory::kMaster);
 
   const GptConfig& config() const { return cfg_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }

@@ -78,6 +78,11 @@ class AdamW {
   // update (weights and moments unchanged, the step counter does not advance).
   StepResult step(const std::vector<GradRef>& grads, float lr, float grad_mul = 1.0f,
                   float clip = 0.0f);
+  // Restores the counters of a checkpointed optimizer (states are restored in params()).
+  void restore_counters(int64_t steps, int64_t skipped) {
+    t_ = steps;
+    skipped_ = skipped;
+  }
   // FP32 values of parameter i's master weights.
   void master_values(size_t i, float* out) const;
 

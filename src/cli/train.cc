@@ -1,0 +1,92 @@
+// fp8lm train | eval | sample.
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/check.h"
+#include "train/trainer.h"
+
+namespace fp8lm::cli {
+namespace {
+
+struct TrainOptions {
+  std::string config;
+  std::vector<std::string> sets;
+  std::string resume;
+};
+
+void run_train(const TrainOptions& o) {
+  apply_global_options();
+  TrainConfig cfg;
+  if (!o.config.empty()) {
+    std::ifstream f(o.config);
+    if (!f) fail(o.config, ": cannot open");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    cfg = parse_train_config(ss.str(), o.config);
+  }
+  apply_overrides(cfg, o.sets);
+  train(cfg, o.resume);
+}
+
+struct EvalOptions {
+  std::string checkpoint, data;
+  int batches = 8, batch_size = 0;
+};
+
+struct SampleOptions {
+  std::string checkpoint, prompt = "The";
+  int tokens = 64;
+  double temperature = 0.8;
+  uint64_t seed = 1;
+};
+
+}  // namespace
+
+void register_train(CLI::App& app) {
+  auto o = std::make_shared<TrainOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "train", "Train a GPT (with no arguments: a small GPT on the Brown corpus at level O2)");
+  sub->add_option("--config", o->config, "TOML file with [model], [data], [train], [precision]");
+  sub->add_option("--set", o->sets, "Override one key: section.key=value (repeatable)");
+  sub->add_option("--resume", o->resume,
+                  "Continue from a checkpoint folder, or a run folder's latest checkpoint");
+  sub->callback([o] { run_train(*o); });
+
+  auto e = std::make_shared<EvalOptions>();
+  CLI::App* ev = app.add_subcommand("eval", "Mean token loss of a checkpoint on a token file");
+  ev->add_option("--checkpoint", e->checkpoint, "Checkpoint or run folder")->required();
+  ev->add_option("--data", e->data, "Token file (.bin)")->required();
+  ev->add_option("--batches", e->batches, "Sequential batches")->check(CLI::Range(1, 1 << 30))
+      ->capture_default_str();
+  ev->add_option("--batch-size", e->batch_size, "Sequences per batch (default: the run's)")
+      ->check(CLI::Range(1, 1 << 20));
+  ev->callback([e] {
+    apply_global_options();
+    const double loss =
+        evaluate_checkpoint(e->checkpoint, e->data, e->batches, e->batch_size, 0);
+    std::printf("{\"loss\": %.8f}\n", loss);
+  });
+
+  auto s = std::make_shared<SampleOptions>();
+  CLI::App* sa = app.add_subcommand("sample", "Generate text from a checkpoint");
+  sa->add_option("--checkpoint", s->checkpoint, "Checkpoint or run folder")->required();
+  sa->add_option("--prompt", s->prompt, "Text to continue")->capture_default_str();
+  sa->add_option("--tokens", s->tokens, "Tokens to generate")->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  sa->add_option("--temperature", s->temperature, "0: greedy")->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
+  sa->add_option("--seed", s->seed, "Sampling seed")->capture_default_str();
+  sa->callback([s] {
+    apply_global_options();
+    std::printf("%s\n",
+                sample_checkpoint(s->checkpoint, s->prompt, s->tokens, s->temperature, s->seed)
+                    .c_str());
+  });
+}
+
+}  // namespace fp8lm::cli

@@ -1,0 +1,155 @@
+#include "train/checkpoint.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <cstring>
+#include <sstream>
+
+#include "core/check.h"
+#include "core/file.h"
+#include "tensor/safetensors.h"
+
+namespace fp8lm {
+namespace fs = std::filesystem;
+
+namespace {
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, [&](const WriteFn& w) { w(text.data(), text.size()); });
+}
+
+}  // namespace
+
+nlohmann::json scaling_to_json(const ScalingMeta& m) {
+  return {{"scale", m.scale},
+          {"scale_inv", m.scale_inv},
+          {"history", m.amax_history},
+          {"filled", m.history_filled},
+          {"pos", m.history_pos},
+          {"jit_next", m.jit_next},
+          {"counter", m.counter},
+          {"zero_amax", m.zero_amax},
+          {"nonfinite_amax", m.nonfinite_amax}};
+}
+
+void scaling_from_json(const nlohmann::json& j, ScalingMeta& m, const std::string& where) {
+  try {
+    const auto h = j.at("history").get<std::vector<float>>();
+    if (h.size() != m.amax_history.size())
+      fail(where, ": amax history of ", h.size(), " entries, the run uses ",
+           m.amax_history.size());
+    m.scale = j.at("scale").get<float>();
+    m.scale_inv = j.at("scale_inv").get<float>();
+    m.amax_history = h;
+    m.history_filled = j.at("filled").get<int>();
+    m.history_pos = j.at("pos").get<int>();
+    m.jit_next = j.at("jit_next").get<bool>();
+    m.counter = j.at("counter").get<int64_t>();
+    m.zero_amax = j.at("zero_amax").get<int64_t>();
+    m.nonfinite_amax = j.at("nonfinite_amax").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(where, ": bad scaling state: ", e.what());
+  }
+}
+
+std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptParams& params,
+                            const AdamW& opt, const nlohmann::json& trainer) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  fs::create_directories(root);
+  const fs::path final_dir = root / ("step-" + std::to_string(step));
+  const fs::path tmp = root / (".step-" + std::to_string(step) + ".tmp-" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  params.save((tmp / "model.safetensors").string());
+  if (std::getenv("FP8LM_TEST_CRASH_IN_CHECKPOINT") != nullptr) std::abort();  // tests only
+
+  // Optimizer states in their own dtypes; scalars NAME.{master,m1,m2}_scale_inv beside them.
+  std::vector<std::pair<std::string, ConstTensorView>> tensors;
+  std::vector<float> scales;
+  scales.reserve(opt.params().size() * 3);
+  for (const AdamW::Param& p : opt.params()) {
+    const std::pair<const char*, const StoredTensor*> states[] = {
+        {"master", &p.master}, {"m1", &p.m1}, {"m2", &p.m2}};
+    for (const auto& [what, st] : states) {
+      tensors.emplace_back(p.name + "." + what, ConstTensorView(st->data.view()));
+      scales.push_back(st->scale_inv);
+      tensors.emplace_back(p.name + "." + what + "_scale_inv",
+                           ConstTensorView{&scales.back(), DType::kF32, Shape{}});
+    }
+  }
+  write_safetensors((tmp / "optimizer.safetensors").string(), tensors,
+                    {{"level", std::string(level_name(opt.level()))},
+                     {"steps", std::to_string(opt.step_count())},
+                     {"skipped", std::to_string(opt.skipped_steps())}});
+  write_text_atomic((tmp / "trainer.json").string(), trainer.dump(2) + "\n");
+  // Complete: move it into place (an older copy of the same step is replaced).
+  if (fs::exists(final_dir)) fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  return final_dir.string();
+}
+
+std::string resolve_checkpoint(const std::string& path) {
+  const fs::path p(path);
+  if (fs::exists(p / "trainer.json")) return p.string();
+  const fs::path root = p / "checkpoints";
+  if (!fs::is_directory(root))
+    fail(path, ": neither a checkpoint (no trainer.json) nor a run folder (no checkpoints/)");
+  int64_t best = -1;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("step-") || !fs::exists(e.path() / "trainer.json")) continue;
+    try {
+      best = std::max<int64_t>(best, std::stoll(name.substr(5)));
+    } catch (const std::exception&) {
+    }
+  }
+  if (best < 0) fail(path, ": no complete checkpoint in ", root.string());
+  return (root / ("step-" + std::to_string(best))).string();
+}
+
+nlohmann::json read_trainer_json(const std::string& dir) {
+  const std::string path = dir + "/trainer.json";
+  std::ifstream f(path);
+  if (!f) fail(path, ": cannot open");
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+}
+
+void load_optimizer(const std::string& dir, AdamW& opt) {
+  const std::string path = dir + "/optimizer.safetensors";
+  const SafetensorsFile f(path);
+  const auto& meta = f.metadata();
+  if (!meta.contains("level") || meta.at("level") != level_name(opt.level()))
+    fail(path, ": optimizer level ", meta.contains("level") ? meta.at("level") : "(none)",
+         ", the run uses ", level_name(opt.level()));
+  for (AdamW::Param& p : opt.params()) {
+    const std::pair<const char*, StoredTensor*> states[] = {
+        {"master", &p.master}, {"m1", &p.m1}, {"m2", &p.m2}};
+    for (const auto& [what, st] : states) {
+      const std::string name = p.name + "." + what;
+      const SafetensorsEntry* e = f.find(name);
+      const SafetensorsEntry* s = f.find(name + "_scale_inv");
+      if (e == nullptr || s == nullptr) fail(path, ": missing ", name);
+      if (e->view.dtype != st->data.dtype() || e->view.numel() != st->data.numel())
+        fail(path, ": ", name, " is ", dtype_name(e->view.dtype), " ", e->view.shape.str(),
+             ", the run needs ", dtype_name(st->data.dtype()), " [", st->data.numel(), "]");
+      if (s->view.dtype != DType::kF32 || s->view.numel() != 1)
+        fail(path, ": ", name, "_scale_inv must be an F32 scalar");
+      std::memcpy(st->data.data(), e->view.data, e->view.bytes());
+      std::memcpy(&st->scale_inv, s->view.data, sizeof(float));
+    }
+  }
+  try {
+    opt.restore_counters(std::stoll(meta.at("steps")), std::stoll(meta.at("skipped")));
+  } catch (const std::exception&) {
+    fail(path, ": bad or missing steps/skipped metadata");
+  }
+}
+
+}  // namespace fp8lm

@@ -1,0 +1,194 @@
+#include "train/config.h"
+
+#include <functional>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "core/check.h"
+
+namespace fp8lm {
+namespace {
+
+// One configuration key: its section.name, and how to read and print it.
+struct Key {
+  std::string name;
+  std::function<void(TrainConfig&, const toml::node&, const std::string& where)> set;
+  std::function<std::string(const TrainConfig&)> get;
+};
+
+template <typename T>
+Key key(std::string name, T TrainConfig::*field) {
+  Key k;
+  k.name = name;
+  k.set = [field, name](TrainConfig& c, const toml::node& n, const std::string& where) {
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (!n.is_string()) fail(where, name, ": expected a string");
+      c.*field = *n.value<std::string>();
+    } else if constexpr (std::is_same_v<T, double>) {
+      if (!n.is_number()) fail(where, name, ": expected a number");
+      c.*field = *n.value<double>();
+    } else {
+      if (!n.is_integer()) fail(where, name, ": expected an integer");
+      const int64_t v = *n.value<int64_t>();
+      if constexpr (std::is_same_v<T, int>) {
+        if (v < INT32_MIN || v > INT32_MAX) fail(where, name, ": ", v, " is out of range");
+      }
+      c.*field = static_cast<T>(v);
+    }
+  };
+  k.get = [field](const TrainConfig& c) {
+    if constexpr (std::is_same_v<T, std::string>) {
+      std::ostringstream os;
+      os << toml::value<std::string>(c.*field);
+      return os.str();
+    } else {
+      std::ostringstream os;
+      os.precision(17);
+      os << c.*field;
+      return os.str();
+    }
+  };
+  return k;
+}
+
+const std::vector<Key>& keys() {
+  static const std::vector<Key> k = {
+      key("model.preset", &TrainConfig::preset),
+      key("model.n_layer", &TrainConfig::n_layer),
+      key("model.n_head", &TrainConfig::n_head),
+      key("model.n_embd", &TrainConfig::n_embd),
+      key("model.seq_len", &TrainConfig::seq_len),
+      key("data.train", &TrainConfig::train_path),
+      key("data.val", &TrainConfig::val_path),
+      key("data.tokenizer", &TrainConfig::tokenizer),
+      key("data.tokenizer_dir", &TrainConfig::tokenizer_dir),
+      key("train.batch_size", &TrainConfig::batch_size),
+      key("train.grad_accum", &TrainConfig::grad_accum),
+      key("train.steps", &TrainConfig::steps),
+      key("train.lr", &TrainConfig::lr),
+      key("train.min_lr", &TrainConfig::min_lr),
+      key("train.warmup_steps", &TrainConfig::warmup_steps),
+      key("train.weight_decay", &TrainConfig::weight_decay),
+      key("train.beta1", &TrainConfig::beta1),
+      key("train.beta2", &TrainConfig::beta2),
+      key("train.grad_clip", &TrainConfig::grad_clip),
+      key("train.eval_every", &TrainConfig::eval_every),
+      key("train.eval_batches", &TrainConfig::eval_batches),
+      key("train.checkpoint_every", &TrainConfig::checkpoint_every),
+      key("train.seed", &TrainConfig::seed),
+      key("train.out_dir", &TrainConfig::out_dir),
+      key("train.threads", &TrainConfig::threads),
+      key("precision.level", &TrainConfig::level),
+      key("precision.recipe", &TrainConfig::recipe),
+      key("precision.amax_window", &TrainConfig::amax_window),
+      key("precision.margin", &TrainConfig::margin),
+  };
+  return k;
+}
+
+const Key* find_key(const std::string& name) {
+  for (const Key& k : keys())
+    if (k.name == name) return &k;
+  return nullptr;
+}
+
+}  // namespace
+
+GptConfig TrainConfig::model() const {
+  GptConfig c = gpt_preset(preset);
+  if (n_layer) c.n_layer = n_layer;
+  if (n_head) c.n_head = n_head;
+  if (n_embd) c.n_embd = n_embd;
+  if (seq_len) c.seq_len = seq_len;
+  c.validate();
+  return c;
+}
+
+void TrainConfig::validate() const {
+  model();
+  auto positive = [](const char* k, double v) {
+    if (!(v > 0)) fail(k, " = ", v, ": must be > 0");
+  };
+  positive("train.batch_size", batch_size);
+  positive("train.grad_accum", grad_accum);
+  positive("train.steps", steps);
+  positive("train.lr", lr);
+  if (!(min_lr >= 0 && min_lr <= lr)) fail("train.min_lr = ", min_lr, ": must be in [0, train.lr]");
+  if (warmup_steps < 0) fail("train.warmup_steps = ", warmup_steps, ": must be >= 0");
+  if (!(weight_decay >= 0)) fail("train.weight_decay = ", weight_decay, ": must be >= 0");
+  if (!(beta1 >= 0 && beta1 < 1)) fail("train.beta1 = ", beta1, ": must be in [0, 1)");
+  if (!(beta2 >= 0 && beta2 < 1)) fail("train.beta2 = ", beta2, ": must be in [0, 1)");
+  if (!(grad_clip >= 0)) fail("train.grad_clip = ", grad_clip, ": must be >= 0 (0: off)");
+  if (eval_every < 0) fail("train.eval_every = ", eval_every, ": must be >= 0 (0: off)");
+  if (eval_batches < 1) fail("train.eval_batches = ", eval_batches, ": must be >= 1");
+  if (checkpoint_every < 0)
+    fail("train.checkpoint_every = ", checkpoint_every, ": must be >= 0 (0: only at the end)");
+  if (threads < 0) fail("train.threads = ", threads, ": must be >= 0 (0: all cores)");
+  if (out_dir.empty()) fail("train.out_dir: must not be empty");
+  precision_level();
+  if (tokenizer != "gpt2" && tokenizer != "byte")
+    fail("data.tokenizer = '", tokenizer, "': must be gpt2 or byte");
+  if (recipe != "delayed" && recipe != "jit")
+    fail("precision.recipe = '", recipe, "': must be delayed or jit");
+  if (amax_window < 1 || amax_window > 1024)
+    fail("precision.amax_window = ", amax_window, ": must be 1..1024");
+  if (margin < 0 || margin > 8) fail("precision.margin = ", margin, ": must be 0..8");
+}
+
+std::string TrainConfig::to_toml() const {
+  std::ostringstream os;
+  std::string section;
+  for (const Key& k : keys()) {
+    const std::string s = k.name.substr(0, k.name.find('.'));
+    if (s != section) {
+      os << (section.empty() ? "" : "\n") << "[" << s << "]\n";
+      section = s;
+    }
+    os << k.name.substr(k.name.find('.') + 1) << " = " << k.get(*this) << "\n";
+  }
+  return os.str();
+}
+
+TrainConfig parse_train_config(const std::string& text, const std::string& origin) {
+  TrainConfig cfg;
+  toml::table table;
+  try {
+    table = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    fail(origin, ":", b.line, ":", b.column, ": ", e.description());
+  }
+  for (const auto& [section, node] : table) {
+    const std::string s(section.str());
+    if (!node.is_table()) fail(origin, ": '", s, "' must be a [section]");
+    for (const auto& [name, value] : *node.as_table()) {
+      const std::string full = s + "." + std::string(name.str());
+      const Key* k = find_key(full);
+      if (k == nullptr) fail(origin, ": unknown key ", full);
+      k->set(cfg, value, origin + ": ");
+    }
+  }
+  cfg.validate();
+  return cfg;
+}
+
+void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& sets) {
+  for (const std::string& s : sets) {
+    const size_t eq = s.find('=');
+    if (eq == std::string::npos) fail("--set ", s, ": expected section.key=value");
+    const std::string name = s.substr(0, eq), value = s.substr(eq + 1);
+    const Key* k = find_key(name);
+    if (k == nullptr) fail("--set ", name, ": unknown key");
+    // Parse the value as TOML; bare words are taken as strings.
+    toml::table t;
+    try {
+      t = toml::parse("v = " + value);
+    } catch (const toml::parse_error&) {
+      t = toml::table{{"v", value}};
+    }
+    k->set(cfg, *t.get("v"), "--set ");
+  }
+  cfg.validate();
+}
+
+}  // namespace fp8lm

@@ -1,0 +1,59 @@
+// Training configuration: TOML sections model / data / train / precision, an embedded
+// default (a small GPT on the Brown corpus at level O2), overrides by `--set key=value`.
+// Unknown keys and bad values are errors naming the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "optim/adamw.h"
+
+namespace fp8lm {
+
+struct TrainConfig {
+  // [model]: a preset, optionally with its sizes overridden.
+  std::string preset = "d6";
+  int n_layer = 0, n_head = 0, n_embd = 0, seq_len = 0;  // 0: the preset's
+  // [data]
+  std::string train_path = "data/brown/train.bin";
+  std::string val_path = "data/brown/val.bin";
+  std::string tokenizer = "gpt2";
+  std::string tokenizer_dir = "data/gpt2";
+  // [train]
+  int batch_size = 8;
+  int grad_accum = 1;
+  int steps = 300;
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  int warmup_steps = 30;
+  double weight_decay = 0.1;
+  double beta1 = 0.9, beta2 = 0.95;
+  double grad_clip = 1.0;
+  int eval_every = 50;
+  int eval_batches = 8;
+  int checkpoint_every = 100;
+  int64_t seed = 1337;
+  std::string out_dir = "runs/default";
+  int threads = 0;
+  // [precision]
+  std::string level = "O2";
+  std::string recipe = "delayed";  // delayed | jit (activations and output gradients)
+  int amax_window = 16;
+  int margin = 0;
+
+  GptConfig model() const;  // the preset with overrides applied, validated
+  PrecisionLevel precision_level() const { return level_from_name(level); }
+  // Checks every value; throws Error naming the first bad key.
+  void validate() const;
+  // Resolved configuration as TOML text (every key).
+  std::string to_toml() const;
+};
+
+// Parses TOML text (`origin` names it in errors) over the defaults.
+TrainConfig parse_train_config(const std::string& text, const std::string& origin);
+// Applies "section.key=value" overrides in order.
+void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& sets);
+
+}  // namespace fp8lm

@@ -1,22 +1,12 @@
 #!/usr/bin/env bash
-# The main job. Until `fp8lm train` exists: build, then show `fp8lm convert` and
-# `fp8lm inspect` on a generated GPT-2-shaped safetensors file, and time the cast kernel.
+# The main job: set up, build, tokenize the default corpus (the Brown corpus, GPT-2 BPE)
+# once, and train the embedded default model (a small GPT at level O2). Extra arguments go
+# to `fp8lm train` (e.g. --set train.steps=50, --resume runs/default).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/build.sh"
-fp8lm="$root/build/fp8lm"
-out="$root/runs/demo"
-mkdir -p "$out"
-
-python3 "$root/scripts/make_sample.py" "$out/model.safetensors"
-echo "== fp8lm inspect model.safetensors --format e4m3"
-"$fp8lm" inspect "$out/model.safetensors" --format e4m3
-echo "== fp8lm convert --to e4m3 --scaling tensor"
-"$fp8lm" convert "$out/model.safetensors" "$out/model.e4m3.safetensors" --to e4m3 --scaling tensor
-"$fp8lm" inspect "$out/model.e4m3.safetensors"
-echo "== fp8lm convert back --to f32"
-"$fp8lm" convert "$out/model.e4m3.safetensors" "$out/model.back.safetensors" --to f32
-"$fp8lm" inspect "$out/model.back.safetensors"
-ls -l "$out"
-echo "== fp8lm bench cast"
-"$fp8lm" bench cast
+cd "$root"
+if [[ ! -f data/brown/train.bin || ! -f data/brown/val.bin ]]; then
+  build/fp8lm prepare --tokenizer gpt2 --out data/brown data/brown/brown.txt
+fi
+build/fp8lm train "$@"

@@ -416,3 +416,66 @@ TEST_F(Cli, PrepareByteTokenizerAndErrors) {
 
 }  // namespace
 }  // namespace fp8lm
+
+namespace fp8lm {
+namespace {
+
+// Tiny byte-level training data and the flags for a run on it.
+std::string tiny_train_flags(const std::string& dir, const std::string& out) {
+  std::string text;
+  for (int i = 0; text.size() < 20000; ++i) text += "the cat sat on the mat " + std::to_string(i % 7) + ". ";
+  std::vector<uint16_t> t(text.begin(), text.end());
+  write_token_file(dir + "/train.bin", t.size() - 2000, [&](const auto& s) { s(t.data(), t.size() - 2000); });
+  write_token_file(dir + "/val.bin", 2000, [&](const auto& s) { s(t.data() + t.size() - 2000, 2000); });
+  return "--set model.preset=tiny --set model.seq_len=32 --set data.tokenizer=byte"
+         " --set data.train=" + dir + "/train.bin --set data.val=" + dir + "/val.bin" +
+         " --set train.batch_size=4 --set train.eval_every=0 --set train.eval_batches=2"
+         " --set train.checkpoint_every=4 --set train.warmup_steps=1 --set train.out_dir=" + out;
+}
+
+TEST_F(Cli, KilledDuringCheckpointLeavesTheLastOneLoadable) {
+  const std::string run_dir = path("run");
+  const std::string flags = tiny_train_flags(dir_.string(), run_dir);
+  Result r = run("train " + flags + " --set train.steps=4");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(run_dir + "/summary.json"));
+  EXPECT_NE(r.out.find("done: train loss"), std::string::npos) << r.out;
+  ::setenv("FP8LM_TEST_CRASH_IN_CHECKPOINT", "1", 1);
+  r = run("train " + flags + " --set train.steps=8 --resume " + run_dir);
+  ::unsetenv("FP8LM_TEST_CRASH_IN_CHECKPOINT");
+  EXPECT_NE(r.rc, 0);  // aborted while writing step-8
+  EXPECT_FALSE(std::filesystem::exists(run_dir + "/checkpoints/step-8"));
+  // The step-4 checkpoint is still complete and loadable.
+  r = run("eval --checkpoint " + run_dir + " --data " + path("val.bin") + " --batches 2");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_GT(nlohmann::json::parse(r.out)["loss"].get<double>(), 0.0);
+  r = run("train " + flags + " --set train.steps=8 --resume " + run_dir);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(run_dir + "/checkpoints/step-8/trainer.json"));
+  r = run("sample --checkpoint " + run_dir + " --prompt the --tokens 8 --temperature 0");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("the", 0), 0u) << r.out;
+}
+
+TEST_F(Cli, TrainRejectsBadConfigAndData) {
+  const std::string flags = tiny_train_flags(dir_.string(), path("run"));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"train " + flags + " --set train.bogus=1", "train.bogus"},
+      {"train " + flags + " --set train.lr=zero", "train.lr"},
+      {"train --config " + path("missing.toml"), "missing.toml"},
+      {"train " + flags + " --set data.train=" + path("nope.bin"), "nope.bin"},
+      {"train " + flags + " --set data.val=" + path("a.txt"), "a.txt"},
+  };
+  std::ofstream(path("a.txt")) << "this is not a token file, it is much too short";
+  for (const auto& [args, words] : cases) {
+    const Result r = run(args);
+    EXPECT_NE(r.rc, 0) << args;
+    EXPECT_LT(r.rc, 128) << "crashed: " << args;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(words), std::string::npos) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace fp8lm

@@ -14,7 +14,9 @@ namespace {
 
 int64_t i64(size_t v) { return static_cast<int64_t>(v); }
 constexpr size_t kSpecsPerBlock = 12;
-constexpr size_t kLogitChunkFloats = size_t{8} << 20;  // ≤ 32 MiB of logits at a time
+// Rows per LM-head chunk: each chunk packs all of wte twice (logits, dlnf), so chunks are
+// large (≤ 128 MiB of logits) yet never the whole batch.
+constexpr size_t kLogitChunkFloats = size_t{32} << 20;
 
 }  // namespace
 
@@ -78,7 +80,7 @@ Gpt::Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Optio
   ws_b_ = Tensor(DType::kF32, {i64(BT_), i64(4 * C)}, ws);
   ws_qkv_ = Tensor(DType::kF32, {i64(BT_), i64(3 * C)}, ws);
   ws_dres_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, ws);
-  chunk_rows_ = std::clamp<size_t>(kLogitChunkFloats / Vp, 1, BT_);
+  chunk_rows_ = std::clamp<size_t>(kLogitChunkFloats / Vp, 1, std::max<size_t>(1, BT_ / 2));
   ws_logits_ = Tensor(DType::kF32, {i64(chunk_rows_), i64(Vp)}, ws);
   ws_losses_ = Tensor(DType::kF32, {i64(BT_)}, ws);
 }

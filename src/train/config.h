@@ -15,25 +15,25 @@ namespace fp8lm {
 struct TrainConfig {
   // [model]: a preset, optionally with its sizes overridden.
   std::string preset = "d6";
-  int n_layer = 0, n_head = 0, n_embd = 0, seq_len = 0;  // 0: the preset's
+  int n_layer = 0, n_head = 0, n_embd = 0, seq_len = 128;  // 0: the preset's
   // [data]
   std::string train_path = "data/brown/train.bin";
   std::string val_path = "data/brown/val.bin";
   std::string tokenizer = "gpt2";
   std::string tokenizer_dir = "data/gpt2";
   // [train]
-  int batch_size = 8;
+  int batch_size = 16;
   int grad_accum = 1;
-  int steps = 300;
+  int steps = 150;
   double lr = 1e-3;
   double min_lr = 1e-4;
-  int warmup_steps = 30;
+  int warmup_steps = 15;
   double weight_decay = 0.1;
   double beta1 = 0.9, beta2 = 0.95;
   double grad_clip = 1.0;
   int eval_every = 50;
-  int eval_batches = 8;
-  int checkpoint_every = 100;
+  int eval_batches = 4;
+  int checkpoint_every = 50;
   int64_t seed = 1337;
   std::string out_dir = "runs/default";
   int threads = 0;

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <vector>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/attention.cc"
@@ -204,42 +203,37 @@ size_t scratch_floats(size_t T, size_t HS) {
 
 }  // namespace
 
-void attention_forward(float* out, float* lse, const float* qkv, size_t B, size_t T, size_t C,
-                       size_t NH) {
+// Runs fn(b, h, scratch) for every (batch, head) pair over the threads, each thread with
+// its own 64-byte aligned scratch (every sub-buffer starts at a multiple of 64 floats).
+template <typename Fn>
+void for_each_head(size_t B, size_t T, size_t C, size_t NH, Fn&& fn) {
   FP8LM_CHECK(NH > 0 && C % NH == 0, "attention: C = ", C, " not divisible by NH = ", NH);
-  const size_t HS = C / NH;
   const int64_t tasks = static_cast<int64_t>(B * NH);
 #pragma omp parallel
   {
-    // 64-byte aligned: every sub-buffer starts at a multiple of 64 floats.
-    const Buffer scratch(scratch_floats(T, HS) * sizeof(float), MemCategory::kWorkspace);
+    const Buffer scratch(scratch_floats(T, C / NH) * sizeof(float), MemCategory::kWorkspace);
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const size_t b = static_cast<size_t>(task) / NH, h = static_cast<size_t>(task) % NH;
-      HWY_DYNAMIC_DISPATCH(AttentionForwardHead)(out + b * T * C, lse + (b * NH + h) * T,
-                                                 qkv + b * T * 3 * C, T, C, HS, h,
-                                                 static_cast<float*>(scratch.data()));
-    }
+    for (int64_t task = 0; task < tasks; ++task)
+      fn(static_cast<size_t>(task) / NH, static_cast<size_t>(task) % NH,
+         static_cast<float*>(scratch.data()));
   }
+}
+
+void attention_forward(float* out, float* lse, const float* qkv, size_t B, size_t T, size_t C,
+                       size_t NH) {
+  for_each_head(B, T, C, NH, [&](size_t b, size_t h, float* scratch) {
+    HWY_DYNAMIC_DISPATCH(AttentionForwardHead)(out + b * T * C, lse + (b * NH + h) * T,
+                                               qkv + b * T * 3 * C, T, C, C / NH, h, scratch);
+  });
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
                         const float* lse, size_t B, size_t T, size_t C, size_t NH) {
-  FP8LM_CHECK(NH > 0 && C % NH == 0, "attention: C = ", C, " not divisible by NH = ", NH);
-  const size_t HS = C / NH;
-  const int64_t tasks = static_cast<int64_t>(B * NH);
-#pragma omp parallel
-  {
-    const Buffer scratch(scratch_floats(T, HS) * sizeof(float), MemCategory::kWorkspace);
-#pragma omp for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const size_t b = static_cast<size_t>(task) / NH, h = static_cast<size_t>(task) % NH;
-      HWY_DYNAMIC_DISPATCH(AttentionBackwardHead)(dqkv + b * T * 3 * C, dout + b * T * C,
-                                                  qkv + b * T * 3 * C, out + b * T * C,
-                                                  lse + (b * NH + h) * T, T, C, HS, h,
-                                                  static_cast<float*>(scratch.data()));
-    }
-  }
+  for_each_head(B, T, C, NH, [&](size_t b, size_t h, float* scratch) {
+    HWY_DYNAMIC_DISPATCH(AttentionBackwardHead)(dqkv + b * T * 3 * C, dout + b * T * C,
+                                                qkv + b * T * 3 * C, out + b * T * C,
+                                                lse + (b * NH + h) * T, T, C, C / NH, h, scratch);
+  });
 }
 
 }  // namespace kernels

@@ -22,27 +22,31 @@ inline double gelu_grad(double x) {
   return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
 }
 
+// Mean and 1/sqrt(variance + 1e-5) of row r of x [rows, C].
+inline void row_stats(const Vec& x, size_t r, size_t C, double* mean, double* rstd) {
+  double m = 0, v = 0;
+  for (size_t c = 0; c < C; ++c) m += x[r * C + c];
+  m /= C;
+  for (size_t c = 0; c < C; ++c) v += (x[r * C + c] - m) * (x[r * C + c] - m);
+  *mean = m;
+  *rstd = 1.0 / std::sqrt(v / C + 1e-5);
+}
+
 // y [rows, C] = layernorm(x) · w + b; eps 1e-5.
 inline void layernorm_fwd(Vec& y, const Vec& x, const Vec& w, const Vec& b, size_t rows,
                           size_t C) {
   y.assign(rows * C, 0);
   for (size_t r = 0; r < rows; ++r) {
-    double m = 0, v = 0;
-    for (size_t c = 0; c < C; ++c) m += x[r * C + c];
-    m /= C;
-    for (size_t c = 0; c < C; ++c) v += (x[r * C + c] - m) * (x[r * C + c] - m);
-    const double rs = 1.0 / std::sqrt(v / C + 1e-5);
+    double m, rs;
+    row_stats(x, r, C, &m, &rs);
     for (size_t c = 0; c < C; ++c) y[r * C + c] = (x[r * C + c] - m) * rs * w[c] + b[c];
   }
 }
 inline void layernorm_bwd(Vec& dx, Vec& dw, Vec& db, const Vec& dy, const Vec& x, const Vec& w,
                           size_t rows, size_t C) {
   for (size_t r = 0; r < rows; ++r) {
-    double m = 0, v = 0;
-    for (size_t c = 0; c < C; ++c) m += x[r * C + c];
-    m /= C;
-    for (size_t c = 0; c < C; ++c) v += (x[r * C + c] - m) * (x[r * C + c] - m);
-    const double rs = 1.0 / std::sqrt(v / C + 1e-5);
+    double m, rs;
+    row_stats(x, r, C, &m, &rs);
     double s1 = 0, s2 = 0;
     for (size_t c = 0; c < C; ++c) {
       const double n = (x[r * C + c] - m) * rs, dn = dy[r * C + c] * w[c];

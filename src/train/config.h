@@ -24,16 +24,16 @@ struct TrainConfig {
   // [train]
   int batch_size = 16;
   int grad_accum = 1;
-  int steps = 150;
+  int steps = 350;
   double lr = 1e-3;
   double min_lr = 1e-4;
-  int warmup_steps = 15;
+  int warmup_steps = 30;
   double weight_decay = 0.1;
   double beta1 = 0.9, beta2 = 0.95;
   double grad_clip = 1.0;
   int eval_every = 50;
   int eval_batches = 4;
-  int checkpoint_every = 50;
+  int checkpoint_every = 100;
   int64_t seed = 1337;
   std::string out_dir = "runs/default";
   int threads = 0;

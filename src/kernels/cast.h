@@ -18,6 +18,8 @@ float quantize(void* dst, DType dst_type, const float* src, size_t n, float scal
 
 // max |src[i]|; NaN when any element is NaN, 0 for n == 0.
 float amax(const float* src, size_t n);
+// max |decode(src[i])| · scale_inv for src_type f32, f16 or bf16 (a stored master weight).
+float amax(const void* src, DType src_type, size_t n, float scale_inv);
 
 // dst[i] = decode(src[i]) · scale_inv, with src_type f32, f16, bf16, e4m3 or e5m2.
 void dequantize(float* dst, const void* src, DType src_type, size_t n, float scale_inv);

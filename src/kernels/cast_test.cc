@@ -189,6 +189,29 @@ TEST_P(CastOnTarget, CastTransposeMatchesReference) {
   }
 }
 
+// amax of stored 16-bit values (master weights) against the reference decode of every code.
+TEST(CastApi, AmaxOfStoredF16AndBF16) {
+  std::mt19937 rng(17);
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    const FloatFormat f = float_format(t);
+    std::vector<uint16_t> codes(100003);
+    std::uniform_int_distribution<uint32_t> d(0, 0xFFFF);
+    double want = 0;
+    for (uint16_t& c : codes) {
+      do c = static_cast<uint16_t>(d(rng));
+      while (std::isnan(decode_ref(c, f)) || std::isinf(decode_ref(c, f)));
+      want = std::max(want, std::fabs(static_cast<double>(decode_ref(c, f))));
+    }
+    EXPECT_EQ(kernels::amax(codes.data(), t, codes.size(), 0.25f), static_cast<float>(want) * 0.25f)
+        << dtype_name(t);
+    codes[77777] = static_cast<uint16_t>(f.nan_code);
+    EXPECT_TRUE(std::isnan(kernels::amax(codes.data(), t, codes.size(), 1.0f))) << dtype_name(t);
+  }
+  const float x[3] = {1.0f, -3.0f, 2.0f};
+  EXPECT_EQ(kernels::amax(x, DType::kF32, 3, 0.5f), 1.5f);
+  EXPECT_THROW(kernels::amax(x, DType::kE4M3, 3, 1.0f), Error);
+}
+
 TEST(CastApi, RejectsWrongDTypes) {
   float x = 1.0f;
   uint8_t q = 0;

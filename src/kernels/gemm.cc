@@ -59,6 +59,8 @@ void DecodeRun(float* dst, const uint8_t* src, int type, size_t n) {
   switch (static_cast<DType>(type)) {
     case DType::kF32:
       return DecodeRunT<static_cast<int>(DType::kF32)>(dst, src, n);
+    case DType::kF16:
+      return DecodeRunT<static_cast<int>(DType::kF16)>(dst, src, n);
     case DType::kBF16:
       return DecodeRunT<static_cast<int>(DType::kBF16)>(dst, src, n);
     case DType::kE4M3:
@@ -129,6 +131,8 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
     switch (static_cast<DType>(g.b_type)) {
       case DType::kF32:
         return PackBRowsT<static_cast<int>(DType::kF32)>(g, k0, kc, j0, cols, bp);
+      case DType::kF16:
+        return PackBRowsT<static_cast<int>(DType::kF16)>(g, k0, kc, j0, cols, bp);
       case DType::kBF16:
         return PackBRowsT<static_cast<int>(DType::kBF16)>(g, k0, kc, j0, cols, bp);
       case DType::kE4M3:
@@ -151,6 +155,43 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
         for (size_t k = 0; k < kc; ++k) strip[k * kNR + c] = 0.0f;
       }
     }
+  }
+}
+
+// p[0..n) = decode(cast(p[i] · mul)) in format kTo: the operand enters the product exactly as
+// its cast would (E4M3/E5M2 saturating, BF16 nearest-even with overflow to inf).
+template <int kTo>
+void CastRunT(float* HWY_RESTRICT p, size_t n, float mul) {
+  constexpr FloatFormat F = float_format(static_cast<DType>(kTo));
+  constexpr uint32_t kOverflow = F.bias == 127 ? F.inf_code : F.max_code;
+  const DF df;
+  const hn::RebindToUnsigned<DF> du;
+  const auto m = hn::Set(df, mul);
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const auto v = hn::Mul(hn::LoadU(df, p + i), m);
+    hn::StoreU(DecodeLanes<F>(df, EncodeLanes<F>(df, v, kOverflow)), df, p + i);
+  }
+  if (i < n) {
+    HWY_ALIGN float buf[kLanes] = {};
+    std::memcpy(buf, p + i, (n - i) * sizeof(float));
+    const auto v = hn::Mul(hn::Load(df, buf), m);
+    hn::Store(DecodeLanes<F>(df, EncodeLanes<F>(df, v, kOverflow)), df, buf);
+    std::memcpy(p + i, buf, (n - i) * sizeof(float));
+  }
+  (void)du;
+}
+
+void CastRun(float* p, size_t n, int to, float mul) {
+  switch (static_cast<DType>(to)) {
+    case DType::kF32:
+      return;
+    case DType::kBF16:
+      return CastRunT<static_cast<int>(DType::kBF16)>(p, n, mul);
+    case DType::kE4M3:
+      return CastRunT<static_cast<int>(DType::kE4M3)>(p, n, mul);
+    default:
+      return CastRunT<static_cast<int>(DType::kE5M2)>(p, n, mul);
   }
 }
 
@@ -280,10 +321,12 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
         const size_t kcur = std::min(bl.kc, g.K - pc);
         const bool first = pc == 0, last = pc + kcur >= g.K;
         PackB(g, pc, kcur, jc, ncur, bp, tmp);
+        CastRun(bp, n_strips * kcur * kNR, g.b_cast, g.b_cast_mul);
         for (size_t ic = mo; ic < mo_end; ic += bl.mc) {
           const size_t mcur = std::min(bl.mc, mo_end - ic);
           const size_t m_strips = (mcur + kMR - 1) / kMR;
           PackA(g, ic, mcur, pc, kcur, ap, tmp);
+          CastRun(ap, m_strips * kcur * kMR, g.a_cast, g.a_cast_mul);
           for (size_t sj = 0; sj < n_strips; ++sj) {
             for (size_t si = 0; si < m_strips; ++si) {
               const size_t strip_row = (ic - mo) / kMR + si;
@@ -326,6 +369,11 @@ namespace {
 bool is_gemm_dtype(DType t) {
   return t == DType::kF32 || t == DType::kBF16 || t == DType::kE4M3 || t == DType::kE5M2;
 }
+// F16 is read (FP16+scale master weights feed the GEMMs directly), never written.
+bool is_gemm_input_dtype(DType t) { return is_gemm_dtype(t) || t == DType::kF16; }
+bool is_cast_dtype(DType t) {
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kE4M3 || t == DType::kE5M2;
+}
 
 gemm_detail::Workspace& thread_workspace() {
   thread_local gemm_detail::Workspace ws;
@@ -342,9 +390,14 @@ size_t gemm_workspace_bytes_per_thread() {
 
 void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const GemmOperand& b,
           float beta, const GemmOutput& c) {
-  FP8LM_CHECK(is_gemm_dtype(a.dtype) && is_gemm_dtype(b.dtype) && is_gemm_dtype(c.dtype),
-              "gemm: dtypes must be f32, bf16, e4m3 or e5m2 (A ", dtype_name(a.dtype), ", B ",
+  FP8LM_CHECK(is_gemm_input_dtype(a.dtype) && is_gemm_input_dtype(b.dtype) &&
+                  is_gemm_dtype(c.dtype),
+              "gemm: operands must be f32, f16, bf16, e4m3 or e5m2, the output f32, bf16, e4m3 "
+              "or e5m2 (A ", dtype_name(a.dtype), ", B ",
               dtype_name(b.dtype), ", C ", dtype_name(c.dtype), ")");
+  FP8LM_CHECK(is_cast_dtype(a.cast_to) && is_cast_dtype(b.cast_to),
+              "gemm: operand casts must be to bf16, e4m3 or e5m2 (A ", dtype_name(a.cast_to),
+              ", B ", dtype_name(b.cast_to), ")");
   const size_t a_cols = a.transposed ? M : K, b_cols = b.transposed ? K : N;
   gemm_detail::Args g{};
   g.M = M;
@@ -354,10 +407,14 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   g.a_type = static_cast<int>(a.dtype);
   g.a_trans = a.transposed;
   g.lda = a.ld ? a.ld : a_cols;
+  g.a_cast = static_cast<int>(a.cast_to);
+  g.a_cast_mul = a.cast_mul;
   g.b = static_cast<const uint8_t*>(b.data);
   g.b_type = static_cast<int>(b.dtype);
   g.b_trans = b.transposed;
   g.ldb = b.ld ? b.ld : b_cols;
+  g.b_cast = static_cast<int>(b.cast_to);
+  g.b_cast_mul = b.cast_mul;
   g.c = static_cast<uint8_t*>(c.data);
   g.c_type = static_cast<int>(c.dtype);
   g.ldc = c.ld ? c.ld : N;

@@ -1,4 +1,4 @@
-// GEMM with FP8/BF16/F32 operands and FP32 accumulation, with fused epilogues:
+// GEMM with FP8/BF16/F16/F32 operands and FP32 accumulation, with fused epilogues:
 //   y = act(alpha · (a.scale_inv · b.scale_inv) · op(A)·op(B) + beta · C + bias)
 //   C = y, stored in C's dtype (narrow dtypes store cast(y · c.scale)).
 // op(A) is M×K, op(B) is K×N, C is M×N; every matrix is row-major with a leading dimension.
@@ -16,10 +16,16 @@ namespace fp8lm::kernels {
 
 struct GemmOperand {
   const void* data = nullptr;
-  DType dtype = DType::kF32;  // f32, bf16, e4m3 or e5m2
+  DType dtype = DType::kF32;  // f32, f16, bf16, e4m3 or e5m2
   bool transposed = false;    // op(X) = Xᵀ: the stored matrix is K×M (A) or N×K (B)
   size_t ld = 0;              // elements between stored rows; 0 = the stored row length
   float scale_inv = 1.0f;     // dequantization factor of the stored values
+  // Optional cast on the fly: the operand enters the product as cast(stored · cast_mul) in
+  // cast_to (bf16, or e4m3/e5m2 saturating), decoded exactly; scale_inv then applies to the
+  // cast values. This is how an FP16+scale master weight feeds an FP8 GEMM bit-identically
+  // to its E4M3 copy, without the copy. f32 = no cast.
+  DType cast_to = DType::kF32;
+  float cast_mul = 1.0f;
 };
 
 enum class GemmActivation : uint8_t { kNone, kGelu };  // GELU: tanh approximation

@@ -53,10 +53,14 @@ struct Args {
   int a_type;
   bool a_trans;
   size_t lda;
+  int a_cast;  // DType the packed A is cast to (f32: none), after multiplying by a_cast_mul
+  float a_cast_mul;
   const uint8_t* b;
   int b_type;
   bool b_trans;
   size_t ldb;
+  int b_cast;
+  float b_cast_mul;
   uint8_t* c;
   int c_type;
   size_t ldc;

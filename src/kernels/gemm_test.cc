@@ -30,6 +30,8 @@ namespace {
 
 constexpr double kU = 0x1p-24;
 const DType kTypes[] = {DType::kF32, DType::kBF16, DType::kE4M3, DType::kE5M2};
+// Operands may also be F16 (the FP16+scale master weights).
+const DType kInTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kE4M3, DType::kE5M2};
 
 // A stored matrix (rows × cols, leading dimension ld) of some dtype with its scale_inv.
 struct Mat {
@@ -59,7 +61,11 @@ Mat random_mat(DType t, size_t rows, size_t cols, size_t ld_extra, std::mt19937&
   if (t == DType::kF32) {
     std::memcpy(m.bytes.data(), x.data(), m.bytes.size());
   } else {
-    if (scale == 0.0f) scale = t == DType::kE4M3 ? 64.0f : t == DType::kE5M2 ? 8192.0f : 1.0f;
+    if (scale == 0.0f)
+      scale = t == DType::kE4M3 ? 64.0f
+              : t == DType::kE5M2 ? 8192.0f
+              : t == DType::kF16  ? 256.0f
+                                  : 1.0f;
     kernels::quantize(m.bytes.data(), t, x.data(), x.size(), scale);
     m.scale_inv = 1.0f / scale;
   }
@@ -197,8 +203,8 @@ TEST_P(GemmOnTarget, EveryDTypeCombinationRandomShapes) {
   std::uniform_int_distribution<size_t> pick(0, std::size(sizes) - 1);
   std::uniform_int_distribution<int> coin(0, 1);
   int n = 0;
-  for (DType a : kTypes) {
-    for (DType b : kTypes) {
+  for (DType a : kInTypes) {
+    for (DType b : kInTypes) {
       for (DType c : kTypes) {
         Case cs{sizes[pick(rng)], sizes[pick(rng)], sizes[pick(rng)], coin(rng) == 1,
                 coin(rng) == 1, a, b, c, n % 3 == 0 ? 1.0f : 0.75f,
@@ -248,6 +254,41 @@ TEST_P(GemmOnTarget, EmptyKGivesBetaCPlusBias) {
            rng);
 }
 
+// An F16 operand cast on the fly (cast_to, cast_mul) gives the same bits as the GEMM on its
+// explicit cast: E4M3/E5M2 (saturating: some values overflow here) and BF16, A or B, both
+// layouts, tails that are not whole vectors.
+TEST_P(GemmOnTarget, CastWhilePackingEqualsTheExplicitCast) {
+  std::mt19937 rng(11);
+  for (DType to : {DType::kE4M3, DType::kE5M2, DType::kBF16}) {
+    for (int trans = 0; trans < 4; ++trans) {
+      const bool ta = trans & 1, tb = trans & 2;
+      const size_t M = 37, N = 45, K = 29;
+      const Mat A = random_mat(DType::kF16, ta ? K : M, ta ? M : K, 0, rng, 512.0f);
+      const Mat B = random_mat(DType::kF16, tb ? N : K, tb ? K : N, 0, rng, 512.0f);
+      // The explicit cast: F16 → f32 values · scale → `to`, as quantize() would.
+      const float scale = to == DType::kBF16 ? 1.0f : 256.0f;  // E4M3: |x|·256 > 448 saturates
+      auto cast = [&](const Mat& m) {
+        std::vector<float> v(m.rows * m.cols);
+        kernels::dequantize(v.data(), m.bytes.data(), DType::kF16, v.size(), m.scale_inv);
+        Mat c{to, m.rows, m.cols, m.cols, 1.0f / scale, std::vector<uint8_t>(v.size() * dtype_size(to))};
+        kernels::quantize(c.bytes.data(), to, v.data(), v.size(), scale, to != DType::kBF16);
+        return c;
+      };
+      const Mat A8 = cast(A), B8 = cast(B);
+      std::vector<float> want(M * N), got(M * N, std::nanf(""));
+      kernels::gemm(M, N, K, 1.0f, {A8.bytes.data(), to, ta, 0, A8.scale_inv},
+                    {B8.bytes.data(), to, tb, 0, B8.scale_inv}, 0.0f, {want.data()});
+      kernels::GemmOperand a{A.bytes.data(), DType::kF16, ta, 0, 1.0f / scale, to,
+                             A.scale_inv * scale};
+      kernels::GemmOperand b{B.bytes.data(), DType::kF16, tb, 0, 1.0f / scale, to,
+                             B.scale_inv * scale};
+      kernels::gemm(M, N, K, 1.0f, a, b, 0.0f, {got.data()});
+      EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+          << dtype_name(to) << " ta " << ta << " tb " << tb;
+    }
+  }
+}
+
 FP8LM_INSTANTIATE_ON_EVERY_TARGET(GemmOnTarget);
 
 TEST(Gemm, DeterministicForAnyThreadCount) {
@@ -270,7 +311,11 @@ TEST(Gemm, DeterministicForAnyThreadCount) {
 
 TEST(Gemm, RejectsBadArguments) {
   float x = 1.0f, y = 0.0f;
-  EXPECT_THROW(kernels::gemm(1, 1, 1, 1.0f, {&x, DType::kF16}, {&x}, 0.0f, {&y}), Error);
+  EXPECT_THROW(kernels::gemm(1, 1, 1, 1.0f, {&x, DType::kI32}, {&x}, 0.0f, {&y}), Error);
+  EXPECT_THROW(kernels::gemm(1, 1, 1, 1.0f, {&x}, {&x}, 0.0f, {&y, DType::kF16}), Error);
+  EXPECT_THROW(kernels::gemm(1, 1, 1, 1.0f, {&x, DType::kF32, false, 0, 1.0f, DType::kF16},
+                             {&x}, 0.0f, {&y}),
+               Error);
   EXPECT_THROW(kernels::gemm(1, 1, 1, 1.0f, {&x}, {&x}, 0.0f, {&y, DType::kI32}), Error);
   EXPECT_THROW(kernels::gemm(2, 2, 2, 1.0f, {&x, DType::kF32, false, 1}, {&x}, 0.0f, {&y}),
                Error);

@@ -86,6 +86,20 @@ uint32_t AmaxChunk(const float* HWY_RESTRICT in, size_t n) {
   return result;
 }
 
+// Largest magnitude code (sign bit cleared) of 16-bit codes; for IEEE-like formats the
+// magnitude order of codes is the order of values, and NaN codes sort above inf.
+uint32_t MaxMagnitudeCode16Chunk(const uint16_t* HWY_RESTRICT in, size_t n) {
+  const hn::ScalableTag<uint16_t> d;
+  const size_t N = hn::Lanes(d);
+  const auto mask = hn::Set(d, uint16_t{0x7FFF});
+  auto m = hn::Zero(d);
+  size_t i = 0;
+  for (; i + N <= n; i += N) m = hn::Max(m, hn::And(hn::LoadU(d, in + i), mask));
+  uint32_t result = hn::GetLane(hn::MaxOfLanes(d, m));
+  for (; i < n; ++i) result = std::max<uint32_t>(result, in[i] & 0x7FFFu);
+  return result;
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace fp8lm
 HWY_AFTER_NAMESPACE();
@@ -95,10 +109,12 @@ HWY_AFTER_NAMESPACE();
 #include "core/parallel.h"
 #include "kernels/cast.h"
 #include "kernels/simd.h"
+#include "numerics/cast_ref.h"
 
 namespace fp8lm {
 HWY_EXPORT(QuantizeChunk);
 HWY_EXPORT(AmaxChunk);
+HWY_EXPORT(MaxMagnitudeCode16Chunk);
 
 namespace kernels {
 namespace detail {
@@ -141,6 +157,20 @@ float amax(const float* src, size_t n) {
     partial[c] = HWY_DYNAMIC_DISPATCH(AmaxChunk)(src + begin, end - begin);
   });
   return amax_from_bits(*std::max_element(partial.begin(), partial.end()));
+}
+
+float amax(const void* src, DType src_type, size_t n, float scale_inv) {
+  if (src_type == DType::kF32) return amax(static_cast<const float*>(src), n) * scale_inv;
+  FP8LM_CHECK(src_type == DType::kF16 || src_type == DType::kBF16,
+              "amax: source must be f32, f16 or bf16, got ", dtype_name(src_type));
+  if (n == 0) return 0.0f;
+  const auto* codes = static_cast<const uint16_t*>(src);
+  std::vector<uint32_t> partial(chunk_count(n, kMinChunk), 0);
+  parallel_for(n, kMinChunk, 64, [&](size_t c, size_t begin, size_t end) {
+    partial[c] = HWY_DYNAMIC_DISPATCH(MaxMagnitudeCode16Chunk)(codes + begin, end - begin);
+  });
+  const uint32_t code = *std::max_element(partial.begin(), partial.end());
+  return static_cast<float>(decode_ref(code, float_format(src_type))) * scale_inv;
 }
 
 float cast_transpose(void* dst, void* dst_t, DType dst_type, const float* src, size_t rows,

@@ -14,9 +14,9 @@ namespace {
 
 int64_t i64(size_t v) { return static_cast<int64_t>(v); }
 constexpr size_t kSpecsPerBlock = 12;
-// Rows per LM-head chunk: each chunk packs all of wte twice (logits, dlnf), so chunks are
-// large (≤ 128 MiB of logits) yet never the whole batch.
-constexpr size_t kLogitChunkFloats = size_t{32} << 20;
+// LM-head chunks: each packs all of wte twice (logits, dlnf) and adds into all of dwte, so
+// chunks are large, yet their logits (≤ 64 MiB) stay well below the model states.
+constexpr size_t kLogitChunkFloats = size_t{16} << 20;
 
 }  // namespace
 
@@ -25,11 +25,12 @@ struct Gpt::Block {
   WeightGrad g_attn, g_proj, g_fc, g_fcproj;
   Tensor resid_in, ln1_mean, ln1_rstd, qkv, lse, att16, resid_mid, ln2_mean, ln2_rstd, fch;
 
-  Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, const Fp8Options& fp8)
-      : attn(mode, C, 3 * C, B * T, fp8),
-        proj(mode, C, C, B * T, fp8),
-        fc(mode, C, 4 * C, B * T, fp8),
-        fcproj(mode, 4 * C, C, B * T, fp8) {
+  Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, const LinearWorkspace& ws,
+        const Fp8Options& fp8, bool with_grads)
+      : attn(mode, C, 3 * C, B * T, ws, fp8),
+        proj(mode, C, C, B * T, ws, fp8),
+        fc(mode, C, 4 * C, B * T, ws, fp8),
+        fcproj(mode, 4 * C, C, B * T, ws, fp8) {
     const int64_t BT = i64(B * T);
     const auto act = MemCategory::kActivations;
     const DType wide = mode == ComputeMode::kF32 ? DType::kF32 : DType::kBF16;
@@ -43,6 +44,7 @@ struct Gpt::Block {
     ln2_mean = Tensor(DType::kF32, {BT}, act);
     ln2_rstd = Tensor(DType::kF32, {BT}, act);
     fch = Tensor(wide, {BT, i64(4 * C)}, act);
+    if (!with_grads) return;
     g_attn = attn.make_grad();
     g_proj = proj.make_grad();
     g_fc = fc.make_grad();
@@ -50,16 +52,33 @@ struct Gpt::Block {
   }
 };
 
-Gpt::Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8)
-    : params_(params), mode_(mode), B_(B), T_(T), BT_(B * T) {
-  const GptConfig& cfg = config();
+Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8,
+         bool with_grads)
+    : cfg_(cfg),
+      specs_(param_layout(cfg)),
+      mode_(mode),
+      B_(B),
+      T_(T),
+      BT_(B * T),
+      with_grads_(with_grads) {
   if (B < 1 || T < 1 || T > static_cast<size_t>(cfg.seq_len))
     fail("batch shape ", B, "x", T, " does not fit the model (seq_len ", cfg.seq_len, ")");
   const size_t C = static_cast<size_t>(cfg.n_embd), NH = static_cast<size_t>(cfg.n_head);
   const size_t Vp = static_cast<size_t>(cfg.padded_vocab());
+  const auto ws = MemCategory::kWorkspace;
+
+  // Layer staging, shared: the largest weight gradient in FP32 (fp8 accumulation) and the
+  // largest output gradient.
+  if (mode == ComputeMode::kFP8 && with_grads)
+    ws_w_ = Tensor(DType::kF32, {i64(4 * C * C)}, ws);
+  if (mode != ComputeMode::kF32 && with_grads)
+    ws_dy_ = Tensor(mode == ComputeMode::kBF16 ? DType::kBF16 : DType::kE5M2,
+                    {i64(BT_), i64(4 * C)}, ws);
+  const LinearWorkspace lws{ws_w_.as<float>(), ws_dy_.data()};
+
   const int64_t before = mem_stats(MemCategory::kActivations).current;
   for (int l = 0; l < cfg.n_layer; ++l)
-    blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NH, fp8));
+    blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NH, lws, fp8, with_grads));
   const auto act = MemCategory::kActivations;
   resid_final_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);
   lnf_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);
@@ -67,35 +86,67 @@ Gpt::Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Optio
   lnf_rstd_ = Tensor(DType::kF32, {i64(BT_)}, act);
   activation_bytes_ = static_cast<size_t>(mem_stats(MemCategory::kActivations).current - before);
 
-  // Gradients of the non-Linear parameters, packed in layout order (Linear weight grads
-  // live with their layers: FP32, or E4M3 in fp8 mode).
-  size_t n = 0;
-  for (const ParamSpec& s : params_.specs())
-    if (!s.linear_weight) n += s.numel();
-  grads_ = Tensor(DType::kF32, {i64(n)}, MemCategory::kGradients);
-  std::memset(grads_.data(), 0, grads_.bytes());
+  // Non-Linear parameters: FP32 values (all but wte) and gradients, packed in spec order.
+  size_t n_small = 0, n_grad = 0;
+  small_off_.assign(specs_.size(), 0);
+  grad_off_.assign(specs_.size(), 0);
+  grad8_.resize(specs_.size());
+  const ScalingRecipe jit_e4m3{DType::kE4M3, ScalingTiming::kJustInTime};
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const ParamSpec& s = specs_[i];
+    if (s.linear_weight) continue;
+    if (i != 0) {
+      small_off_[i] = n_small;
+      n_small += s.numel();
+    }
+    if (!with_grads) continue;
+    grad_off_[i] = n_grad;
+    n_grad += s.numel();
+    if (mode == ComputeMode::kFP8)
+      grad8_[i] = ScaledTensor(s.shape, jit_e4m3, MemCategory::kGradients);
+  }
+  small_ = Tensor(DType::kF32, {i64(n_small)}, MemCategory::kWeights);
+  if (with_grads) {
+    grads_ = Tensor(DType::kF32, {i64(n_grad)},
+                    mode == ComputeMode::kFP8 ? ws : MemCategory::kGradients);
+    std::memset(grads_.data(), 0, grads_.bytes());
+  }
+  for (ScaledTensor& g : grad8_)
+    if (g.data.data() != nullptr) std::memset(g.data.data(), 0, g.data.bytes());
 
-  const auto ws = MemCategory::kWorkspace;
   ws_a_ = Tensor(DType::kF32, {i64(BT_), i64(4 * C)}, ws);
   ws_b_ = Tensor(DType::kF32, {i64(BT_), i64(4 * C)}, ws);
   ws_qkv_ = Tensor(DType::kF32, {i64(BT_), i64(3 * C)}, ws);
   ws_dres_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, ws);
-  chunk_rows_ = std::clamp<size_t>(kLogitChunkFloats / Vp, 1, std::max<size_t>(1, BT_ / 2));
+  // Equal chunks (a thin last one would cost as many wte packs as a full one).
+  const size_t max_rows = std::clamp<size_t>(kLogitChunkFloats / Vp, 1, std::max<size_t>(1, BT_ / 2));
+  const size_t chunks = (BT_ + max_rows - 1) / max_rows;
+  chunk_rows_ = (BT_ + chunks - 1) / chunks;
   ws_logits_ = Tensor(DType::kF32, {i64(chunk_rows_), i64(Vp)}, ws);
   ws_losses_ = Tensor(DType::kF32, {i64(BT_)}, ws);
 }
 
+Gpt::Gpt(const GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8,
+         bool with_grads)
+    : Gpt(params.config(), mode, B, T, fp8, with_grads) {
+  set_weights(params.refs());
+}
+
 Gpt::~Gpt() = default;
 
-namespace {
-
-// Offset of spec i in the packed non-Linear gradient buffer.
-size_t grad_offset(const std::vector<ParamSpec>& specs, size_t i) {
-  size_t off = 0;
-  for (size_t k = 0; k < i; ++k)
-    if (!specs[k].linear_weight) off += specs[k].numel();
-  return off;
+void Gpt::set_weights(std::vector<ParamRef> weights) {
+  FP8LM_CHECK(weights.size() == specs_.size(), "set_weights: ", weights.size(),
+              " tensors for a model of ", specs_.size());
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const DType t = weights[i].dtype;
+    FP8LM_CHECK(
+        weights[i].data != nullptr && (t == DType::kF32 || t == DType::kF16 || t == DType::kBF16),
+        "set_weights: ", specs_[i].name, " must be f32, f16 or bf16, got ", dtype_name(t));
+  }
+  weights_ = std::move(weights);
 }
+
+namespace {
 
 // FP32 view of a wide (f32 or bf16) activation, dequantized into scratch when needed.
 const float* as_f32(const Tensor& t, float* scratch) {
@@ -104,41 +155,53 @@ const float* as_f32(const Tensor& t, float* scratch) {
   return scratch;
 }
 
+size_t block_spec(size_t l) { return 2 + l * kSpecsPerBlock; }  // ln_1.weight of block l
+
 }  // namespace
 
 void Gpt::embed(const int32_t* tokens) {
-  const GptConfig& cfg = config();
-  const size_t C = static_cast<size_t>(cfg.n_embd);
+  FP8LM_CHECK(!weights_.empty(), "Gpt: set_weights() was not called");
+  for (size_t i = 1; i < specs_.size(); ++i) {
+    if (specs_[i].linear_weight) continue;
+    const ParamRef& w = weights_[i];
+    kernels::dequantize(small_.as<float>() + small_off_[i], w.data, w.dtype, specs_[i].numel(),
+                        w.scale_inv);
+  }
+  const size_t C = static_cast<size_t>(cfg_.n_embd);
+  const ParamRef& wte = weights_[0];
+  const size_t es = dtype_size(wte.dtype);
+  const float* wpe = small(1);
   float* x = blocks_[0]->resid_in.as<float>();
   for (size_t i = 0; i < BT_; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= cfg.vocab_size)
-      fail("token ", tokens[i], " at position ", i, " is outside the vocabulary (", cfg.vocab_size,
+    if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
+      fail("token ", tokens[i], " at position ", i, " is outside the vocabulary (", cfg_.vocab_size,
            ")");
-    const float* te = params_.wte() + static_cast<size_t>(tokens[i]) * C;
-    const float* pe = params_.wpe() + (i % T_) * C;
-    for (size_t c = 0; c < C; ++c) x[i * C + c] = te[c] + pe[c];
+    const auto* row =
+        static_cast<const uint8_t*>(wte.data) + static_cast<size_t>(tokens[i]) * C * es;
+    kernels::dequantize(x + i * C, row, wte.dtype, C, wte.scale_inv);
+    const float* pe = wpe + (i % T_) * C;
+    for (size_t c = 0; c < C; ++c) x[i * C + c] += pe[c];
   }
 }
 
 void Gpt::forward_blocks() {
-  const GptConfig& cfg = config();
-  const size_t C = static_cast<size_t>(cfg.n_embd), NH = static_cast<size_t>(cfg.n_head);
+  const size_t C = static_cast<size_t>(cfg_.n_embd), NH = static_cast<size_t>(cfg_.n_head);
   const DType wide = mode_ == ComputeMode::kF32 ? DType::kF32 : DType::kBF16;
   float* a = ws_a_.as<float>();
   float* b = ws_b_.as<float>();
   for (size_t l = 0; l < blocks_.size(); ++l) {
     Block& k = *blocks_[l];
-    const BlockParams p = params_.block(static_cast<int>(l));
-    k.attn.prepare_weight(p.attn_w);
-    k.proj.prepare_weight(p.proj_w);
-    k.fc.prepare_weight(p.fc_w);
-    k.fcproj.prepare_weight(p.fcproj_w);
+    const size_t s = block_spec(l);
+    k.attn.prepare_weight(weights_[s + 2]);
+    k.proj.prepare_weight(weights_[s + 4]);
+    k.fc.prepare_weight(weights_[s + 8]);
+    k.fcproj.prepare_weight(weights_[s + 10]);
 
     float* ln1 = k.attn.input_buffer(a);
     kernels::layernorm_forward(ln1, k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(),
-                               k.resid_in.as<float>(), p.ln1_w, p.ln1_b, BT_, C);
+                               k.resid_in.as<float>(), small(s), small(s + 1), BT_, C);
     k.attn.commit_input(ln1);
-    k.attn.forward(k.qkv.data(), wide, p.attn_b);
+    k.attn.forward(k.qkv.data(), wide, small(s + 3));
 
     const float* qkv = as_f32(k.qkv, ws_qkv_.as<float>());
     float* att = k.proj.input_buffer(a);
@@ -146,34 +209,37 @@ void Gpt::forward_blocks() {
     if (mode_ == ComputeMode::kFP8)
       kernels::quantize(k.att16.data(), DType::kBF16, att, BT_ * C, 1.0f, false);
     k.proj.commit_input(att);
-    k.proj.forward(b, DType::kF32, p.proj_b);
+    k.proj.forward(b, DType::kF32, small(s + 5));
     kernels::add(k.resid_mid.as<float>(), k.resid_in.as<float>(), b, BT_ * C);
 
     float* ln2 = k.fc.input_buffer(a);
     kernels::layernorm_forward(ln2, k.ln2_mean.as<float>(), k.ln2_rstd.as<float>(),
-                               k.resid_mid.as<float>(), p.ln2_w, p.ln2_b, BT_, C);
+                               k.resid_mid.as<float>(), small(s + 6), small(s + 7), BT_, C);
     k.fc.commit_input(ln2);
-    k.fc.forward(k.fch.data(), wide, p.fc_b);
+    k.fc.forward(k.fch.data(), wide, small(s + 9));
 
     const float* fch = as_f32(k.fch, b);
     float* g = k.fcproj.input_buffer(a);
     kernels::gelu_forward(g, fch, BT_ * 4 * C);
     k.fcproj.commit_input(g);
-    k.fcproj.forward(b, DType::kF32, p.fcproj_b);
-    float* next = l + 1 < blocks_.size() ? blocks_[l + 1]->resid_in.as<float>()
-                                         : resid_final_.as<float>();
+    k.fcproj.forward(b, DType::kF32, small(s + 11));
+    float* next =
+        l + 1 < blocks_.size() ? blocks_[l + 1]->resid_in.as<float>() : resid_final_.as<float>();
     kernels::add(next, k.resid_mid.as<float>(), b, BT_ * C);
   }
+  const size_t nf = specs_.size();
   kernels::layernorm_forward(lnf_.as<float>(), lnf_mean_.as<float>(), lnf_rstd_.as<float>(),
-                             resid_final_.as<float>(), params_.lnf_w(), params_.lnf_b(), BT_, C);
+                             resid_final_.as<float>(), small(nf - 2), small(nf - 1), BT_, C);
 }
 
-float Gpt::head(const int32_t* targets, bool grads, bool accumulate, float* logits_out) {
-  (void)accumulate;  // dwte accumulates: its buffer was zeroed by forward_backward if needed
-  const GptConfig& cfg = config();
-  const size_t C = static_cast<size_t>(cfg.n_embd), V = static_cast<size_t>(cfg.vocab_size);
-  const size_t Vp = static_cast<size_t>(cfg.padded_vocab());
-  float* dwte = grads_.as<float>();  // wte is the first parameter
+float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
+  const size_t C = static_cast<size_t>(cfg_.n_embd), V = static_cast<size_t>(cfg_.vocab_size);
+  const size_t Vp = static_cast<size_t>(cfg_.padded_vocab());
+  const ParamRef& w = weights_[0];
+  const kernels::GemmOperand wte{w.data, w.dtype, false, 0, w.scale_inv};
+  kernels::GemmOperand wte_t = wte;
+  wte_t.transposed = true;
+  float* dwte = grad_buf(0);
   float* dlnf = ws_a_.as<float>();
   std::vector<int32_t> no_targets;
   if (targets == nullptr) no_targets.assign(BT_, 0);
@@ -183,8 +249,7 @@ float Gpt::head(const int32_t* targets, bool grads, bool accumulate, float* logi
     const size_t rows = std::min(chunk_rows_, BT_ - r0);
     float* logits = ws_logits_.as<float>();
     const float* x = lnf_.as<float>() + r0 * C;
-    kernels::gemm(rows, Vp, C, 1.0f, {x, DType::kF32}, {params_.wte(), DType::kF32, true}, 0.0f,
-                  {logits, DType::kF32});
+    kernels::gemm(rows, Vp, C, 1.0f, {x, DType::kF32}, wte_t, 0.0f, {logits, DType::kF32});
     if (logits_out != nullptr) {
       for (size_t r = 0; r < rows; ++r)
         std::memcpy(logits_out + (r0 + r) * V, logits + r * Vp, V * sizeof(float));
@@ -196,7 +261,7 @@ float Gpt::head(const int32_t* targets, bool grads, bool accumulate, float* logi
     for (size_t r = 0; r < rows; ++r) loss += losses[r];
     if (!grads) continue;
     // dlnf rows = dlogits · wte;  dwte += dlogitsᵀ · lnf rows
-    kernels::gemm(rows, C, Vp, 1.0f, {logits, DType::kF32}, {params_.wte(), DType::kF32}, 0.0f,
+    kernels::gemm(rows, C, Vp, 1.0f, {logits, DType::kF32}, wte, 0.0f,
                   {dlnf + r0 * C, DType::kF32});
     kernels::gemm(Vp, C, rows, 1.0f, {logits, DType::kF32, true}, {x, DType::kF32}, 1.0f,
                   {dwte, DType::kF32});
@@ -204,53 +269,46 @@ float Gpt::head(const int32_t* targets, bool grads, bool accumulate, float* logi
   return static_cast<float>(loss / static_cast<double>(BT_));
 }
 
-void Gpt::backward(const int32_t* tokens, bool accumulate) {
-  const GptConfig& cfg = config();
-  const size_t C = static_cast<size_t>(cfg.n_embd), NH = static_cast<size_t>(cfg.n_head);
-  const auto& specs = params_.specs();
-  float* g = grads_.as<float>();
-  auto grad_of = [&](size_t spec) { return g + grad_offset(specs, spec); };
+void Gpt::backward(const int32_t* tokens, bool acc) {
+  const size_t C = static_cast<size_t>(cfg_.n_embd), NH = static_cast<size_t>(cfg_.n_head);
+  const size_t nf = specs_.size();
   float* a = ws_a_.as<float>();
   float* b = ws_b_.as<float>();
   float* dres = ws_dres_.as<float>();
 
   std::memset(dres, 0, BT_ * C * sizeof(float));
-  kernels::layernorm_backward(dres, grad_of(specs.size() - 2), grad_of(specs.size() - 1), a,
-                              resid_final_.as<float>(), lnf_mean_.as<float>(),
-                              lnf_rstd_.as<float>(), params_.lnf_w(), BT_, C);
+  kernels::layernorm_backward(dres, grad_buf(nf - 2), grad_buf(nf - 1), a, resid_final_.as<float>(),
+                              lnf_mean_.as<float>(), lnf_rstd_.as<float>(), small(nf - 2), BT_, C);
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& k = *blocks_[l];
-    const BlockParams p = params_.block(static_cast<int>(l));
-    const size_t s0 = 2 + l * kSpecsPerBlock;  // ln_1.weight of this block
+    const size_t s = block_spec(l);
 
-    k.fcproj.backward(a, dres, k.g_fcproj, grad_of(s0 + 11), accumulate);  // d GELU out
+    k.fcproj.backward(a, dres, k.g_fcproj, grad_buf(s + 11), acc);  // d GELU out
     const float* fch = as_f32(k.fch, b);
     kernels::gelu_backward(a, fch, a, BT_ * 4 * C);
-    k.fc.backward(b, a, k.g_fc, grad_of(s0 + 9), accumulate);  // d ln_2 out
-    kernels::layernorm_backward(dres, grad_of(s0 + 6), grad_of(s0 + 7), b,
-                                k.resid_mid.as<float>(), k.ln2_mean.as<float>(),
-                                k.ln2_rstd.as<float>(), p.ln2_w, BT_, C);
+    k.fc.backward(b, a, k.g_fc, grad_buf(s + 9), acc);  // d ln_2 out
+    kernels::layernorm_backward(dres, grad_buf(s + 6), grad_buf(s + 7), b, k.resid_mid.as<float>(),
+                                k.ln2_mean.as<float>(), k.ln2_rstd.as<float>(), small(s + 6), BT_,
+                                C);
 
-    k.proj.backward(a, dres, k.g_proj, grad_of(s0 + 5), accumulate);  // d attention out
+    k.proj.backward(a, dres, k.g_proj, grad_buf(s + 5), acc);  // d attention out
     const float* qkv = as_f32(k.qkv, ws_qkv_.as<float>());
     // The attention output as FP32: the fp32 c_proj input itself, else a bf16 copy.
-    const Tensor* att_saved = mode_ == ComputeMode::kFP8 ? &k.att16 : nullptr;
     const float* att;
-    if (att_saved != nullptr) {
-      kernels::dequantize(b, att_saved->data(), DType::kBF16, BT_ * C, 1.0f);
+    if (mode_ == ComputeMode::kFP8) {
+      kernels::dequantize(b, k.att16.data(), DType::kBF16, BT_ * C, 1.0f);
       att = b;
     } else {
       att = k.proj.saved_input_f32(b);
     }
     float* dqkv = b + BT_ * C;
     kernels::attention_backward(dqkv, a, qkv, att, k.lse.as<float>(), B_, T_, C, NH);
-    k.attn.backward(a, dqkv, k.g_attn, grad_of(s0 + 3), accumulate);  // d ln_1 out
-    kernels::layernorm_backward(dres, grad_of(s0), grad_of(s0 + 1), a, k.resid_in.as<float>(),
-                                k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(), p.ln1_w, BT_,
-                                C);
+    k.attn.backward(a, dqkv, k.g_attn, grad_buf(s + 3), acc);  // d ln_1 out
+    kernels::layernorm_backward(dres, grad_buf(s), grad_buf(s + 1), a, k.resid_in.as<float>(),
+                                k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(), small(s), BT_, C);
   }
-  float* dwte = grad_of(0);
-  float* dwpe = grad_of(1);
+  float* dwte = grad_buf(0);
+  float* dwpe = grad_buf(1);
   for (size_t i = 0; i < BT_; ++i) {
     float* te = dwte + static_cast<size_t>(tokens[i]) * C;
     float* pe = dwpe + (i % T_) * C;
@@ -259,41 +317,62 @@ void Gpt::backward(const int32_t* tokens, bool accumulate) {
       pe[c] += dres[i * C + c];
     }
   }
+  // fp8: the non-Linear gradients are stored as E4M3 with just-in-time scales.
+  for (size_t i = 0; i < grad8_.size(); ++i)
+    if (grad8_[i].data.data() != nullptr) quantize(grad8_[i], grad_buf(i));
+}
+
+float Gpt::run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits) {
+  // Without gradients this is evaluation: the delayed-scaling state is put back after.
+  std::vector<ScalingMeta> saved;
+  if (!grads)
+    for (ScalingMeta* m : scaling_metas()) saved.push_back(*m);
+  embed(tokens);
+  forward_blocks();
+  const float loss = head(targets, grads, logits);
+  if (!grads) {
+    const std::vector<ScalingMeta*> metas = scaling_metas();
+    for (size_t i = 0; i < metas.size(); ++i) *metas[i] = saved[i];
+  }
+  return loss;
 }
 
 float Gpt::forward(const int32_t* tokens, const int32_t* targets) {
-  embed(tokens);
-  forward_blocks();
-  return head(targets, false, false, nullptr);
+  return run_forward(tokens, targets, false, nullptr);
 }
 
 float Gpt::forward_backward(const int32_t* tokens, const int32_t* targets, bool accumulate) {
-  if (!accumulate) std::memset(grads_.data(), 0, grads_.bytes());
-  embed(tokens);
-  forward_blocks();
-  const float loss = head(targets, true, accumulate, nullptr);
+  FP8LM_CHECK(with_grads_, "forward_backward on a model built without gradients");
+  // The FP32 gradients start at zero, or at the gradient so far (fp8: dequantized).
+  if (!accumulate) {
+    std::memset(grads_.data(), 0, grads_.bytes());
+  } else {
+    for (size_t i = 0; i < grad8_.size(); ++i)
+      if (grad8_[i].data.data() != nullptr) dequantize(grad_buf(i), grad8_[i]);
+  }
+  const float loss = run_forward(tokens, targets, true, nullptr);
   backward(tokens, accumulate);
   return loss;
 }
 
-void Gpt::logits(const int32_t* tokens, float* out) {
-  embed(tokens);
-  forward_blocks();
-  head(nullptr, false, false, out);
-}
+void Gpt::logits(const int32_t* tokens, float* out) { run_forward(tokens, nullptr, false, out); }
 
 Gpt::GradView Gpt::grad(size_t spec) const {
-  const auto& specs = params_.specs();
-  FP8LM_CHECK(spec < specs.size(), "no parameter ", spec);
-  if (specs[spec].linear_weight) {
+  FP8LM_CHECK(spec < specs_.size(), "no parameter ", spec);
+  FP8LM_CHECK(with_grads_, "a model built without gradients has none");
+  if (specs_[spec].linear_weight) {
     const size_t l = (spec - 2) / kSpecsPerBlock, which = (spec - 2) % kSpecsPerBlock;
     const Block& k = *blocks_[l];
-    const WeightGrad& g = which == 2 ? k.g_attn : which == 4 ? k.g_proj : which == 8 ? k.g_fc
-                                                                                     : k.g_fcproj;
+    const WeightGrad& g = which == 2   ? k.g_attn
+                          : which == 4 ? k.g_proj
+                          : which == 8 ? k.g_fc
+                                       : k.g_fcproj;
     if (g.is_fp8()) return {g.e4m3.data.data(), DType::kE4M3, g.e4m3.meta.scale_inv};
     return {g.f32.data(), DType::kF32, 1.0f};
   }
-  return {grads_.as<float>() + grad_offset(specs, spec), DType::kF32, 1.0f};
+  const ScaledTensor& g8 = grad8_[spec];
+  if (g8.data.data() != nullptr) return {g8.data.data(), DType::kE4M3, g8.meta.scale_inv};
+  return {grad_buf(spec), DType::kF32, 1.0f};
 }
 
 std::vector<ScalingMeta*> Gpt::scaling_metas() {
@@ -306,7 +385,7 @@ std::vector<ScalingMeta*> Gpt::scaling_metas() {
 
 void Gpt::grad_values(size_t spec, float* out) const {
   const GradView g = grad(spec);
-  kernels::dequantize(out, g.data, g.dtype, params_.specs()[spec].numel(), g.scale_inv);
+  kernels::dequantize(out, g.data, g.dtype, specs_[spec].numel(), g.scale_inv);
 }
 
 }  // namespace fp8lm

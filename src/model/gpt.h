@@ -26,19 +26,32 @@ namespace fp8lm {
 
 class Gpt {
  public:
-  // Activations are allocated for batches of B sequences of T tokens (T <= seq_len).
-  Gpt(GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {});
+  // Activations are allocated for batches of B sequences of T tokens (T <= seq_len); without
+  // `with_grads` (evaluation, sampling) no gradient buffers are, and only forward/logits
+  // may be called. The weights are read through set_weights(), which must come before the
+  // first forward.
+  Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {},
+      bool with_grads = true);
+  // On the FP32 values of `params` (read at every forward: later changes are seen).
+  Gpt(const GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {},
+      bool with_grads = true);
   ~Gpt();
   Gpt(const Gpt&) = delete;
   Gpt& operator=(const Gpt&) = delete;
 
-  const GptConfig& config() const { return params_.config(); }
+  const GptConfig& config() const { return cfg_; }
+  const std::vector<ParamSpec>& specs() const { return specs_; }
   ComputeMode mode() const { return mode_; }
   size_t batch() const { return B_; }
   size_t seq() const { return T_; }
 
+  // One ParamRef per specs() entry (f32, f16 or bf16; Linear weights must be f32 in fp32
+  // mode). The data are read at every forward; call again when a pointer or scale changes.
+  void set_weights(std::vector<ParamRef> weights);
+
   // Mean cross-entropy over the B·T positions (targets < 0 are ignored, they count in the
-  // mean's denominator as zero). No gradients.
+  // mean's denominator as zero). No gradients, and the delayed-scaling state is left as it
+  // was: evaluating never changes what training does next.
   float forward(const int32_t* tokens, const int32_t* targets);
   // forward + backward: the gradients of the mean loss are written (or added, with
   // `accumulate`) into the gradient buffers.
@@ -46,9 +59,10 @@ class Gpt {
   // Logits [B·T, V] (unpadded) for tokens; for sampling and tests.
   void logits(const int32_t* tokens, float* out);
 
-  // Gradient of parameter `spec` (params().specs() index) as FP32 values.
+  // Gradient of parameter `spec` as FP32 values.
   void grad_values(size_t spec, float* out) const;
-  // The same gradient in its stored format: values are data[i] · scale_inv.
+  // The same gradient in its stored format (f32, or e4m3 in fp8 mode): values are
+  // data[i] · scale_inv.
   struct GradView {
     const void* data;
     DType dtype;
@@ -62,21 +76,34 @@ class Gpt {
 
  private:
   struct Block;
+  const float* small(size_t spec) const { return small_.as<float>() + small_off_[spec]; }
+  float* grad_buf(size_t spec) const { return grads_.as<float>() + grad_off_[spec]; }
+  float run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits);
   void embed(const int32_t* tokens);
   void forward_blocks();
   // LM head + loss over row chunks; with grads, also dlnf and dwte.
-  float head(const int32_t* targets, bool grads, bool accumulate, float* logits_out);
+  float head(const int32_t* targets, bool grads, float* logits_out);
   void backward(const int32_t* tokens, bool accumulate);
 
-  GptParams& params_;
+  GptConfig cfg_;
+  std::vector<ParamSpec> specs_;
   ComputeMode mode_;
   size_t B_, T_, BT_;
+  bool with_grads_;
+  std::vector<ParamRef> weights_;
+  // FP32 values of the parameters that are neither Linear weights nor wte (positions,
+  // LayerNorm, biases: small), refreshed from weights_ at every forward.
+  Tensor small_;
+  std::vector<size_t> small_off_;
   std::vector<std::unique_ptr<Block>> blocks_;
   Tensor resid_final_, lnf_, lnf_mean_, lnf_rstd_;  // activations after the last block
-  // FP32 gradients of everything but the FP8 Linear weights, in the parameter layout.
+  // FP32 gradients of everything but the Linear weights, packed in spec order. They are the
+  // gradients in fp32/bf16 modes; in fp8 mode they are staging, stored as E4M3 in grad8_.
   Tensor grads_;
+  std::vector<size_t> grad_off_;
+  std::vector<ScaledTensor> grad8_;
   // Workspace (not saved): staging and activation gradients.
-  Tensor ws_a_, ws_b_, ws_qkv_, ws_dres_, ws_logits_, ws_losses_;
+  Tensor ws_a_, ws_b_, ws_qkv_, ws_dres_, ws_logits_, ws_losses_, ws_w_, ws_dy_;
   size_t activation_bytes_ = 0;
   size_t chunk_rows_ = 0;
 };

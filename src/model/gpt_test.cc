@@ -11,6 +11,7 @@
 #include <random>
 
 #include "core/check.h"
+#include "kernels/cast.h"
 #include "model/ref_model.h"
 #include "tensor/safetensors.h"
 
@@ -151,6 +152,45 @@ void compare_modes(ComputeMode mode, double loss_tol, double min_cosine) {
 
 TEST(GptModel, Fp8MatchesFp32WithinTolerance) { compare_modes(ComputeMode::kFP8, 0.02, 0.99); }
 TEST(GptModel, Bf16MatchesFp32WithinTolerance) { compare_modes(ComputeMode::kBF16, 0.01, 0.999); }
+
+// The model on FP16+scale masters (what the trainer passes at O1/O2) computes bit for bit
+// what it computes on their FP32 values: the weight casts happen while packing, with the
+// same just-in-time scales. Evaluation (forward) leaves the delayed-scaling state alone.
+TEST(GptModel, Fp8OnFp16MastersEqualsFp8OnTheirValues) {
+  const GptConfig cfg = gpt_preset("tiny");
+  GptParams init(cfg), values(cfg);
+  init.init_gpt2(21);
+  std::vector<std::vector<uint16_t>> f16(init.specs().size());
+  std::vector<ParamRef> refs;
+  for (size_t i = 0; i < init.specs().size(); ++i) {
+    const size_t n = init.specs()[i].numel();
+    const float amax = kernels::amax(init.at(i), n);
+    const float scale = amax > 0 ? std::exp2(std::floor(std::log2(65504.0f / amax))) : 1.0f;
+    f16[i].resize(n);
+    kernels::quantize(f16[i].data(), DType::kF16, init.at(i), n, scale);
+    kernels::dequantize(values.at(i), f16[i].data(), DType::kF16, n, 1.0f / scale);
+    refs.push_back({f16[i].data(), DType::kF16, 1.0f / scale});
+  }
+  const size_t B = 2, T = 32;
+  const Batch batch = random_batch(B * T, cfg.vocab_size, 22);
+  Gpt on_f16(cfg, ComputeMode::kFP8, B, T), on_f32(values, ComputeMode::kFP8, B, T);
+  on_f16.set_weights(refs);
+  for (int step = 0; step < 3; ++step) {
+    if (step == 1) {  // an evaluation in between changes nothing
+      on_f16.forward(batch.tokens.data(), batch.targets.data());
+      on_f16.forward(batch.targets.data(), batch.tokens.data());
+    }
+    const float a = on_f16.forward_backward(batch.tokens.data(), batch.targets.data());
+    const float b = on_f32.forward_backward(batch.tokens.data(), batch.targets.data());
+    ASSERT_EQ(a, b) << "step " << step;
+    for (size_t s = 0; s < init.specs().size(); ++s) {
+      const auto ga = on_f16.grad(s), gb = on_f32.grad(s);
+      ASSERT_EQ(ga.dtype, DType::kE4M3) << s;  // every O1/O2 gradient is stored as E4M3
+      ASSERT_EQ(ga.scale_inv, gb.scale_inv) << s;
+      ASSERT_EQ(std::memcmp(ga.data, gb.data, init.specs()[s].numel()), 0) << s;
+    }
+  }
+}
 
 TEST(GptModel, DeterministicAndAccumulating) {
   GptParams params(small_config());

@@ -4,13 +4,18 @@
 //   (delayed, window 16); dgrad E5M2×E4M3, wgrad E4M3×E5M2 reusing the saved E4M3 x; the
 //   weight gradient is stored as E4M3 with a just-in-time scale.
 // The layer keeps its input for the backward pass in the mode's format (that is the saved
-// activation) and the working copy of its weight (bf16 / e4m3).
+// activation). The weight has no working copy: the GEMMs read the master (f32, or f16 with
+// its scale) and cast it while packing (bf16, or e4m3 with a just-in-time scale), which is
+// bit-identical to computing on the cast copy. Staging buffers that are dead between calls
+// (FP32 weight gradient, narrow output gradient) are shared by all layers.
 #pragma once
 
 #include <cstddef>
 #include <vector>
 
 #include "model/config.h"
+#include "kernels/gemm.h"
+#include "model/params.h"
 #include "tensor/scaling.h"
 #include "tensor/tensor.h"
 
@@ -26,20 +31,31 @@ struct Fp8Options {
 
 // A weight gradient: FP32, or E4M3 with a scale (fp8 mode).
 struct WeightGrad {
-  Tensor f32;          // fp32 / bf16 modes
-  ScaledTensor e4m3;   // fp8 mode
+  Tensor f32;         // fp32 / bf16 modes
+  ScaledTensor e4m3;  // fp8 mode
   bool is_fp8() const { return e4m3.data.data() != nullptr; }
+};
+
+// Staging shared by the layers of a model, sized for the largest: `w` holds in·out floats
+// (fp8 weight-gradient accumulation), `dy` rows·out elements of the mode's output-gradient
+// format (bf16 or e5m2).
+struct LinearWorkspace {
+  float* w = nullptr;
+  void* dy = nullptr;
 };
 
 class Linear {
  public:
-  Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const Fp8Options& fp8 = {});
+  Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const LinearWorkspace& ws,
+         const Fp8Options& fp8 = {});
 
   size_t in() const { return in_; }
   size_t out() const { return out_; }
 
-  // Builds the working weight from the FP32 master W [in, out] (once per step).
-  void prepare_weight(const float* w);
+  // The master W [in, out] this layer computes on until the next call (before each
+  // forward; fp8 takes the weight's just-in-time scale from its amax here). fp32 mode needs
+  // an FP32 master. The data must stay valid through backward.
+  void prepare_weight(const ParamRef& w);
 
   // Where the caller writes this layer's FP32 input [rows, in]. In fp32 mode this is the
   // saved input itself; otherwise `scratch`, converted by commit_input().
@@ -67,14 +83,15 @@ class Linear {
   ComputeMode mode_;
   size_t in_, out_, rows_;
   Fp8Options fp8_;
-  Tensor x_;         // saved input: f32 / bf16 (activations)
-  ScaledTensor x8_;  // saved input: e4m3, delayed (fp8)
-  Tensor w_;         // working weight bf16 (bf16 mode)
-  ScaledTensor w8_;  // working weight e4m3, just-in-time (fp8)
-  const float* w_master_ = nullptr;  // fp32 mode uses the master directly
-  ScaledTensor dy8_;                 // e5m2 output gradient, delayed (workspace)
-  Tensor dy16_;                      // bf16 output gradient (workspace)
-  Tensor dw_tmp_;                    // f32 weight-gradient staging (fp8 mode, workspace)
+  // The weight as a GEMM operand: the master, cast on the fly in bf16/fp8 modes.
+  kernels::GemmOperand weight_operand() const;
+
+  Tensor x_;          // saved input: f32 / bf16 (activations)
+  ScaledTensor x8_;   // saved input: e4m3, delayed (fp8)
+  ParamRef w_;        // the master weight
+  ScalingMeta w8_meta_;  // its e4m3 scale, just-in-time (fp8)
+  LinearWorkspace ws_;
+  ScalingMeta dy8_meta_;  // e5m2 output gradient, delayed (payload in ws_.dy)
 };
 
 }  // namespace fp8lm

@@ -1,5 +1,6 @@
 #include "model/params.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -53,32 +54,44 @@ GptParams::GptParams(const GptConfig& cfg, MemCategory category)
   std::memset(data_.data(), 0, data_.bytes());
 }
 
+std::vector<ParamRef> GptParams::refs() const {
+  std::vector<ParamRef> r;
+  for (size_t i = 0; i < specs_.size(); ++i) r.push_back({at(i), DType::kF32, 1.0f});
+  return r;
+}
+
 BlockParams GptParams::block(int l) const {
   const size_t b = 2 + static_cast<size_t>(l) * kPerBlock;
-  return {at(b),     at(b + 1), at(b + 2), at(b + 3),  at(b + 4),  at(b + 5),
+  return {at(b),     at(b + 1), at(b + 2), at(b + 3), at(b + 4),  at(b + 5),
           at(b + 6), at(b + 7), at(b + 8), at(b + 9), at(b + 10), at(b + 11)};
 }
 
-void GptParams::init_gpt2(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const float proj_std = 0.02f / std::sqrt(2.0f * static_cast<float>(cfg_.n_layer));
-  std::memset(data_.data(), 0, data_.bytes());
-  for (size_t i = 0; i < specs_.size(); ++i) {
-    const ParamSpec& s = specs_[i];
-    float* p = at(i);
-    size_t n = s.numel();
-    if (s.name.ends_with("ln_1.weight") || s.name.ends_with("ln_2.weight") ||
-        s.name == "ln_f.weight") {
-      std::fill(p, p + n, 1.0f);
-    } else if (s.name.ends_with(".bias")) {
-      // zero
-    } else {
-      const bool residual_proj = s.name.ends_with("c_proj.weight");
-      std::normal_distribution<float> d(0.0f, residual_proj ? proj_std : 0.02f);
-      if (i == 0) n = static_cast<size_t>(cfg_.vocab_size) * static_cast<size_t>(cfg_.n_embd);
-      for (size_t k = 0; k < n; ++k) p[k] = d(rng);  // wte padding rows stay zero
-    }
+Gpt2Init::Gpt2Init(const GptConfig& cfg, uint64_t seed)
+    : cfg_(cfg), specs_(param_layout(cfg)), rng_(seed) {}
+
+void Gpt2Init::next(size_t i, float* out) {
+  FP8LM_CHECK(i == next_, "Gpt2Init: tensor ", i, " asked for, ", next_, " is next");
+  ++next_;
+  const ParamSpec& s = specs_[i];
+  const size_t n = s.numel();
+  std::fill(out, out + n, 0.0f);
+  if (s.name.ends_with("ln_1.weight") || s.name.ends_with("ln_2.weight") ||
+      s.name == "ln_f.weight") {
+    std::fill(out, out + n, 1.0f);
+  } else if (!s.name.ends_with(".bias")) {
+    const bool residual_proj = s.name.ends_with("c_proj.weight");
+    const float proj_std = 0.02f / std::sqrt(2.0f * static_cast<float>(cfg_.n_layer));
+    std::normal_distribution<float> d(0.0f, residual_proj ? proj_std : 0.02f);
+    // wte's padding rows stay zero.
+    const size_t drawn =
+        i == 0 ? static_cast<size_t>(cfg_.vocab_size) * static_cast<size_t>(cfg_.n_embd) : n;
+    for (size_t k = 0; k < drawn; ++k) out[k] = d(rng_);
   }
+}
+
+void GptParams::init_gpt2(uint64_t seed) {
+  Gpt2Init init(cfg_, seed);
+  for (size_t i = 0; i < specs_.size(); ++i) init.next(i, at(i));
 }
 
 void GptParams::save(const std::string& path) const {

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -14,11 +15,20 @@
 namespace fp8lm {
 
 struct ParamSpec {
-  std::string name;  // e.g. "h.3.mlp.c_fc.weight"
-  Shape shape;       // in memory (wte: [padded_vocab, C])
-  size_t offset;     // elements from the start of the flat buffer
+  std::string name;    // e.g. "h.3.mlp.c_fc.weight"
+  Shape shape;         // in memory (wte: [padded_vocab, C])
+  size_t offset;       // elements from the start of the flat buffer
   bool linear_weight;  // weight of one of the four FP8 Linear layers of a block
   size_t numel() const { return static_cast<size_t>(shape.numel()); }
+};
+
+// One parameter as stored, read-only: value[i] = decode(data[i]) · scale_inv. The model
+// reads its weights through these, so it runs on FP32 values or straight on the
+// optimizer's FP16+scale masters without a working copy.
+struct ParamRef {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;  // f32, f16 or bf16
+  float scale_inv = 1.0f;
 };
 
 // Views of one block's tensors inside the flat buffer.
@@ -29,6 +39,22 @@ struct BlockParams {
 
 // The layout of a config's parameters (no storage): specs in file order.
 std::vector<ParamSpec> param_layout(const GptConfig& cfg);
+
+// GPT-2 initialisation: N(0, 0.02) weights (residual projections scaled by
+// 1/sqrt(2·n_layer)), LayerNorm weights 1, biases 0; deterministic in `seed`. Produces one
+// tensor at a time, in spec order, so no full FP32 copy of a large model need exist.
+class Gpt2Init {
+ public:
+  Gpt2Init(const GptConfig& cfg, uint64_t seed);
+  // Writes the values of spec i (which must be the next one) into out[0..numel).
+  void next(size_t i, float* out);
+
+ private:
+  GptConfig cfg_;
+  std::vector<ParamSpec> specs_;
+  std::mt19937_64 rng_;
+  size_t next_ = 0;
+};
 
 class GptParams {
  public:
@@ -41,6 +67,8 @@ class GptParams {
   float* data() const { return data_.as<float>(); }
   size_t numel() const { return data_.numel(); }
   float* at(size_t spec) const { return data() + specs_[spec].offset; }
+  // Every tensor as an FP32 ParamRef, in spec order.
+  std::vector<ParamRef> refs() const;
 
   float* wte() const { return at(0); }  // [Vp, C]
   float* wpe() const { return at(1); }  // [seq_len, C]
@@ -48,8 +76,7 @@ class GptParams {
   float* lnf_w() const { return at(specs_.size() - 2); }
   float* lnf_b() const { return at(specs_.size() - 1); }
 
-  // GPT-2 initialisation: N(0, 0.02) weights (residual projections scaled by
-  // 1/sqrt(2·n_layer)), LayerNorm weights 1, biases 0; deterministic in `seed`.
+  // All tensors from Gpt2Init(config, seed).
   void init_gpt2(uint64_t seed);
   // model.safetensors with Hugging Face names, F32 values (wte: vocab_size rows).
   void save(const std::string& path) const;

@@ -23,8 +23,8 @@ std::string_view level_name(PrecisionLevel l) {
 }
 
 PrecisionLevel level_from_name(std::string_view name) {
-  for (PrecisionLevel l : {PrecisionLevel::kFP32, PrecisionLevel::kBF16, PrecisionLevel::kO1,
-                           PrecisionLevel::kO2})
+  for (PrecisionLevel l :
+       {PrecisionLevel::kFP32, PrecisionLevel::kBF16, PrecisionLevel::kO1, PrecisionLevel::kO2})
     if (name == level_name(l)) return l;
   fail("unknown precision level '", name, "' (known: fp32, bf16, O1, O2)");
 }
@@ -62,22 +62,34 @@ StoredTensor make_state(DType t, size_t n, MemCategory c) {
 AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
              const std::vector<size_t>& numels, const std::vector<bool>& decay,
              const std::vector<const float*>& initial)
+    : AdamW(level, cfg, names, numels, decay, [&](size_t i, float* out) {
+        FP8LM_CHECK(initial.size() == names.size(), "AdamW: one initial value per parameter");
+        std::memcpy(out, initial[i], numels[i] * sizeof(float));
+      }) {}
+
+AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
+             const std::vector<size_t>& numels, const std::vector<bool>& decay,
+             const InitFn& initial)
     : level_(level), cfg_(cfg) {
-  FP8LM_CHECK(names.size() == numels.size() && numels.size() == decay.size() &&
-                  decay.size() == initial.size(),
-              "AdamW: one name, size, decay flag and initial value per parameter");
+  FP8LM_CHECK(names.size() == numels.size() && numels.size() == decay.size(),
+              "AdamW: one name, size and decay flag per parameter");
   const StateFormats f = state_formats(level);
+  std::vector<float> values;
   for (size_t i = 0; i < names.size(); ++i) {
-    Param p{names[i], numels[i], decay[i], make_state(f.master, numels[i], MemCategory::kMaster),
+    Param p{names[i],
+            numels[i],
+            decay[i],
+            make_state(f.master, numels[i], MemCategory::kMaster),
             make_state(f.m1, numels[i], MemCategory::kOptimM1),
             make_state(f.m2, numels[i], MemCategory::kOptimM2)};
-    // Initial master: just-in-time scale from the values' amax.
-    const float amax = kernels::amax(initial[i], numels[i]);
     if (f.master == DType::kF32) {
-      std::memcpy(p.master.data.data(), initial[i], numels[i] * sizeof(float));
+      initial(i, p.master.data.as<float>());
     } else {
-      const float s = storage_scale(f.master, amax, 1.0f);
-      kernels::quantize(p.master.data.data(), f.master, initial[i], numels[i], s);
+      // FP32 values of one tensor at a time; just-in-time scale from their amax.
+      values.resize(numels[i]);
+      initial(i, values.data());
+      const float s = storage_scale(f.master, kernels::amax(values.data(), numels[i]), 1.0f);
+      kernels::quantize(p.master.data.data(), f.master, values.data(), numels[i], s);
       p.master.scale_inv = 1.0f / s;
     }
     params_.push_back(std::move(p));
@@ -95,8 +107,7 @@ StepResult AdamW::step(const std::vector<GradRef>& grads, float lr, float grad_m
               params_.size(), " parameters");
   double sq = 0;
   for (size_t i = 0; i < grads.size(); ++i)
-    sq += kernels::sum_squares(grads[i].data, grads[i].dtype, params_[i].numel,
-                               grads[i].scale_inv);
+    sq += kernels::sum_squares(grads[i].data, grads[i].dtype, params_[i].numel, grads[i].scale_inv);
   const double norm = std::sqrt(sq) * grad_mul;
   if (!std::isfinite(norm)) {
     ++skipped_;
@@ -122,8 +133,8 @@ StepResult AdamW::step(const std::vector<GradRef>& grads, float lr, float grad_m
     const kernels::AdamWScales s{storage_scale(master.dtype, amax.master, master.scale_inv),
                                  storage_scale(m1.dtype, amax.m1, m1.scale_inv),
                                  storage_scale(m2.dtype, amax.m2, m2.scale_inv)};
-    kernels::adamw_apply(master, m1, m2, grads[i].data, grads[i].dtype, grads[i].scale_inv,
-                         p.numel, a, s);
+    kernels::adamw_apply(master, m1, m2, grads[i].data, grads[i].dtype, grads[i].scale_inv, p.numel,
+                         a, s);
     p.master.scale_inv = 1.0f / s.master;
     p.m1.scale_inv = 1.0f / s.m1;
     p.m2.scale_inv = 1.0f / s.m2;

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,6 +67,11 @@ class AdamW {
   AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
         const std::vector<size_t>& numels, const std::vector<bool>& decay,
         const std::vector<const float*>& initial);
+  // The same with the starting values produced per parameter, in order: initial(i, out)
+  // writes numel(i) floats (only one tensor's FP32 values exist at a time).
+  using InitFn = std::function<void(size_t i, float* out)>;
+  AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
+        const std::vector<size_t>& numels, const std::vector<bool>& decay, const InitFn& initial);
 
   PrecisionLevel level() const { return level_; }
   const std::vector<Param>& params() const { return params_; }

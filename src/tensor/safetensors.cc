@@ -244,9 +244,9 @@ const SafetensorsEntry* SafetensorsFile::find(std::string_view name) const {
   return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
-void write_safetensors(const std::string& path,
-                       const std::vector<std::pair<std::string, ConstTensorView>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+void write_safetensors_streamed(const std::string& path,
+                                const std::vector<SafetensorsSource>& tensors,
+                                const std::map<std::string, std::string>& metadata) {
   // Everything is validated and the header built before the file is touched.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
@@ -256,16 +256,15 @@ void write_safetensors(const std::string& path,
   }
   std::set<std::string_view> seen;
   uint64_t offset = 0;
-  for (const auto& [name, view] : tensors) {
-    if (name.empty()) fail(path, ": cannot write a tensor with an empty name");
-    if (name == kMetadataKey) fail(path, ": cannot write a tensor named \"__metadata__\"");
-    if (!seen.insert(name).second) fail(path, ": duplicate tensor name ", quote(name));
-    const size_t bytes = view.bytes();
-    FP8LM_CHECK(bytes == 0 || view.data != nullptr, "tensor ", quote(name), " has no data");
+  for (const SafetensorsSource& t : tensors) {
+    if (t.name.empty()) fail(path, ": cannot write a tensor with an empty name");
+    if (t.name == kMetadataKey) fail(path, ": cannot write a tensor named \"__metadata__\"");
+    if (!seen.insert(t.name).second) fail(path, ": duplicate tensor name ", quote(t.name));
+    const size_t bytes = static_cast<size_t>(t.shape.numel()) * dtype_size(t.dtype);
     nlohmann::ordered_json shape = nlohmann::ordered_json::array();
-    for (int64_t d : view.shape) shape.push_back(d);
-    auto& entry = header[name];
-    entry["dtype"] = std::string(info(view.dtype).safetensors);
+    for (int64_t d : t.shape) shape.push_back(d);
+    auto& entry = header[t.name];
+    entry["dtype"] = std::string(info(t.dtype).safetensors);
     entry["shape"] = std::move(shape);
     entry["data_offsets"] = nlohmann::ordered_json::array({offset, offset + bytes});
     offset += bytes;
@@ -288,9 +287,30 @@ void write_safetensors(const std::string& path,
   write_file_atomic(path, [&](const WriteFn& write) {
     write(len, sizeof(len));
     write(text.data(), text.size());
-    for (const auto& [name, view] : tensors)
-      if (const size_t bytes = view.bytes(); bytes > 0) write(view.data, bytes);
+    for (const SafetensorsSource& t : tensors) {
+      size_t written = 0;
+      t.write([&](const void* data, size_t bytes) {
+        written += bytes;
+        write(data, bytes);
+      });
+      const size_t want = static_cast<size_t>(t.shape.numel()) * dtype_size(t.dtype);
+      FP8LM_CHECK(written == want, path, ": tensor ", quote(t.name), " produced ", written,
+                  " bytes, its header says ", want);
+    }
   });
+}
+
+void write_safetensors(const std::string& path,
+                       const std::vector<std::pair<std::string, ConstTensorView>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsSource> sources;
+  for (const auto& [name, view] : tensors) {
+    FP8LM_CHECK(view.bytes() == 0 || view.data != nullptr, "tensor ", quote(name), " has no data");
+    sources.push_back({name, view.dtype, view.shape, [v = view](const WriteFn& w) {
+                         if (v.bytes() > 0) w(v.data, v.bytes());
+                       }});
+  }
+  write_safetensors_streamed(path, sources, metadata);
 }
 
 }  // namespace fp8lm

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -55,5 +56,19 @@ class SafetensorsFile {
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, ConstTensorView>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// A tensor whose bytes are produced while the file is written (e.g. converted chunk by
+// chunk, so no full-size copy exists): `write` must emit exactly numel · dtype size bytes.
+struct SafetensorsSource {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  std::function<void(const WriteFn&)> write;
+};
+// The same as above for produced tensors; a source that writes the wrong byte count is an
+// Error and leaves `path` untouched.
+void write_safetensors_streamed(const std::string& path,
+                                const std::vector<SafetensorsSource>& tensors,
+                                const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace fp8lm

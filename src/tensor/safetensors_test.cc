@@ -190,6 +190,34 @@ TEST_F(SafetensorsTest, RoundTripTypedValues) {
   }
 }
 
+// Produced tensors: the file reads back the produced bytes; a source that writes the wrong
+// count is an error and leaves an existing file untouched.
+TEST_F(SafetensorsTest, StreamedSourcesRoundTripAndWrongCountsFail) {
+  const std::string p = path("streamed.safetensors");
+  auto counting = [](size_t n) {
+    return [n](const WriteFn& w) {
+      for (size_t i = 0; i < n; ++i) {
+        const float v = static_cast<float>(i) * 0.5f;
+        w(&v, sizeof v);
+      }
+    };
+  };
+  write_safetensors_streamed(p, {{"a", DType::kF32, Shape{2, 3}, counting(6)},
+                                 {"b", DType::kF32, Shape{4}, counting(4)}});
+  {
+    SafetensorsFile f(p);
+    ASSERT_EQ(f.tensors().size(), 2u);
+    const float* b = f.find("b")->view.as<float>();
+    EXPECT_EQ(b[3], 1.5f);
+  }
+  const std::string before = read_all(p);
+  EXPECT_THROW(write_safetensors_streamed(p, {{"a", DType::kF32, Shape{2, 3}, counting(5)}}),
+               Error);
+  EXPECT_THROW(write_safetensors_streamed(p, {{"a", DType::kF32, Shape{2, 3}, counting(7)}}),
+               Error);
+  EXPECT_EQ(read_all(p), before);
+}
+
 TEST_F(SafetensorsTest, NoTensorsNoMetadata) {
   const std::string p = path("empty.safetensors");
   write_safetensors(p, {});

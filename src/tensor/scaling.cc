@@ -40,8 +40,7 @@ ScalingMeta::ScalingMeta(ScalingRecipe r) : recipe(r) {
 }
 
 bool ScalingMeta::needs_jit() const {
-  return recipe.timing == ScalingTiming::kJustInTime || jit_next ||
-         history_filled < recipe.window;
+  return recipe.timing == ScalingTiming::kJustInTime || jit_next || history_filled < recipe.window;
 }
 
 void ScalingMeta::set_scale_from_amax(float amax) {
@@ -73,20 +72,22 @@ void ScalingMeta::record_amax(float amax) {
   history_filled = std::min(history_filled + 1, recipe.window);
 }
 
-float quantize(ScaledTensor& t, const float* src) {
-  ScalingMeta& m = t.meta;
-  const size_t n = t.data.numel();
+float quantize(ScalingMeta& m, void* dst, const float* src, size_t n) {
   float amax;
   if (m.needs_jit()) {
     amax = kernels::amax(src, n);
     m.set_scale_from_amax(amax);
-    kernels::quantize(t.data.data(), m.recipe.format, src, n, m.scale, m.recipe.saturate);
+    kernels::quantize(dst, m.recipe.format, src, n, m.scale, m.recipe.saturate);
   } else {
     m.set_scale_from_history();
-    amax = kernels::quantize(t.data.data(), m.recipe.format, src, n, m.scale, m.recipe.saturate);
+    amax = kernels::quantize(dst, m.recipe.format, src, n, m.scale, m.recipe.saturate);
   }
   m.record_amax(amax);
   return amax;
+}
+
+float quantize(ScaledTensor& t, const float* src) {
+  return quantize(t.meta, t.data.data(), src, t.data.numel());
 }
 
 void dequantize(float* dst, const ScaledTensor& t) {

@@ -19,9 +19,9 @@ enum class ScalingTiming : uint8_t {
 struct ScalingRecipe {
   DType format = DType::kE4M3;  // e4m3, e5m2 or f16
   ScalingTiming timing = ScalingTiming::kJustInTime;
-  int window = 16;    // amax history length for delayed scaling
-  int margin = 0;     // scale is lowered by 2^margin
-  bool pow2 = true;   // power-of-two scales (exact); false: TE-style fmax / amax / 2^margin
+  int window = 16;   // amax history length for delayed scaling
+  int margin = 0;    // scale is lowered by 2^margin
+  bool pow2 = true;  // power-of-two scales (exact); false: TE-style fmax / amax / 2^margin
   bool saturate = true;
 };
 
@@ -72,6 +72,9 @@ struct ScaledTensor {
 // Casts src (f32, same element count) into t following t.meta's recipe, updating the meta.
 // Returns the amax of src.
 float quantize(ScaledTensor& t, const float* src);
+// The same into a caller's buffer of n elements in m.recipe.format (a payload that several
+// tensors share in turn, each keeping its own scaling state).
+float quantize(ScalingMeta& m, void* dst, const float* src, size_t n);
 // dst = payload · scale_inv, in f32.
 void dequantize(float* dst, const ScaledTensor& t);
 

@@ -2,14 +2,16 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <sstream>
 
 #include "core/check.h"
 #include "core/file.h"
+#include "kernels/cast.h"
 #include "tensor/safetensors.h"
 
 namespace fp8lm {
@@ -39,8 +41,7 @@ void scaling_from_json(const nlohmann::json& j, ScalingMeta& m, const std::strin
   try {
     const auto h = j.at("history").get<std::vector<float>>();
     if (h.size() != m.amax_history.size())
-      fail(where, ": amax history of ", h.size(), " entries, the run uses ",
-           m.amax_history.size());
+      fail(where, ": amax history of ", h.size(), " entries, the run uses ", m.amax_history.size());
     m.scale = j.at("scale").get<float>();
     m.scale_inv = j.at("scale_inv").get<float>();
     m.amax_history = h;
@@ -55,15 +56,47 @@ void scaling_from_json(const nlohmann::json& j, ScalingMeta& m, const std::strin
   }
 }
 
-std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptParams& params,
+namespace {
+
+// model.safetensors in GptParams::save's layout (Hugging Face names, F32, wte without its
+// padding rows), from the optimizer's masters, converted in chunks while writing.
+void save_model_values(const std::string& path, const GptConfig& cfg, const AdamW& opt) {
+  const std::vector<ParamSpec> specs = param_layout(cfg);
+  FP8LM_CHECK(specs.size() == opt.params().size(), "checkpoint: optimizer of ", opt.params().size(),
+              " tensors for a model of ", specs.size());
+  std::vector<SafetensorsSource> sources;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const Shape shape = i == 0 ? Shape{cfg.vocab_size, cfg.n_embd} : specs[i].shape;
+    const StoredTensor& m = opt.params()[i].master;
+    sources.push_back({specs[i].name, DType::kF32, shape, [&m, shape](const WriteFn& w) {
+                         constexpr size_t kChunk = size_t{1} << 16;
+                         std::vector<float> buf(kChunk);
+                         const size_t n = static_cast<size_t>(shape.numel());
+                         const size_t es = dtype_size(m.data.dtype());
+                         const auto* src = static_cast<const uint8_t*>(m.data.data());
+                         for (size_t i0 = 0; i0 < n; i0 += kChunk) {
+                           const size_t k = std::min(kChunk, n - i0);
+                           kernels::dequantize(buf.data(), src + i0 * es, m.data.dtype(), k,
+                                               m.scale_inv);
+                           w(buf.data(), k * sizeof(float));
+                         }
+                       }});
+  }
+  write_safetensors_streamed(path, sources, {{"format", "pt"}, {"fp8lm.preset", cfg.preset}});
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptConfig& cfg,
                             const AdamW& opt, const nlohmann::json& trainer) {
   const fs::path root = fs::path(out_dir) / "checkpoints";
   fs::create_directories(root);
   const fs::path final_dir = root / ("step-" + std::to_string(step));
-  const fs::path tmp = root / (".step-" + std::to_string(step) + ".tmp-" + std::to_string(::getpid()));
+  const fs::path tmp =
+      root / (".step-" + std::to_string(step) + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  params.save((tmp / "model.safetensors").string());
+  save_model_values((tmp / "model.safetensors").string(), cfg, opt);
   if (std::getenv("FP8LM_TEST_CRASH_IN_CHECKPOINT") != nullptr) std::abort();  // tests only
 
   // Optimizer states in their own dtypes; scalars NAME.{master,m1,m2}_scale_inv beside them.

@@ -19,7 +19,9 @@ namespace fp8lm {
 // Writes out_dir/checkpoints/step-N atomically; returns its path. With the environment
 // variable FP8LM_TEST_CRASH_IN_CHECKPOINT set (tests), the process aborts after the first
 // file, to exercise interrupted checkpoints.
-std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptParams& params,
+// model.safetensors holds the optimizer's master values converted to F32 tensor by tensor
+// (no full-size copy).
+std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptConfig& cfg,
                             const AdamW& opt, const nlohmann::json& trainer);
 
 // A checkpoint folder, or a run folder (meaning its latest complete checkpoint).

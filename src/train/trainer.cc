@@ -22,6 +22,7 @@
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "model/gpt.h"
+#include "tensor/safetensors.h"
 #include "train/checkpoint.h"
 
 namespace fp8lm {
@@ -48,28 +49,31 @@ double lr_at(const TrainConfig& c, int64_t step) {
   return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
-std::unique_ptr<AdamW> make_optimizer(const TrainConfig& cfg, GptParams& params) {
+// The optimizer owns the master weights, initialised for GPT-2 one tensor at a time.
+std::unique_ptr<AdamW> make_optimizer(const TrainConfig& cfg, const GptConfig& mcfg) {
   std::vector<std::string> names;
   std::vector<size_t> numels;
   std::vector<bool> decay;
-  std::vector<const float*> initial;
-  for (size_t i = 0; i < params.specs().size(); ++i) {
-    const ParamSpec& s = params.specs()[i];
+  for (const ParamSpec& s : param_layout(mcfg)) {
     names.push_back(s.name);
     numels.push_back(s.numel());
     decay.push_back(s.shape.rank() == 2);  // matrices and embeddings; not biases or LayerNorm
-    initial.push_back(params.at(i));
   }
   AdamWConfig a;
   a.beta1 = static_cast<float>(cfg.beta1);
   a.beta2 = static_cast<float>(cfg.beta2);
   a.weight_decay = static_cast<float>(cfg.weight_decay);
-  return std::make_unique<AdamW>(cfg.precision_level(), a, names, numels, decay, initial);
+  Gpt2Init init(mcfg, static_cast<uint64_t>(cfg.seed));
+  return std::make_unique<AdamW>(cfg.precision_level(), a, names, numels, decay,
+                                 [&](size_t i, float* out) { init.next(i, out); });
 }
 
-// The model computes with the master weights' values.
-void refresh_params(const AdamW& opt, GptParams& params) {
-  for (size_t i = 0; i < params.specs().size(); ++i) opt.master_values(i, params.at(i));
+// The model computes straight on the masters (FP32, or FP16 with their scales).
+std::vector<ParamRef> master_refs(const AdamW& opt) {
+  std::vector<ParamRef> r;
+  for (const AdamW::Param& p : opt.params())
+    r.push_back({p.master.data.data(), p.master.data.dtype(), p.master.scale_inv});
+  return r;
 }
 
 Fp8Options fp8_options(const TrainConfig& c) {
@@ -80,12 +84,12 @@ Fp8Options fp8_options(const TrainConfig& c) {
   return o;
 }
 
-// Mean loss over the first `batches` evaluation batches, with an FP32 model on the weights.
-double evaluate(GptParams& params, const TokenFile& data, size_t B, size_t T, int batches) {
+// Mean loss over the first `batches` evaluation batches of the model's shape.
+double evaluate(Gpt& model, const TokenFile& data, int batches) {
+  const size_t B = model.batch(), T = model.seq();
   DataLoader loader(data, B, T, 0);
   const size_t n = std::min<size_t>(static_cast<size_t>(batches), loader.eval_batches());
   if (n == 0) fail(data.path(), ": fewer than one evaluation batch of ", B, "x", T, " tokens");
-  Gpt model(params, ComputeMode::kF32, B, T);
   std::vector<int32_t> in(B * T), tgt(B * T);
   double sum = 0;
   for (size_t j = 0; j < n; ++j) {
@@ -127,11 +131,11 @@ void truncate_metrics(const std::string& path, int64_t step) {
   write_file_atomic(path, [&](const WriteFn& w) { w(kept.data(), kept.size()); });
 }
 
-std::string generate(GptParams& params, const Tokenizer& tok, const std::string& prompt,
-                     int tokens, double temperature, uint64_t seed) {
+std::string generate(GptParams& params, const Tokenizer& tok, const std::string& prompt, int tokens,
+                     double temperature, uint64_t seed) {
   const GptConfig& c = params.config();
   const size_t T = static_cast<size_t>(c.seq_len), V = static_cast<size_t>(c.vocab_size);
-  Gpt model(params, ComputeMode::kF32, 1, T);
+  Gpt model(params, ComputeMode::kF32, 1, T, {}, /*with_grads=*/false);
   std::vector<int32_t> ctx = tok.encode(prompt);
   if (ctx.empty()) ctx.push_back(tok.eot());
   std::vector<int32_t> out;
@@ -191,163 +195,181 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
   const TokenFile val_file(cfg.val_path, mcfg.vocab_size);
   const DataLoader loader(train_file, B, T, static_cast<uint64_t>(cfg.seed));
 
-  GptParams params(mcfg, MemCategory::kWeights);  // working FP32 copy of the masters
-  params.init_gpt2(static_cast<uint64_t>(cfg.seed));
-  std::unique_ptr<AdamW> opt = make_optimizer(cfg, params);
-  Gpt model(params, mode_of(level), B, T, fp8_options(cfg));
-  int64_t start = 0;
-  if (!resume.empty()) {
-    const std::string dir = resolve_checkpoint(resume);
-    const nlohmann::json t = read_trainer_json(dir);
-    const GptConfig saved = config_from_trainer_json(t, dir);
-    if (saved.n_layer != mcfg.n_layer || saved.n_head != mcfg.n_head ||
-        saved.n_embd != mcfg.n_embd || saved.seq_len != mcfg.seq_len ||
-        saved.vocab_size != mcfg.vocab_size)
-      fail(dir, ": checkpoint of a model ", saved.n_layer, "x", saved.n_embd, " (", saved.n_head,
-           " heads, seq ", saved.seq_len, ", vocab ", saved.vocab_size,
-           "), the config describes ", mcfg.n_layer, "x", mcfg.n_embd, " (", mcfg.n_head,
-           " heads, seq ", mcfg.seq_len, ", vocab ", mcfg.vocab_size, ")");
-    params.load(dir + "/model.safetensors");
-    load_optimizer(dir, *opt);
-    const auto metas = model.scaling_metas();
-    const auto& saved_metas = t.value("scaling", nlohmann::json::array());
-    if (saved_metas.size() != metas.size())
-      fail(dir, "/trainer.json: ", saved_metas.size(), " scaling states, the model has ",
-           metas.size(), " (another precision level?)");
-    for (size_t i = 0; i < metas.size(); ++i)
-      scaling_from_json(saved_metas[i], *metas[i], dir + "/trainer.json");
-    start = t.at("step").get<int64_t>();
-    truncate_metrics(out + "/metrics.jsonl", start);
-    std::printf("resumed from %s at step %lld\n", dir.c_str(), static_cast<long long>(start));
-  }
-  refresh_params(*opt, params);
-  write_file_atomic(out + "/config.toml", [&](const WriteFn& w) {
-    const std::string t = cfg.to_toml();
-    w(t.data(), t.size());
-  });
-
-  std::ofstream metrics(out + "/metrics.jsonl", std::ios::app);
-  const bool tty = ::isatty(STDOUT_FILENO) != 0;
-  std::printf("training %s (%zu parameters) at level %s on %s: %d steps of %dx%zu tokens\n",
-              mcfg.preset.c_str(), mcfg.num_params(), std::string(level_name(level)).c_str(),
-              cfg.train_path.c_str(), cfg.steps, cfg.batch_size * cfg.grad_accum, T);
-  std::vector<int32_t> in(B * T), tgt(B * T);
-  std::vector<double> tok_rates;
+  // Scoped so that the model and the optimizer are gone before the closing sample.
   TrainResult result;
   result.steps = cfg.steps;
-  double last_val = std::nan("");
-  const auto t_begin = std::chrono::steady_clock::now();
-  auto checkpoint = [&](int64_t done) {
-    nlohmann::json t = {{"step", done},
-                        {"seed", cfg.seed},
-                        {"level", std::string(level_name(level))},
-                        {"batch_size", cfg.batch_size},
-                        {"grad_accum", cfg.grad_accum},
-                        {"data", {{"train", cfg.train_path}, {"next_step", done}}},
-                        {"model",
-                         {{"preset", mcfg.preset},
-                          {"n_layer", mcfg.n_layer},
-                          {"n_head", mcfg.n_head},
-                          {"n_embd", mcfg.n_embd},
-                          {"seq_len", mcfg.seq_len},
-                          {"vocab_size", mcfg.vocab_size}}},
+  {
+    std::unique_ptr<AdamW> opt = make_optimizer(cfg, mcfg);
+    Gpt model(mcfg, mode_of(level), B, T, fp8_options(cfg));
+    int64_t start = 0;
+    if (!resume.empty()) {
+      const std::string dir = resolve_checkpoint(resume);
+      const nlohmann::json t = read_trainer_json(dir);
+      const GptConfig saved = config_from_trainer_json(t, dir);
+      if (saved.n_layer != mcfg.n_layer || saved.n_head != mcfg.n_head ||
+          saved.n_embd != mcfg.n_embd || saved.seq_len != mcfg.seq_len ||
+          saved.vocab_size != mcfg.vocab_size)
+        fail(dir, ": checkpoint of a model ", saved.n_layer, "x", saved.n_embd, " (", saved.n_head,
+             " heads, seq ", saved.seq_len, ", vocab ", saved.vocab_size,
+             "), the config describes ", mcfg.n_layer, "x", mcfg.n_embd, " (", mcfg.n_head,
+             " heads, seq ", mcfg.seq_len, ", vocab ", mcfg.vocab_size, ")");
+      load_optimizer(dir, *opt);
+      const auto metas = model.scaling_metas();
+      const auto& saved_metas = t.value("scaling", nlohmann::json::array());
+      if (saved_metas.size() != metas.size())
+        fail(dir, "/trainer.json: ", saved_metas.size(), " scaling states, the model has ",
+             metas.size(), " (another precision level?)");
+      for (size_t i = 0; i < metas.size(); ++i)
+        scaling_from_json(saved_metas[i], *metas[i], dir + "/trainer.json");
+      start = t.at("step").get<int64_t>();
+      truncate_metrics(out + "/metrics.jsonl", start);
+      std::printf("resumed from %s at step %lld\n", dir.c_str(), static_cast<long long>(start));
+    }
+    model.set_weights(master_refs(*opt));
+    write_file_atomic(out + "/config.toml", [&](const WriteFn& w) {
+      const std::string t = cfg.to_toml();
+      w(t.data(), t.size());
+    });
+
+    std::ofstream metrics(out + "/metrics.jsonl", std::ios::app);
+    const bool tty = ::isatty(STDOUT_FILENO) != 0;
+    std::printf("training %s (%zu parameters) at level %s on %s: %d steps of %dx%zu tokens\n",
+                mcfg.preset.c_str(), mcfg.num_params(), std::string(level_name(level)).c_str(),
+                cfg.train_path.c_str(), cfg.steps, cfg.batch_size * cfg.grad_accum, T);
+    std::vector<int32_t> in(B * T), tgt(B * T);
+    std::vector<double> tok_rates;
+    double last_val = std::nan("");
+    const auto t_begin = std::chrono::steady_clock::now();
+    auto checkpoint = [&](int64_t done) {
+      nlohmann::json t = {{"step", done},
+                          {"seed", cfg.seed},
+                          {"level", std::string(level_name(level))},
+                          {"batch_size", cfg.batch_size},
+                          {"grad_accum", cfg.grad_accum},
+                          {"data", {{"train", cfg.train_path}, {"next_step", done}}},
+                          {"model",
+                           {{"preset", mcfg.preset},
+                            {"n_layer", mcfg.n_layer},
+                            {"n_head", mcfg.n_head},
+                            {"n_embd", mcfg.n_embd},
+                            {"seq_len", mcfg.seq_len},
+                            {"vocab_size", mcfg.vocab_size}}},
+                          {"fp8",
+                         {{"recipe", cfg.recipe},
+                          {"amax_window", cfg.amax_window},
+                          {"margin", cfg.margin}}},
                         {"tokenizer", cfg.tokenizer},
-                        {"tokenizer_dir", cfg.tokenizer_dir}};
-    nlohmann::json metas = nlohmann::json::array();
-    for (ScalingMeta* m : model.scaling_metas()) metas.push_back(scaling_to_json(*m));
-    t["scaling"] = metas;
-    save_checkpoint(out, done, params, *opt, t);
-  };
+                          {"tokenizer_dir", cfg.tokenizer_dir}};
+      nlohmann::json metas = nlohmann::json::array();
+      for (ScalingMeta* m : model.scaling_metas()) metas.push_back(scaling_to_json(*m));
+      t["scaling"] = metas;
+      save_checkpoint(out, done, mcfg, *opt, t);
+    };
 
-  for (int64_t step = start; step < cfg.steps; ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
-    double loss = 0;
-    for (int micro = 0; micro < cfg.grad_accum; ++micro) {
-      loader.train_batch(step * cfg.grad_accum + micro, in.data(), tgt.data());
-      loss += model.forward_backward(in.data(), tgt.data(), micro > 0);
+    for (int64_t step = start; step < cfg.steps; ++step) {
+      const auto t0 = std::chrono::steady_clock::now();
+      double loss = 0;
+      for (int micro = 0; micro < cfg.grad_accum; ++micro) {
+        loader.train_batch(step * cfg.grad_accum + micro, in.data(), tgt.data());
+        loss += model.forward_backward(in.data(), tgt.data(), micro > 0);
+      }
+      loss /= cfg.grad_accum;
+      std::vector<GradRef> grads;
+      for (size_t i = 0; i < model.specs().size(); ++i) {
+        const Gpt::GradView g = model.grad(i);
+        grads.push_back({g.data, g.dtype, g.scale_inv});
+      }
+      const double lr = lr_at(cfg, step);
+      const StepResult r = opt->step(grads, static_cast<float>(lr), 1.0f / cfg.grad_accum,
+                                     static_cast<float>(cfg.grad_clip));
+      if (!r.skipped) model.set_weights(master_refs(*opt));  // the masters' scales changed
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double tps = static_cast<double>(B * T * static_cast<size_t>(cfg.grad_accum)) / secs;
+      tok_rates.push_back(tps);
+      result.final_train_loss = loss;
+      metrics << nlohmann::json{{"step", step + 1},
+                                {"loss", loss},
+                                {"lr", lr},
+                                {"grad_norm", r.grad_norm},
+                                {"tokens_per_s", tps},
+                                {"skipped", r.skipped}}
+                     .dump()
+              << "\n";
+      if (r.skipped)
+        std::printf("%sstep %lld: non-finite gradients, update skipped (%lld so far)\n",
+                    tty ? "\n" : "", static_cast<long long>(step + 1),
+                    static_cast<long long>(opt->skipped_steps()));
+      const bool last = step + 1 == cfg.steps;
+      if ((cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0) || last) {
+        last_val = evaluate(model, val_file, cfg.eval_batches);
+        metrics << nlohmann::json{{"step", step + 1}, {"val_loss", last_val}}.dump() << "\n";
+      }
+      metrics.flush();
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count();
+      const double eta = elapsed / static_cast<double>(step + 1 - start) *
+                         static_cast<double>(cfg.steps - step - 1);
+      if (tty) {
+        const int width = 30, done = static_cast<int>(width * (step + 1) / cfg.steps);
+        std::printf("\r[%s%s] step %lld/%d | loss %.4f | val %.4f | %.0f tok/s | ETA %s   ",
+                    std::string(static_cast<size_t>(done), '#').c_str(),
+                    std::string(static_cast<size_t>(width - done), '.').c_str(),
+                    static_cast<long long>(step + 1), cfg.steps, loss, last_val, tps,
+                    fmt_duration(eta).c_str());
+        std::fflush(stdout);
+      } else if ((step + 1) % std::max(1, cfg.steps / 20) == 0 || last || step == start) {
+        std::printf("step %lld/%d loss %.4f val %.4f lr %.2e grad_norm %.3f %.0f tok/s ETA %s\n",
+                    static_cast<long long>(step + 1), cfg.steps, loss, last_val, lr, r.grad_norm,
+                    tps, fmt_duration(eta).c_str());
+        std::fflush(stdout);
+      }
+      if ((cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) || last)
+        checkpoint(step + 1);
     }
-    loss /= cfg.grad_accum;
-    std::vector<GradRef> grads;
-    for (size_t i = 0; i < params.specs().size(); ++i) {
-      const Gpt::GradView g = model.grad(i);
-      grads.push_back({g.data, g.dtype, g.scale_inv});
-    }
-    const double lr = lr_at(cfg, step);
-    const StepResult r = opt->step(grads, static_cast<float>(lr), 1.0f / cfg.grad_accum,
-                                   static_cast<float>(cfg.grad_clip));
-    if (!r.skipped) refresh_params(*opt, params);
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double tps = static_cast<double>(B * T * static_cast<size_t>(cfg.grad_accum)) / secs;
-    tok_rates.push_back(tps);
-    result.final_train_loss = loss;
-    metrics << nlohmann::json{{"step", step + 1}, {"loss", loss},         {"lr", lr},
-                              {"grad_norm", r.grad_norm}, {"tokens_per_s", tps},
-                              {"skipped", r.skipped}}
-                   .dump()
-            << "\n";
-    if (r.skipped)
-      std::printf("%sstep %lld: non-finite gradients, update skipped (%lld so far)\n",
-                  tty ? "\n" : "", static_cast<long long>(step + 1),
-                  static_cast<long long>(opt->skipped_steps()));
-    const bool last = step + 1 == cfg.steps;
-    if ((cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0) || last) {
-      last_val = evaluate(params, val_file, B, T, cfg.eval_batches);
-      metrics << nlohmann::json{{"step", step + 1}, {"val_loss", last_val}}.dump() << "\n";
-    }
-    metrics.flush();
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count();
-    const double eta = elapsed / static_cast<double>(step + 1 - start) *
-                       static_cast<double>(cfg.steps - step - 1);
-    if (tty) {
-      const int width = 30, done = static_cast<int>(width * (step + 1) / cfg.steps);
-      std::printf("\r[%s%s] step %lld/%d | loss %.4f | val %.4f | %.0f tok/s | ETA %s   ",
-                  std::string(static_cast<size_t>(done), '#').c_str(),
-                  std::string(static_cast<size_t>(width - done), '.').c_str(),
-                  static_cast<long long>(step + 1), cfg.steps, loss, last_val, tps,
-                  fmt_duration(eta).c_str());
-      std::fflush(stdout);
-    } else if ((step + 1) % std::max(1, cfg.steps / 20) == 0 || last || step == start) {
-      std::printf("step %lld/%d loss %.4f val %.4f lr %.2e grad_norm %.3f %.0f tok/s ETA %s\n",
-                  static_cast<long long>(step + 1), cfg.steps, loss, last_val, lr, r.grad_norm,
-                  tps, fmt_duration(eta).c_str());
-      std::fflush(stdout);
-    }
-    if ((cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) || last)
-      checkpoint(step + 1);
+    if (tty) std::printf("\n");
+    result.final_val_loss = last_val;
+
+    // Summary: medians after warm-up, bytes per parameter from the memory accounting.
+    const size_t skip = tok_rates.size() > 1 ? std::max<size_t>(1, tok_rates.size() / 10) : 0;
+    std::vector<double> rates(tok_rates.begin() + static_cast<long>(skip), tok_rates.end());
+    std::sort(rates.begin(), rates.end());
+    size_t numel = 0;
+    for (const ParamSpec& s : model.specs()) numel += s.numel();
+    const double n = static_cast<double>(numel);
+    auto per_param = [&](MemCategory c) { return static_cast<double>(mem_stats(c).current) / n; };
+    const double master = per_param(MemCategory::kMaster),
+                 grads = per_param(MemCategory::kGradients), m1 = per_param(MemCategory::kOptimM1),
+                 m2 = per_param(MemCategory::kOptimM2), weights = per_param(MemCategory::kWeights);
+    nlohmann::json peaks = nlohmann::json::object();
+    for (int c = 0; c < kNumMemCategories; ++c)
+      peaks[std::string(mem_category_name(static_cast<MemCategory>(c)))] =
+          static_cast<double>(mem_stats(static_cast<MemCategory>(c)).peak) / (1 << 20);
+    const nlohmann::json summary = {{"level", std::string(level_name(level))},
+                                    {"params", mcfg.num_params()},
+                                    {"steps", cfg.steps},
+                                    {"final_train_loss", result.final_train_loss},
+                                    {"final_val_loss", result.final_val_loss},
+                                    {"tokens_per_s", rates.empty() ? 0.0 : rates[rates.size() / 2]},
+                                    {"peak_rss_mib", peak_rss_mib()},
+                                    {"peak_mib_by_category", peaks},
+                                    {"skipped_steps", opt->skipped_steps()},
+                                    {"bytes_per_param",
+                                     {{"master", master},
+                                      {"grads", grads},
+                                      {"m1", m1},
+                                      {"m2", m2},
+                                      {"weights", weights},
+                                      {"model_states", master + grads + m1 + m2},
+                                      {"total", master + grads + m1 + m2 + weights}}}};
+    write_json_atomic(out + "/summary.json", summary);
+    std::printf("done: train loss %.4f, val loss %.4f, %.0f tokens/s; %s/summary.json\n",
+                result.final_train_loss, result.final_val_loss,
+                summary["tokens_per_s"].get<double>(), out.c_str());
   }
-  if (tty) std::printf("\n");
-  result.final_val_loss = last_val;
-
-  // Summary: medians after warm-up, bytes per parameter from the memory accounting.
-  const size_t skip = tok_rates.size() > 1 ? std::max<size_t>(1, tok_rates.size() / 10) : 0;
-  std::vector<double> rates(tok_rates.begin() + static_cast<long>(skip), tok_rates.end());
-  std::sort(rates.begin(), rates.end());
-  const double n = static_cast<double>(params.numel());
-  auto per_param = [&](MemCategory c) { return static_cast<double>(mem_stats(c).current) / n; };
-  const double master = per_param(MemCategory::kMaster), grads = per_param(MemCategory::kGradients),
-               m1 = per_param(MemCategory::kOptimM1), m2 = per_param(MemCategory::kOptimM2),
-               weights = per_param(MemCategory::kWeights);
-  const nlohmann::json summary = {
-      {"level", std::string(level_name(level))},
-      {"params", mcfg.num_params()},
-      {"steps", cfg.steps},
-      {"final_train_loss", result.final_train_loss},
-      {"final_val_loss", result.final_val_loss},
-      {"tokens_per_s", rates.empty() ? 0.0 : rates[rates.size() / 2]},
-      {"peak_rss_mib", peak_rss_mib()},
-      {"skipped_steps", opt->skipped_steps()},
-      {"bytes_per_param",
-       {{"master", master}, {"grads", grads}, {"m1", m1}, {"m2", m2}, {"weights", weights},
-        {"total", master + grads + m1 + m2 + weights}}}};
-  write_json_atomic(out + "/summary.json", summary);
-  std::printf("done: train loss %.4f, val loss %.4f, %.0f tokens/s; %s/summary.json\n",
-              result.final_train_loss, result.final_val_loss,
-              summary["tokens_per_s"].get<double>(), out.c_str());
+  // The sample reads the final checkpoint with an FP32 model, after the training state is freed.
   try {
-    const auto tok = make_tokenizer(cfg.tokenizer, cfg.tokenizer_dir);
-    std::printf("sample: %s\n", generate(params, *tok, "The", 48, 0.8, 1).c_str());
+    std::printf("sample: %s\n", sample_checkpoint(out, "The", 48, 0.8, 1).c_str());
   } catch (const Error& e) {
     std::printf("sample: skipped (%s)\n", e.what());
   }
@@ -359,22 +381,61 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
   const std::string dir = resolve_checkpoint(checkpoint);
   const nlohmann::json t = read_trainer_json(dir);
   const GptConfig c = config_from_trainer_json(t, dir);
-  GptParams params(c);
-  params.load(dir + "/model.safetensors");
   const TokenFile f(data, c.vocab_size);
   const size_t B = batch_size > 0 ? static_cast<size_t>(batch_size)
                                   : static_cast<size_t>(t.value("batch_size", 1));
   const size_t T = seq_len > 0 ? static_cast<size_t>(seq_len) : static_cast<size_t>(c.seq_len);
-  return evaluate(params, f, B, T, batches);
+  // The model as trained: the level's compute mode on the optimizer's masters, read in
+  // place from the file, with the saved delayed-scaling state.
+  PrecisionLevel level;
+  Fp8Options fp8;
+  try {
+    level = level_from_name(t.at("level").get<std::string>());
+    const auto& o = t.at("fp8");
+    fp8.timing = o.at("recipe").get<std::string>() == "jit" ? ScalingTiming::kJustInTime
+                                                             : ScalingTiming::kDelayed;
+    fp8.window = o.at("amax_window").get<int>();
+    fp8.margin = o.at("margin").get<int>();
+  } catch (const std::exception& e) {
+    fail(dir, "/trainer.json: bad level or fp8 section: ", e.what());
+  }
+  const std::string opt_path = dir + "/optimizer.safetensors";
+  const SafetensorsFile masters(opt_path);
+  std::vector<ParamRef> refs;
+  for (const ParamSpec& s : param_layout(c)) {
+    const SafetensorsEntry* e = masters.find(s.name + ".master");
+    const SafetensorsEntry* si = masters.find(s.name + ".master_scale_inv");
+    if (e == nullptr || si == nullptr) fail(opt_path, ": missing ", s.name, ".master");
+    const DType dt = e->view.dtype;
+    if ((dt != DType::kF32 && dt != DType::kF16) || e->view.numel() != s.numel() ||
+        reinterpret_cast<uintptr_t>(e->view.data) % dtype_size(dt) != 0)
+      fail(opt_path, ": ", s.name, ".master is ", dtype_name(dt), " ", e->view.shape.str(),
+           ", the model needs f32 or f16 [", s.numel(), "], aligned");
+    if (si->view.dtype != DType::kF32 || si->view.numel() != 1)
+      fail(opt_path, ": ", s.name, ".master_scale_inv must be an F32 scalar");
+    float scale_inv;
+    std::memcpy(&scale_inv, si->view.data, sizeof scale_inv);
+    refs.push_back({e->view.data, dt, scale_inv});
+  }
+  Gpt model(c, mode_of(level), B, T, fp8, /*with_grads=*/false);
+  const auto metas = model.scaling_metas();
+  const auto& saved = t.value("scaling", nlohmann::json::array());
+  if (saved.size() != metas.size())
+    fail(dir, "/trainer.json: ", saved.size(), " scaling states, the model has ", metas.size());
+  for (size_t i = 0; i < metas.size(); ++i)
+    scaling_from_json(saved[i], *metas[i], dir + "/trainer.json");
+  model.set_weights(std::move(refs));
+  return evaluate(model, f, batches);
 }
 
-std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt,
-                              int tokens, double temperature, uint64_t seed) {
+std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt, int tokens,
+                              double temperature, uint64_t seed) {
   const std::string dir = resolve_checkpoint(checkpoint);
   const nlohmann::json t = read_trainer_json(dir);
   GptParams params(config_from_trainer_json(t, dir));
   params.load(dir + "/model.safetensors");
-  const auto tok = make_tokenizer(t.value("tokenizer", "gpt2"), t.value("tokenizer_dir", "data/gpt2"));
+  const auto tok =
+      make_tokenizer(t.value("tokenizer", "gpt2"), t.value("tokenizer_dir", "data/gpt2"));
   return generate(params, *tok, prompt, tokens, temperature, seed);
 }
 

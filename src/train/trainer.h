@@ -21,7 +21,9 @@ struct TrainResult {
 TrainResult train(const TrainConfig& cfg, const std::string& resume);
 
 // Mean token loss of a checkpoint over `batches` sequential evaluation batches of `data`
-// (batch_size/seq_len from the checkpoint when 0).
+// (batch_size/seq_len from the checkpoint when 0), computed as trained: in the level's
+// precision on the optimizer's master weights, with the saved scaling state (the value
+// training logged as val_loss for the same windows).
 double evaluate_checkpoint(const std::string& checkpoint, const std::string& data, int batches,
                            int batch_size, int seq_len);
 

@@ -1,5 +1,6 @@
-"""PyTorch side of `fp8lm bench step --pytorch`: GPT-2 forward + backward in float32 on CPU,
-same preset and batch shape; prints JSON {tokens_per_s, step_s, threads, torch, blas_core}.
+"""PyTorch side of `fp8lm bench step --pytorch`: GPT-2 forward + backward in float32 on CPU
+(with --optimizer also a torch.optim.AdamW step, as `bench step --train` does), same preset
+and batch shape; prints JSON {tokens_per_s, step_s, threads, torch, openblas_coretype}.
 
 Run with OPENBLAS_CORETYPE=SkylakeX on AVX-512 machines (fp8lm sets it): Debian's OpenBLAS
 0.3.21 otherwise misdetects the CPU."""
@@ -24,6 +25,7 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--optimizer", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     L, NH, C, S, V = PRESETS[a.preset]
@@ -31,12 +33,20 @@ def main():
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, V, (a.batch, a.seq), generator=g)
     targets = torch.randint(0, V, (a.batch, a.seq), generator=g)
+    decay = [p for p in params.values() if p.dim() == 2]
+    no_decay = [p for p in params.values() if p.dim() != 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-4, betas=(0.9, 0.95), eps=1e-8) if a.optimizer else None
 
     def step():
         for p in params.values():
             p.grad = None
         loss = gpt2_loss(params, tokens, targets, NH)
         loss.backward()
+        if opt is not None:
+            torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
+            opt.step()
         return loss.item()
 
     step()  # warm-up

@@ -1,7 +1,8 @@
 // fp8lm bench step: forward + backward time, tokens/s and saved-activation bytes of the GPT
-// model in fp32, bf16 and fp8, same weights and batch, interleaved in one run.
+// model in fp32, bf16 and fp8, same weights and batch, interleaved in one run. With --train,
+// whole training steps (forward, backward, AdamW) at the levels fp32, bf16, O1 and O2, with
+// the model-state bytes of each.
 #include <algorithm>
-#include <cstdio>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -13,9 +14,11 @@
 #include "cli/bench_util.h"
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/memory.h"
 #include "core/parallel.h"
 #include "kernels/simd.h"
 #include "model/gpt.h"
+#include "train/gpt_state.h"
 
 namespace fp8lm::cli {
 namespace {
@@ -27,6 +30,7 @@ struct BenchStepOptions {
   int seq = 256;
   int reps = 3;
   bool pytorch = false;
+  bool train = false;
   std::string python = "/usr/bin/python3";  // Debian's python3-torch lives there
 };
 
@@ -34,10 +38,10 @@ struct BenchStepOptions {
 // and returns its JSON line.
 nlohmann::json run_pytorch(const BenchStepOptions& o) {
   const std::string script = std::string(FP8LM_SOURCE_DIR) + "/bench/pytorch_step.py";
-  const std::string cmd = "OPENBLAS_CORETYPE=SkylakeX " + o.python + " " + script +
-                          " --preset " + o.preset + " --batch " + std::to_string(o.batch) +
-                          " --seq " + std::to_string(o.seq) + " --threads " +
-                          std::to_string(num_threads()) + " --reps " + std::to_string(o.reps);
+  const std::string cmd = "OPENBLAS_CORETYPE=SkylakeX " + o.python + " " + script + " --preset " +
+                          o.preset + " --batch " + std::to_string(o.batch) + " --seq " +
+                          std::to_string(o.seq) + " --threads " + std::to_string(num_threads()) +
+                          " --reps " + std::to_string(o.reps) + (o.train ? " --optimizer" : "");
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) fail("cannot run ", cmd);
   std::string out;
@@ -49,12 +53,18 @@ nlohmann::json run_pytorch(const BenchStepOptions& o) {
   return nlohmann::json::parse(out.substr(out.rfind('{')));
 }
 
+// One configuration under test: a step function and what it keeps in memory.
+struct Runner {
+  std::string name;
+  std::unique_ptr<Gpt> model;
+  std::unique_ptr<AdamW> opt;  // --train only
+  size_t state_bytes = 0;      // master + gradients + moments (--train only)
+};
+
 void run_bench_step(const BenchStepOptions& o) {
   apply_global_options();
   const GptConfig cfg = gpt_preset(o.preset);
   if (o.seq > cfg.seq_len) fail("--seq ", o.seq, " exceeds the preset's seq_len ", cfg.seq_len);
-  GptParams params(cfg);
-  params.init_gpt2(1);
   const size_t B = static_cast<size_t>(o.batch), T = static_cast<size_t>(o.seq);
   std::vector<int32_t> tokens(B * T), targets(B * T);
   std::mt19937 rng(2);
@@ -63,60 +73,98 @@ void run_bench_step(const BenchStepOptions& o) {
     tokens[i] = d(rng);
     targets[i] = d(rng);
   }
-  const ComputeMode modes[] = {ComputeMode::kF32, ComputeMode::kBF16, ComputeMode::kFP8};
-  std::vector<std::unique_ptr<Gpt>> models;
-  for (ComputeMode m : modes) models.push_back(std::make_unique<Gpt>(params, m, B, T));
-  std::vector<std::vector<double>> times(models.size());
-  std::vector<float> losses(models.size());
-  for (auto& m : models) m->forward_backward(tokens.data(), targets.data());  // warm-up
-  for (int r = 0; r < o.reps; ++r) {
-    for (size_t i = 0; i < models.size(); ++i) {  // interleaved: drift hits all modes alike
+  std::vector<Runner> runners;
+  std::unique_ptr<GptParams> params;
+  if (o.train) {
+    const MemCategory states[] = {MemCategory::kMaster, MemCategory::kGradients,
+                                  MemCategory::kOptimM1, MemCategory::kOptimM2};
+    auto state_bytes = [&] {
+      int64_t s = 0;
+      for (MemCategory c : states) s += mem_stats(c).current;
+      return static_cast<size_t>(s);
+    };
+    for (PrecisionLevel l :
+         {PrecisionLevel::kFP32, PrecisionLevel::kBF16, PrecisionLevel::kO1, PrecisionLevel::kO2}) {
+      const size_t before = state_bytes();
+      Runner r{std::string(level_name(l)), nullptr, make_gpt_optimizer(cfg, l, {}, 1)};
+      r.model = std::make_unique<Gpt>(cfg, compute_mode(l), B, T);
+      r.model->set_weights(master_refs(*r.opt));
+      r.state_bytes = state_bytes() - before;
+      runners.push_back(std::move(r));
+    }
+  } else {
+    params = std::make_unique<GptParams>(cfg);
+    params->init_gpt2(1);
+    for (ComputeMode m : {ComputeMode::kF32, ComputeMode::kBF16, ComputeMode::kFP8})
+      runners.push_back({std::string(compute_mode_name(m)),
+                         std::make_unique<Gpt>(*params, m, B, T), nullptr, 0});
+  }
+  auto step = [&](Runner& r) {
+    const float loss = r.model->forward_backward(tokens.data(), targets.data());
+    if (r.opt) {
+      r.opt->step(grad_refs(*r.model), 1e-4f, 1.0f, 1.0f);
+      r.model->set_weights(master_refs(*r.opt));
+    }
+    return loss;
+  };
+  std::vector<std::vector<double>> times(runners.size());
+  std::vector<float> losses(runners.size());
+  for (Runner& r : runners) step(r);  // warm-up
+  for (int rep = 0; rep < o.reps; ++rep) {
+    for (size_t i = 0; i < runners.size(); ++i) {  // interleaved: drift hits all alike
       const auto t0 = std::chrono::steady_clock::now();
-      losses[i] = models[i]->forward_backward(tokens.data(), targets.data());
+      losses[i] = step(runners[i]);
       times[i].push_back(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
   }
   nlohmann::json rows = nlohmann::json::array();
-  double t32 = 0;
-  size_t a32 = 0;
+  const double n_params = static_cast<double>(cfg.num_params());
   if (!o.json)
-    std::printf("bench step: %s, batch %zux%zu, %d threads, simd %s, median of %d\n",
-                o.preset.c_str(), B, T, num_threads(), simd::active_target().c_str(), o.reps);
-  for (size_t i = 0; i < models.size(); ++i) {
-    const double step = median(times[i]);
-    const size_t act = models[i]->activation_bytes();
-    if (i == 0) {
-      t32 = step;
-      a32 = act;
+    std::printf("bench step%s: %s, batch %zux%zu, %d threads, simd %s, median of %d\n",
+                o.train ? " --train (forward, backward, AdamW)" : "", o.preset.c_str(), B, T,
+                num_threads(), simd::active_target().c_str(), o.reps);
+  const double t32 = median(times[0]);
+  const size_t a32 = runners[0].model->activation_bytes();
+  for (size_t i = 0; i < runners.size(); ++i) {
+    const double t = median(times[i]);
+    const size_t act = runners[i].model->activation_bytes();
+    nlohmann::json row = {
+        {o.train ? "level" : "mode", runners[i].name},
+        {"tokens_per_s", static_cast<double>(B * T) / t},
+        {"step_s", t},
+        {"activation_bytes", act},
+        {"time_vs_fp32", t / t32},
+        {"activation_vs_fp32", static_cast<double>(act) / static_cast<double>(a32)},
+        {"loss", losses[i]}};
+    if (o.train)
+      row["state_bytes_per_param"] = static_cast<double>(runners[i].state_bytes) / n_params;
+    rows.push_back(row);
+    if (!o.json) {
+      std::printf(
+          "  %-5s %8.1f tokens/s  step %.3f s (%.2fx fp32)  activations %7.1f MiB "
+          "(%.2fx fp32)",
+          runners[i].name.c_str(), static_cast<double>(B * T) / t, t, t / t32,
+          static_cast<double>(act) / (1 << 20),
+          static_cast<double>(act) / static_cast<double>(a32));
+      if (o.train) std::printf("  states %.2f B/param", row["state_bytes_per_param"].get<double>());
+      std::printf("  loss %.4f\n", losses[i]);
     }
-    const std::string mode(compute_mode_name(modes[i]));
-    rows.push_back({{"mode", mode},
-                    {"tokens_per_s", static_cast<double>(B * T) / step},
-                    {"step_s", step},
-                    {"activation_bytes", act},
-                    {"time_vs_fp32", step / t32},
-                    {"activation_vs_fp32", static_cast<double>(act) / static_cast<double>(a32)},
-                    {"loss", losses[i]}});
-    if (!o.json)
-      std::printf("  %-5s %8.1f tokens/s  step %.3f s (%.2fx fp32)  activations %7.1f MiB "
-                  "(%.2fx fp32)  loss %.4f\n",
-                  mode.c_str(), static_cast<double>(B * T) / step, step, step / t32,
-                  static_cast<double>(act) / (1 << 20),
-                  static_cast<double>(act) / static_cast<double>(a32), losses[i]);
   }
-  nlohmann::json j = {{"preset", o.preset}, {"batch", B},          {"seq", T},
-                      {"threads", num_threads()}, {"reps", o.reps}, {"results", rows}};
+  nlohmann::json j = {{"preset", o.preset},       {"batch", B},     {"seq", T},
+                      {"threads", num_threads()}, {"reps", o.reps}, {"train", o.train},
+                      {"results", rows}};
   if (o.pytorch) {  // back to back, after fp8lm's runs, same shape and threads
     nlohmann::json pt = run_pytorch(o);
-    const double ours = rows[2]["tokens_per_s"].get<double>();
-    pt["fp8_speedup"] = ours / pt["tokens_per_s"].get<double>();
+    const double ours = rows.back()["tokens_per_s"].get<double>();  // fp8 / O2
+    pt["speedup"] = ours / pt["tokens_per_s"].get<double>();
     j["pytorch_fp32"] = pt;
     if (!o.json)
-      std::printf("  PyTorch %s fp32 (OpenBLAS core %s): %.1f tokens/s; fp8lm fp8 is %.2fx\n",
-                  pt["torch"].get<std::string>().c_str(),
+      std::printf("  PyTorch %s fp32%s (OpenBLAS core %s): %.1f tokens/s; fp8lm %s is %.2fx\n",
+                  pt["torch"].get<std::string>().c_str(), o.train ? " + AdamW" : "",
                   pt["openblas_coretype"].get<std::string>().c_str(),
-                  pt["tokens_per_s"].get<double>(), pt["fp8_speedup"].get<double>());
+                  pt["tokens_per_s"].get<double>(), runners.back().name.c_str(),
+                  pt["speedup"].get<double>());
   }
   if (o.json) std::printf("%s\n", j.dump(2).c_str());
 }
@@ -138,10 +186,12 @@ void register_bench_step(CLI::App& bench) {
   sub->add_option("--reps", o->reps, "Timed steps per mode (median reported)")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
+  sub->add_flag("--train", o->train,
+                "Time whole training steps (with AdamW) at the levels fp32, bf16, O1 and O2");
   sub->add_flag("--pytorch", o->pytorch,
-                "Also time PyTorch fp32 forward+backward (bench/pytorch_step.py) in this run");
-  sub->add_option("--python", o->python, "Python with torch, for --pytorch")
-      ->capture_default_str();
+                "Also time PyTorch fp32 (with --train: + AdamW) in this run, "
+                "bench/pytorch_step.py");
+  sub->add_option("--python", o->python, "Python with torch, for --pytorch")->capture_default_str();
   sub->callback([o] { run_bench_step(*o); });
 }
 

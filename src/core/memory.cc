@@ -1,8 +1,13 @@
 #include "core/memory.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
 #include <new>
+#include <string>
 
 #include "core/check.h"
 
@@ -42,6 +47,37 @@ std::string_view mem_category_name(MemCategory c) {
       "weights", "master",     "gradients", "optim_m1",
       "optim_m2", "activations", "workspace", "communication"};
   return kNames[static_cast<int>(c)];
+}
+
+size_t available_memory_bytes() {
+  size_t avail = 0;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  size_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") {
+      avail = kib * 1024;
+      break;
+    }
+  }
+  // A container's own limit can be lower than the machine's free memory.
+  std::ifstream max_file("/sys/fs/cgroup/memory.max"), cur_file("/sys/fs/cgroup/memory.current");
+  std::string max_text;
+  size_t current = 0;
+  if (max_file >> max_text && max_text != "max" && cur_file >> current) {
+    const size_t limit = std::stoull(max_text);
+    const size_t room = limit > current ? limit - current : 0;
+    avail = avail == 0 ? room : std::min(avail, room);
+  }
+  return avail;
+}
+
+size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  if (!(statm >> pages >> resident)) return 0;
+  return resident * static_cast<size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 MemStats mem_stats(MemCategory c) { return read(static_cast<int>(c)); }

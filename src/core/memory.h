@@ -34,6 +34,12 @@ MemStats mem_stats(MemCategory c);
 MemStats mem_stats_total();
 void mem_reset_peaks();
 
+// Bytes this process can still take: MemAvailable, and the cgroup v2 limit when one is set
+// (0 when neither can be read).
+size_t available_memory_bytes();
+// This process's resident set now (0 if unknown).
+size_t resident_bytes();
+
 // 64-byte aligned, accounted allocation. Returns nullptr only for bytes == 0;
 // throws Error when the system is out of memory.
 void* mem_alloc(size_t bytes, MemCategory c);

@@ -24,22 +24,12 @@
 #include "model/gpt.h"
 #include "tensor/safetensors.h"
 #include "train/checkpoint.h"
+#include "train/gpt_state.h"
 
 namespace fp8lm {
 namespace fs = std::filesystem;
 
 namespace {
-
-ComputeMode mode_of(PrecisionLevel l) {
-  switch (l) {
-    case PrecisionLevel::kFP32:
-      return ComputeMode::kF32;
-    case PrecisionLevel::kBF16:
-      return ComputeMode::kBF16;
-    default:
-      return ComputeMode::kFP8;
-  }
-}
 
 // Linear warm-up to lr, then cosine decay to min_lr at the last step.
 double lr_at(const TrainConfig& c, int64_t step) {
@@ -49,31 +39,37 @@ double lr_at(const TrainConfig& c, int64_t step) {
   return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
-// The optimizer owns the master weights, initialised for GPT-2 one tensor at a time.
-std::unique_ptr<AdamW> make_optimizer(const TrainConfig& cfg, const GptConfig& mcfg) {
-  std::vector<std::string> names;
-  std::vector<size_t> numels;
-  std::vector<bool> decay;
-  for (const ParamSpec& s : param_layout(mcfg)) {
-    names.push_back(s.name);
-    numels.push_back(s.numel());
-    decay.push_back(s.shape.rank() == 2);  // matrices and embeddings; not biases or LayerNorm
-  }
-  AdamWConfig a;
-  a.beta1 = static_cast<float>(cfg.beta1);
-  a.beta2 = static_cast<float>(cfg.beta2);
-  a.weight_decay = static_cast<float>(cfg.weight_decay);
-  Gpt2Init init(mcfg, static_cast<uint64_t>(cfg.seed));
-  return std::make_unique<AdamW>(cfg.precision_level(), a, names, numels, decay,
-                                 [&](size_t i, float* out) { init.next(i, out); });
+std::string fmt_gib(double g) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", g);
+  return buf;
 }
 
-// The model computes straight on the masters (FP32, or FP16 with their scales).
-std::vector<ParamRef> master_refs(const AdamW& opt) {
-  std::vector<ParamRef> r;
-  for (const AdamW::Param& p : opt.params())
-    r.push_back({p.master.data.data(), p.master.data.dtype(), p.master.scale_inv});
-  return r;
+// Fails early, with the figures, when the run cannot fit: the model (allocated, most pages
+// not yet touched) plus the optimizer states about to be allocated, against what this
+// process has plus what the machine can still give.
+void check_memory(const GptConfig& mcfg, PrecisionLevel level) {
+  const StateFormats f = state_formats(level);
+  size_t numel = 0, largest = 0;
+  for (const ParamSpec& s : param_layout(mcfg)) {
+    numel += s.numel();
+    largest = std::max(largest, s.numel());
+  }
+  // States, and the FP32 values of one tensor while narrow masters are initialised.
+  const size_t states =
+      numel * (dtype_size(f.master) + dtype_size(f.m1) + dtype_size(f.m2)) +
+      (f.master == DType::kF32 ? 0 : largest * sizeof(float));
+  const size_t model = static_cast<size_t>(mem_stats_total().current);
+  const size_t avail = available_memory_bytes();
+  if (avail == 0) return;  // unknown: let the allocations speak
+  const size_t have = avail + resident_bytes();
+  auto gib = [](size_t b) { return static_cast<double>(b) / (1 << 30); };
+  if (states + model > have)
+    fail(mcfg.preset.empty() ? std::string("the model") : "model " + mcfg.preset, " at level ",
+         level_name(level), " needs ", fmt_gib(gib(states + model)), " GiB (optimizer states ",
+         fmt_gib(gib(states)), ", gradients + activations + workspace ", fmt_gib(gib(model)),
+         ") but ", fmt_gib(gib(have)), " GiB are available; use a smaller model or batch, or a "
+         "lower precision level (O2 keeps 6 bytes per parameter)");
 }
 
 Fp8Options fp8_options(const TrainConfig& c) {
@@ -199,8 +195,14 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
   TrainResult result;
   result.steps = cfg.steps;
   {
-    std::unique_ptr<AdamW> opt = make_optimizer(cfg, mcfg);
-    Gpt model(mcfg, mode_of(level), B, T, fp8_options(cfg));
+    AdamWConfig acfg;
+    acfg.beta1 = static_cast<float>(cfg.beta1);
+    acfg.beta2 = static_cast<float>(cfg.beta2);
+    acfg.weight_decay = static_cast<float>(cfg.weight_decay);
+    Gpt model(mcfg, compute_mode(level), B, T, fp8_options(cfg));
+    check_memory(mcfg, level);
+    std::unique_ptr<AdamW> opt =
+        make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(cfg.seed));
     int64_t start = 0;
     if (!resume.empty()) {
       const std::string dir = resolve_checkpoint(resume);
@@ -241,25 +243,24 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
     double last_val = std::nan("");
     const auto t_begin = std::chrono::steady_clock::now();
     auto checkpoint = [&](int64_t done) {
-      nlohmann::json t = {{"step", done},
-                          {"seed", cfg.seed},
-                          {"level", std::string(level_name(level))},
-                          {"batch_size", cfg.batch_size},
-                          {"grad_accum", cfg.grad_accum},
-                          {"data", {{"train", cfg.train_path}, {"next_step", done}}},
-                          {"model",
-                           {{"preset", mcfg.preset},
-                            {"n_layer", mcfg.n_layer},
-                            {"n_head", mcfg.n_head},
-                            {"n_embd", mcfg.n_embd},
-                            {"seq_len", mcfg.seq_len},
-                            {"vocab_size", mcfg.vocab_size}}},
-                          {"fp8",
-                         {{"recipe", cfg.recipe},
-                          {"amax_window", cfg.amax_window},
-                          {"margin", cfg.margin}}},
-                        {"tokenizer", cfg.tokenizer},
-                          {"tokenizer_dir", cfg.tokenizer_dir}};
+      nlohmann::json t = {
+          {"step", done},
+          {"seed", cfg.seed},
+          {"level", std::string(level_name(level))},
+          {"batch_size", cfg.batch_size},
+          {"grad_accum", cfg.grad_accum},
+          {"data", {{"train", cfg.train_path}, {"next_step", done}}},
+          {"model",
+           {{"preset", mcfg.preset},
+            {"n_layer", mcfg.n_layer},
+            {"n_head", mcfg.n_head},
+            {"n_embd", mcfg.n_embd},
+            {"seq_len", mcfg.seq_len},
+            {"vocab_size", mcfg.vocab_size}}},
+          {"fp8",
+           {{"recipe", cfg.recipe}, {"amax_window", cfg.amax_window}, {"margin", cfg.margin}}},
+          {"tokenizer", cfg.tokenizer},
+          {"tokenizer_dir", cfg.tokenizer_dir}};
       nlohmann::json metas = nlohmann::json::array();
       for (ScalingMeta* m : model.scaling_metas()) metas.push_back(scaling_to_json(*m));
       t["scaling"] = metas;
@@ -274,14 +275,9 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
         loss += model.forward_backward(in.data(), tgt.data(), micro > 0);
       }
       loss /= cfg.grad_accum;
-      std::vector<GradRef> grads;
-      for (size_t i = 0; i < model.specs().size(); ++i) {
-        const Gpt::GradView g = model.grad(i);
-        grads.push_back({g.data, g.dtype, g.scale_inv});
-      }
       const double lr = lr_at(cfg, step);
-      const StepResult r = opt->step(grads, static_cast<float>(lr), 1.0f / cfg.grad_accum,
-                                     static_cast<float>(cfg.grad_clip));
+      const StepResult r = opt->step(grad_refs(model), static_cast<float>(lr),
+                                     1.0f / cfg.grad_accum, static_cast<float>(cfg.grad_clip));
       if (!r.skipped) model.set_weights(master_refs(*opt));  // the masters' scales changed
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -393,7 +389,7 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
     level = level_from_name(t.at("level").get<std::string>());
     const auto& o = t.at("fp8");
     fp8.timing = o.at("recipe").get<std::string>() == "jit" ? ScalingTiming::kJustInTime
-                                                             : ScalingTiming::kDelayed;
+                                                            : ScalingTiming::kDelayed;
     fp8.window = o.at("amax_window").get<int>();
     fp8.margin = o.at("margin").get<int>();
   } catch (const std::exception& e) {
@@ -417,7 +413,7 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
     std::memcpy(&scale_inv, si->view.data, sizeof scale_inv);
     refs.push_back({e->view.data, dt, scale_inv});
   }
-  Gpt model(c, mode_of(level), B, T, fp8, /*with_grads=*/false);
+  Gpt model(c, compute_mode(level), B, T, fp8, /*with_grads=*/false);
   const auto metas = model.scaling_metas();
   const auto& saved = t.value("scaling", nlohmann::json::array());
   if (saved.size() != metas.size())

@@ -1,0 +1,30 @@
+// What a training step works on, shared by the trainer and the benchmarks: the optimizer
+// that owns a GPT's master weights, the compute mode of each precision level, and the views
+// between the two (the model reads the masters, the optimizer reads the model's gradients).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/gpt.h"
+#include "optim/adamw.h"
+
+namespace fp8lm {
+
+// fp32 → fp32 GEMMs, bf16 → bf16, O1/O2 → fp8.
+ComputeMode compute_mode(PrecisionLevel level);
+
+// AdamW over the parameters of `cfg` in the level's formats, with GPT-2 initial values from
+// `seed` (produced one tensor at a time). Weight decay on matrices and embeddings only.
+std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
+                                          const AdamWConfig& acfg, uint64_t seed);
+
+// The masters as the model reads them (FP32, or FP16 with their scales); valid until the
+// next optimizer step changes the scales.
+std::vector<ParamRef> master_refs(const AdamW& opt);
+
+// The model's gradients as the optimizer reads them.
+std::vector<GradRef> grad_refs(const Gpt& model);
+
+}  // namespace fp8lm

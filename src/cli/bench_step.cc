@@ -31,6 +31,7 @@ struct BenchStepOptions {
   int reps = 3;
   bool pytorch = false;
   bool train = false;
+  std::vector<std::string> levels = {"fp32", "bf16", "O1", "O2"};
   std::string python = "/usr/bin/python3";  // Debian's python3-torch lives there
 };
 
@@ -83,8 +84,8 @@ void run_bench_step(const BenchStepOptions& o) {
       for (MemCategory c : states) s += mem_stats(c).current;
       return static_cast<size_t>(s);
     };
-    for (PrecisionLevel l :
-         {PrecisionLevel::kFP32, PrecisionLevel::kBF16, PrecisionLevel::kO1, PrecisionLevel::kO2}) {
+    for (const std::string& name : o.levels) {
+      const PrecisionLevel l = level_from_name(name);
       const size_t before = state_bytes();
       Runner r{std::string(level_name(l)), nullptr, make_gpt_optimizer(cfg, l, {}, 1)};
       r.model = std::make_unique<Gpt>(cfg, compute_mode(l), B, T);
@@ -142,11 +143,11 @@ void run_bench_step(const BenchStepOptions& o) {
     rows.push_back(row);
     if (!o.json) {
       std::printf(
-          "  %-5s %8.1f tokens/s  step %.3f s (%.2fx fp32)  activations %7.1f MiB "
-          "(%.2fx fp32)",
+          "  %-5s %8.1f tokens/s  step %.3f s (%.2fx %s)  activations %7.1f MiB "
+          "(%.2fx %s)",
           runners[i].name.c_str(), static_cast<double>(B * T) / t, t, t / t32,
-          static_cast<double>(act) / (1 << 20),
-          static_cast<double>(act) / static_cast<double>(a32));
+          runners[0].name.c_str(), static_cast<double>(act) / (1 << 20),
+          static_cast<double>(act) / static_cast<double>(a32), runners[0].name.c_str());
       if (o.train) std::printf("  states %.2f B/param", row["state_bytes_per_param"].get<double>());
       std::printf("  loss %.4f\n", losses[i]);
     }
@@ -188,6 +189,8 @@ void register_bench_step(CLI::App& bench) {
       ->capture_default_str();
   sub->add_flag("--train", o->train,
                 "Time whole training steps (with AdamW) at the levels fp32, bf16, O1 and O2");
+  sub->add_option("--levels", o->levels, "With --train: the levels to time (the first is the base)")
+      ->capture_default_str();
   sub->add_flag("--pytorch", o->pytorch,
                 "Also time PyTorch fp32 (with --train: + AdamW) in this run, "
                 "bench/pytorch_step.py");

@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libopenblas-dev
+  libopenmpi-dev openmpi-bin
   python3 python3-torch
 )
 command -v npm >/dev/null 2>&1 || packages+=(npm)

@@ -1,0 +1,134 @@
+// FP8 gradient all-reduce and reduce-to-owner with shared scales and automatic scaling
+// (dist/fp8_reduce.h).
+#include "dist/fp8_reduce.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/check.h"
+#include "dist/bucket.h"
+#include "dist/world.h"
+#include "kernels/reduce_ops.h"
+
+namespace fp8lm::dist {
+
+std::optional<Fp8Scaling> fp8_scaling_from_name(std::string_view name) {
+  if (name == "auto") return Fp8Scaling::kAuto;
+  if (name == "pre") return Fp8Scaling::kPre;
+  if (name == "post") return Fp8Scaling::kPost;
+  if (name == "sqrt") return Fp8Scaling::kSqrt;
+  return std::nullopt;
+}
+
+std::string_view fp8_scaling_name(Fp8Scaling mode) {
+  switch (mode) {
+    case Fp8Scaling::kAuto:
+      return "auto";
+    case Fp8Scaling::kPre:
+      return "pre";
+    case Fp8Scaling::kPost:
+      return "post";
+    case Fp8Scaling::kSqrt:
+      return "sqrt";
+  }
+  return "?";
+}
+
+Fp8GradReducer::Fp8GradReducer(Fp8Scaling mode, size_t bucket_bytes)
+    : mode_(mode), bucket_bytes_(bucket_bytes) {}
+
+void Fp8GradReducer::set_mu(float mu) {
+  FP8LM_CHECK(mu > 0.0f && mu <= kMaxMu, "mu = ", mu);
+  mu_ = mu;
+}
+
+Fp8ReduceStats Fp8GradReducer::allreduce(std::span<Fp8Span> grads) {
+  return reduce(grads, {}, /*to_owner=*/false);
+}
+
+Fp8ReduceStats Fp8GradReducer::reduce_to_owners(std::span<Fp8Span> grads,
+                                                std::span<const int> owner) {
+  FP8LM_CHECK(owner.size() == grads.size(), owner.size(), " owners for ", grads.size(),
+              " tensors");
+  return reduce(grads, owner, /*to_owner=*/true);
+}
+
+Fp8ReduceStats Fp8GradReducer::reduce(std::span<Fp8Span> grads, std::span<const int> owner,
+                                      bool to_owner) {
+  const int n_ranks = size();
+  if (n_ranks == 1 || grads.empty()) return {};
+  const int me = rank();
+  const size_t T = grads.size();
+  for (size_t t = 0; t < T; ++t) {
+    FP8LM_CHECK(std::isfinite(grads[t].scale_inv) && grads[t].scale_inv > 0.0f, "tensor ", t,
+                ": scale_inv = ", grads[t].scale_inv);
+    if (to_owner)
+      FP8LM_CHECK(owner[t] >= 0 && owner[t] < n_ranks, "tensor ", t, ": owner ", owner[t]);
+  }
+
+  // Shared scales s_g = min over ranks (and μ, so all ranks use one), in one call.
+  const bool is_auto = mode_ == Fp8Scaling::kAuto;
+  std::vector<float> shared(T + (is_auto ? 1 : 0));
+  for (size_t t = 0; t < T; ++t) shared[t] = 1.0f / grads[t].scale_inv;
+  if (is_auto) shared[T] = mu_;
+  detail::allreduce(shared.data(), shared.size(), MPI_FLOAT, MPI_MIN, "scalar");
+
+  const double n = n_ranks;
+  const float multiplier = is_auto                      ? shared[T]
+                           : mode_ == Fp8Scaling::kPre  ? static_cast<float>(1.0 / n)
+                           : mode_ == Fp8Scaling::kPost ? 1.0f
+                                                        : static_cast<float>(1.0 / std::sqrt(n));
+  std::vector<float> factor(T), result_scale_inv(T);
+  for (size_t t = 0; t < T; ++t) {
+    const double s = static_cast<double>(shared[t]) * multiplier;
+    factor[t] = static_cast<float>(s * grads[t].scale_inv);
+    result_scale_inv[t] = static_cast<float>(1.0 / (s * n));
+  }
+
+  // One group per root: all tensors for the all-reduce, each owner's tensors otherwise.
+  std::vector<size_t> numel(T);
+  for (size_t t = 0; t < T; ++t) numel[t] = grads[t].numel;
+  std::vector<std::vector<size_t>> groups(to_owner ? static_cast<size_t>(n_ranks) : 1);
+  for (size_t t = 0; t < T; ++t) groups[to_owner ? static_cast<size_t>(owner[t]) : 0].push_back(t);
+  size_t largest = 0;
+  for (const auto& g : groups) largest = std::max(largest, detail::total_elements(numel, g));
+  detail::Staging staging(bucket_bytes_, 1, largest);
+  uint8_t* buf = staging.as<uint8_t>();
+
+  Fp8ReduceStats stats;
+  stats.multiplier = multiplier;
+  for (size_t root = 0; root < groups.size(); ++root) {
+    const bool receives = !to_owner || static_cast<int>(root) == me;
+    detail::for_each_window(numel, groups[root], staging.capacity(), [&](auto pieces, size_t w) {
+      for (const detail::Piece& p : pieces)
+        kernels::e4m3_rescale(buf + p.offset, grads[p.tensor].data + p.begin, p.count,
+                              factor[p.tensor]);
+      if (to_owner)
+        detail::reduce(buf, w, detail::e4m3_type(), detail::e4m3_sum(), static_cast<int>(root),
+                       "reduce_fp8");
+      else
+        detail::allreduce(buf, w, detail::e4m3_type(), detail::e4m3_sum(), "allreduce_fp8");
+      if (!receives) return;
+      for (const detail::Piece& p : pieces)
+        std::memcpy(grads[p.tensor].data + p.begin, buf + p.offset, p.count);
+      stats.elements += static_cast<int64_t>(w);
+      stats.saturated += static_cast<int64_t>(kernels::e4m3_count_saturated(buf, w));
+    });
+    if (receives)
+      for (size_t t : groups[root]) grads[t].scale_inv = result_scale_inv[t];
+  }
+
+  if (is_auto) {
+    double counts[2] = {static_cast<double>(stats.saturated), static_cast<double>(stats.elements)};
+    if (to_owner) allreduce_scalars(counts, 2, ScalarOp::kSum);
+    double next = multiplier;
+    if (counts[1] > 0)
+      next *= counts[0] / counts[1] > kSaturationThreshold ? 0.5 : kMuGrowth;
+    mu_ = static_cast<float>(std::min(next, double{kMaxMu}));
+  }
+  return stats;
+}
+
+}  // namespace fp8lm::dist

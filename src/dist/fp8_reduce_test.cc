@@ -1,0 +1,224 @@
+// FP8 gradient all-reduce and reduce-to-owner (dist/fp8_reduce.h): exact results at N = 2
+// for every scaling mode against a locally computed expectation, ÷N in scale_inv only,
+// the μ rule and its agreement across ranks, byte accounting, and N = 1 leaving gradients
+// alone. Tensors straddle small buckets so splitting and sharing both happen.
+#include "dist/fp8_reduce.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "dist/dist_test_util.h"
+#include "dist/world.h"
+#include "dist/zero.h"
+
+namespace fp8lm::dist {
+namespace {
+
+using test::HostFp8;
+
+const std::vector<size_t> kSizes = {1000, 3, 0, 257, 64, 5000, 1};
+constexpr size_t kBucket = 256;
+
+size_t total(const std::vector<size_t>& sizes) {
+  size_t n = 0;
+  for (size_t s : sizes) n += s;
+  return n;
+}
+
+// Relative L1 distance between the dequantized result and the exact mean of the inputs.
+double mean_error(const std::vector<HostFp8>& got, const std::vector<std::vector<HostFp8>>& all) {
+  double err = 0, norm = 0;
+  for (size_t t = 0; t < got.size(); ++t)
+    for (size_t i = 0; i < got[t].codes.size(); ++i) {
+      double mean = 0;
+      for (const auto& rank_tensors : all)
+        mean += from_e4m3_ref(rank_tensors[t].codes[i]) * double{rank_tensors[t].scale_inv};
+      mean /= static_cast<double>(all.size());
+      err += std::abs(from_e4m3_ref(got[t].codes[i]) * double{got[t].scale_inv} - mean);
+      norm += std::abs(mean);
+    }
+  return err / norm;
+}
+
+TEST(Fp8Scaling, Names) {
+  for (Fp8Scaling m : {Fp8Scaling::kAuto, Fp8Scaling::kPre, Fp8Scaling::kPost, Fp8Scaling::kSqrt})
+    EXPECT_EQ(fp8_scaling_from_name(fp8_scaling_name(m)), m);
+  EXPECT_FALSE(fp8_scaling_from_name("none").has_value());
+  EXPECT_EQ(Fp8GradReducer::kMuGrowth, std::exp2(1e-3));
+  Fp8GradReducer r;
+  EXPECT_THROW(r.set_mu(0.0f), Error);
+  EXPECT_THROW(r.set_mu(NAN), Error);
+  EXPECT_THROW(r.set_mu(2 * Fp8GradReducer::kMaxMu), Error);
+  r.set_mu(Fp8GradReducer::kMaxMu);
+  EXPECT_EQ(r.mu(), Fp8GradReducer::kMaxMu);
+}
+
+TEST(Fp8AllReduce, EveryModeMatchesTheExactExpectation) {
+  const int n = size();
+  if (n > 2) GTEST_SKIP() << "exact expectations are for 1 or 2 ranks";
+  for (Fp8Scaling mode : {Fp8Scaling::kAuto, Fp8Scaling::kPre, Fp8Scaling::kPost,
+                          Fp8Scaling::kSqrt}) {
+    const std::string name(fp8_scaling_name(mode));
+    std::vector<std::vector<HostFp8>> all;
+    for (int r = 0; r < n; ++r) all.push_back(test::make_fp8(r, kSizes, 1));
+    std::vector<HostFp8> mine = all[static_cast<size_t>(rank())];
+    std::vector<Fp8Span> grads = test::spans(mine);
+    Fp8GradReducer reducer(mode, kBucket);
+    reset_comm_bytes();
+    const Fp8ReduceStats stats = reducer.allreduce(grads);
+    for (size_t t = 0; t < grads.size(); ++t) mine[t].scale_inv = grads[t].scale_inv;
+
+    if (n == 1) {  // nothing to average: untouched, no communication, μ unchanged
+      for (size_t t = 0; t < kSizes.size(); ++t) {
+        test::expect_codes_eq(mine[t].codes, all[0][t].codes, name);
+        EXPECT_EQ(mine[t].scale_inv, all[0][t].scale_inv) << name;
+      }
+      EXPECT_EQ(stats.elements, 0);
+      EXPECT_EQ(reducer.mu(), 1.0f);
+      EXPECT_EQ(comm_bytes().total_bytes(), 0);
+      continue;
+    }
+    const float m = mode == Fp8Scaling::kPre    ? 0.5f
+                    : mode == Fp8Scaling::kSqrt ? static_cast<float>(1 / std::sqrt(2.0))
+                                                : 1.0f;
+    EXPECT_EQ(stats.multiplier, m) << name;
+    const std::vector<HostFp8> want = test::expected_fp8_mean2(all, m);
+    int64_t saturated = 0;
+    for (size_t t = 0; t < kSizes.size(); ++t) {
+      test::expect_codes_eq(mine[t].codes, want[t].codes, name + " tensor " + std::to_string(t));
+      EXPECT_EQ(mine[t].scale_inv, want[t].scale_inv) << name << " tensor " << t;
+      for (uint8_t c : want[t].codes) saturated += (c & 0x7F) == 0x7E;
+    }
+    EXPECT_EQ(stats.elements, static_cast<int64_t>(total(kSizes)));
+    EXPECT_EQ(stats.saturated, saturated);
+    // Independently of the formula: the result is the mean within FP8 rounding.
+    EXPECT_LT(mean_error(mine, all), 0.05) << name;
+    // Bytes handed to MPI: 1 per element, in ceil(total / bucket) calls, plus one float
+    // per tensor (and μ) for the shared scales.
+    const CommBytes& c = comm_bytes();
+    EXPECT_EQ(c.bytes.at("allreduce_fp8"), static_cast<int64_t>(total(kSizes))) << name;
+    EXPECT_EQ(c.calls.at("allreduce_fp8"),
+              static_cast<int64_t>((total(kSizes) + kBucket - 1) / kBucket));
+    const size_t scalars = kSizes.size() + (mode == Fp8Scaling::kAuto ? 1 : 0);
+    EXPECT_EQ(c.bytes.at("scalar"), static_cast<int64_t>(4 * scalars)) << name;
+    EXPECT_EQ(c.total_bytes(), static_cast<int64_t>(total(kSizes) + 4 * scalars)) << name;
+  }
+}
+
+// ÷N lives in scale_inv only: 1.0 on both ranks at scale_inv 2^-7 is code 2.0 with
+// scale_inv 2^-8 after post scaling, and code 1.0 with 2^-7 after pre scaling.
+TEST(Fp8AllReduce, DivisionByNIsFoldedIntoScaleInv) {
+  if (size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  for (auto [mode, code, scale_inv] : {std::tuple{Fp8Scaling::kPost, 0x40, 0x1p-8f},
+                                       std::tuple{Fp8Scaling::kPre, 0x38, 0x1p-7f}}) {
+    std::vector<uint8_t> codes(300, 0x38);
+    Fp8Span g{codes.data(), codes.size(), 0x1p-7f};
+    Fp8GradReducer(mode, kBucket).allreduce(std::span<Fp8Span>(&g, 1));
+    EXPECT_EQ(g.scale_inv, scale_inv);
+    for (uint8_t c : codes) ASSERT_EQ(c, code);
+  }
+}
+
+// μ halves when more than 1e-5 of the result saturates, else grows by 2^(1/1000): with
+// 200000 elements, 2 saturated (exactly 1e-5) grows, 3 halves.
+TEST(Fp8AllReduce, AutoScalingRule) {
+  if (size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  for (int saturated : {2, 3}) {
+    std::vector<uint8_t> codes(200000, 0x38);  // 1 + 1 = 2: far from the maximum
+    for (int i = 0; i < saturated; ++i) codes[static_cast<size_t>(i) * 1000] = 0x7E;
+    Fp8Span g{codes.data(), codes.size(), 1.0f};
+    Fp8GradReducer reducer(Fp8Scaling::kAuto, size_t{1} << 16);
+    const Fp8ReduceStats stats = reducer.allreduce(std::span<Fp8Span>(&g, 1));
+    EXPECT_EQ(stats.multiplier, 1.0f);
+    EXPECT_EQ(stats.saturated, saturated);
+    EXPECT_EQ(stats.elements, 200000);
+    const float mu = saturated == 2 ? static_cast<float>(Fp8GradReducer::kMuGrowth) : 0.5f;
+    EXPECT_EQ(reducer.mu(), mu);
+    // The next call quantizes with the new μ and folds it into scale_inv.
+    std::fill(codes.begin(), codes.end(), 0x38);
+    g = {codes.data(), codes.size(), 1.0f};
+    EXPECT_EQ(reducer.allreduce(std::span<Fp8Span>(&g, 1)).multiplier, mu);
+    EXPECT_EQ(g.scale_inv, static_cast<float>(1.0 / (double{mu} * 2.0)));
+  }
+}
+
+// Zero gradients never saturate, so μ would grow forever: it stops at kMaxMu.
+TEST(Fp8AllReduce, MuIsCapped) {
+  if (size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  std::vector<uint8_t> codes(1000, 0x00);
+  Fp8Span g{codes.data(), codes.size(), 1.0f};
+  Fp8GradReducer reducer(Fp8Scaling::kAuto, kBucket);
+  reducer.set_mu(Fp8GradReducer::kMaxMu);
+  EXPECT_EQ(reducer.allreduce(std::span<Fp8Span>(&g, 1)).multiplier, Fp8GradReducer::kMaxMu);
+  EXPECT_EQ(reducer.mu(), Fp8GradReducer::kMaxMu);
+  for (uint8_t c : codes) ASSERT_EQ(c, 0x00);
+}
+
+// Ranks holding different μ (e.g. resumed differently) all use the smallest.
+TEST(Fp8AllReduce, RanksUseTheSmallestMu) {
+  if (size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  std::vector<std::vector<HostFp8>> all = {test::make_fp8(0, kSizes, 2),
+                                           test::make_fp8(1, kSizes, 2)};
+  std::vector<HostFp8> mine = all[static_cast<size_t>(rank())];
+  std::vector<Fp8Span> grads = test::spans(mine);
+  Fp8GradReducer reducer(Fp8Scaling::kAuto, kBucket);
+  reducer.set_mu(rank() == 0 ? 1.0f : 0.25f);
+  EXPECT_EQ(reducer.allreduce(grads).multiplier, 0.25f);
+  const std::vector<HostFp8> want = test::expected_fp8_mean2(all, 0.25f);
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    test::expect_codes_eq(mine[t].codes, want[t].codes, "tensor " + std::to_string(t));
+    EXPECT_EQ(grads[t].scale_inv, want[t].scale_inv);
+  }
+  double lo = reducer.mu(), hi = reducer.mu();
+  allreduce_scalars(&lo, 1, ScalarOp::kMin);
+  allreduce_scalars(&hi, 1, ScalarOp::kMax);
+  EXPECT_EQ(lo, hi);
+}
+
+// O3: each tensor's average reaches its owner; other ranks' copies stay as they were.
+TEST(Fp8ReduceToOwners, OwnersGetTheAverage) {
+  const int n = size();
+  if (n > 2) GTEST_SKIP() << "exact expectations are for 1 or 2 ranks";
+  std::vector<int64_t> bytes(kSizes.begin(), kSizes.end());
+  const Placement place = placement(bytes, n);
+  std::vector<std::vector<HostFp8>> all;
+  for (int r = 0; r < n; ++r) all.push_back(test::make_fp8(r, kSizes, 3));
+  std::vector<HostFp8> mine = all[static_cast<size_t>(rank())];
+  std::vector<Fp8Span> grads = test::spans(mine);
+  Fp8GradReducer reducer(Fp8Scaling::kAuto, kBucket);
+  reset_comm_bytes();
+  const Fp8ReduceStats stats = reducer.reduce_to_owners(grads, place.owner);
+  const std::vector<HostFp8> want = n == 2 ? test::expected_fp8_mean2(all, 1.0f) : all[0];
+  int64_t owned = 0;
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    const bool mine_to_own = place.owner[t] == rank();
+    const HostFp8& w = mine_to_own ? want[t] : all[static_cast<size_t>(rank())][t];
+    test::expect_codes_eq(mine[t].codes, w.codes, "tensor " + std::to_string(t));
+    EXPECT_EQ(grads[t].scale_inv, w.scale_inv) << "tensor " << t;
+    if (mine_to_own) owned += static_cast<int64_t>(kSizes[t]);
+  }
+  if (n == 1) {
+    EXPECT_EQ(comm_bytes().total_bytes(), 0);
+    return;
+  }
+  EXPECT_EQ(stats.elements, owned);
+  // Every rank passes every bucket once (1 byte/element); scalars: shared scales + μ, then
+  // the saturation count and element count as doubles.
+  const CommBytes& c = comm_bytes();
+  EXPECT_EQ(c.bytes.at("reduce_fp8"), static_cast<int64_t>(total(kSizes)));
+  EXPECT_EQ(c.bytes.at("scalar"), static_cast<int64_t>(4 * (kSizes.size() + 1) + 16));
+  // μ follows the saturation of all tensors and is the same on every rank.
+  double lo = reducer.mu(), hi = reducer.mu();
+  allreduce_scalars(&lo, 1, ScalarOp::kMin);
+  allreduce_scalars(&hi, 1, ScalarOp::kMax);
+  EXPECT_EQ(lo, hi);
+}
+
+}  // namespace
+}  // namespace fp8lm::dist

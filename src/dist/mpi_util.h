@@ -1,0 +1,33 @@
+// Internal to dist/: the MPI handles fp8lm creates (narrow-float datatypes and their sum
+// operators) and the one place each collective goes through, which checks the return
+// code and records the bytes passed. Public headers of dist/ stay free of <mpi.h>.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+
+namespace fp8lm::dist::detail {
+
+// Largest element count one MPI call takes (counts are int); windows stay below it.
+inline constexpr size_t kMaxCount = size_t{1} << 30;
+
+// Throws Error("rank R of N: CALL failed: <MPI's message>") unless rc is MPI_SUCCESS.
+void check_mpi(int rc, const char* call);
+
+// E4M3 codes (1 byte) and BF16 values (2 bytes) as contiguous datatypes, and their sums:
+// decode both operands, add in float32, round back (E4M3 saturates, BF16 overflows to
+// inf), so partial sums stay in the narrow format. Valid while MPI is initialised.
+MPI_Datatype e4m3_type();
+MPI_Datatype bf16_type();
+MPI_Op e4m3_sum();
+MPI_Op bf16_sum();
+
+// Checked, accounted collectives on `count` elements of `type`, in place, on
+// MPI_COMM_WORLD; `kind` names the CommBytes entry.
+void allreduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, const char* kind);
+// The result lands on `root`; other ranks' buffers are only read.
+void reduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, int root, const char* kind);
+void bcast(void* buf, size_t count, MPI_Datatype type, int root, const char* kind);
+
+}  // namespace fp8lm::dist::detail

@@ -1,0 +1,199 @@
+// MPI start-up and shutdown, error handling, the narrow-float operators and the checked,
+// accounted collectives (dist/world.h, dist/mpi_util.h).
+#include "dist/world.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
+
+#include "core/check.h"
+#include "dist/mpi_util.h"
+#include "kernels/reduce_ops.h"
+
+namespace fp8lm::dist {
+namespace {
+
+struct State {
+  bool initialized = false;  // init() has run
+  bool mpi = false;          // ... and started MPI
+  int rank = 0;
+  int size = 1;
+  MPI_Datatype e4m3 = MPI_DATATYPE_NULL;
+  MPI_Datatype bf16 = MPI_DATATYPE_NULL;
+  MPI_Op e4m3_sum = MPI_OP_NULL;
+  MPI_Op bf16_sum = MPI_OP_NULL;
+  CommBytes comm;
+};
+State& state() {
+  static State s;
+  return s;
+}
+
+bool launched_by_mpi() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr;
+}
+
+// MPI_User_function: inout[i] = in[i] + inout[i]; `len` counts elements of our datatypes.
+void e4m3_sum_fn(void* in, void* inout, int* len, MPI_Datatype*) {
+  kernels::e4m3_add(static_cast<uint8_t*>(inout), static_cast<const uint8_t*>(in),
+                    static_cast<size_t>(*len));
+}
+void bf16_sum_fn(void* in, void* inout, int* len, MPI_Datatype*) {
+  kernels::bf16_add(static_cast<uint16_t*>(inout), static_cast<const uint16_t*>(in),
+                    static_cast<size_t>(*len));
+}
+
+void make_type(int bytes, const char* name, MPI_Datatype* type) {
+  detail::check_mpi(MPI_Type_contiguous(bytes, MPI_BYTE, type), "MPI_Type_contiguous");
+  detail::check_mpi(MPI_Type_commit(type), "MPI_Type_commit");
+  detail::check_mpi(MPI_Type_set_name(*type, name), "MPI_Type_set_name");
+}
+
+// Registered with atexit: frees our handles and shuts MPI down.
+void finalize() {
+  State& s = state();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  for (MPI_Op* op : {&s.e4m3_sum, &s.bf16_sum})
+    if (*op != MPI_OP_NULL) MPI_Op_free(op);
+  for (MPI_Datatype* type : {&s.e4m3, &s.bf16})
+    if (*type != MPI_DATATYPE_NULL) MPI_Type_free(type);
+  MPI_Finalize();
+}
+
+void record(const char* kind, size_t bytes) {
+  CommBytes& c = state().comm;
+  c.bytes[kind] += static_cast<int64_t>(bytes);
+  c.calls[kind] += 1;
+}
+
+size_t type_bytes(MPI_Datatype type) {
+  int bytes = 0;
+  detail::check_mpi(MPI_Type_size(type, &bytes), "MPI_Type_size");
+  return static_cast<size_t>(bytes);
+}
+
+int as_count(size_t count) {
+  FP8LM_CHECK(count <= detail::kMaxCount, "MPI call of ", count, " elements");
+  return static_cast<int>(count);
+}
+
+}  // namespace
+
+void init() {
+  State& s = state();
+  if (s.initialized) return;
+  if (!launched_by_mpi()) {
+    s.initialized = true;
+    return;
+  }
+  int already = 0;
+  MPI_Initialized(&already);
+  if (!already) {
+    int provided = 0;
+    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+      fail("MPI_Init_thread failed");
+    if (provided < MPI_THREAD_FUNNELED)
+      fail("MPI provides thread level ", provided, ", fp8lm needs MPI_THREAD_FUNNELED");
+    std::atexit(finalize);
+  }
+  s.mpi = true;
+  // From here on errors come back as return codes, which check_mpi turns into Error.
+  detail::check_mpi(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN),
+                    "MPI_Comm_set_errhandler");
+  detail::check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &s.rank), "MPI_Comm_rank");
+  detail::check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &s.size), "MPI_Comm_size");
+  make_type(1, "fp8lm_e4m3", &s.e4m3);
+  make_type(2, "fp8lm_bf16", &s.bf16);
+  // Both sums are commutative (float32 addition is), though not associative.
+  detail::check_mpi(MPI_Op_create(e4m3_sum_fn, 1, &s.e4m3_sum), "MPI_Op_create");
+  detail::check_mpi(MPI_Op_create(bf16_sum_fn, 1, &s.bf16_sum), "MPI_Op_create");
+  s.initialized = true;
+}
+
+bool distributed() {
+  init();
+  return state().mpi;
+}
+
+int rank() {
+  init();
+  return state().rank;
+}
+
+int size() {
+  init();
+  return state().size;
+}
+
+void abort(int code, std::string_view message) {
+  init();
+  const State& s = state();
+  std::fprintf(stderr, "fp8lm: rank %d of %d: %.*s\n", s.rank, s.size,
+               static_cast<int>(message.size()), message.data());
+  std::fflush(stderr);
+  if (s.mpi) MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);
+}
+
+void barrier() {
+  if (!distributed()) return;
+  detail::check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+}
+
+void allreduce_scalars(double* values, size_t n, ScalarOp op) {
+  if (size() == 1 || n == 0) return;
+  const MPI_Op mpi_op = op == ScalarOp::kSum ? MPI_SUM : op == ScalarOp::kMin ? MPI_MIN : MPI_MAX;
+  detail::allreduce(values, n, MPI_DOUBLE, mpi_op, "scalar");
+}
+
+int64_t CommBytes::total_bytes() const {
+  int64_t total = 0;
+  for (const auto& [kind, b] : bytes) total += b;
+  return total;
+}
+
+const CommBytes& comm_bytes() { return state().comm; }
+void reset_comm_bytes() { state().comm = {}; }
+
+namespace detail {
+
+void check_mpi(int rc, const char* call) {
+  if (rc == MPI_SUCCESS) [[likely]]
+    return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+  const State& s = state();
+  fail("rank ", s.rank, " of ", s.size, ": ", call, " failed: ",
+       len > 0 ? std::string(text, static_cast<size_t>(len)) : "error " + std::to_string(rc));
+}
+
+MPI_Datatype e4m3_type() { return state().e4m3; }
+MPI_Datatype bf16_type() { return state().bf16; }
+MPI_Op e4m3_sum() { return state().e4m3_sum; }
+MPI_Op bf16_sum() { return state().bf16_sum; }
+
+void allreduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, const char* kind) {
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf, as_count(count), type, op, MPI_COMM_WORLD),
+            "MPI_Allreduce");
+  record(kind, count * type_bytes(type));
+}
+
+void reduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, int root, const char* kind) {
+  const bool is_root = state().rank == root;
+  check_mpi(MPI_Reduce(is_root ? MPI_IN_PLACE : buf, is_root ? buf : nullptr, as_count(count),
+                       type, op, root, MPI_COMM_WORLD),
+            "MPI_Reduce");
+  record(kind, count * type_bytes(type));
+}
+
+void bcast(void* buf, size_t count, MPI_Datatype type, int root, const char* kind) {
+  check_mpi(MPI_Bcast(buf, as_count(count), type, root, MPI_COMM_WORLD), "MPI_Bcast");
+  record(kind, count * type_bytes(type));
+}
+
+}  // namespace detail
+}  // namespace fp8lm::dist

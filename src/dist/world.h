@@ -1,0 +1,50 @@
+// The process group of data-parallel training, and the bytes it has communicated.
+// Launched by mpirun the group is MPI_COMM_WORLD; otherwise it is this process alone and no
+// MPI function is ever called, so single-process commands need no launcher. MPI errors
+// become fp8lm::Error naming the rank and the call. Collectives are called from the main
+// thread only (MPI_THREAD_FUNNELED); kernels inside them may use OpenMP threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+namespace fp8lm::dist {
+
+// Starts MPI (MPI_Init_thread, FUNNELED) when the environment shows an MPI launcher
+// (OMPI_COMM_WORLD_SIZE or PMIX_RANK); registers MPI_Finalize for exit. Idempotent; every
+// function of dist/ calls it, so calling it early is optional.
+void init();
+// True when MPI is in use (launched by mpirun, even with one rank).
+bool distributed();
+int rank();
+int size();
+
+// Prints "fp8lm: rank R of N: MESSAGE" on stderr and ends the whole job with `code`
+// (MPI_Abort), so an error on one rank cannot leave the others waiting in a collective.
+// Without MPI it prints the same line and exits the process.
+[[noreturn]] void abort(int code, std::string_view message);
+
+void barrier();
+
+enum class ScalarOp : uint8_t { kSum, kMin, kMax };
+// values[i] = op over the ranks of values[i] (doubles: counts below 2^53 are exact).
+// Recorded as kind "scalar"; with one rank, no call.
+void allreduce_scalars(double* values, size_t n, ScalarOp op);
+
+// What this rank handed to MPI, per collective kind: "allreduce_f32", "allreduce_bf16",
+// "allreduce_fp8", "reduce_fp8", "allgather" (O3 weights from their owners), "scalar"
+// (scales, counts). bytes = count × datatype size of each call's buffer, as passed (the
+// payload one rank contributes or receives, not the algorithm's wire traffic); calls = MPI
+// calls. Reset per step to get per-step figures (summary.json: comm_bytes_per_step).
+struct CommBytes {
+  std::map<std::string, int64_t> bytes;
+  std::map<std::string, int64_t> calls;
+  int64_t total_bytes() const;
+};
+const CommBytes& comm_bytes();  // since the last reset_comm_bytes()
+void reset_comm_bytes();
+
+}  // namespace fp8lm::dist

@@ -1,0 +1,32 @@
+// FP8 ZeRO helpers (SPEC.md §7, FP8-LM §2.3 Algorithm 1): whole tensors are placed on
+// owner ranks, so each tensor keeps its own scale; the owner updates its tensors (their
+// gradients reach it via Fp8GradReducer::reduce_to_owners) and then broadcasts the new
+// E4M3 weights and scale_invs to everyone.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "dist/collectives.h"
+
+namespace fp8lm::dist {
+
+struct Placement {
+  std::vector<int> owner;           // per tensor
+  std::vector<int64_t> rank_bytes;  // per rank: bytes of the tensors it owns
+};
+
+// Greedy placement: tensors by size, largest first (ties: lower index first), each to the
+// rank with the fewest bytes so far (ties: lower rank). Deterministic, pure; the most
+// loaded rank exceeds the least loaded by at most the largest tensor.
+Placement placement(std::span<const int64_t> sizes_in_bytes, int world_size);
+
+// Every rank ends with each tensor's codes and scale_inv as its owner holds them: per
+// owner, one broadcast of its scale_invs (4 bytes each) and codes, bucketed. Recorded as
+// "allgather". With one rank nothing moves.
+void gather_from_owners(std::span<Fp8Span> weights, std::span<const int> owner,
+                        size_t bucket_bytes = kDefaultBucketBytes);
+
+}  // namespace fp8lm::dist

@@ -1,0 +1,128 @@
+// FP8 ZeRO helpers (dist/zero.h): placement (exact small cases, determinism, the balance
+// bound on random inputs) and the owners' weight broadcast, alone and after
+// reduce_to_owners, where reduce + gather must equal the all-reduce.
+#include "dist/zero.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "dist/dist_test_util.h"
+#include "dist/fp8_reduce.h"
+#include "dist/world.h"
+
+namespace fp8lm::dist {
+namespace {
+
+using test::HostFp8;
+
+TEST(Placement, LargestFirstToTheLeastLoadedRank) {
+  // Order: 1 (40), 5 (40), 2 (20), 3 (20), 0 (10), 4 (5); ties go to rank 0.
+  const std::vector<int64_t> sizes = {10, 40, 20, 20, 5, 40};
+  const Placement two = placement(sizes, 2);
+  EXPECT_EQ(two.owner, (std::vector<int>{0, 0, 0, 1, 1, 1}));
+  EXPECT_EQ(two.rank_bytes, (std::vector<int64_t>{70, 65}));
+  const Placement three = placement(sizes, 3);
+  EXPECT_EQ(three.owner, (std::vector<int>{0, 0, 2, 2, 1, 1}));
+  EXPECT_EQ(three.rank_bytes, (std::vector<int64_t>{50, 45, 40}));
+  const Placement one = placement(sizes, 1);
+  EXPECT_EQ(one.owner, (std::vector<int>(6, 0)));
+  EXPECT_EQ(one.rank_bytes, (std::vector<int64_t>{135}));
+  const Placement more_ranks = placement(std::vector<int64_t>{3, 3}, 4);
+  EXPECT_EQ(more_ranks.owner, (std::vector<int>{0, 1}));
+  EXPECT_EQ(more_ranks.rank_bytes, (std::vector<int64_t>{3, 3, 0, 0}));
+  EXPECT_TRUE(placement({}, 2).owner.empty());
+  EXPECT_THROW(placement(sizes, 0), Error);
+  EXPECT_THROW(placement(std::vector<int64_t>{4, -1}, 2), Error);
+}
+
+TEST(Placement, BalancedAndDeterministicOnRandomInputs) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int world = 1 + static_cast<int>(rng() % 9);
+    std::vector<int64_t> sizes(rng() % 60);
+    for (int64_t& s : sizes) {
+      // Mixed scales and many duplicates, as in a transformer's parameter list.
+      s = trial % 3 == 0 ? static_cast<int64_t>(rng() % 4) * 1024
+                         : static_cast<int64_t>(rng() % 1000000);
+    }
+    const Placement p = placement(sizes, world);
+    ASSERT_EQ(p.owner.size(), sizes.size());
+    ASSERT_EQ(p.rank_bytes.size(), static_cast<size_t>(world));
+    std::vector<int64_t> load(static_cast<size_t>(world), 0);
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      ASSERT_TRUE(p.owner[t] >= 0 && p.owner[t] < world);
+      load[static_cast<size_t>(p.owner[t])] += sizes[t];
+    }
+    EXPECT_EQ(load, p.rank_bytes);
+    const int64_t largest = sizes.empty() ? 0 : *std::max_element(sizes.begin(), sizes.end());
+    const auto [lo, hi] = std::minmax_element(load.begin(), load.end());
+    EXPECT_LE(*hi, *lo + largest) << "trial " << trial;
+    const Placement again = placement(sizes, world);
+    EXPECT_EQ(again.owner, p.owner);
+  }
+}
+
+std::vector<size_t> sizes_of(const std::vector<int64_t>& bytes) {
+  return std::vector<size_t>(bytes.begin(), bytes.end());
+}
+
+// Owners broadcast their tensors; every other copy starts poisoned.
+TEST(GatherFromOwners, EveryRankGetsTheOwnersWeights) {
+  const std::vector<int64_t> bytes = {3000, 10, 0, 700, 700, 1, 5000};
+  const std::vector<size_t> sizes = sizes_of(bytes);
+  const int n = size(), me = rank();
+  const Placement place = placement(bytes, n);
+  std::vector<std::vector<HostFp8>> by_owner;
+  for (int r = 0; r < n; ++r) by_owner.push_back(test::make_fp8(r, sizes, 5));
+  std::vector<HostFp8> mine(sizes.size());
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    if (place.owner[t] == me) {
+      mine[t] = by_owner[static_cast<size_t>(me)][t];
+    } else {
+      mine[t].codes.assign(sizes[t], test::kPoison);
+      mine[t].scale_inv = NAN;
+    }
+  }
+  std::vector<Fp8Span> w = test::spans(mine);
+  reset_comm_bytes();
+  gather_from_owners(w, place.owner, 1024);
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    const HostFp8& want = by_owner[static_cast<size_t>(place.owner[t])][t];
+    test::expect_codes_eq(mine[t].codes, want.codes, "tensor " + std::to_string(t));
+    EXPECT_EQ(w[t].scale_inv, want.scale_inv) << "tensor " << t;
+  }
+  // Per owner bucket: its scale_invs (4 bytes each) and its codes, 1 byte per element.
+  int64_t want_bytes = 0;
+  for (int64_t b : bytes) want_bytes += b + 4;
+  EXPECT_EQ(comm_bytes().total_bytes(), n == 1 ? 0 : want_bytes);
+  if (n > 1) {
+    EXPECT_EQ(comm_bytes().bytes.at("allgather"), want_bytes);
+  }
+}
+
+// The O3 path (reduce to owners, then gather) gives every rank exactly what the
+// all-reduce gives.
+TEST(GatherFromOwners, ReduceThenGatherEqualsAllReduce) {
+  if (size() > 2) GTEST_SKIP() << "sum orders of reduce and all-reduce agree for 1 or 2 ranks";
+  const std::vector<int64_t> bytes = {900, 31, 4000, 64, 2};
+  const std::vector<size_t> sizes = sizes_of(bytes);
+  const Placement place = placement(bytes, size());
+  std::vector<HostFp8> a = test::make_fp8(rank(), sizes, 9), b = a;
+  std::vector<Fp8Span> sa = test::spans(a), sb = test::spans(b);
+  Fp8GradReducer(Fp8Scaling::kPost, 512).allreduce(sa);
+  Fp8GradReducer(Fp8Scaling::kPost, 512).reduce_to_owners(sb, place.owner);
+  gather_from_owners(sb, place.owner, 512);
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    test::expect_codes_eq(b[t].codes, a[t].codes, "tensor " + std::to_string(t));
+    EXPECT_EQ(sb[t].scale_inv, sa[t].scale_inv) << "tensor " << t;
+  }
+}
+
+}  // namespace
+}  // namespace fp8lm::dist

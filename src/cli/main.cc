@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/parallel.h"
+#include "dist/world.h"
 #include "kernels/simd.h"
 
 namespace fp8lm::cli {
@@ -54,9 +55,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fp8lm: error: %s (see fp8lm --help)\n", e.what());
     return 2;
   } catch (const fp8lm::Error& e) {
+    // With other ranks, end the whole job: they would wait in a collective forever.
+    if (fp8lm::dist::size() > 1) fp8lm::dist::abort(1, std::string("error: ") + e.what());
     std::fprintf(stderr, "fp8lm: error: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {
+    if (fp8lm::dist::size() > 1) fp8lm::dist::abort(1, std::string("internal error: ") + e.what());
     std::fprintf(stderr, "fp8lm: internal error: %s\n", e.what());
     return 1;
   }

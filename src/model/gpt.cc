@@ -375,6 +375,30 @@ Gpt::GradView Gpt::grad(size_t spec) const {
   return {grad_buf(spec), DType::kF32, 1.0f};
 }
 
+std::vector<Gpt::GradBuffer> Gpt::grad_buffers() {
+  FP8LM_CHECK(with_grads_, "a model built without gradients has none");
+  std::vector<GradBuffer> out;
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const size_t n = specs_[i].numel();
+    ScaledTensor* e4m3 = nullptr;
+    Tensor* f32 = nullptr;
+    if (specs_[i].linear_weight) {
+      Block& k = *blocks_[(i - 2) / kSpecsPerBlock];
+      const size_t which = (i - 2) % kSpecsPerBlock;
+      WeightGrad& g = which == 2 ? k.g_attn : which == 4 ? k.g_proj : which == 8 ? k.g_fc
+                                                                             : k.g_fcproj;
+      if (g.is_fp8()) e4m3 = &g.e4m3;
+      else f32 = &g.f32;
+    } else if (grad8_[i].data.data() != nullptr) {
+      e4m3 = &grad8_[i];
+    }
+    if (e4m3 != nullptr) out.push_back({e4m3->data.data(), DType::kE4M3, n, &e4m3->meta});
+    else if (f32 != nullptr) out.push_back({f32->data(), DType::kF32, n, nullptr});
+    else out.push_back({grad_buf(i), DType::kF32, n, nullptr});
+  }
+  return out;
+}
+
 std::vector<ScalingMeta*> Gpt::scaling_metas() {
   std::vector<ScalingMeta*> out;
   for (auto& b : blocks_)

@@ -69,6 +69,15 @@ class Gpt {
     float scale_inv;
   };
   GradView grad(size_t spec) const;
+  // The gradient buffers themselves, for collectives that replace them in place: f32 with
+  // meta null, or e4m3 with the scaling state whose scale_inv dequantizes them.
+  struct GradBuffer {
+    void* data;
+    DType dtype;
+    size_t numel;
+    ScalingMeta* meta;
+  };
+  std::vector<GradBuffer> grad_buffers();
   // Delayed-scaling state of every FP8 Linear layer, in a fixed order (for checkpoints).
   std::vector<ScalingMeta*> scaling_metas();
   // Bytes of saved activations, from the memory accounting of this model's allocations.

@@ -82,6 +82,7 @@ const std::vector<Key>& keys() {
       key("precision.recipe", &TrainConfig::recipe),
       key("precision.amax_window", &TrainConfig::amax_window),
       key("precision.margin", &TrainConfig::margin),
+      key("precision.grad_scaling", &TrainConfig::grad_scaling),
   };
   return k;
 }
@@ -133,6 +134,9 @@ void TrainConfig::validate() const {
   if (amax_window < 1 || amax_window > 1024)
     fail("precision.amax_window = ", amax_window, ": must be 1..1024");
   if (margin < 0 || margin > 8) fail("precision.margin = ", margin, ": must be 0..8");
+  if (grad_scaling != "auto" && grad_scaling != "pre" && grad_scaling != "post" &&
+      grad_scaling != "sqrt")
+    fail("precision.grad_scaling = '", grad_scaling, "': must be auto, pre, post or sqrt");
 }
 
 std::string TrainConfig::to_toml() const {

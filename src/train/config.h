@@ -42,6 +42,7 @@ struct TrainConfig {
   std::string recipe = "delayed";  // delayed | jit (activations and output gradients)
   int amax_window = 16;
   int margin = 0;
+  std::string grad_scaling = "auto";  // auto | pre | post | sqrt (FP8 all-reduce, SPEC.md §6)
 
   GptConfig model() const;  // the preset with overrides applied, validated
   PrecisionLevel precision_level() const { return level_from_name(level); }

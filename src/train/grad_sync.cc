@@ -1,0 +1,46 @@
+#include "train/grad_sync.h"
+
+#include <vector>
+
+#include "core/check.h"
+#include "dist/collectives.h"
+#include "dist/world.h"
+
+namespace fp8lm {
+
+GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling)
+    : level_(level),
+      fp8_(dist::fp8_scaling_from_name(grad_scaling).value_or(dist::Fp8Scaling::kAuto)) {
+  FP8LM_CHECK(dist::fp8_scaling_from_name(grad_scaling).has_value(), "precision.grad_scaling = '",
+              grad_scaling, "': must be auto, pre, post or sqrt");
+}
+
+void GradSync::average(Gpt& model) {
+  if (dist::size() == 1) return;
+  std::vector<Gpt::GradBuffer> g = model.grad_buffers();
+  if (level_ == PrecisionLevel::kFP32 || level_ == PrecisionLevel::kBF16) {
+    std::vector<dist::F32Span> spans;
+    for (const Gpt::GradBuffer& b : g) {
+      FP8LM_CHECK(b.dtype == DType::kF32, "the ", level_name(level_), " level has FP32 gradients");
+      spans.push_back({static_cast<float*>(b.data), b.numel});
+    }
+    if (level_ == PrecisionLevel::kFP32)
+      dist::allreduce_mean_f32(spans);
+    else
+      dist::allreduce_mean_bf16(spans);
+    return;
+  }
+  std::vector<dist::Fp8Span> spans;
+  for (const Gpt::GradBuffer& b : g) {
+    FP8LM_CHECK(b.dtype == DType::kE4M3 && b.meta != nullptr,
+                "O1/O2 gradients are E4M3 with a scale");
+    spans.push_back({static_cast<uint8_t*>(b.data), b.numel, b.meta->scale_inv});
+  }
+  fp8_.allreduce(spans);
+  for (size_t i = 0; i < g.size(); ++i) {
+    g[i].meta->scale_inv = spans[i].scale_inv;
+    g[i].meta->scale = 1.0f / spans[i].scale_inv;
+  }
+}
+
+}  // namespace fp8lm

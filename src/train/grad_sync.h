@@ -1,0 +1,28 @@
+// Data-parallel gradient averaging for the trainer (SPEC.md §6): after the local backward
+// passes, every rank's gradients are replaced by the mean over the ranks, in the level's
+// own format on the wire — fp32 as FP32, bf16 as BF16, O1/O2 as E4M3 through the FP8
+// all-reduce with automatic (or fixed) scaling. One process: nothing happens.
+#pragma once
+
+#include <string>
+
+#include "dist/fp8_reduce.h"
+#include "model/gpt.h"
+#include "optim/adamw.h"
+
+namespace fp8lm {
+
+class GradSync {
+ public:
+  GradSync(PrecisionLevel level, const std::string& grad_scaling);
+  void average(Gpt& model);
+  // The FP8 all-reduce's auto-scaling multiplier μ (checkpoint state).
+  float mu() const { return fp8_.mu(); }
+  void set_mu(float mu) { fp8_.set_mu(mu); }
+
+ private:
+  PrecisionLevel level_;
+  dist::Fp8GradReducer fp8_;
+};
+
+}  // namespace fp8lm

@@ -149,6 +149,34 @@ TEST_F(DistTrain, ResumesAtAnotherWorldSize) {
   }
 }
 
+// O3 computes exactly what O2 computes (the replicas hold the casts the O2 GEMMs make), with
+// half the master and optimizer bytes per rank at 2 ranks, balanced; its checkpoints resume
+// in one process.
+TEST_F(DistTrain, O3EqualsO2WithShardedStates) {
+  const std::string base = "--set train.steps=12 --set train.checkpoint_every=6";
+  ASSERT_EQ(train(2, "o2", base + " --set precision.level=O2"), 0) << log("o2");
+  ASSERT_EQ(train(2, "o3", base + " --set precision.level=O3"), 0) << log("o3");
+  EXPECT_EQ(losses("o3"), losses("o2"));
+  auto states = [&](const std::string& run, int r) {
+    const nlohmann::json s = summary(run);
+    const auto& p = s["per_rank_peak_mib"][static_cast<size_t>(r)];
+    return p["master"].get<double>() + p["optim_m1"].get<double>() + p["optim_m2"].get<double>();
+  };
+  const double o2 = states("o2", 0), a = states("o3", 0), b = states("o3", 1);
+  EXPECT_LE(std::max(a, b) / o2, 0.55);
+  EXPECT_LE(std::fabs(a - b) / std::max(a, b), 0.10);
+  EXPECT_GT(summary("o3")["comm_bytes_per_step"]["allgather"].get<double>(), 0.0);
+  ASSERT_EQ(train(0, "o3_one", base + " --set precision.level=O3 --resume " +
+                                   path("o3/checkpoints/step-6")),
+            0)
+      << log("o3_one");
+  ASSERT_EQ(train(0, "o2_one", base + " --set precision.level=O2 --resume " +
+                                   path("o2/checkpoints/step-6")),
+            0)
+      << log("o2_one");
+  EXPECT_EQ(losses("o3_one"), losses("o2_one"));
+}
+
 // A rank killed mid-run ends the whole job with a non-zero exit, promptly; the last complete
 // checkpoint stays loadable.
 TEST_F(DistTrain, KilledRankEndsTheJob) {

@@ -2,6 +2,8 @@
 // accounted collectives (dist/world.h, dist/mpi_util.h).
 #include "dist/world.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
@@ -158,6 +160,29 @@ int64_t CommBytes::total_bytes() const {
 const CommBytes& comm_bytes() { return state().comm; }
 void reset_comm_bytes() { state().comm = {}; }
 
+void send_bytes(int dest, const void* data, size_t bytes) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t off = 0; off < bytes || off == 0; off += detail::kMaxCount) {
+    const size_t n = std::min(detail::kMaxCount, bytes - off);
+    detail::check_mpi(MPI_Send(p + off, as_count(n), MPI_BYTE, dest, 0, MPI_COMM_WORLD),
+                      "MPI_Send");
+    record("p2p", n);
+    if (bytes == 0) break;
+  }
+}
+
+void recv_bytes(int src, void* data, size_t bytes) {
+  auto* p = static_cast<uint8_t*>(data);
+  for (size_t off = 0; off < bytes || off == 0; off += detail::kMaxCount) {
+    const size_t n = std::min(detail::kMaxCount, bytes - off);
+    detail::check_mpi(
+        MPI_Recv(p + off, as_count(n), MPI_BYTE, src, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+        "MPI_Recv");
+    record("p2p", n);
+    if (bytes == 0) break;
+  }
+}
+
 namespace detail {
 
 void check_mpi(int rc, const char* call) {
@@ -184,8 +209,8 @@ void allreduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, const char
 
 void reduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, int root, const char* kind) {
   const bool is_root = state().rank == root;
-  check_mpi(MPI_Reduce(is_root ? MPI_IN_PLACE : buf, is_root ? buf : nullptr, as_count(count),
-                       type, op, root, MPI_COMM_WORLD),
+  check_mpi(MPI_Reduce(is_root ? MPI_IN_PLACE : buf, is_root ? buf : nullptr, as_count(count), type,
+                       op, root, MPI_COMM_WORLD),
             "MPI_Reduce");
   record(kind, count * type_bytes(type));
 }

@@ -29,6 +29,11 @@ int size();
 
 void barrier();
 
+// Point-to-point bytes (checkpoints of sharded states reach rank 0 this way); both sides
+// must agree on the sizes. Recorded as kind "p2p".
+void send_bytes(int dest, const void* data, size_t bytes);
+void recv_bytes(int src, void* data, size_t bytes);
+
 enum class ScalarOp : uint8_t { kSum, kMin, kMax };
 // values[i] = op over the ranks of values[i] (doubles: counts below 2^53 are exact).
 // Recorded as kind "scalar"; with one rank, no call.

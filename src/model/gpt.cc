@@ -139,9 +139,12 @@ void Gpt::set_weights(std::vector<ParamRef> weights) {
               " tensors for a model of ", specs_.size());
   for (size_t i = 0; i < weights.size(); ++i) {
     const DType t = weights[i].dtype;
-    FP8LM_CHECK(
-        weights[i].data != nullptr && (t == DType::kF32 || t == DType::kF16 || t == DType::kBF16),
-        "set_weights: ", specs_[i].name, " must be f32, f16 or bf16, got ", dtype_name(t));
+    const bool e4m3_ok =
+        t == DType::kE4M3 && specs_[i].linear_weight && mode_ == ComputeMode::kFP8;
+    FP8LM_CHECK(weights[i].data != nullptr &&
+                    (t == DType::kF32 || t == DType::kF16 || t == DType::kBF16 || e4m3_ok),
+                "set_weights: ", specs_[i].name, " must be f32, f16 or bf16 (or e4m3 for an fp8 ",
+                "Linear weight), got ", dtype_name(t));
   }
   weights_ = std::move(weights);
 }

@@ -69,8 +69,10 @@ std::vector<ScalingMeta*> Linear::scaling_metas() {
 void Linear::prepare_weight(const ParamRef& w) {
   FP8LM_CHECK(mode_ != ComputeMode::kF32 || (w.dtype == DType::kF32 && w.scale_inv == 1.0f),
               "an fp32 Linear computes on an FP32 master, got ", dtype_name(w.dtype));
+  FP8LM_CHECK(w.dtype != DType::kE4M3 || mode_ == ComputeMode::kFP8,
+              "an E4M3 weight needs an fp8 Linear");
   w_ = w;
-  if (mode_ == ComputeMode::kFP8) {  // as quantize() does for a just-in-time cast
+  if (mode_ == ComputeMode::kFP8 && w.dtype != DType::kE4M3) {  // as quantize() does, JIT
     const float amax = kernels::amax(w.data, w.dtype, in_ * out_, w.scale_inv);
     w8_meta_.set_scale_from_amax(amax);
     w8_meta_.record_amax(amax);
@@ -83,7 +85,7 @@ kernels::GemmOperand Linear::weight_operand() const {
     o.scale_inv = 1.0f;
     o.cast_to = DType::kBF16;
     o.cast_mul = w_.scale_inv;
-  } else if (mode_ == ComputeMode::kFP8) {
+  } else if (mode_ == ComputeMode::kFP8 && w_.dtype != DType::kE4M3) {
     o.scale_inv = w8_meta_.scale_inv;
     o.cast_to = DType::kE4M3;
     o.cast_mul = w_.scale_inv * w8_meta_.scale;

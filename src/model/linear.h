@@ -54,7 +54,8 @@ class Linear {
 
   // The master W [in, out] this layer computes on until the next call (before each
   // forward; fp8 takes the weight's just-in-time scale from its amax here). fp32 mode needs
-  // an FP32 master. The data must stay valid through backward.
+  // an FP32 master; fp8 mode also takes W already cast to E4M3 (O3's replicated weights).
+  // The data must stay valid through backward.
   void prepare_weight(const ParamRef& w);
 
   // Where the caller writes this layer's FP32 input [rows, in]. In fp32 mode this is the

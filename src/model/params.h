@@ -27,7 +27,7 @@ struct ParamSpec {
 // optimizer's FP16+scale masters without a working copy.
 struct ParamRef {
   const void* data = nullptr;
-  DType dtype = DType::kF32;  // f32, f16 or bf16
+  DType dtype = DType::kF32;  // f32, f16 or bf16; e4m3 for fp8 Linear weights (O3 replicas)
   float scale_inv = 1.0f;
 };
 

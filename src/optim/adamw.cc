@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/check.h"
 #include "kernels/cast.h"
@@ -17,16 +18,18 @@ std::string_view level_name(PrecisionLevel l) {
       return "bf16";
     case PrecisionLevel::kO1:
       return "O1";
-    default:
+    case PrecisionLevel::kO2:
       return "O2";
+    default:
+      return "O3";
   }
 }
 
 PrecisionLevel level_from_name(std::string_view name) {
-  for (PrecisionLevel l :
-       {PrecisionLevel::kFP32, PrecisionLevel::kBF16, PrecisionLevel::kO1, PrecisionLevel::kO2})
+  for (PrecisionLevel l : {PrecisionLevel::kFP32, PrecisionLevel::kBF16, PrecisionLevel::kO1,
+                           PrecisionLevel::kO2, PrecisionLevel::kO3})
     if (name == level_name(l)) return l;
-  fail("unknown precision level '", name, "' (known: fp32, bf16, O1, O2)");
+  fail("unknown precision level '", name, "' (known: fp32, bf16, O1, O2, O3)");
 }
 
 StateFormats state_formats(PrecisionLevel l) {
@@ -69,19 +72,26 @@ AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::strin
 
 AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
              const std::vector<size_t>& numels, const std::vector<bool>& decay,
-             const InitFn& initial)
+             const InitFn& initial, const std::vector<bool>& owned)
     : level_(level), cfg_(cfg) {
+  FP8LM_CHECK(owned.empty() || owned.size() == names.size(), "AdamW: ", owned.size(),
+              " ownership flags for ", names.size(), " parameters");
   FP8LM_CHECK(names.size() == numels.size() && numels.size() == decay.size(),
               "AdamW: one name, size and decay flag per parameter");
   const StateFormats f = state_formats(level);
   std::vector<float> values;
   for (size_t i = 0; i < names.size(); ++i) {
-    Param p{names[i],
-            numels[i],
-            decay[i],
-            make_state(f.master, numels[i], MemCategory::kMaster),
-            make_state(f.m1, numels[i], MemCategory::kOptimM1),
-            make_state(f.m2, numels[i], MemCategory::kOptimM2)};
+    const bool mine = owned.empty() || owned[i];
+    Param p{names[i], numels[i], decay[i], mine, {}, {}, {}};
+    if (!mine) {  // keep the initial values' stream in step for the next tensors
+      values.resize(numels[i]);
+      initial(i, values.data());
+      params_.push_back(std::move(p));
+      continue;
+    }
+    p.master = make_state(f.master, numels[i], MemCategory::kMaster);
+    p.m1 = make_state(f.m1, numels[i], MemCategory::kOptimM1);
+    p.m2 = make_state(f.m2, numels[i], MemCategory::kOptimM2);
     if (f.master == DType::kF32) {
       initial(i, p.master.data.as<float>());
     } else {
@@ -98,6 +108,7 @@ AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::strin
 
 void AdamW::master_values(size_t i, float* out) const {
   const Param& p = params_[i];
+  FP8LM_CHECK(p.owned, p.name, ": its master is kept by another rank");
   kernels::dequantize(out, p.master.data.data(), p.master.data.dtype(), p.numel,
                       p.master.scale_inv);
 }
@@ -105,9 +116,14 @@ void AdamW::master_values(size_t i, float* out) const {
 StepResult AdamW::step(const std::vector<GradRef>& grads, float lr, float grad_mul, float clip) {
   FP8LM_CHECK(grads.size() == params_.size(), "AdamW: ", grads.size(), " gradients for ",
               params_.size(), " parameters");
-  double sq = 0;
+  std::vector<double> sq_t(grads.size(), 0.0);
   for (size_t i = 0; i < grads.size(); ++i)
-    sq += kernels::sum_squares(grads[i].data, grads[i].dtype, params_[i].numel, grads[i].scale_inv);
+    if (params_[i].owned)
+      sq_t[i] =
+          kernels::sum_squares(grads[i].data, grads[i].dtype, params_[i].numel, grads[i].scale_inv);
+  if (reduce_sq_) reduce_sq_(sq_t.data(), sq_t.size());
+  double sq = 0;
+  for (double v : sq_t) sq += v;
   const double norm = std::sqrt(sq) * grad_mul;
   if (!std::isfinite(norm)) {
     ++skipped_;
@@ -125,6 +141,7 @@ StepResult AdamW::step(const std::vector<GradRef>& grads, float lr, float grad_m
   a.grad_mul = grad_mul * clip_mul;
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];
+    if (!p.owned) continue;
     a.decay = p.decay ? lr * cfg_.weight_decay : 0.0f;
     const auto master = p.master.ref(), m1 = p.m1.ref(), m2 = p.m2.ref();
     // Pass 1: the amaxes of the updated states; pass 2 recomputes and stores them.

@@ -4,6 +4,8 @@
 //   fp32, bf16: master f32, m1 f32, m2 f32                 (16 B/param with f32 gradients)
 //   O1:         master f16+scale, m1 f32, m2 f32            (11 B/param with e4m3 gradients)
 //   O2:         master f16+scale, m1 e4m3+scale, m2 f16+scale (6 B/param with e4m3 gradients)
+//   O3:         O2's formats, each tensor's states kept only by the rank that owns it (FP8
+//               ZeRO, SPEC.md §7): the optimizer is built with the owned mask.
 #pragma once
 
 #include <cstddef>
@@ -19,7 +21,7 @@
 
 namespace fp8lm {
 
-enum class PrecisionLevel { kFP32, kBF16, kO1, kO2 };
+enum class PrecisionLevel { kFP32, kBF16, kO1, kO2, kO3 };
 std::string_view level_name(PrecisionLevel l);
 PrecisionLevel level_from_name(std::string_view name);  // throws Error when unknown
 
@@ -60,6 +62,7 @@ class AdamW {
     std::string name;
     size_t numel;
     bool decay;  // weight decay applies (matrices and embeddings, not biases or LayerNorm)
+    bool owned;  // this rank keeps and updates the states (always, except at O3)
     StoredTensor master, m1, m2;
   };
 
@@ -69,9 +72,18 @@ class AdamW {
         const std::vector<const float*>& initial);
   // The same with the starting values produced per parameter, in order: initial(i, out)
   // writes numel(i) floats (only one tensor's FP32 values exist at a time).
+  // `owned` (empty: all) says which parameters this rank keeps; the others have no states
+  // and are skipped by step(); their initial values are still produced, in order.
   using InitFn = std::function<void(size_t i, float* out)>;
   AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
-        const std::vector<size_t>& numels, const std::vector<bool>& decay, const InitFn& initial);
+        const std::vector<size_t>& numels, const std::vector<bool>& decay, const InitFn& initial,
+        const std::vector<bool>& owned = {});
+
+  // Sums per-tensor squared gradient norms over the ranks (a sharded optimizer sees only its
+  // owned gradients; the others' entries are 0, so the sums are exact and the global norm
+  // is the one every rank of an unsharded run computes). Default: nothing to sum.
+  using SumFn = std::function<void(double* values, size_t n)>;
+  void set_norm_reduction(SumFn fn) { reduce_sq_ = std::move(fn); }
 
   PrecisionLevel level() const { return level_; }
   const std::vector<Param>& params() const { return params_; }
@@ -98,6 +110,7 @@ class AdamW {
   std::vector<Param> params_;
   int64_t t_ = 0;
   int64_t skipped_ = 0;
+  SumFn reduce_sq_;
 };
 
 }  // namespace fp8lm

@@ -20,16 +20,21 @@ namespace fp8lm {
 // variable FP8LM_TEST_CRASH_IN_CHECKPOINT set (tests), the process aborts after the first
 // file, to exercise interrupted checkpoints.
 // model.safetensors holds the optimizer's master values converted to F32 tensor by tensor
-// (no full-size copy).
+// (no full-size copy). With `owner` (O3, on rank 0), the states of tensors other ranks own
+// are received from them one at a time while writing: those ranks call
+// send_checkpoint_states at the same step. The format does not depend on the world size.
 std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptConfig& cfg,
-                            const AdamW& opt, const nlohmann::json& trainer);
+                            const AdamW& opt, const nlohmann::json& trainer,
+                            const std::vector<int>& owner = {});
+void send_checkpoint_states(const AdamW& opt, const std::vector<int>& owner);
 
 // A checkpoint folder, or a run folder (meaning its latest complete checkpoint).
 std::string resolve_checkpoint(const std::string& path);
 
 // Reads trainer.json of a checkpoint folder (errors name the file).
 nlohmann::json read_trainer_json(const std::string& dir);
-// Loads optimizer.safetensors into `opt` (whose shapes and level must match).
+// Loads optimizer.safetensors into `opt` (shapes and state formats must match; O2 and O3
+// checkpoints are interchangeable); O3 loads only the tensors this rank owns.
 void load_optimizer(const std::string& dir, AdamW& opt);
 
 nlohmann::json scaling_to_json(const ScalingMeta& m);

@@ -1,8 +1,9 @@
 #include "train/config.h"
 
+#include <toml++/toml.h>
+
 #include <functional>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "core/check.h"
 

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "core/check.h"
+
 namespace fp8lm {
 
 ComputeMode compute_mode(PrecisionLevel level) {
@@ -16,7 +18,8 @@ ComputeMode compute_mode(PrecisionLevel level) {
 }
 
 std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
-                                          const AdamWConfig& acfg, uint64_t seed) {
+                                          const AdamWConfig& acfg, uint64_t seed,
+                                          const std::vector<bool>& owned) {
   std::vector<std::string> names;
   std::vector<size_t> numels;
   std::vector<bool> decay;
@@ -26,14 +29,16 @@ std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel l
     decay.push_back(s.shape.rank() == 2);  // matrices and embeddings; not biases or LayerNorm
   }
   Gpt2Init init(cfg, seed);
-  return std::make_unique<AdamW>(level, acfg, names, numels, decay,
-                                 [&](size_t i, float* out) { init.next(i, out); });
+  return std::make_unique<AdamW>(
+      level, acfg, names, numels, decay, [&](size_t i, float* out) { init.next(i, out); }, owned);
 }
 
 std::vector<ParamRef> master_refs(const AdamW& opt) {
   std::vector<ParamRef> r;
-  for (const AdamW::Param& p : opt.params())
+  for (const AdamW::Param& p : opt.params()) {
+    FP8LM_CHECK(p.owned, p.name, ": its master is kept by another rank (O3 computes on replicas)");
     r.push_back({p.master.data.data(), p.master.data.dtype(), p.master.scale_inv});
+  }
   return r;
 }
 

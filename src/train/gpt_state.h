@@ -12,13 +12,15 @@
 
 namespace fp8lm {
 
-// fp32 → fp32 GEMMs, bf16 → bf16, O1/O2 → fp8.
+// fp32 → fp32 GEMMs, bf16 → bf16, O1/O2/O3 → fp8.
 ComputeMode compute_mode(PrecisionLevel level);
 
 // AdamW over the parameters of `cfg` in the level's formats, with GPT-2 initial values from
 // `seed` (produced one tensor at a time). Weight decay on matrices and embeddings only.
+// `owned` (O3): the tensors whose states this rank keeps (empty: all).
 std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
-                                          const AdamWConfig& acfg, uint64_t seed);
+                                          const AdamWConfig& acfg, uint64_t seed,
+                                          const std::vector<bool>& owned = {});
 
 // The masters as the model reads them (FP32, or FP16 with their scales); valid until the
 // next optimizer step changes the scales.

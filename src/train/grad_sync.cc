@@ -8,9 +8,10 @@
 
 namespace fp8lm {
 
-GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling)
+GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner)
     : level_(level),
-      fp8_(dist::fp8_scaling_from_name(grad_scaling).value_or(dist::Fp8Scaling::kAuto)) {
+      fp8_(dist::fp8_scaling_from_name(grad_scaling).value_or(dist::Fp8Scaling::kAuto)),
+      owner_(std::move(owner)) {
   FP8LM_CHECK(dist::fp8_scaling_from_name(grad_scaling).has_value(), "precision.grad_scaling = '",
               grad_scaling, "': must be auto, pre, post or sqrt");
 }
@@ -33,10 +34,15 @@ void GradSync::average(Gpt& model) {
   std::vector<dist::Fp8Span> spans;
   for (const Gpt::GradBuffer& b : g) {
     FP8LM_CHECK(b.dtype == DType::kE4M3 && b.meta != nullptr,
-                "O1/O2 gradients are E4M3 with a scale");
+                "O1/O2/O3 gradients are E4M3 with a scale");
     spans.push_back({static_cast<uint8_t*>(b.data), b.numel, b.meta->scale_inv});
   }
-  fp8_.allreduce(spans);
+  if (level_ == PrecisionLevel::kO3) {
+    FP8LM_CHECK(owner_.size() == g.size(), "O3 needs an owner per tensor");
+    fp8_.reduce_to_owners(spans, owner_);
+  } else {
+    fp8_.allreduce(spans);
+  }
   for (size_t i = 0; i < g.size(); ++i) {
     g[i].meta->scale_inv = spans[i].scale_inv;
     g[i].meta->scale = 1.0f / spans[i].scale_inv;

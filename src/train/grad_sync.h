@@ -1,10 +1,12 @@
 // Data-parallel gradient averaging for the trainer (SPEC.md §6): after the local backward
 // passes, every rank's gradients are replaced by the mean over the ranks, in the level's
 // own format on the wire — fp32 as FP32, bf16 as BF16, O1/O2 as E4M3 through the FP8
-// all-reduce with automatic (or fixed) scaling. One process: nothing happens.
+// all-reduce with automatic (or fixed) scaling. O3 reduces each tensor's E4M3 gradient to
+// its owner only. One process: nothing happens.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "dist/fp8_reduce.h"
 #include "model/gpt.h"
@@ -14,7 +16,8 @@ namespace fp8lm {
 
 class GradSync {
  public:
-  GradSync(PrecisionLevel level, const std::string& grad_scaling);
+  // `owner` (O3): the rank that owns each tensor.
+  GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner = {});
   void average(Gpt& model);
   // The FP8 all-reduce's auto-scaling multiplier μ (checkpoint state).
   float mu() const { return fp8_.mu(); }
@@ -23,6 +26,7 @@ class GradSync {
  private:
   PrecisionLevel level_;
   dist::Fp8GradReducer fp8_;
+  std::vector<int> owner_;
 };
 
 }  // namespace fp8lm

@@ -29,6 +29,7 @@
 #include "train/checkpoint.h"
 #include "train/gpt_state.h"
 #include "train/grad_sync.h"
+#include "train/zero_replica.h"
 
 namespace fp8lm {
 namespace fs = std::filesystem;
@@ -223,9 +224,24 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
     acfg.weight_decay = static_cast<float>(cfg.weight_decay);
     Gpt model(mcfg, compute_mode(level), B, T, fp8_options(cfg));
     check_memory(mcfg, level);
+    // O3: states sharded by whole tensors; every rank computes on replicated weights.
+    std::unique_ptr<ZeroReplica> replica;
+    if (level == PrecisionLevel::kO3) replica = std::make_unique<ZeroReplica>(mcfg, world, rank);
     std::unique_ptr<AdamW> opt =
-        make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(cfg.seed));
-    GradSync sync(level, cfg.grad_scaling);
+        make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(cfg.seed),
+                           replica ? replica->owned() : std::vector<bool>{});
+    if (replica && world > 1)
+      opt->set_norm_reduction(
+          [](double* v, size_t n) { dist::allreduce_scalars(v, n, dist::ScalarOp::kSum); });
+    GradSync sync(level, cfg.grad_scaling, replica ? replica->owner() : std::vector<int>{});
+    auto load_weights = [&] {  // the model reads the masters, or O3's replicas
+      if (replica) {
+        replica->refresh(*opt);
+        model.set_weights(replica->refs());
+      } else {
+        model.set_weights(master_refs(*opt));
+      }
+    };
     int64_t start = 0;
     if (!resume.empty()) {
       const std::string dir = resolve_checkpoint(resume);
@@ -254,7 +270,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
                     static_cast<long long>(start), t.value("world_size", 1), world);
       }
     }
-    model.set_weights(master_refs(*opt));
+    load_weights();
     // Rank 0 writes the run folder and the console; every rank trains.
     std::ofstream metrics;
     if (lead) {
@@ -299,7 +315,8 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
       nlohmann::json metas = nlohmann::json::array();
       for (ScalingMeta* m : model.scaling_metas()) metas.push_back(scaling_to_json(*m));
       t["scaling"] = metas;
-      save_checkpoint(out, done, mcfg, *opt, t);
+      save_checkpoint(out, done, mcfg, *opt, t,
+                      replica && world > 1 ? replica->owner() : std::vector<int>{});
     };
 
     for (int64_t step = start; step < cfg.steps; ++step) {
@@ -319,20 +336,24 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
         dist::allreduce_scalars(&loss, 1, dist::ScalarOp::kSum);
         loss /= world;
       }
-      step_comm = dist::comm_bytes();
       const double lr = lr_at(cfg, step);
       const StepResult r = opt->step(grad_refs(model), static_cast<float>(lr),
                                      1.0f / cfg.grad_accum, static_cast<float>(cfg.grad_clip));
-      if (!r.skipped) model.set_weights(master_refs(*opt));  // the masters' scales changed
+      if (!r.skipped) load_weights();  // the masters' scales changed
+      step_comm = dist::comm_bytes();  // gradients, scalars and O3's weight gathers
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double tps = static_cast<double>(tokens_per_step) / secs;
       tok_rates.push_back(tps);
       result.final_train_loss = loss;
       const bool last = step + 1 == cfg.steps;
-      if ((cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) || last)
-        maybe_kill_for_test(rank, step + 1);
-      if (!lead) continue;
+      const bool save =
+          (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) || last;
+      if (save) maybe_kill_for_test(rank, step + 1);
+      if (!lead) {
+        if (save && replica && world > 1) send_checkpoint_states(*opt, replica->owner());
+        continue;
+      }
       metrics << nlohmann::json{{"step", step + 1},
                                 {"loss", loss},
                                 {"lr", lr},
@@ -368,8 +389,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
                     tps, fmt_duration(eta).c_str());
         std::fflush(stdout);
       }
-      if ((cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) || last)
-        checkpoint(step + 1);
+      if (save) checkpoint(step + 1);
     }
     if (tty) std::printf("\n");
     result.final_val_loss = last_val;

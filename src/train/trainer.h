@@ -28,7 +28,7 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
                            int batch_size, int seq_len);
 
 // Text generated from a checkpoint after `prompt`.
-std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt,
-                              int tokens, double temperature, uint64_t seed);
+std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt, int tokens,
+                              double temperature, uint64_t seed);
 
 }  // namespace fp8lm

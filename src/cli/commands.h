@@ -21,5 +21,6 @@ void register_train(CLI::App& app);  // train, eval, sample
 void register_bench_cast(CLI::App& bench);
 void register_bench_gemm(CLI::App& bench);
 void register_bench_step(CLI::App& bench);
+void register_bench_comm(CLI::App& bench);
 
 }  // namespace fp8lm::cli

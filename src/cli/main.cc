@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   fp8lm::cli::register_bench_cast(*bench);
   fp8lm::cli::register_bench_gemm(*bench);
   fp8lm::cli::register_bench_step(*bench);
+  fp8lm::cli::register_bench_comm(*bench);
 
   try {
     app.parse(argc, argv);

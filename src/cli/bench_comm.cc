@@ -1,0 +1,167 @@
+// fp8lm bench comm (under mpirun): the gradient communication of one data-parallel training
+// step of a GPT, per precision level, on gradients of the model's real tensor shapes —
+// fp32 (FP32 all-reduce), bf16 (BF16 all-reduce), O2 (FP8 all-reduce with auto scaling), O3
+// (FP8 reduce to owners + the owners' weight replicas gathered). Bytes are what each rank
+// passes to MPI (dist::comm_bytes); times are medians, levels interleaved.
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cli/bench_util.h"
+#include "cli/commands.h"
+#include "core/check.h"
+#include "core/memory.h"
+#include "dist/collectives.h"
+#include "dist/fp8_reduce.h"
+#include "dist/world.h"
+#include "dist/zero.h"
+#include "kernels/cast.h"
+#include "model/params.h"
+#include "optim/adamw.h"
+#include "tensor/scaling.h"
+
+namespace fp8lm::cli {
+namespace {
+
+struct BenchCommOptions {
+  bool json = false;
+  std::string preset = "gpt2";
+  int reps = 5;
+};
+
+void run_bench_comm(const BenchCommOptions& o) {
+  apply_global_options();
+  const int world = dist::size(), rank = dist::rank();
+  const std::vector<ParamSpec> specs = param_layout(gpt_preset(o.preset));
+  size_t numel = 0;
+  for (const ParamSpec& s : specs) numel += s.numel();
+
+  // Gradient-like values (N(0, 1e-3), different per rank) in every level's format.
+  std::mt19937 rng(static_cast<uint32_t>(17 + rank));
+  std::normal_distribution<float> d(0.0f, 1e-3f);
+  std::vector<Tensor> f32, e4m3, replica;
+  std::vector<float> scale_inv;
+  for (const ParamSpec& s : specs) {
+    f32.emplace_back(DType::kF32, s.shape, MemCategory::kGradients);
+    float* g = f32.back().as<float>();
+    for (size_t i = 0; i < s.numel(); ++i) g[i] = d(rng);
+    e4m3.emplace_back(DType::kE4M3, s.shape, MemCategory::kGradients);
+    const float scale = compute_scale(kernels::amax(g, s.numel()), 448.0f, 0, true).value();
+    kernels::quantize(e4m3.back().data(), DType::kE4M3, g, s.numel(), scale);
+    scale_inv.push_back(1.0f / scale);
+    replica.emplace_back(s.linear_weight ? DType::kE4M3 : DType::kF16, s.shape,
+                         MemCategory::kWeights);
+  }
+  std::vector<int64_t> state_bytes;
+  for (const ParamSpec& s : specs) state_bytes.push_back(static_cast<int64_t>(s.numel() * 5));
+  const dist::Placement place = dist::placement(state_bytes, world);
+
+  dist::Fp8GradReducer reducer;
+  auto fp8_spans = [&] {
+    std::vector<dist::Fp8Span> v;
+    for (size_t i = 0; i < specs.size(); ++i)
+      v.push_back({static_cast<uint8_t*>(e4m3[i].data()), specs[i].numel(), scale_inv[i]});
+    return v;
+  };
+  const char* names[] = {"fp32", "bf16", "O2", "O3"};
+  auto run = [&](int level) {
+    switch (level) {
+      case 0:
+      case 1: {
+        std::vector<dist::F32Span> v;
+        for (size_t i = 0; i < specs.size(); ++i)
+          v.push_back({f32[i].as<float>(), specs[i].numel()});
+        if (level == 0)
+          dist::allreduce_mean_f32(v);
+        else
+          dist::allreduce_mean_bf16(v);
+        break;
+      }
+      case 2: {
+        auto v = fp8_spans();
+        reducer.allreduce(v);
+        break;
+      }
+      default: {
+        auto v = fp8_spans();
+        reducer.reduce_to_owners(v, place.owner);
+        std::vector<dist::Fp8Span> w;
+        for (size_t i = 0; i < specs.size(); ++i)
+          w.push_back({static_cast<uint8_t*>(replica[i].data()), replica[i].bytes(), 1.0f});
+        dist::gather_from_owners(w, place.owner);
+      }
+    }
+  };
+  std::vector<std::vector<double>> times(4);
+  std::vector<dist::CommBytes> bytes(4);
+  for (int rep = -1; rep < o.reps; ++rep) {  // rep -1: warm-up
+    for (int level = 0; level < 4; ++level) {
+      dist::barrier();
+      dist::reset_comm_bytes();
+      const auto t0 = std::chrono::steady_clock::now();
+      run(level);
+      const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      bytes[level] = dist::comm_bytes();
+      if (rep >= 0) times[level].push_back(t);
+    }
+  }
+  if (rank != 0) return;
+  nlohmann::json rows = nlohmann::json::array();
+  const double f32_bytes = static_cast<double>(bytes[0].total_bytes());
+  const double bf16_bytes = static_cast<double>(bytes[1].total_bytes());
+  if (!o.json)
+    std::printf("bench comm: %s (%zu parameters, %zu tensors), %d ranks, median of %d\n",
+                o.preset.c_str(), numel, specs.size(), world, o.reps);
+  for (int level = 0; level < 4; ++level) {
+    // Gradient bytes: everything but O3's weight gathers (reported beside them).
+    const auto& kinds = bytes[level].bytes;
+    const double weights =
+        kinds.count("allgather") ? static_cast<double>(kinds.at("allgather")) : 0.0;
+    const double b = static_cast<double>(bytes[level].total_bytes()) - weights;
+    const double t = median(times[level]);
+    rows.push_back({{"level", names[level]},
+                    {"gradient_bytes_per_step", b},
+                    {"weight_gather_bytes_per_step", weights},
+                    {"bytes_by_kind", kinds},
+                    {"seconds_per_step", t},
+                    {"gradient_bytes_vs_fp32", b / f32_bytes},
+                    {"gradient_bytes_vs_bf16", b / bf16_bytes}});
+    if (!o.json)
+      std::printf(
+          "  %-4s gradients %7.1f MiB/step (%.3fx fp32, %.3fx bf16)  weight gather %6.1f "
+          "MiB  %7.1f ms\n",
+          names[level], b / (1 << 20), b / f32_bytes, b / bf16_bytes, weights / (1 << 20), t * 1e3);
+  }
+  if (!o.json) {
+    std::printf("  O3 placement: state bytes per rank");
+    for (int64_t b : place.rank_bytes) std::printf(" %.1f MiB", static_cast<double>(b) / (1 << 20));
+    std::printf("\n");
+  }
+  nlohmann::json j = {{"preset", o.preset},
+                      {"world_size", world},
+                      {"reps", o.reps},
+                      {"results", rows},
+                      {"o3_rank_state_bytes", place.rank_bytes}};
+  if (o.json) std::printf("%s\n", j.dump(2).c_str());
+}
+
+}  // namespace
+
+void register_bench_comm(CLI::App& bench) {
+  auto o = std::make_shared<BenchCommOptions>();
+  CLI::App* sub = bench.add_subcommand(
+      "comm",
+      "Gradient communication per training step at fp32, bf16, O2 and O3 (run under "
+      "mpirun)");
+  sub->add_flag("--json", o->json, "Print JSON");
+  sub->add_option("--preset", o->preset, "Model preset")->capture_default_str();
+  sub->add_option("--reps", o->reps, "Timed steps per level (median reported)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  sub->callback([o] { run_bench_comm(*o); });
+}
+
+}  // namespace fp8lm::cli

@@ -3,6 +3,7 @@
 // dies mid-run. Runs the fp8lm binary under the system's mpiexec.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -33,9 +34,11 @@ constexpr const char* kMpiEnv =
 class DistTrain : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The pid keeps two test runs on one machine out of each other's folders.
     dir_ = fs::path(::testing::TempDir()) /
            ("fp8lm_dist_" +
-            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+            std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     // Byte-level text, so the tiny preset's 512-entry vocabulary holds every token.
@@ -130,9 +133,9 @@ TEST_F(DistTrain, O2TwoRanksFollowOneProcessWithQuarterTheBytes) {
 }
 
 // Checkpoints are the single-process format: a 2-rank run resumes in one process and the
-// other way round, at fp32 and O2.
+// other way round, at every level.
 TEST_F(DistTrain, ResumesAtAnotherWorldSize) {
-  for (const std::string level : {"fp32", "O2"}) {
+  for (const std::string level : {"fp32", "bf16", "O1", "O2", "O3"}) {
     const std::string base = "--set precision.level=" + level + " --set train.steps=8" +
                              " --set train.checkpoint_every=4";
     ASSERT_EQ(train(2, "two_" + level, base), 0) << log("two_" + level);

@@ -47,10 +47,10 @@ constexpr size_t kPerBlock = 12;
 size_t total(const std::vector<ParamSpec>& s) { return s.back().offset + s.back().numel(); }
 }  // namespace
 
-GptParams::GptParams(const GptConfig& cfg, MemCategory category)
+GptParams::GptParams(const GptConfig& cfg)
     : cfg_(cfg),
       specs_(param_layout(cfg)),
-      data_(DType::kF32, {static_cast<int64_t>(total(specs_))}, category) {
+      data_(DType::kF32, {static_cast<int64_t>(total(specs_))}, MemCategory::kMaster) {
   std::memset(data_.data(), 0, data_.bytes());
 }
 

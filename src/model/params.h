@@ -58,9 +58,10 @@ class Gpt2Init {
 
 class GptParams {
  public:
-  // `category`: kMaster when these FP32 values are the master weights (tests, benchmarks);
-  // the trainer keeps its masters in the optimizer and passes kWeights (a working copy).
-  explicit GptParams(const GptConfig& cfg, MemCategory category = MemCategory::kMaster);
+  // FP32 values of every parameter (accounted as master weights): for tests, benchmarks,
+  // and evaluating or sampling a checkpoint's model.safetensors. Training keeps its masters
+  // in the optimizer instead, in the level's format.
+  explicit GptParams(const GptConfig& cfg);
 
   const GptConfig& config() const { return cfg_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }

@@ -1,6 +1,7 @@
 // End-to-end tests of the fp8lm command line: convert, inspect, bench cast, and the
 // handling of bad files and flags (one line on stderr, non-zero exit, outputs untouched).
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include <cmath>
@@ -41,7 +42,8 @@ class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::path(::testing::TempDir()) /
-           ("fp8lm_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+           ("fp8lm_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+            "_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }

@@ -2,6 +2,7 @@
 // a batch and fp8lm's loss, logits and gradients, and tests/torch_parity.py recomputes them
 // in float64 and requires relative error <= 1e-4 for each.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -24,7 +25,7 @@ TEST(TorchParity, Fp32LossLogitsAndGradients) {
   cfg.seq_len = 16;
   cfg.vocab_size = 100;  // padded to 128 inside fp8lm
   const size_t B = 2, T = 16, V = 100;
-  const std::string dir = ::testing::TempDir() + "/fp8lm_torch_parity";
+  const std::string dir = ::testing::TempDir() + "/fp8lm_torch_parity_" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);
 
   GptParams params(cfg);

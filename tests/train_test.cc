@@ -4,6 +4,7 @@
 #include "train/trainer.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -21,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string tmpdir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/fp8lm_train_" + name;
+  const std::string d = ::testing::TempDir() + "/fp8lm_train_" + name + "_" + std::to_string(::getpid());
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

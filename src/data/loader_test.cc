@@ -2,6 +2,7 @@
 #include "data/loader.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -15,7 +16,7 @@ namespace fp8lm {
 namespace {
 
 std::string dir() {
-  const std::string d = ::testing::TempDir() + "/fp8lm_loader";
+  const std::string d = ::testing::TempDir() + "/fp8lm_loader_" + std::to_string(::getpid());
   std::filesystem::create_directories(d);
   return d;
 }

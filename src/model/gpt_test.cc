@@ -3,6 +3,7 @@
 #include "model/gpt.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -213,7 +214,7 @@ TEST(GptModel, DeterministicAndAccumulating) {
 }
 
 TEST(GptModel, SaveLoadRoundTripAndErrors) {
-  const std::string dir = ::testing::TempDir() + "/fp8lm_gpt_io";
+  const std::string dir = ::testing::TempDir() + "/fp8lm_gpt_io_" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);
   GptParams a(small_config());
   a.init_gpt2(12);

@@ -200,6 +200,23 @@ std::string resolve_checkpoint(const std::string& path) {
   return (root / ("step-" + std::to_string(best))).string();
 }
 
+GptConfig model_config_of(const nlohmann::json& t, const std::string& where) {
+  try {
+    const auto& m = t.at("model");
+    GptConfig c;
+    c.preset = m.at("preset").get<std::string>();
+    c.n_layer = m.at("n_layer").get<int>();
+    c.n_head = m.at("n_head").get<int>();
+    c.n_embd = m.at("n_embd").get<int>();
+    c.seq_len = m.at("seq_len").get<int>();
+    c.vocab_size = m.at("vocab_size").get<int>();
+    c.validate();
+    return c;
+  } catch (const nlohmann::json::exception& e) {
+    fail(where, "/trainer.json: bad model section: ", e.what());
+  }
+}
+
 nlohmann::json read_trainer_json(const std::string& dir) {
   const std::string path = dir + "/trainer.json";
   std::ifstream f(path);

@@ -33,6 +33,8 @@ std::string resolve_checkpoint(const std::string& path);
 
 // Reads trainer.json of a checkpoint folder (errors name the file).
 nlohmann::json read_trainer_json(const std::string& dir);
+// The model configuration recorded in trainer.json (`where`: the checkpoint folder).
+GptConfig model_config_of(const nlohmann::json& trainer, const std::string& where);
 // Loads optimizer.safetensors into `opt` (shapes and state formats must match; O2 and O3
 // checkpoints are interchangeable); O3 loads only the tensors this rank owns.
 void load_optimizer(const std::string& dir, AdamW& opt);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "train/config.h"
+#include "train/inference.h"  // evaluation and sampling of checkpoints
 
 namespace fp8lm {
 
@@ -19,16 +20,5 @@ struct TrainResult {
 
 // Runs `cfg` (resuming from `resume`, a checkpoint or run folder, when not empty).
 TrainResult train(const TrainConfig& cfg, const std::string& resume);
-
-// Mean token loss of a checkpoint over `batches` sequential evaluation batches of `data`
-// (batch_size/seq_len from the checkpoint when 0), computed as trained: in the level's
-// precision on the optimizer's master weights, with the saved scaling state (the value
-// training logged as val_loss for the same windows).
-double evaluate_checkpoint(const std::string& checkpoint, const std::string& data, int batches,
-                           int batch_size, int seq_len);
-
-// Text generated from a checkpoint after `prompt`.
-std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt, int tokens,
-                              double temperature, uint64_t seed);
 
 }  // namespace fp8lm

@@ -1,0 +1,132 @@
+#include "train/inference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <vector>
+
+#include "core/check.h"
+#include "data/loader.h"
+#include "data/tokenizer.h"
+#include "tensor/safetensors.h"
+#include "train/checkpoint.h"
+#include "train/gpt_state.h"
+
+namespace fp8lm {
+namespace {
+
+std::string generate(GptParams& params, const Tokenizer& tok, const std::string& prompt, int tokens,
+                     double temperature, uint64_t seed) {
+  const GptConfig& c = params.config();
+  const size_t T = static_cast<size_t>(c.seq_len), V = static_cast<size_t>(c.vocab_size);
+  Gpt model(params, ComputeMode::kF32, 1, T, {}, /*with_grads=*/false);
+  std::vector<int32_t> ctx = tok.encode(prompt);
+  if (ctx.empty()) ctx.push_back(tok.eot());
+  std::vector<int32_t> out;
+  std::vector<float> logits(T * V);
+  std::mt19937_64 rng(seed);
+  for (int n = 0; n < tokens; ++n) {
+    std::vector<int32_t> window(T, tok.eot());  // causal: padding after the context is unseen
+    const size_t len = std::min(ctx.size(), T);
+    std::copy(ctx.end() - static_cast<long>(len), ctx.end(), window.begin());
+    model.logits(window.data(), logits.data());
+    const float* row = logits.data() + (len - 1) * V;
+    int32_t next = 0;
+    if (temperature <= 0) {
+      next = static_cast<int32_t>(std::max_element(row, row + V) - row);
+    } else {
+      const float m = *std::max_element(row, row + V);
+      std::vector<double> p(V);
+      for (size_t v = 0; v < V; ++v) p[v] = std::exp((row[v] - m) / temperature);
+      next = static_cast<int32_t>(std::discrete_distribution<size_t>(p.begin(), p.end())(rng));
+    }
+    if (next == tok.eot()) break;
+    ctx.push_back(next);
+    out.push_back(next);
+  }
+  return prompt + tok.decode(out);
+}
+
+}  // namespace
+
+double evaluate(Gpt& model, const TokenFile& data, int batches) {
+  const size_t B = model.batch(), T = model.seq();
+  DataLoader loader(data, B, T, 0);
+  const size_t n = std::min<size_t>(static_cast<size_t>(batches), loader.eval_batches());
+  if (n == 0) fail(data.path(), ": fewer than one evaluation batch of ", B, "x", T, " tokens");
+  std::vector<int32_t> in(B * T), tgt(B * T);
+  double sum = 0;
+  for (size_t j = 0; j < n; ++j) {
+    loader.eval_batch(j, in.data(), tgt.data());
+    sum += model.forward(in.data(), tgt.data());
+  }
+  return sum / static_cast<double>(n);
+}
+
+double evaluate_checkpoint(const std::string& checkpoint, const std::string& data, int batches,
+                           int batch_size, int seq_len) {
+  const std::string dir = resolve_checkpoint(checkpoint);
+  const nlohmann::json t = read_trainer_json(dir);
+  const GptConfig c = model_config_of(t, dir);
+  const TokenFile f(data, c.vocab_size);
+  const size_t B = batch_size > 0 ? static_cast<size_t>(batch_size)
+                                  : static_cast<size_t>(t.value("batch_size", 1));
+  const size_t T = seq_len > 0 ? static_cast<size_t>(seq_len) : static_cast<size_t>(c.seq_len);
+  // The model as trained: the level's compute mode on the optimizer's masters, read in
+  // place from the file, with the saved delayed-scaling state.
+  PrecisionLevel level;
+  Fp8Options fp8;
+  try {
+    level = level_from_name(t.at("level").get<std::string>());
+    const auto& o = t.at("fp8");
+    fp8.timing = o.at("recipe").get<std::string>() == "jit" ? ScalingTiming::kJustInTime
+                                                            : ScalingTiming::kDelayed;
+    fp8.window = o.at("amax_window").get<int>();
+    fp8.margin = o.at("margin").get<int>();
+  } catch (const std::exception& e) {
+    fail(dir, "/trainer.json: bad level or fp8 section: ", e.what());
+  }
+  const std::string opt_path = dir + "/optimizer.safetensors";
+  const SafetensorsFile masters(opt_path);
+  std::vector<ParamRef> refs;
+  for (const ParamSpec& s : param_layout(c)) {
+    const SafetensorsEntry* e = masters.find(s.name + ".master");
+    const SafetensorsEntry* si = masters.find(s.name + ".master_scale_inv");
+    if (e == nullptr || si == nullptr) fail(opt_path, ": missing ", s.name, ".master");
+    const DType dt = e->view.dtype;
+    if ((dt != DType::kF32 && dt != DType::kF16) || e->view.numel() != s.numel() ||
+        reinterpret_cast<uintptr_t>(e->view.data) % dtype_size(dt) != 0)
+      fail(opt_path, ": ", s.name, ".master is ", dtype_name(dt), " ", e->view.shape.str(),
+           ", the model needs f32 or f16 [", s.numel(), "], aligned");
+    if (si->view.dtype != DType::kF32 || si->view.numel() != 1)
+      fail(opt_path, ": ", s.name, ".master_scale_inv must be an F32 scalar");
+    float scale_inv;
+    std::memcpy(&scale_inv, si->view.data, sizeof scale_inv);
+    refs.push_back({e->view.data, dt, scale_inv});
+  }
+  Gpt model(c, compute_mode(level), B, T, fp8, /*with_grads=*/false);
+  const auto metas = model.scaling_metas();
+  const auto& saved = t.value("scaling", nlohmann::json::array());
+  if (saved.size() != metas.size())
+    fail(dir, "/trainer.json: ", saved.size(), " scaling states, the model has ", metas.size());
+  for (size_t i = 0; i < metas.size(); ++i)
+    scaling_from_json(saved[i], *metas[i], dir + "/trainer.json");
+  model.set_weights(std::move(refs));
+  return evaluate(model, f, batches);
+}
+
+std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt, int tokens,
+                              double temperature, uint64_t seed) {
+  const std::string dir = resolve_checkpoint(checkpoint);
+  const nlohmann::json t = read_trainer_json(dir);
+  GptParams params(model_config_of(t, dir));
+  params.load(dir + "/model.safetensors");
+  const auto tok =
+      make_tokenizer(t.value("tokenizer", "gpt2"), t.value("tokenizer_dir", "data/gpt2"));
+  return generate(params, *tok, prompt, tokens, temperature, seed);
+}
+
+}  // namespace fp8lm

@@ -1,0 +1,28 @@
+// Using a model after (or while) training it: validation loss over fixed windows, and a
+// checkpoint's loss and generated text.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "data/token_file.h"
+#include "model/gpt.h"
+
+namespace fp8lm {
+
+// Mean token loss over the first `batches` evaluation batches of the model's shape: batch
+// j is tokens [j·B·T, j·B·T + B·T + 1) of `data`. Leaves the model's training state alone.
+double evaluate(Gpt& model, const TokenFile& data, int batches);
+
+// Mean token loss of a checkpoint over `batches` sequential evaluation batches of `data`
+// (batch_size/seq_len from the checkpoint when 0), computed as trained: in the level's
+// precision on the optimizer's master weights, with the saved scaling state (the value
+// training logged as val_loss for the same windows).
+double evaluate_checkpoint(const std::string& checkpoint, const std::string& data, int batches,
+                           int batch_size, int seq_len);
+
+// Text generated from a checkpoint after `prompt` (an FP32 model on its model.safetensors).
+std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt, int tokens,
+                              double temperature, uint64_t seed);
+
+}  // namespace fp8lm

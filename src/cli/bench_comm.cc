@@ -14,14 +14,10 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/memory.h"
-#include "dist/collectives.h"
-#include "dist/fp8_reduce.h"
 #include "dist/world.h"
-#include "dist/zero.h"
-#include "kernels/cast.h"
-#include "model/params.h"
-#include "optim/adamw.h"
 #include "tensor/scaling.h"
+#include "train/grad_sync.h"
+#include "train/zero_replica.h"
 
 namespace fp8lm::cli {
 namespace {
@@ -35,65 +31,37 @@ struct BenchCommOptions {
 void run_bench_comm(const BenchCommOptions& o) {
   apply_global_options();
   const int world = dist::size(), rank = dist::rank();
-  const std::vector<ParamSpec> specs = param_layout(gpt_preset(o.preset));
+  const GptConfig cfg = gpt_preset(o.preset);
+  const std::vector<ParamSpec> specs = param_layout(cfg);
   size_t numel = 0;
   for (const ParamSpec& s : specs) numel += s.numel();
 
-  // Gradient-like values (N(0, 1e-3), different per rank) in every level's format.
+  // Gradient-like values (N(0, 1e-3), different per rank) in every level's format, averaged
+  // by the trainer's GradSync of each level; O3 also gathers the weight replicas.
   std::mt19937 rng(static_cast<uint32_t>(17 + rank));
   std::normal_distribution<float> d(0.0f, 1e-3f);
-  std::vector<Tensor> f32, e4m3, replica;
-  std::vector<float> scale_inv;
+  std::vector<Tensor> f32;
+  std::vector<ScaledTensor> e4m3;
   for (const ParamSpec& s : specs) {
     f32.emplace_back(DType::kF32, s.shape, MemCategory::kGradients);
     float* g = f32.back().as<float>();
     for (size_t i = 0; i < s.numel(); ++i) g[i] = d(rng);
-    e4m3.emplace_back(DType::kE4M3, s.shape, MemCategory::kGradients);
-    const float scale = compute_scale(kernels::amax(g, s.numel()), 448.0f, 0, true).value();
-    kernels::quantize(e4m3.back().data(), DType::kE4M3, g, s.numel(), scale);
-    scale_inv.push_back(1.0f / scale);
-    replica.emplace_back(s.linear_weight ? DType::kE4M3 : DType::kF16, s.shape,
-                         MemCategory::kWeights);
+    e4m3.emplace_back(s.shape, ScalingRecipe{}, MemCategory::kGradients);
+    quantize(e4m3.back(), g);
   }
-  std::vector<int64_t> state_bytes;
-  for (const ParamSpec& s : specs) state_bytes.push_back(static_cast<int64_t>(s.numel() * 5));
-  const dist::Placement place = dist::placement(state_bytes, world);
-
-  dist::Fp8GradReducer reducer;
-  auto fp8_spans = [&] {
-    std::vector<dist::Fp8Span> v;
-    for (size_t i = 0; i < specs.size(); ++i)
-      v.push_back({static_cast<uint8_t*>(e4m3[i].data()), specs[i].numel(), scale_inv[i]});
-    return v;
-  };
+  std::vector<Gpt::GradBuffer> f32_grads, fp8_grads;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    f32_grads.push_back({f32[i].data(), DType::kF32, specs[i].numel(), nullptr});
+    fp8_grads.push_back({e4m3[i].data.data(), DType::kE4M3, specs[i].numel(), &e4m3[i].meta});
+  }
+  ZeroReplica zero(cfg, world, rank);
+  GradSync sync[] = {GradSync(PrecisionLevel::kFP32, "auto"),
+                     GradSync(PrecisionLevel::kBF16, "auto"), GradSync(PrecisionLevel::kO2, "auto"),
+                     GradSync(PrecisionLevel::kO3, "auto", zero.owner())};
   const char* names[] = {"fp32", "bf16", "O2", "O3"};
   auto run = [&](int level) {
-    switch (level) {
-      case 0:
-      case 1: {
-        std::vector<dist::F32Span> v;
-        for (size_t i = 0; i < specs.size(); ++i)
-          v.push_back({f32[i].as<float>(), specs[i].numel()});
-        if (level == 0)
-          dist::allreduce_mean_f32(v);
-        else
-          dist::allreduce_mean_bf16(v);
-        break;
-      }
-      case 2: {
-        auto v = fp8_spans();
-        reducer.allreduce(v);
-        break;
-      }
-      default: {
-        auto v = fp8_spans();
-        reducer.reduce_to_owners(v, place.owner);
-        std::vector<dist::Fp8Span> w;
-        for (size_t i = 0; i < specs.size(); ++i)
-          w.push_back({static_cast<uint8_t*>(replica[i].data()), replica[i].bytes(), 1.0f});
-        dist::gather_from_owners(w, place.owner);
-      }
-    }
+    sync[level].average(level < 2 ? f32_grads : fp8_grads);
+    if (level == 3) zero.gather();
   };
   std::vector<std::vector<double>> times(4);
   std::vector<dist::CommBytes> bytes(4);
@@ -137,14 +105,15 @@ void run_bench_comm(const BenchCommOptions& o) {
   }
   if (!o.json) {
     std::printf("  O3 placement: state bytes per rank");
-    for (int64_t b : place.rank_bytes) std::printf(" %.1f MiB", static_cast<double>(b) / (1 << 20));
+    for (int64_t b : zero.rank_state_bytes())
+      std::printf(" %.1f MiB", static_cast<double>(b) / (1 << 20));
     std::printf("\n");
   }
   nlohmann::json j = {{"preset", o.preset},
                       {"world_size", world},
                       {"reps", o.reps},
                       {"results", rows},
-                      {"o3_rank_state_bytes", place.rank_bytes}};
+                      {"o3_rank_state_bytes", zero.rank_state_bytes()}};
   if (o.json) std::printf("%s\n", j.dump(2).c_str());
 }
 

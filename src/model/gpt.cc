@@ -360,45 +360,31 @@ float Gpt::forward_backward(const int32_t* tokens, const int32_t* targets, bool 
 
 void Gpt::logits(const int32_t* tokens, float* out) { run_forward(tokens, nullptr, false, out); }
 
-Gpt::GradView Gpt::grad(size_t spec) const {
-  FP8LM_CHECK(spec < specs_.size(), "no parameter ", spec);
+Gpt::GradBuffer Gpt::grad_buffer(size_t i) {
+  FP8LM_CHECK(i < specs_.size(), "no parameter ", i);
   FP8LM_CHECK(with_grads_, "a model built without gradients has none");
-  if (specs_[spec].linear_weight) {
-    const size_t l = (spec - 2) / kSpecsPerBlock, which = (spec - 2) % kSpecsPerBlock;
-    const Block& k = *blocks_[l];
-    const WeightGrad& g = which == 2   ? k.g_attn
-                          : which == 4 ? k.g_proj
-                          : which == 8 ? k.g_fc
-                                       : k.g_fcproj;
-    if (g.is_fp8()) return {g.e4m3.data.data(), DType::kE4M3, g.e4m3.meta.scale_inv};
-    return {g.f32.data(), DType::kF32, 1.0f};
+  const size_t n = specs_[i].numel();
+  if (specs_[i].linear_weight) {
+    Block& k = *blocks_[(i - 2) / kSpecsPerBlock];
+    const size_t which = (i - 2) % kSpecsPerBlock;
+    WeightGrad& g = which == 2 ? k.g_attn : which == 4 ? k.g_proj : which == 8 ? k.g_fc
+                                                                           : k.g_fcproj;
+    if (g.is_fp8()) return {g.e4m3.data.data(), DType::kE4M3, n, &g.e4m3.meta};
+    return {g.f32.data(), DType::kF32, n, nullptr};
   }
-  const ScaledTensor& g8 = grad8_[spec];
-  if (g8.data.data() != nullptr) return {g8.data.data(), DType::kE4M3, g8.meta.scale_inv};
-  return {grad_buf(spec), DType::kF32, 1.0f};
+  ScaledTensor& g8 = grad8_[i];
+  if (g8.data.data() != nullptr) return {g8.data.data(), DType::kE4M3, n, &g8.meta};
+  return {grad_buf(i), DType::kF32, n, nullptr};
+}
+
+Gpt::GradView Gpt::grad(size_t spec) const {
+  const GradBuffer b = const_cast<Gpt*>(this)->grad_buffer(spec);  // read only here
+  return {b.data, b.dtype, b.meta != nullptr ? b.meta->scale_inv : 1.0f};
 }
 
 std::vector<Gpt::GradBuffer> Gpt::grad_buffers() {
-  FP8LM_CHECK(with_grads_, "a model built without gradients has none");
   std::vector<GradBuffer> out;
-  for (size_t i = 0; i < specs_.size(); ++i) {
-    const size_t n = specs_[i].numel();
-    ScaledTensor* e4m3 = nullptr;
-    Tensor* f32 = nullptr;
-    if (specs_[i].linear_weight) {
-      Block& k = *blocks_[(i - 2) / kSpecsPerBlock];
-      const size_t which = (i - 2) % kSpecsPerBlock;
-      WeightGrad& g = which == 2 ? k.g_attn : which == 4 ? k.g_proj : which == 8 ? k.g_fc
-                                                                             : k.g_fcproj;
-      if (g.is_fp8()) e4m3 = &g.e4m3;
-      else f32 = &g.f32;
-    } else if (grad8_[i].data.data() != nullptr) {
-      e4m3 = &grad8_[i];
-    }
-    if (e4m3 != nullptr) out.push_back({e4m3->data.data(), DType::kE4M3, n, &e4m3->meta});
-    else if (f32 != nullptr) out.push_back({f32->data(), DType::kF32, n, nullptr});
-    else out.push_back({grad_buf(i), DType::kF32, n, nullptr});
-  }
+  for (size_t i = 0; i < specs_.size(); ++i) out.push_back(grad_buffer(i));
   return out;
 }
 

@@ -85,6 +85,7 @@ class Gpt {
 
  private:
   struct Block;
+  GradBuffer grad_buffer(size_t spec);
   const float* small(size_t spec) const { return small_.as<float>() + small_off_[spec]; }
   float* grad_buf(size_t spec) const { return grads_.as<float>() + grad_off_[spec]; }
   float run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits);

@@ -17,6 +17,14 @@ ComputeMode compute_mode(PrecisionLevel level) {
   }
 }
 
+Fp8Options fp8_options(const std::string& recipe, int amax_window, int margin) {
+  Fp8Options o;
+  o.timing = recipe == "jit" ? ScalingTiming::kJustInTime : ScalingTiming::kDelayed;
+  o.window = amax_window;
+  o.margin = margin;
+  return o;
+}
+
 std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
                                           const AdamWConfig& acfg, uint64_t seed,
                                           const std::vector<bool>& owned) {

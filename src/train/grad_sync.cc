@@ -8,17 +8,22 @@
 
 namespace fp8lm {
 
-GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner)
-    : level_(level),
-      fp8_(dist::fp8_scaling_from_name(grad_scaling).value_or(dist::Fp8Scaling::kAuto)),
-      owner_(std::move(owner)) {
-  FP8LM_CHECK(dist::fp8_scaling_from_name(grad_scaling).has_value(), "precision.grad_scaling = '",
-              grad_scaling, "': must be auto, pre, post or sqrt");
+namespace {
+
+dist::Fp8Scaling scaling_of(const std::string& name) {
+  const auto mode = dist::fp8_scaling_from_name(name);
+  FP8LM_CHECK(mode.has_value(), "precision.grad_scaling = '", name,
+              "': must be auto, pre, post or sqrt");
+  return *mode;
 }
 
-void GradSync::average(Gpt& model) {
+}  // namespace
+
+GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner)
+    : level_(level), fp8_(scaling_of(grad_scaling)), owner_(std::move(owner)) {}
+
+void GradSync::average(const std::vector<Gpt::GradBuffer>& g) {
   if (dist::size() == 1) return;
-  std::vector<Gpt::GradBuffer> g = model.grad_buffers();
   if (level_ == PrecisionLevel::kFP32 || level_ == PrecisionLevel::kBF16) {
     std::vector<dist::F32Span> spans;
     for (const Gpt::GradBuffer& b : g) {

@@ -82,10 +82,8 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
   try {
     level = level_from_name(t.at("level").get<std::string>());
     const auto& o = t.at("fp8");
-    fp8.timing = o.at("recipe").get<std::string>() == "jit" ? ScalingTiming::kJustInTime
-                                                            : ScalingTiming::kDelayed;
-    fp8.window = o.at("amax_window").get<int>();
-    fp8.margin = o.at("margin").get<int>();
+    fp8 = fp8_options(o.at("recipe").get<std::string>(), o.at("amax_window").get<int>(),
+                      o.at("margin").get<int>());
   } catch (const std::exception& e) {
     fail(dir, "/trainer.json: bad level or fp8 section: ", e.what());
   }

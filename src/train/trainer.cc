@@ -83,14 +83,6 @@ void check_memory(const GptConfig& mcfg, PrecisionLevel level) {
          "lower precision level (O2 keeps 6 bytes per parameter)");
 }
 
-Fp8Options fp8_options(const TrainConfig& c) {
-  Fp8Options o;
-  o.timing = c.recipe == "jit" ? ScalingTiming::kJustInTime : ScalingTiming::kDelayed;
-  o.window = c.amax_window;
-  o.margin = c.margin;
-  return o;
-}
-
 double peak_rss_mib() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -154,7 +146,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume) {
     acfg.beta1 = static_cast<float>(cfg.beta1);
     acfg.beta2 = static_cast<float>(cfg.beta2);
     acfg.weight_decay = static_cast<float>(cfg.weight_decay);
-    Gpt model(mcfg, compute_mode(level), B, T, fp8_options(cfg));
+    Gpt model(mcfg, compute_mode(level), B, T, fp8_options(cfg.recipe, cfg.amax_window, cfg.margin));
     check_memory(mcfg, level);
     // O3: states sharded by whole tensors; every rank computes on replicated weights.
     std::unique_ptr<ZeroReplica> replica;

@@ -52,6 +52,10 @@ void ZeroReplica::refresh(const AdamW& opt) {
     kernels::quantize(data_[i].data(), DType::kE4M3, values.data(), n, w8_scale_[i], true);
     scale_inv_[i] = 1.0f / w8_scale_[i];
   }
+  gather();
+}
+
+void ZeroReplica::gather() {
   std::vector<dist::Fp8Span> spans;  // byte payloads: F16 tensors travel as 2 bytes/element
   for (size_t i = 0; i < specs_.size(); ++i)
     spans.push_back({static_cast<uint8_t*>(data_[i].data()), data_[i].bytes(), scale_inv_[i]});

@@ -25,6 +25,8 @@ class ZeroReplica {
   // Owners rebuild their tensors' replicas from `opt` (built with owned()); then the
   // replicas are gathered from the owners (one broadcast per owner, bucketed).
   void refresh(const AdamW& opt);
+  // The gathering half of refresh(): every rank receives the owners' replicas.
+  void gather();
   // The replicas, for Gpt::set_weights (valid until the next refresh).
   std::vector<ParamRef> refs() const;
 

@@ -2,8 +2,8 @@
 (with --optimizer also a torch.optim.AdamW step, as `bench step --train` does), same preset
 and batch shape; prints JSON {tokens_per_s, step_s, threads, torch, openblas_coretype}.
 
-Run with OPENBLAS_CORETYPE=SkylakeX on AVX-512 machines (fp8lm sets it): Debian's OpenBLAS
-0.3.21 otherwise misdetects the CPU."""
+fp8lm sets OPENBLAS_CORETYPE from the CPU's features (SkylakeX with AVX-512, else Zen or
+Haswell): Debian's OpenBLAS 0.3.21 otherwise misdetects some CPUs."""
 import argparse
 import json
 import os

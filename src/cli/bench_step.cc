@@ -13,6 +13,7 @@
 
 #include "cli/bench_util.h"
 #include "cli/commands.h"
+#include "cli/openblas.h"
 #include "core/check.h"
 #include "core/memory.h"
 #include "core/parallel.h"
@@ -39,7 +40,8 @@ struct BenchStepOptions {
 // and returns its JSON line.
 nlohmann::json run_pytorch(const BenchStepOptions& o) {
   const std::string script = std::string(FP8LM_SOURCE_DIR) + "/bench/pytorch_step.py";
-  const std::string cmd = "OPENBLAS_CORETYPE=SkylakeX " + o.python + " " + script + " --preset " +
+  const std::string core = openblas_core_for_cpu();
+  const std::string cmd = (core.empty() ? "" : "OPENBLAS_CORETYPE=" + core + " ") + o.python + " " + script + " --preset " +
                           o.preset + " --batch " + std::to_string(o.batch) + " --seq " +
                           std::to_string(o.seq) + " --threads " + std::to_string(num_threads()) +
                           " --reps " + std::to_string(o.reps) + (o.train ? " --optimizer" : "");

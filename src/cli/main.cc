@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   app.fallthrough();
   app.add_option("--threads", fp8lm::cli::global_options().threads,
                  "Threads for the kernels (default: all cores)")
-      ->check(CLI::Range(1, 4096));
+      ->check(CLI::Range(1, fp8lm::kMaxThreads));
 
   fp8lm::cli::register_convert(app);
   fp8lm::cli::register_inspect(app);

@@ -2,19 +2,54 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cpuid.h>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/check.h"
 
 namespace fp8lm::cli {
 
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+bool amd_cpu() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0, &a, &b, &c, &d) == 0) return false;
+  char vendor[13] = {};
+  std::memcpy(vendor, &b, 4);
+  std::memcpy(vendor + 4, &d, 4);
+  std::memcpy(vendor + 8, &c, 4);
+  return std::strcmp(vendor, "AuthenticAMD") == 0;
+}
+
+}  // namespace
+
+std::string openblas_core_for_cpu() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return amd_cpu() ? "Zen" : "Haswell";
+  return "";
+}
+
 OpenBlas OpenBlas::load(int threads, const std::string& core) {
-  if (!core.empty()) ::setenv("OPENBLAS_CORETYPE", core.c_str(), /*overwrite=*/1);
+  OpenBlas o;
+  o.wanted = core.empty() ? openblas_core_for_cpu() : core;
+  if (!o.wanted.empty()) ::setenv("OPENBLAS_CORETYPE", o.wanted.c_str(), /*overwrite=*/1);
   void* lib = ::dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr)
     fail("cannot load OpenBLAS (libopenblas.so.0): ", ::dlerror(),
          " (scripts/setup.sh installs libopenblas-dev)");
-  OpenBlas o;
   o.sgemm = reinterpret_cast<Sgemm>(::dlsym(lib, "cblas_sgemm"));
   auto corename = reinterpret_cast<char* (*)()>(::dlsym(lib, "openblas_get_corename"));
   auto set_threads = reinterpret_cast<void (*)(int)>(::dlsym(lib, "openblas_set_num_threads"));
@@ -22,8 +57,7 @@ OpenBlas OpenBlas::load(int threads, const std::string& core) {
     fail("libopenblas.so.0 lacks cblas_sgemm/openblas_get_corename/openblas_set_num_threads");
   set_threads(threads);
   o.core = corename();
-  for (const char* c : {"SkylakeX", "Cooperlake", "SapphireRapids"})
-    if (o.core.find(c) != std::string::npos) o.avx512 = true;
+  o.as_wanted = !o.wanted.empty() && lower(o.core) == lower(o.wanted);
   return o;
 }
 

@@ -14,13 +14,14 @@
 #include "core/check.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
+#include "train/config.h"
 
 namespace fp8lm::cli {
 namespace {
 
 struct PrepareOptions {
   std::string tokenizer = "gpt2";
-  std::string tokenizer_dir = std::string(FP8LM_SOURCE_DIR) + "/data/gpt2";
+  std::string tokenizer_dir = default_tokenizer_dir();
   std::string out;
   double val_fraction = 0.1;
   std::vector<std::string> inputs;

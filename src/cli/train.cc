@@ -1,13 +1,12 @@
 // fp8lm train | eval | sample.
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/file.h"
 #include "train/trainer.h"
 
 namespace fp8lm::cli {
@@ -17,20 +16,15 @@ struct TrainOptions {
   std::string config;
   std::vector<std::string> sets;
   std::string resume;
+  bool overwrite = false;
 };
 
 void run_train(const TrainOptions& o) {
   apply_global_options();
   TrainConfig cfg;
-  if (!o.config.empty()) {
-    std::ifstream f(o.config);
-    if (!f) fail(o.config, ": cannot open");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    cfg = parse_train_config(ss.str(), o.config);
-  }
+  if (!o.config.empty()) cfg = parse_train_config(read_text_file(o.config, 1 << 20), o.config);
   apply_overrides(cfg, o.sets);
-  train(cfg, o.resume);
+  train(cfg, o.resume, o.overwrite);
 }
 
 struct EvalOptions {
@@ -55,6 +49,8 @@ void register_train(CLI::App& app) {
   sub->add_option("--set", o->sets, "Override one key: section.key=value (repeatable)");
   sub->add_option("--resume", o->resume,
                   "Continue from a checkpoint folder, or a run folder's latest checkpoint");
+  sub->add_flag("--overwrite", o->overwrite,
+               "Start afresh in a train.out_dir that already holds a run (its files are deleted)");
   sub->callback([o] { run_train(*o); });
 
   auto e = std::make_shared<EvalOptions>();

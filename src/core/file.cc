@@ -14,8 +14,12 @@
 
 namespace fp8lm {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+namespace {
+
+// Opens `path` for reading without blocking (a FIFO would wait for a writer forever) and
+// requires a regular file; returns the descriptor and its size.
+int open_regular(const std::string& path, size_t* size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -25,9 +29,39 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    fail(path, ": not a regular file");
+    fail(path, S_ISDIR(st.st_mode) ? ": is a folder, not a file" : ": not a regular file");
   }
-  size_ = static_cast<size_t>(st.st_size);
+  *size = static_cast<size_t>(st.st_size);
+  return fd;
+}
+
+}  // namespace
+
+std::string read_text_file(const std::string& path, size_t max_bytes) {
+  size_t size = 0;
+  const int fd = open_regular(path, &size);
+  if (size > max_bytes) {
+    ::close(fd);
+    fail(path, ": ", size, " bytes, more than the limit of ", max_bytes);
+  }
+  std::string text(size, '\0');
+  size_t got = 0;
+  while (got < size) {
+    const ssize_t n = ::read(fd, text.data() + got, size - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : 0;
+      ::close(fd);
+      fail(path, ": read failed", err != 0 ? std::string(": ") + std::strerror(err) : " (file shrank)");
+    }
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return text;
+}
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  const int fd = open_regular(path, &size_);
   if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
@@ -66,16 +100,12 @@ void MappedFile::release() {
   size_ = 0;
 }
 
-namespace {
-
-void fsync_dir(const std::filesystem::path& dir) {
+void fsync_dir(const std::string& dir) {
   const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return;  // best effort: some filesystems refuse directory opens
   ::fsync(fd);
   ::close(fd);
 }
-
-}  // namespace
 
 void write_file_atomic(const std::string& path, const std::function<void(const WriteFn&)>& fill) {
   static std::atomic<unsigned> counter{0};
@@ -111,7 +141,7 @@ void write_file_atomic(const std::string& path, const std::function<void(const W
     ::unlink(tmp.c_str());
     fail(path, ": cannot rename temporary file into place: ", std::strerror(err));
   }
-  fsync_dir(final_path.parent_path());
+  fsync_dir(final_path.parent_path().string());
 }
 
 }  // namespace fp8lm

@@ -30,6 +30,15 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// The whole of a regular file, read without blocking on FIFOs or devices: anything that is
+// not a regular file (a folder, a FIFO, /dev/zero), or is larger than max_bytes, is an
+// Error naming the file.
+std::string read_text_file(const std::string& path, size_t max_bytes = size_t{1} << 30);
+
+// Makes a rename or creation inside `dir` durable (best effort where the filesystem
+// refuses directory opens).
+void fsync_dir(const std::string& dir);
+
 // Streams output into `path` atomically: `fill` writes through the callback it is given;
 // the data goes to a temporary file beside `path`, which is fsynced and then renamed over
 // `path` (and the directory fsynced). On any error the temporary file is removed and

@@ -9,6 +9,10 @@
 
 namespace fp8lm {
 
+// The most threads a run may ask for: far above any CPU's cores, far below what makes the
+// OpenMP runtime fail (100000 crashed it) or spin for minutes on a small machine.
+inline constexpr int kMaxThreads = 1024;
+
 // Threads the kernels use (OpenMP's max threads; set with set_num_threads).
 inline int num_threads() { return omp_get_max_threads(); }
 inline void set_num_threads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }

@@ -1,6 +1,6 @@
 #include "data/loader.h"
 
-#include <cstring>
+#include <vector>
 
 #include "core/check.h"
 
@@ -14,13 +14,13 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-void copy_window(const uint16_t* tokens, size_t start, size_t T, int32_t* in, int32_t* tgt) {
+// Tokens [start, start + T + 1): inputs all but the last, targets shifted by one.
+void copy_window(const TokenFile& file, size_t start, size_t T, int32_t* in, int32_t* tgt) {
+  std::vector<uint16_t> w(T + 1);
+  file.read(start, T + 1, w.data());
   for (size_t t = 0; t < T; ++t) {
-    uint16_t a, b;
-    std::memcpy(&a, tokens + start + t, 2);
-    std::memcpy(&b, tokens + start + t + 1, 2);
-    in[t] = a;
-    tgt[t] = b;
+    in[t] = w[t];
+    tgt[t] = w[t + 1];
   }
 }
 
@@ -38,7 +38,7 @@ void DataLoader::train_batch(int64_t step, int32_t* inputs, int32_t* targets) co
     uint64_t h = splitmix64(seed_);
     h = splitmix64(h ^ static_cast<uint64_t>(step));
     h = splitmix64(h ^ (static_cast<uint64_t>(rank_) << 32 | b));
-    copy_window(file_.tokens(), h % span, T_, inputs + b * T_, targets + b * T_);
+    copy_window(file_, h % span, T_, inputs + b * T_, targets + b * T_);
   }
 }
 
@@ -48,7 +48,7 @@ size_t DataLoader::eval_batches() const {
 
 void DataLoader::eval_batch(size_t j, int32_t* inputs, int32_t* targets) const {
   FP8LM_CHECK(j < eval_batches(), "evaluation batch ", j, " past the end of ", file_.path());
-  copy_window(file_.tokens(), j * B_ * T_, B_ * T_, inputs, targets);
+  copy_window(file_, j * B_ * T_, B_ * T_, inputs, targets);
 }
 
 }  // namespace fp8lm

@@ -1,5 +1,7 @@
 // Token files in llm.c's format: a header of 256 int32 (magic 20240520, version 1, token
-// count, zeros), then `count` uint16 tokens. Read by memory map, validated up front.
+// count, zeros), then `count` uint16 tokens. Validated up front and read with pread, not a
+// memory map: a file truncated or rewritten while a run reads it gives an Error naming it
+// (a map would deliver SIGBUS), and every token read is checked against the vocabulary.
 #pragma once
 
 #include <cstddef>
@@ -7,7 +9,6 @@
 #include <functional>
 #include <string>
 
-#include "core/file.h"
 
 namespace fp8lm {
 
@@ -17,18 +18,24 @@ inline constexpr size_t kTokenFileHeaderBytes = 256 * sizeof(int32_t);
 
 class TokenFile {
  public:
-  // Maps and validates `path`: magic, version, count against the file size, and (when
-  // vocab_size > 0) every token < vocab_size. Errors name the file and the problem.
+  // Opens and validates `path`: a regular file, magic, version, count against the file
+  // size, and (when vocab_size > 0) every token < vocab_size. Errors name the file.
   explicit TokenFile(const std::string& path, int32_t vocab_size = 0);
-  const std::string& path() const { return map_.path(); }
+  ~TokenFile();
+  TokenFile(const TokenFile&) = delete;
+  TokenFile& operator=(const TokenFile&) = delete;
+  const std::string& path() const { return path_; }
   size_t size() const { return count_; }
-  const uint16_t* tokens() const {
-    return reinterpret_cast<const uint16_t*>(map_.data() + kTokenFileHeaderBytes);
-  }
+  // Tokens [first, first + n) into out; throws Error when the file no longer holds them or
+  // one is outside the vocabulary.
+  void read(size_t first, size_t n, uint16_t* out) const;
 
  private:
-  MappedFile map_;
+  void read_exact(size_t offset, void* out, size_t bytes) const;
+  std::string path_;
+  int fd_ = -1;
   size_t count_ = 0;
+  int32_t vocab_ = 0;
 };
 
 // Writes `count` tokens, read from `src` in order by the callback, to `path` atomically.

@@ -1,11 +1,12 @@
 #include "data/tokenizer.h"
 
 #include <climits>
-#include <fstream>
-#include <nlohmann/json.hpp>
+#include <filesystem>
 #include <sstream>
+#include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "core/file.h"
 #include "data/unicode.h"
 
 namespace fp8lm {
@@ -71,11 +72,9 @@ size_t piece_length(std::string_view s, size_t i) {
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open (scripts/setup.sh fetches the GPT-2 tokenizer files)");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  if (!std::filesystem::exists(path))
+    fail(path, ": cannot open (scripts/setup.sh fetches the GPT-2 tokenizer files)");
+  return read_text_file(path);
 }
 
 }  // namespace

@@ -2,12 +2,17 @@
 // accounted collectives (dist/world.h, dist/mpi_util.h).
 #include "dist/world.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
 #include <string>
+#include <thread>
 
 #include "core/check.h"
 #include "dist/mpi_util.h"
@@ -69,6 +74,56 @@ void record(const char* kind, size_t bytes) {
   CommBytes& c = state().comm;
   c.bytes[kind] += static_cast<int64_t>(bytes);
   c.calls[kind] += 1;
+}
+
+// The liveness bound: the main thread marks each blocking MPI call; a watchdog thread ends
+// the process when one has waited longer than the timeout (a peer stopped or hung), and
+// mpirun then ends the job. The watchdog cannot call MPI (FUNNELED: main thread only).
+struct Watchdog {
+  std::atomic<int64_t> since_ns{0};  // start of the current blocking call, 0: none
+  std::atomic<const char*> call{nullptr};
+  std::atomic<double> timeout_s{0.0};
+  std::atomic<bool> running{false};
+};
+Watchdog& watchdog() {
+  static Watchdog w;
+  return w;
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void watch_loop() {
+  Watchdog& w = watchdog();
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const int64_t since = w.since_ns.load();
+    const double limit = w.timeout_s.load();
+    if (since == 0 || limit <= 0) continue;
+    const double waited = static_cast<double>(now_ns() - since) * 1e-9;
+    if (waited <= limit) continue;
+    const State& s = state();
+    std::fprintf(stderr,
+                 "fp8lm: rank %d of %d: error: %s has waited %.0f s for the other ranks (one "
+                 "is stopped, hung or dead; limit train.comm_timeout = %g s)\n",
+                 s.rank, s.size, w.call.load(), waited, limit);
+    std::fflush(stderr);
+    ::_exit(1);
+  }
+}
+
+// Runs one blocking MPI call under the watchdog and checks its return code.
+template <typename Call>
+void blocking(const char* name, Call&& call) {
+  Watchdog& w = watchdog();
+  w.call.store(name);
+  w.since_ns.store(now_ns());
+  const int rc = call();
+  w.since_ns.store(0);
+  detail::check_mpi(rc, name);
 }
 
 size_t type_bytes(MPI_Datatype type) {
@@ -142,13 +197,30 @@ void abort(int code, std::string_view message) {
 
 void barrier() {
   if (!distributed()) return;
-  detail::check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+  blocking("MPI_Barrier", [] { return MPI_Barrier(MPI_COMM_WORLD); });
+}
+
+void set_timeout(double seconds) {
+  Watchdog& w = watchdog();
+  w.timeout_s.store(seconds);
+  if (seconds > 0 && distributed() && !w.running.exchange(true)) std::thread(watch_loop).detach();
 }
 
 void allreduce_scalars(double* values, size_t n, ScalarOp op) {
   if (size() == 1 || n == 0) return;
   const MPI_Op mpi_op = op == ScalarOp::kSum ? MPI_SUM : op == ScalarOp::kMin ? MPI_MIN : MPI_MAX;
   detail::allreduce(values, n, MPI_DOUBLE, mpi_op, "scalar");
+}
+
+void require_same(uint64_t value, const std::string& what) {
+  if (size() == 1) return;
+  // Two 32-bit halves, exact in doubles; equal everywhere iff min == max for both.
+  double lo[2] = {static_cast<double>(value >> 32), static_cast<double>(value & 0xffffffffu)};
+  double hi[2] = {lo[0], lo[1]};
+  allreduce_scalars(lo, 2, ScalarOp::kMin);
+  allreduce_scalars(hi, 2, ScalarOp::kMax);
+  if (lo[0] != hi[0] || lo[1] != hi[1])
+    fail("the ", size(), " ranks disagree on ", what, " (each rank must be started with the same one)");
 }
 
 int64_t CommBytes::total_bytes() const {
@@ -164,8 +236,8 @@ void send_bytes(int dest, const void* data, size_t bytes) {
   const auto* p = static_cast<const uint8_t*>(data);
   for (size_t off = 0; off < bytes || off == 0; off += detail::kMaxCount) {
     const size_t n = std::min(detail::kMaxCount, bytes - off);
-    detail::check_mpi(MPI_Send(p + off, as_count(n), MPI_BYTE, dest, 0, MPI_COMM_WORLD),
-                      "MPI_Send");
+    blocking("MPI_Send",
+             [&] { return MPI_Send(p + off, as_count(n), MPI_BYTE, dest, 0, MPI_COMM_WORLD); });
     record("p2p", n);
     if (bytes == 0) break;
   }
@@ -175,9 +247,9 @@ void recv_bytes(int src, void* data, size_t bytes) {
   auto* p = static_cast<uint8_t*>(data);
   for (size_t off = 0; off < bytes || off == 0; off += detail::kMaxCount) {
     const size_t n = std::min(detail::kMaxCount, bytes - off);
-    detail::check_mpi(
-        MPI_Recv(p + off, as_count(n), MPI_BYTE, src, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
-        "MPI_Recv");
+    blocking("MPI_Recv", [&] {
+      return MPI_Recv(p + off, as_count(n), MPI_BYTE, src, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    });
     record("p2p", n);
     if (bytes == 0) break;
   }
@@ -202,21 +274,24 @@ MPI_Op e4m3_sum() { return state().e4m3_sum; }
 MPI_Op bf16_sum() { return state().bf16_sum; }
 
 void allreduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, const char* kind) {
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf, as_count(count), type, op, MPI_COMM_WORLD),
-            "MPI_Allreduce");
+  blocking("MPI_Allreduce", [&] {
+    return MPI_Allreduce(MPI_IN_PLACE, buf, as_count(count), type, op, MPI_COMM_WORLD);
+  });
   record(kind, count * type_bytes(type));
 }
 
 void reduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, int root, const char* kind) {
   const bool is_root = state().rank == root;
-  check_mpi(MPI_Reduce(is_root ? MPI_IN_PLACE : buf, is_root ? buf : nullptr, as_count(count), type,
-                       op, root, MPI_COMM_WORLD),
-            "MPI_Reduce");
+  blocking("MPI_Reduce", [&] {
+    return MPI_Reduce(is_root ? MPI_IN_PLACE : buf, is_root ? buf : nullptr, as_count(count), type,
+                      op, root, MPI_COMM_WORLD);
+  });
   record(kind, count * type_bytes(type));
 }
 
 void bcast(void* buf, size_t count, MPI_Datatype type, int root, const char* kind) {
-  check_mpi(MPI_Bcast(buf, as_count(count), type, root, MPI_COMM_WORLD), "MPI_Bcast");
+  blocking("MPI_Bcast",
+           [&] { return MPI_Bcast(buf, as_count(count), type, root, MPI_COMM_WORLD); });
   record(kind, count * type_bytes(type));
 }
 

@@ -29,6 +29,12 @@ int size();
 
 void barrier();
 
+// Liveness bound of every blocking call (collectives, send, receive): one that waits more
+// than `seconds` for the other ranks prints "fp8lm: rank R of N: error: CALL has waited …"
+// and ends this process, which ends the job, so a stopped or hung rank cannot hang the
+// others forever. 0 (the default) waits without bound. No effect without MPI.
+void set_timeout(double seconds);
+
 // Point-to-point bytes (checkpoints of sharded states reach rank 0 this way); both sides
 // must agree on the sizes. Recorded as kind "p2p".
 void send_bytes(int dest, const void* data, size_t bytes);
@@ -38,6 +44,10 @@ enum class ScalarOp : uint8_t { kSum, kMin, kMax };
 // values[i] = op over the ranks of values[i] (doubles: counts below 2^53 are exact).
 // Recorded as kind "scalar"; with one rank, no call.
 void allreduce_scalars(double* values, size_t n, ScalarOp op);
+
+// Fails on every rank (Error) unless all ranks pass the same value: ranks started with
+// different configurations would otherwise exchange buffers of different sizes or formats.
+void require_same(uint64_t value, const std::string& what);
 
 // What this rank handed to MPI, per collective kind: "allreduce_f32", "allreduce_bf16",
 // "allreduce_fp8", "reduce_fp8", "allgather" (O3 weights from their owners), "scalar"

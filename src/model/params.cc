@@ -117,6 +117,9 @@ void GptParams::load(const std::string& path) {
     if (!is_float(e->view.dtype))
       fail(path, ": ", s.name, " has dtype ", dtype_name(e->view.dtype), ", need a float type");
     kernels::dequantize(at(i), e->view.data, e->view.dtype, e->view.numel(), 1.0f);
+    const float* v = at(i);
+    for (int64_t k = 0; k < e->view.numel(); ++k)
+      if (!std::isfinite(v[k])) fail(path, ": ", s.name, "[", k, "] is not finite (", v[k], ")");
   }
 }
 

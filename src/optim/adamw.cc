@@ -139,14 +139,32 @@ StepResult AdamW::step(const std::vector<GradRef>& grads, float lr, float grad_m
   a.bias_corr1 = 1.0f - static_cast<float>(std::pow(cfg_.beta1, static_cast<double>(t_)));
   a.bias_corr2 = 1.0f - static_cast<float>(std::pow(cfg_.beta2, static_cast<double>(t_)));
   a.grad_mul = grad_mul * clip_mul;
+  // Pass 1 over every tensor first: an update that would make any state non-finite (an
+  // overflow the gradient check cannot see) is refused before anything is written.
+  std::vector<kernels::AdamWScales> amaxes(params_.size(), {0.0f, 0.0f, 0.0f});
+  double bad = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Param& p = params_[i];
+    if (!p.owned) continue;
+    a.decay = p.decay ? lr * cfg_.weight_decay : 0.0f;
+    const kernels::AdamWScales m = kernels::adamw_amax(p.master.ref(), p.m1.ref(), p.m2.ref(),
+                                                       grads[i].data, grads[i].dtype,
+                                                       grads[i].scale_inv, p.numel, a);
+    if (!std::isfinite(m.master) || !std::isfinite(m.m1) || !std::isfinite(m.m2)) bad = 1;
+    amaxes[i] = m;
+  }
+  if (reduce_sq_) reduce_sq_(&bad, 1);  // sharded: every rank skips together
+  if (bad != 0) {
+    --t_;
+    ++skipped_;
+    return {norm, true};
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];
     if (!p.owned) continue;
     a.decay = p.decay ? lr * cfg_.weight_decay : 0.0f;
     const auto master = p.master.ref(), m1 = p.m1.ref(), m2 = p.m2.ref();
-    // Pass 1: the amaxes of the updated states; pass 2 recomputes and stores them.
-    const kernels::AdamWScales amax = kernels::adamw_amax(
-        master, m1, m2, grads[i].data, grads[i].dtype, grads[i].scale_inv, p.numel, a);
+    const kernels::AdamWScales& amax = amaxes[i];
     const kernels::AdamWScales s{storage_scale(master.dtype, amax.master, master.scale_inv),
                                  storage_scale(m1.dtype, amax.m1, m1.scale_inv),
                                  storage_scale(m2.dtype, amax.m2, m2.scale_inv)};

@@ -53,7 +53,7 @@ struct StoredTensor {
 
 struct StepResult {
   double grad_norm;  // global L2 norm of the (dequantized) gradients, before clipping
-  bool skipped;      // non-finite gradients: nothing was updated
+  bool skipped;      // non-finite gradients or update: nothing was updated
 };
 
 class AdamW {
@@ -92,8 +92,9 @@ class AdamW {
   int64_t skipped_steps() const { return skipped_; }
 
   // One update with learning rate lr. Gradients are scaled by grad_mul (e.g. 1/accumulation)
-  // and then clipped to global norm `clip` (0: no clipping). A non-finite norm skips the
-  // update (weights and moments unchanged, the step counter does not advance).
+  // and then clipped to global norm `clip` (0: no clipping). A non-finite norm, or an update
+  // that would make any state non-finite, skips the step (weights and moments unchanged,
+  // the step counter does not advance; skipped_steps() counts it).
   StepResult step(const std::vector<GradRef>& grads, float lr, float grad_mul = 1.0f,
                   float clip = 0.0f);
   // Restores the counters of a checkpointed optimizer (states are restored in params()).

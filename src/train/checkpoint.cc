@@ -3,11 +3,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/check.h"
 #include "core/file.h"
@@ -26,6 +26,62 @@ void write_text_atomic(const std::string& path, const std::string& text) {
 
 }  // namespace
 
+namespace {
+
+using nlohmann::json;
+
+// Strict readers of untrusted JSON: the type must be the one written (nlohmann would
+// convert 1.5 to 1, or a huge double to an int with undefined behaviour) and the value
+// in range. `where` names the file and the path to the object.
+const json& member(const json& obj, const char* key, const std::string& where) {
+  if (!obj.is_object()) fail(where, ": expected an object");
+  const auto it = obj.find(key);
+  if (it == obj.end()) fail(where, ".", key, ": missing");
+  return *it;
+}
+
+int64_t int_member(const json& obj, const char* key, int64_t lo, int64_t hi,
+                   const std::string& where) {
+  const json& v = member(obj, key, where);
+  int64_t x = 0;
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    x = u > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(u);
+  } else if (v.is_number_integer()) {
+    x = v.get<int64_t>();
+  } else {
+    fail(where, ".", key, ": expected an integer, got ", v.dump());
+  }
+  if (x < lo || x > hi) fail(where, ".", key, " = ", x, ": must be in [", lo, ", ", hi, "]");
+  return x;
+}
+
+float float_member(const json& obj, const char* key, const std::string& where) {
+  const json& v = member(obj, key, where);
+  if (!v.is_number()) fail(where, ".", key, ": expected a number, got ", v.dump());
+  const double d = v.get<double>();
+  const float f = static_cast<float>(d);
+  if (!std::isfinite(d) || !std::isfinite(f)) fail(where, ".", key, " = ", d, ": not a finite float");
+  return f;
+}
+
+bool bool_member(const json& obj, const char* key, const std::string& where) {
+  const json& v = member(obj, key, where);
+  if (!v.is_boolean()) fail(where, ".", key, ": expected true or false, got ", v.dump());
+  return v.get<bool>();
+}
+
+std::string string_member(const json& obj, const char* key, const std::string& where) {
+  const json& v = member(obj, key, where);
+  if (!v.is_string()) fail(where, ".", key, ": expected a string, got ", v.dump());
+  return v.get<std::string>();
+}
+
+// A scale as compute_scale makes them: a normal float in [2^-126, 2^126].
+bool valid_scale(float s) { return s >= std::ldexp(1.0f, -126) && s <= std::ldexp(1.0f, 126); }
+
+}  // namespace
+
 nlohmann::json scaling_to_json(const ScalingMeta& m) {
   return {{"scale", m.scale},
           {"scale_inv", m.scale_inv},
@@ -39,21 +95,60 @@ nlohmann::json scaling_to_json(const ScalingMeta& m) {
 }
 
 void scaling_from_json(const nlohmann::json& j, ScalingMeta& m, const std::string& where) {
-  try {
-    const auto h = j.at("history").get<std::vector<float>>();
-    if (h.size() != m.amax_history.size())
-      fail(where, ": amax history of ", h.size(), " entries, the run uses ", m.amax_history.size());
-    m.scale = j.at("scale").get<float>();
-    m.scale_inv = j.at("scale_inv").get<float>();
-    m.amax_history = h;
-    m.history_filled = j.at("filled").get<int>();
-    m.history_pos = j.at("pos").get<int>();
-    m.jit_next = j.at("jit_next").get<bool>();
-    m.counter = j.at("counter").get<int64_t>();
-    m.zero_amax = j.at("zero_amax").get<int64_t>();
-    m.nonfinite_amax = j.at("nonfinite_amax").get<int64_t>();
-  } catch (const nlohmann::json::exception& e) {
-    fail(where, ": bad scaling state: ", e.what());
+  const int64_t window = m.recipe.window;
+  const json& h = member(j, "history", where);
+  if (!h.is_array() || h.size() != static_cast<size_t>(window))
+    fail(where, ".history: expected ", window, " amax values (the run's amax_window), got ",
+         h.is_array() ? std::to_string(h.size()) + " values" : h.dump());
+  std::vector<float> history(h.size());
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (!h[i].is_number()) fail(where, ".history[", i, "]: expected a number, got ", h[i].dump());
+    const double d = h[i].get<double>();
+    history[i] = static_cast<float>(d);
+    if (!(d >= 0) || !std::isfinite(history[i]))
+      fail(where, ".history[", i, "] = ", d, ": an amax must be finite and >= 0");
+  }
+  ScalingMeta r = m;
+  r.scale = float_member(j, "scale", where);
+  r.scale_inv = float_member(j, "scale_inv", where);
+  if (!valid_scale(r.scale) || r.scale_inv != 1.0f / r.scale)
+    fail(where, ": scale ", r.scale, " and scale_inv ", r.scale_inv,
+         " are not a pair of reciprocal scales in [2^-126, 2^126]");
+  r.amax_history = std::move(history);
+  r.history_filled = static_cast<int>(int_member(j, "filled", 0, window, where));
+  r.history_pos = static_cast<int>(int_member(j, "pos", 0, window - 1, where));
+  r.jit_next = bool_member(j, "jit_next", where);
+  r.counter = int_member(j, "counter", 0, INT64_MAX / 2, where);
+  r.zero_amax = int_member(j, "zero_amax", 0, r.counter, where);
+  r.nonfinite_amax = int_member(j, "nonfinite_amax", 0, r.counter, where);
+  // Finite amaxes (counter - nonfinite) fill the ring in order: its fill and position are
+  // functions of that count, and slots never written are zero.
+  const int64_t finite = r.counter - r.nonfinite_amax;
+  if (r.zero_amax > finite)
+    fail(where, ": zero_amax ", r.zero_amax, " exceeds the finite amaxes recorded (", finite, ")");
+  if (r.history_filled != std::min(finite, window) || r.history_pos != finite % window)
+    fail(where, ": filled ", r.history_filled, " and pos ", r.history_pos, " do not follow from ",
+         finite, " recorded amaxes in a window of ", window);
+  for (int64_t i = r.history_filled; i < window; ++i)
+    if (r.amax_history[static_cast<size_t>(i)] != 0.0f)
+      fail(where, ".history[", i, "]: set although only ", r.history_filled, " were recorded");
+  m = std::move(r);
+}
+
+void check_state_values(const std::string& path, const std::string& name, const void* data,
+                        DType dtype, size_t numel, float scale_inv) {
+  if (!(scale_inv > 0) || !std::isfinite(scale_inv))
+    fail(path, ": ", name, "_scale_inv = ", scale_inv, ": must be finite and > 0");
+  constexpr size_t kChunk = size_t{1} << 14;
+  std::vector<float> buf(std::min(kChunk, numel));
+  const size_t es = dtype_size(dtype);
+  const auto* src = static_cast<const uint8_t*>(data);
+  for (size_t i0 = 0; i0 < numel; i0 += kChunk) {
+    const size_t k = std::min(kChunk, numel - i0);
+    kernels::dequantize(buf.data(), src + i0 * es, dtype, k, scale_inv);
+    for (size_t i = 0; i < k; ++i)
+      if (!std::isfinite(buf[i]))
+        fail(path, ": ", name, "[", i0 + i, "] is not finite (", buf[i], ")");
   }
 }
 
@@ -137,16 +232,10 @@ void send_checkpoint_states(const AdamW& opt, const std::vector<int>& owner) {
       for (int which = 0; which < 3; ++which) send_state(opt.params()[i], which);
 }
 
-std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptConfig& cfg,
-                            const AdamW& opt, const nlohmann::json& trainer,
-                            const std::vector<int>& owner) {
-  const fs::path root = fs::path(out_dir) / "checkpoints";
-  fs::create_directories(root);
-  const fs::path final_dir = root / ("step-" + std::to_string(step));
-  const fs::path tmp =
-      root / (".step-" + std::to_string(step) + ".tmp-" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+namespace {
+
+void write_checkpoint_files(const fs::path& tmp, const GptConfig& cfg, const AdamW& opt,
+                            const nlohmann::json& trainer, const std::vector<int>& owner) {
   save_model_values((tmp / "model.safetensors").string(), cfg, opt, owner);
   if (std::getenv("FP8LM_TEST_CRASH_IN_CHECKPOINT") != nullptr) std::abort();  // tests only
 
@@ -175,11 +264,48 @@ std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptC
                               {"steps", std::to_string(opt.step_count())},
                               {"skipped", std::to_string(opt.skipped_steps())}});
   write_text_atomic((tmp / "trainer.json").string(), trainer.dump(2) + "\n");
-  // Complete: move it into place (an older copy of the same step is replaced).
-  if (fs::exists(final_dir)) fs::remove_all(final_dir);
+  fsync_dir(tmp.string());
+}
+
+}  // namespace
+
+void remove_stale_checkpoint_temps(const std::string& out_dir) {
+  // Garbage of interrupted writes: the run folder is locked, so no other writer uses one.
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  if (!fs::is_directory(root)) return;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.path().filename().string().starts_with(".step-")) fs::remove_all(e.path());
+}
+
+std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptConfig& cfg,
+                            const AdamW& opt, const nlohmann::json& trainer,
+                            const std::vector<int>& owner) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  fs::create_directories(root);
+  const std::string name = "step-" + std::to_string(step);
+  const fs::path final_dir = root / name;
+  remove_stale_checkpoint_temps(out_dir);
+  const fs::path tmp = root / ("." + name + ".tmp-" + std::to_string(::getpid()));
+  fs::create_directories(tmp);
+  try {
+    write_checkpoint_files(tmp, cfg, opt, trainer, owner);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  // Complete: move it into place. An older copy of the same step (a resumed run saving it
+  // again) is moved aside first and removed only after the new one is in place.
+  const fs::path old = root / ("." + name + ".old-" + std::to_string(::getpid()));
+  const bool replace = fs::exists(final_dir);
+  if (replace) fs::rename(final_dir, old);
   fs::rename(tmp, final_dir);
+  fsync_dir(root.string());
+  if (replace) fs::remove_all(old);
   return final_dir.string();
 }
+
+
 
 std::string resolve_checkpoint(const std::string& path) {
   const fs::path p(path);
@@ -201,32 +327,131 @@ std::string resolve_checkpoint(const std::string& path) {
 }
 
 GptConfig model_config_of(const nlohmann::json& t, const std::string& where) {
+  const std::string w = where + "/trainer.json: model";
+  const json& m = member(t, "model", where + "/trainer.json");
+  GptConfig c;
+  c.preset = string_member(m, "preset", w);
+  c.n_layer = static_cast<int>(int_member(m, "n_layer", 1, 1000, w));
+  c.n_head = static_cast<int>(int_member(m, "n_head", 1, 1 << 16, w));
+  c.n_embd = static_cast<int>(int_member(m, "n_embd", 1, 1 << 16, w));
+  c.seq_len = static_cast<int>(int_member(m, "seq_len", 1, 1 << 16, w));
+  c.vocab_size = static_cast<int>(int_member(m, "vocab_size", 1, 1 << 24, w));
   try {
-    const auto& m = t.at("model");
-    GptConfig c;
-    c.preset = m.at("preset").get<std::string>();
-    c.n_layer = m.at("n_layer").get<int>();
-    c.n_head = m.at("n_head").get<int>();
-    c.n_embd = m.at("n_embd").get<int>();
-    c.seq_len = m.at("seq_len").get<int>();
-    c.vocab_size = m.at("vocab_size").get<int>();
     c.validate();
-    return c;
-  } catch (const nlohmann::json::exception& e) {
-    fail(where, "/trainer.json: bad model section: ", e.what());
+  } catch (const Error& e) {
+    fail(w, ": ", e.what());
   }
+  return c;
+}
+
+nlohmann::json trainer_json(const TrainerState& s) {
+  return {{"step", s.step},
+          {"seed", s.seed},
+          {"level", s.level},
+          {"batch_size", s.batch_size},
+          {"grad_accum", s.grad_accum},
+          {"data", {{"train", s.train_path}, {"next_step", s.step}}},
+          {"model",
+           {{"preset", s.model.preset},
+            {"n_layer", s.model.n_layer},
+            {"n_head", s.model.n_head},
+            {"n_embd", s.model.n_embd},
+            {"seq_len", s.model.seq_len},
+            {"vocab_size", s.model.vocab_size}}},
+          {"fp8", {{"recipe", s.recipe}, {"amax_window", s.amax_window}, {"margin", s.margin}}},
+          {"tokenizer", s.tokenizer},
+          {"tokenizer_dir", s.tokenizer_dir},
+          {"world_size", s.world_size},
+          {"grad_scaling_mu", s.grad_scaling_mu},
+          {"scaling", s.scaling}};
+}
+
+TrainerState read_trainer_state(const std::string& dir) {
+  const json t = read_trainer_json(dir);
+  const std::string w = dir + "/trainer.json";
+  if (!t.is_object()) fail(w, ": expected a JSON object");
+  TrainerState s;
+  s.step = int_member(t, "step", 0, INT32_MAX, w);
+  const std::string folder = fs::path(dir).lexically_normal().filename().string();
+  if (folder.starts_with("step-") && folder != "step-" + std::to_string(s.step))
+    fail(w, ".step = ", s.step, ": the checkpoint folder is ", folder);
+  s.seed = int_member(t, "seed", INT64_MIN, INT64_MAX, w);
+  s.level = string_member(t, "level", w);
+  try {
+    level_from_name(s.level);
+  } catch (const Error& e) {
+    fail(w, ".level: ", e.what());
+  }
+  s.batch_size = static_cast<int>(int_member(t, "batch_size", 1, 1 << 20, w));
+  s.grad_accum = static_cast<int>(int_member(t, "grad_accum", 1, 1 << 20, w));
+  const json& data = member(t, "data", w);
+  s.train_path = string_member(data, "train", w + ": data");
+  if (int_member(data, "next_step", 0, INT32_MAX, w + ": data") != s.step)
+    fail(w, ": data.next_step differs from step ", s.step);
+  s.model = model_config_of(t, dir);
+  const json& fp8 = member(t, "fp8", w);
+  s.recipe = string_member(fp8, "recipe", w + ": fp8");
+  if (s.recipe != "delayed" && s.recipe != "jit")
+    fail(w, ": fp8.recipe = '", s.recipe, "': must be delayed or jit");
+  s.amax_window = static_cast<int>(int_member(fp8, "amax_window", 1, 1024, w + ": fp8"));
+  s.margin = static_cast<int>(int_member(fp8, "margin", 0, 8, w + ": fp8"));
+  s.tokenizer = string_member(t, "tokenizer", w);
+  if (s.tokenizer != "gpt2" && s.tokenizer != "byte")
+    fail(w, ".tokenizer = '", s.tokenizer, "': must be gpt2 or byte");
+  s.tokenizer_dir = string_member(t, "tokenizer_dir", w);
+  s.world_size = static_cast<int>(int_member(t, "world_size", 1, 1 << 20, w));
+  s.grad_scaling_mu = float_member(t, "grad_scaling_mu", w);
+  if (!(s.grad_scaling_mu > 0)) fail(w, ".grad_scaling_mu = ", s.grad_scaling_mu, ": must be > 0");
+  s.scaling = member(t, "scaling", w);
+  if (!s.scaling.is_array()) fail(w, ".scaling: expected an array");
+  return s;
+}
+
+void restore_scaling(const TrainerState& s, const std::vector<ScalingMeta*>& metas,
+                     const std::string& dir) {
+  const std::string w = dir + "/trainer.json";
+  if (s.scaling.size() != metas.size())
+    fail(w, ": ", s.scaling.size(), " scaling states, the model has ", metas.size(),
+         " (another precision level?)");
+  for (size_t i = 0; i < metas.size(); ++i)
+    scaling_from_json(s.scaling[i], *metas[i], w + ": scaling[" + std::to_string(i) + "]");
 }
 
 nlohmann::json read_trainer_json(const std::string& dir) {
   const std::string path = dir + "/trainer.json";
-  std::ifstream f(path);
-  if (!f) fail(path, ": cannot open");
+  const std::string text = read_text_file(path, 64 << 20);
   try {
-    return nlohmann::json::parse(f);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": not valid JSON: ", e.what());
   }
 }
+
+namespace {
+
+// A non-negative decimal count in the file's metadata.
+int64_t counter_metadata(const SafetensorsFile& f, const std::string& key) {
+  const auto it = f.metadata().find(key);
+  const std::string v = it == f.metadata().end() ? "" : it->second;
+  if (v.empty() || v.size() > 12 || v.find_first_not_of("0123456789") != std::string::npos)
+    fail(f.path(), ": metadata ", key, " = '", v, "': expected a count");
+  return std::stoll(v);
+}
+
+// True when a stored second moment has a negative value (its sign bit set and not zero).
+bool any_negative(const ConstTensorView& v) {
+  const size_t n = static_cast<size_t>(v.numel()), es = dtype_size(v.dtype);
+  const auto* p = static_cast<const uint8_t*>(v.data);
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t bits = 0;
+    std::memcpy(&bits, p + i * es, es);
+    const uint64_t sign = uint64_t{1} << (8 * es - 1);
+    if ((bits & sign) != 0 && (bits & (sign - 1)) != 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 void load_optimizer(const std::string& dir, AdamW& opt) {
   const std::string path = dir + "/optimizer.safetensors";
@@ -258,15 +483,16 @@ void load_optimizer(const std::string& dir, AdamW& opt) {
              ", the run needs ", dtype_name(st->data.dtype()), " [", st->data.numel(), "]");
       if (s->view.dtype != DType::kF32 || s->view.numel() != 1)
         fail(path, ": ", name, "_scale_inv must be an F32 scalar");
+      float scale_inv;
+      std::memcpy(&scale_inv, s->view.data, sizeof(float));
+      check_state_values(path, name, e->view.data, e->view.dtype, e->view.numel(), scale_inv);
+      if (std::strcmp(what, "m2") == 0 && any_negative(e->view))
+        fail(path, ": ", name, " has negative values (a second moment is >= 0)");
       std::memcpy(st->data.data(), e->view.data, e->view.bytes());
-      std::memcpy(&st->scale_inv, s->view.data, sizeof(float));
+      st->scale_inv = scale_inv;
     }
   }
-  try {
-    opt.restore_counters(std::stoll(meta.at("steps")), std::stoll(meta.at("skipped")));
-  } catch (const std::exception&) {
-    fail(path, ": bad or missing steps/skipped metadata");
-  }
+  opt.restore_counters(counter_metadata(f, "steps"), counter_metadata(f, "skipped"));
 }
 
 }  // namespace fp8lm

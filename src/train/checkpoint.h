@@ -28,10 +28,37 @@ std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptC
                             const std::vector<int>& owner = {});
 void send_checkpoint_states(const AdamW& opt, const std::vector<int>& owner);
 
+// Removes out_dir/checkpoints/.step-* (temporary folders of interrupted writes).
+void remove_stale_checkpoint_temps(const std::string& out_dir);
+
 // A checkpoint folder, or a run folder (meaning its latest complete checkpoint).
 std::string resolve_checkpoint(const std::string& path);
 
-// Reads trainer.json of a checkpoint folder (errors name the file).
+// trainer.json: the training state that is not in the safetensors files. It is written and
+// read only here; reading checks every field's type and range (a checkpoint is untrusted
+// input), so a bad file is an Error naming the file and the field.
+struct TrainerState {
+  int64_t step = 0;  // optimizer steps done (steps + skipped of optimizer.safetensors)
+  int64_t seed = 0;
+  std::string level;
+  int batch_size = 1, grad_accum = 1;
+  std::string train_path;
+  GptConfig model;
+  std::string recipe = "delayed";
+  int amax_window = 16, margin = 0;
+  std::string tokenizer = "gpt2", tokenizer_dir;
+  int world_size = 1;
+  float grad_scaling_mu = 1.0f;
+  nlohmann::json scaling = nlohmann::json::array();  // one scaling_to_json per model meta
+};
+nlohmann::json trainer_json(const TrainerState& s);
+// Reads and validates dir/trainer.json; `step` must match a step-N folder name.
+TrainerState read_trainer_state(const std::string& dir);
+// Restores the model's scaling states from s.scaling (counts and each state validated).
+void restore_scaling(const TrainerState& s, const std::vector<ScalingMeta*>& metas,
+                     const std::string& dir);
+
+// Reads trainer.json of a checkpoint folder as JSON (errors name the file).
 nlohmann::json read_trainer_json(const std::string& dir);
 // The model configuration recorded in trainer.json (`where`: the checkpoint folder).
 GptConfig model_config_of(const nlohmann::json& trainer, const std::string& where);
@@ -40,6 +67,13 @@ GptConfig model_config_of(const nlohmann::json& trainer, const std::string& wher
 void load_optimizer(const std::string& dir, AdamW& opt);
 
 nlohmann::json scaling_to_json(const ScalingMeta& m);
+// Restores one scaling state, checking types, ranges and the invariants that tie the ring
+// buffer's position and fill to the counters (a state no run could produce is an Error).
 void scaling_from_json(const nlohmann::json& j, ScalingMeta& m, const std::string& where);
+
+// Every number read back from a checkpoint's states must be finite, and every scale_inv
+// finite and > 0 (a NaN, zero or negative scale from disk would poison the run).
+void check_state_values(const std::string& path, const std::string& name, const void* data,
+                        DType dtype, size_t numel, float scale_inv);
 
 }  // namespace fp8lm

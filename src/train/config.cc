@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "core/parallel.h"
 
 namespace fp8lm {
 namespace {
@@ -79,6 +80,7 @@ const std::vector<Key>& keys() {
       key("train.seed", &TrainConfig::seed),
       key("train.out_dir", &TrainConfig::out_dir),
       key("train.threads", &TrainConfig::threads),
+      key("train.comm_timeout", &TrainConfig::comm_timeout),
       key("precision.level", &TrainConfig::level),
       key("precision.recipe", &TrainConfig::recipe),
       key("precision.amax_window", &TrainConfig::amax_window),
@@ -108,24 +110,27 @@ GptConfig TrainConfig::model() const {
 
 void TrainConfig::validate() const {
   model();
-  auto positive = [](const char* k, double v) {
-    if (!(v > 0)) fail(k, " = ", v, ": must be > 0");
+  // Bounds keep every product the trainer forms finite (lr · weight_decay, B · T · accum):
+  // an infinite or absurd value would only reach the weights as NaN.
+  auto in_range = [](const char* k, double v, double lo, double hi, const char* note = "") {
+    if (!(v >= lo && v <= hi)) fail(k, " = ", v, ": must be in [", lo, ", ", hi, "]", note);
   };
-  positive("train.batch_size", batch_size);
-  positive("train.grad_accum", grad_accum);
-  positive("train.steps", steps);
-  positive("train.lr", lr);
+  in_range("train.batch_size", batch_size, 1, 1 << 20);
+  in_range("train.grad_accum", grad_accum, 1, 1 << 20);
+  in_range("train.steps", steps, 1, INT32_MAX);
+  if (!(lr > 0 && lr <= 10)) fail("train.lr = ", lr, ": must be in (0, 10]");
   if (!(min_lr >= 0 && min_lr <= lr)) fail("train.min_lr = ", min_lr, ": must be in [0, train.lr]");
   if (warmup_steps < 0) fail("train.warmup_steps = ", warmup_steps, ": must be >= 0");
-  if (!(weight_decay >= 0)) fail("train.weight_decay = ", weight_decay, ": must be >= 0");
+  in_range("train.weight_decay", weight_decay, 0, 100);
   if (!(beta1 >= 0 && beta1 < 1)) fail("train.beta1 = ", beta1, ": must be in [0, 1)");
   if (!(beta2 >= 0 && beta2 < 1)) fail("train.beta2 = ", beta2, ": must be in [0, 1)");
-  if (!(grad_clip >= 0)) fail("train.grad_clip = ", grad_clip, ": must be >= 0 (0: off)");
+  in_range("train.grad_clip", grad_clip, 0, 1e6, " (0: off)");
+  in_range("train.comm_timeout", comm_timeout, 0, 1e6, " seconds (0: no bound)");
   if (eval_every < 0) fail("train.eval_every = ", eval_every, ": must be >= 0 (0: off)");
   if (eval_batches < 1) fail("train.eval_batches = ", eval_batches, ": must be >= 1");
   if (checkpoint_every < 0)
     fail("train.checkpoint_every = ", checkpoint_every, ": must be >= 0 (0: only at the end)");
-  if (threads < 0) fail("train.threads = ", threads, ": must be >= 0 (0: all cores)");
+  in_range("train.threads", threads, 0, kMaxThreads, " (0: all cores)");
   if (out_dir.empty()) fail("train.out_dir: must not be empty");
   precision_level();
   if (tokenizer != "gpt2" && tokenizer != "byte")
@@ -138,6 +143,12 @@ void TrainConfig::validate() const {
   if (grad_scaling != "auto" && grad_scaling != "pre" && grad_scaling != "post" &&
       grad_scaling != "sqrt")
     fail("precision.grad_scaling = '", grad_scaling, "': must be auto, pre, post or sqrt");
+}
+
+std::string default_tokenizer_dir() { return std::string(FP8LM_SOURCE_DIR) + "/data/gpt2"; }
+
+std::string TrainConfig::tokenizer_path() const {
+  return tokenizer_dir.empty() ? default_tokenizer_dir() : tokenizer_dir;
 }
 
 std::string TrainConfig::to_toml() const {

@@ -20,7 +20,7 @@ struct TrainConfig {
   std::string train_path = "data/brown/train.bin";
   std::string val_path = "data/brown/val.bin";
   std::string tokenizer = "gpt2";
-  std::string tokenizer_dir = "data/gpt2";
+  std::string tokenizer_dir;  // empty: the GPT-2 tables scripts/setup.sh fetched
   // [train]
   int batch_size = 16;
   int grad_accum = 1;
@@ -37,6 +37,7 @@ struct TrainConfig {
   int64_t seed = 1337;
   std::string out_dir = "runs/default";
   int threads = 0;
+  double comm_timeout = 900;  // seconds a rank waits for the others in one call (0: no bound)
   // [precision]
   std::string level = "O2";
   std::string recipe = "delayed";  // delayed | jit (activations and output gradients)
@@ -50,7 +51,13 @@ struct TrainConfig {
   void validate() const;
   // Resolved configuration as TOML text (every key).
   std::string to_toml() const;
+  // data.tokenizer_dir, or the default location of the GPT-2 tables when it is empty.
+  std::string tokenizer_path() const;
 };
+
+// Where scripts/setup.sh puts GPT-2's encoder.json and vocab.bpe (the source tree's
+// data/gpt2), so commands find them from any working folder.
+std::string default_tokenizer_dir();
 
 // Parses TOML text (`origin` names it in errors) over the defaults.
 TrainConfig parse_train_config(const std::string& text, const std::string& origin);

@@ -13,6 +13,7 @@
 #include "data/tokenizer.h"
 #include "tensor/safetensors.h"
 #include "train/checkpoint.h"
+#include "train/config.h"
 #include "train/gpt_state.h"
 
 namespace fp8lm {
@@ -69,24 +70,15 @@ double evaluate(Gpt& model, const TokenFile& data, int batches) {
 double evaluate_checkpoint(const std::string& checkpoint, const std::string& data, int batches,
                            int batch_size, int seq_len) {
   const std::string dir = resolve_checkpoint(checkpoint);
-  const nlohmann::json t = read_trainer_json(dir);
-  const GptConfig c = model_config_of(t, dir);
+  const TrainerState t = read_trainer_state(dir);
+  const GptConfig& c = t.model;
   const TokenFile f(data, c.vocab_size);
-  const size_t B = batch_size > 0 ? static_cast<size_t>(batch_size)
-                                  : static_cast<size_t>(t.value("batch_size", 1));
-  const size_t T = seq_len > 0 ? static_cast<size_t>(seq_len) : static_cast<size_t>(c.seq_len);
+  const size_t B = static_cast<size_t>(batch_size > 0 ? batch_size : t.batch_size);
+  const size_t T = static_cast<size_t>(seq_len > 0 ? seq_len : c.seq_len);
   // The model as trained: the level's compute mode on the optimizer's masters, read in
   // place from the file, with the saved delayed-scaling state.
-  PrecisionLevel level;
-  Fp8Options fp8;
-  try {
-    level = level_from_name(t.at("level").get<std::string>());
-    const auto& o = t.at("fp8");
-    fp8 = fp8_options(o.at("recipe").get<std::string>(), o.at("amax_window").get<int>(),
-                      o.at("margin").get<int>());
-  } catch (const std::exception& e) {
-    fail(dir, "/trainer.json: bad level or fp8 section: ", e.what());
-  }
+  const PrecisionLevel level = level_from_name(t.level);
+  const Fp8Options fp8 = fp8_options(t.recipe, t.amax_window, t.margin);
   const std::string opt_path = dir + "/optimizer.safetensors";
   const SafetensorsFile masters(opt_path);
   std::vector<ParamRef> refs;
@@ -103,15 +95,11 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
       fail(opt_path, ": ", s.name, ".master_scale_inv must be an F32 scalar");
     float scale_inv;
     std::memcpy(&scale_inv, si->view.data, sizeof scale_inv);
+    check_state_values(opt_path, s.name + ".master", e->view.data, dt, s.numel(), scale_inv);
     refs.push_back({e->view.data, dt, scale_inv});
   }
   Gpt model(c, compute_mode(level), B, T, fp8, /*with_grads=*/false);
-  const auto metas = model.scaling_metas();
-  const auto& saved = t.value("scaling", nlohmann::json::array());
-  if (saved.size() != metas.size())
-    fail(dir, "/trainer.json: ", saved.size(), " scaling states, the model has ", metas.size());
-  for (size_t i = 0; i < metas.size(); ++i)
-    scaling_from_json(saved[i], *metas[i], dir + "/trainer.json");
+  restore_scaling(t, model.scaling_metas(), dir);
   model.set_weights(std::move(refs));
   return evaluate(model, f, batches);
 }
@@ -119,11 +107,12 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
 std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt, int tokens,
                               double temperature, uint64_t seed) {
   const std::string dir = resolve_checkpoint(checkpoint);
-  const nlohmann::json t = read_trainer_json(dir);
-  GptParams params(model_config_of(t, dir));
+  const TrainerState t = read_trainer_state(dir);
+  GptParams params(t.model);
   params.load(dir + "/model.safetensors");
-  const auto tok =
-      make_tokenizer(t.value("tokenizer", "gpt2"), t.value("tokenizer_dir", "data/gpt2"));
+  // Checkpoints record where their tokenizer was; older ones a path relative to the run.
+  const std::string tok_dir = t.tokenizer_dir.empty() ? default_tokenizer_dir() : t.tokenizer_dir;
+  const auto tok = make_tokenizer(t.tokenizer, tok_dir);
   return generate(params, *tok, prompt, tokens, temperature, seed);
 }
 

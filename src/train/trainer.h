@@ -18,7 +18,8 @@ struct TrainResult {
   int64_t steps = 0;
 };
 
-// Runs `cfg` (resuming from `resume`, a checkpoint or run folder, when not empty).
-TrainResult train(const TrainConfig& cfg, const std::string& resume);
+// Runs `cfg` (resuming from `resume`, a checkpoint or run folder, when not empty) in
+// cfg.out_dir; `overwrite` lets a fresh run replace a run already in that folder.
+TrainResult train(const TrainConfig& cfg, const std::string& resume, bool overwrite = false);
 
 }  // namespace fp8lm

@@ -10,29 +10,40 @@ losses of an uninterrupted run, bit for bit.
 
 What it does
   1. Writes a small byte-level corpus (llm.c token files) into the work folder.
-  2. Reference: per precision level, one uninterrupted run of S steps with a checkpoint
-     after every step (a tiny GPT, one thread); records the losses of metrics.jsonl and
-     measures start-up time and step period (checkpoint included).
-  3. Chaos runs, cycling the levels O2, fp32, bf16, O1: a fresh run in a new folder is
-     killed after a delay drawn uniformly from [0, start-up + 3 step periods] (one kill in
-     eight is drawn from the start-up time alone). After each kill:
-       - a kill is counted as "during a checkpoint write" when a `.step-*.tmp-*` folder
-         that was not there before the process started is present;
-       - every complete checkpoint is verified: `fp8lm eval --checkpoint DIR --data VAL
-         --batches 1` succeeds and prints a finite loss equal to the one of the
-         reference's checkpoint of the same step, `fp8lm inspect` reads
-         model.safetensors and optimizer.safetensors, and the three files are byte-identical
-         to the reference's checkpoint of the same step; a complete checkpoint that
-         disappeared is also an error;
+  2. Reference, per precision level: one uninterrupted run of S steps with a checkpoint
+     after every step (a tiny GPT, one thread); its losses (metrics.jsonl), the eval loss
+     and the bytes of every checkpoint are recorded. Its step-1 checkpoint is then
+     continued in a new folder, which must log the reference's losses of steps 2..S.
+  3. Chaos runs, cycling the levels (O2, fp32, bf16, O1): a fresh run in a new folder is
+     killed after a delay drawn uniformly from [0, start-up + 3 step periods]; one kill in
+     eight is drawn from [0, start-up] instead, and one in eight lands right after the
+     rename of one of the next three checkpoints (the folder is watched every 0.2 ms).
+     Start-up (fresh and resumed) and step period (checkpoint included) are learnt from
+     the moments checkpoints appear, in the reference and in every process since. After
+     each kill:
+       - it counts as "during a checkpoint write" when a `.step-*.tmp-*` folder that was
+         not there before the process started is present, as "before the first step"
+         when the process left no new metrics line and no new checkpoint folder, as
+         "right after a checkpoint appeared" when aimed so;
+       - every complete checkpoint of the run is verified: `fp8lm eval --checkpoint DIR
+         --data VAL --batches 1` succeeds and prints a finite loss, equal to the
+         reference's checkpoint's of the same step; `fp8lm inspect` reads
+         model.safetensors and optimizer.safetensors; the three files are byte-identical
+         to the reference's of the same step. A complete checkpoint that disappeared is
+         an error too;
        - the run is resumed with `--resume RUN_DIR` (same options) and killed again. A run
-         killed before its first checkpoint is started afresh in a new folder.
-     When a run completes, its metrics.jsonl must list steps 1..S once each, in order,
-     with the reference's losses (compared as the exact text written) and validation
-     lines. Then the next chaos run starts. After the K-th kill, the current run is resumed
-     once more without a kill, so every chaos run is checked to the end.
-  4. Prints a summary line and exits 1 on any corrupted or lost checkpoint, failed resume,
-     inexact continuation or unexpected error (the work folder is then kept), 2 on bad
-     usage.
+         killed before its first complete checkpoint is started afresh in a new folder.
+     A completed run must have resumed from its latest checkpoint, and its metrics.jsonl
+     must list steps 1..S once each, in order, with the reference's losses and validation
+     lines (compared as the exact text written, which round-trips the doubles), and its
+     summary.json the same final losses. Then the next chaos run starts. After the K-th
+     kill the current run is resumed once more without a kill, so every chaos run is
+     checked to its end. Files of interrupted writes left in completed run folders are
+     listed (a note, not an error).
+  4. Prints the summary line and exits 1 on any corrupted or lost checkpoint, failed
+     resume, inexact continuation, completed run folder without its summary.json or
+     unexpected error (the work folder is then kept and
+     the failures are listed with the logs of the processes), 2 on bad usage.
 
 Usage
   python3 scripts/chaos.py [--binary PATH] [--kills K] [--steps S] [--seed N]
@@ -41,18 +52,19 @@ Usage
   --binary   fp8lm executable (default: build/fp8lm in the repository of this script)
   --kills    number of SIGKILLs (default 50)
   --steps    training steps per run, S (default 12)
-  --seed     seed of the kill times (default: random; printed, to replay a run)
+  --seed     seed of the kill delays (default: random; printed; the moments the kills
+             land still depend on the machine's speed)
   --workdir  empty folder for data and runs, kept (default: a new temporary folder,
              removed at the end unless --keep or a failure)
   --levels   precision levels cycled across chaos runs (default O2,fp32,bf16,O1)
   --jobs     concurrent verification processes (default 2)
 
-  CI mode (well under 2 minutes on 2 cores):
-      python3 scripts/chaos.py --kills 6 --steps 6 --seed 1
+  CI mode (seconds on 2 cores):
+      python3 scripts/chaos.py --binary build/fp8lm --kills 6 --steps 6
   Long mode (acceptance, at least 50 kills):
       python3 scripts/chaos.py --kills 60
 
-Output ends with
+The summary line (R counts the resumes of chaos runs):
   chaos: K kills (M during checkpoint writes), C checkpoints verified, 0 corrupted,
   R resumes, 0 failed resumes, bit-exact: yes
 
@@ -102,7 +114,7 @@ def log(msg):
 def write_token_file(path, data):
     """llm.c's format: 256 little-endian int32 (magic, version, count, zeros), uint16s."""
     header = struct.pack("<256i", 20240520, 1, len(data), *([0] * 253))
-    tokens = array("H", data)
+    tokens = array("H", list(data))
     if sys.byteorder != "little":
         tokens.byteswap()
     with open(path, "wb") as f:
@@ -201,6 +213,27 @@ def finite_text(x):
 # ---------------------------------------------------------------------------- the test
 
 
+class Segment:
+    """One process of a run, started and either killed or waited for."""
+
+    def __init__(self, returncode, killed, elapsed, logf, new_times, tmp_new, new_lines):
+        self.returncode = returncode
+        self.killed = killed
+        self.elapsed = elapsed  # seconds from start to kill or exit
+        self.logf = logf
+        self.new_times = new_times  # step -> seconds at which a new complete checkpoint appeared
+        self.tmp_new = tmp_new  # temporary checkpoint folders present after it, not before
+        self.new_lines = new_lines  # metrics lines present after it, not before
+
+
+def metrics_lines(run_dir):
+    try:
+        with open(run_dir / "metrics.jsonl", "rb") as f:
+            return set(f.read().splitlines())
+    except FileNotFoundError:
+        return set()
+
+
 class Chaos:
     def __init__(self, args, work):
         self.args = args
@@ -209,21 +242,25 @@ class Chaos:
         self.rng = random.Random(args.seed)
         self.train_bin, self.val_bin = make_corpus(work)
         self.refs = {}  # level -> reference facts
+        self.timing = {}  # level -> {"period": [..], "fresh": [..], "resume": [..]} seconds
         self.ref_eval = {}  # (level, step) -> eval loss text
         self.ref_digest = {}  # (level, step, file) -> sha256
         self.kills = 0
         self.ckpt_kills = 0
         self.startup_kills = 0
+        self.aimed_kills = 0  # right after a checkpoint appeared
         self.verified = 0
         self.corrupted = 0
         self.lost = 0
-        self.resumes = 0
+        self.resumes = 0  # of chaos runs
+        self.ref_resumes = 0  # reference checkpoints continued in a new folder
         self.failed_resumes = 0
         self.restarts = 0
         self.completed_runs = 0
         self.exact_runs = 0
         self.inexact_runs = 0
         self.errors = []  # messages of every failure
+        self.leftovers = []  # completed run folders holding files of interrupted writes
         self.run_counter = 0
         self.segment_counter = 0
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs))
@@ -231,6 +268,7 @@ class Chaos:
     # -- commands
 
     def train_cmd(self, level, run_dir, resume):
+        """`resume`: None (fresh run) or the checkpoint or run folder to continue."""
         s = self.args.steps
         sets = [
             "model.preset=tiny", "model.seq_len=32",
@@ -243,21 +281,52 @@ class Chaos:
         cmd = [self.binary, "train"]
         for kv in sets:
             cmd += ["--set", kv]
-        if resume:
-            cmd += ["--resume", str(run_dir)]
+        if resume is not None:
+            cmd += ["--resume", str(resume)]
         return cmd
 
-    def start(self, cmd, tag):
+    def run_segment(self, cmd, tag, run_dir, kill_at, kill_on_step=None):
+        """Starts `cmd` and kills it (SIGKILL) `kill_at` seconds after the start, or as soon
+        as checkpoint step-`kill_on_step` appears (if it does before), or, with kill_at None,
+        waits for it. Watches run_dir/checkpoints meanwhile to time the run."""
         self.segment_counter += 1
         logf = self.work / "logs" / f"{self.segment_counter:04d}-{tag}.log"
         logf.parent.mkdir(exist_ok=True)
-        out = open(logf, "w")
-        out.write("$ " + " ".join(cmd) + "\n")
-        out.flush()
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env(),
-                             stdin=subprocess.DEVNULL)
-        out.close()
-        return p, time.monotonic(), logf
+        before, tmp_before = checkpoint_names(run_dir)
+        lines_before = metrics_lines(run_dir)
+        with open(logf, "w") as out:
+            out.write("$ " + " ".join(cmd) + "\n")
+            out.flush()
+            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env(),
+                                 stdin=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        deadline = t0 + (kill_at if kill_at is not None else PROC_TIMEOUT)
+        new_times = {}
+        killed = False
+        while p.poll() is None:
+            now = time.monotonic()
+            if now >= deadline:
+                # Not yet reaped, so the pid is still this child's even if it just exited.
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+                if kill_at is None:
+                    raise Failure(f"{' '.join(cmd)} did not finish in {PROC_TIMEOUT} s "
+                                  f"(log {logf})")
+                killed = p.returncode == -signal.SIGKILL
+                break
+            complete, _ = checkpoint_names(run_dir)
+            for step in complete.keys() - before.keys():
+                new_times.setdefault(step, now - t0)
+            if kill_on_step in complete:
+                deadline = now
+                continue
+            time.sleep(max(0.0, min(0.003 if kill_on_step is None else 0.0002, deadline - now)))
+        elapsed = time.monotonic() - t0
+        complete, tmp = checkpoint_names(run_dir)
+        for step in complete.keys() - before.keys():
+            new_times.setdefault(step, elapsed)
+        return Segment(p.returncode, killed, elapsed, logf, new_times, tmp - tmp_before,
+                       metrics_lines(run_dir) - lines_before)
 
     @staticmethod
     def tail(logf, lines=6):
@@ -267,6 +336,40 @@ class Chaos:
             return "(no log)"
         return " | ".join(text[-lines:])
 
+    # -- timing
+
+    def observe(self, level, kind, seg):
+        """Learns start-up time (`kind`: fresh or resume) and step period from the moments
+        new checkpoints appeared during a segment."""
+        t = self.timing[level]
+        times = sorted(seg.new_times.values())
+        if len(times) >= 2:
+            t["period"].append(max((times[-1] - times[0]) / (len(times) - 1), 0.002))
+        if times:
+            t[kind].append(max(times[0] - self.estimate(level, "period"), 0.002))
+
+    def estimate(self, level, what):
+        """Median of the last few observations."""
+        xs = sorted(self.timing[level][what][-7:])
+        return xs[len(xs) // 2]
+
+    def kill_plan(self, level, kind, latest):
+        """(delay, step): one kill in eight waits for a checkpoint to appear (one of the next
+        three) and lands right after its rename; the others are drawn by kill_delay."""
+        if self.rng.random() < 0.125 and latest < self.args.steps:
+            step = self.rng.randint(latest + 1, min(self.args.steps, latest + 3))
+            wait = self.estimate(level, kind) + (step - latest + 2) * self.estimate(level, "period")
+            return 4.0 * wait, step
+        return self.kill_delay(level, kind), None
+
+    def kill_delay(self, level, kind):
+        """Uniform over start-up plus three step periods (checkpoint writes included), or
+        (one in eight) over the start-up alone."""
+        startup = self.estimate(level, kind)
+        if self.rng.random() < 0.125:
+            return self.rng.uniform(0.0, startup)
+        return self.rng.uniform(0.0, startup + 3.0 * self.estimate(level, "period"))
+
     # -- reference
 
     def reference(self, level):
@@ -274,24 +377,11 @@ class Chaos:
             return self.refs[level]
         S = self.args.steps
         run_dir = self.work / f"ref-{level}"
-        p, t0, logf = self.start(self.train_cmd(level, run_dir, False), f"ref-{level}")
-        first_tmp, done = {}, {}
-        while p.poll() is None:
-            complete, tmp = checkpoint_names(run_dir)
-            now = time.monotonic() - t0
-            for step in complete:
-                done.setdefault(step, now)
-            for n in tmp:
-                first_tmp.setdefault(int(TMP_RE.match(n).group(1)), now)
-            if now > PROC_TIMEOUT:
-                p.kill()
-                p.wait()
-                raise Failure(f"reference run {level} timed out; log {logf}")
-            time.sleep(0.003)
-        total = time.monotonic() - t0
-        if p.returncode != 0:
-            raise Failure(f"reference run {level} failed with exit {p.returncode}: "
-                          f"{self.tail(logf)} (log {logf})")
+        seg = self.run_segment(self.train_cmd(level, run_dir, None), f"ref-{level}", run_dir,
+                               None)
+        if seg.returncode != 0:
+            raise Failure(f"reference run {level} failed with exit {seg.returncode}: "
+                          f"{self.tail(seg.logf)} (log {seg.logf})")
         steps, vals = read_metrics(run_dir / "metrics.jsonl")
         if [s for s, _ in steps] != list(range(1, S + 1)):
             raise Failure(f"reference run {level}: metrics steps {[s for s, _ in steps]}, "
@@ -301,22 +391,13 @@ class Chaos:
             raise Failure(f"reference run {level}: non-finite loss at steps {bad}")
         complete, _ = checkpoint_names(run_dir)
         if sorted(complete) != list(range(1, S + 1)):
-            raise Failure(f"reference run {level}: checkpoints {sorted(complete)}, expected 1..{S}")
-        # Timing: step period (step + checkpoint) and start-up from checkpoint appearances.
-        times = [done.get(s) for s in range(1, S + 1)]
-        if all(t is not None for t in times) and S >= 2:
-            period = max((times[-1] - times[0]) / (S - 1), 0.005)
-            startup = max(times[0] - period, 0.005)
-        else:  # too fast to observe: spread evenly
-            period = total / (S + 1)
-            startup = period
-        writes = [done[s] - first_tmp[s] for s in range(1, S + 1) if s in done and s in first_tmp]
-        ref = {
-            "dir": run_dir, "steps": steps, "vals": vals, "period": period,
-            "startup": startup, "total": total,
-            "write": sorted(writes)[len(writes) // 2] if writes else None,
-        }
+            raise Failure(f"reference run {level}: checkpoints {sorted(complete)}, "
+                          f"expected 1..{S}")
+        ref = {"dir": run_dir, "steps": steps, "vals": vals}
         self.refs[level] = ref
+        self.timing[level] = {"period": [seg.elapsed / (S + 1)], "fresh": [seg.elapsed / (S + 1)],
+                              "resume": []}
+        self.observe(level, "fresh", seg)
         # Reference evaluations and digests of every checkpoint, for exact comparison.
         jobs = {s: self.pool.submit(self.eval_checkpoint, run_dir / "checkpoints" / f"step-{s}")
                 for s in range(1, S + 1)}
@@ -328,10 +409,24 @@ class Chaos:
             for f in CKPT_FILES:
                 self.ref_digest[(level, s, f)] = file_digest(
                     run_dir / "checkpoints" / f"step-{s}" / f)
-        log(f"reference {level}: {S} steps in {total:.2f} s (start-up {startup * 1e3:.0f} ms, "
-            f"step+checkpoint {period * 1e3:.0f} ms, checkpoint write "
-            f"{ref['write'] * 1e3 if ref['write'] is not None else float('nan'):.0f} ms), "
-            f"final loss {steps[-1][1]}")
+        # Resume start-up time: continue the reference's step-1 in a new folder (which must
+        # log the reference's losses of steps 2..S).
+        resumed = self.work / f"ref-{level}-from-step-1"
+        seg2 = self.run_segment(self.train_cmd(level, resumed, run_dir / "checkpoints" / "step-1"),
+                                f"ref-{level}-resume", resumed, None)
+        self.ref_resumes += 1
+        self.timing[level]["resume"].append(self.estimate(level, "fresh"))
+        if seg2.returncode != 0:
+            self.failed_resumes += 1
+            self.error(f"resume of {run_dir}/checkpoints/step-1 into {resumed} exited "
+                       f"{seg2.returncode}: {self.tail(seg2.logf)} (log {seg2.logf})")
+        else:
+            self.observe(level, "resume", seg2)
+            self.check_completed(level, resumed, seg2, first_step=2)
+        log(f"reference {level}: {S} steps in {seg.elapsed:.2f} s (start-up "
+            f"{self.estimate(level, 'fresh') * 1e3:.0f} ms fresh, "
+            f"{self.estimate(level, 'resume') * 1e3:.0f} ms resumed; step + checkpoint "
+            f"{self.estimate(level, 'period') * 1e3:.0f} ms), final loss {steps[-1][1]}")
         return ref
 
     # -- verification
@@ -371,6 +466,7 @@ class Chaos:
         return problems
 
     def verify_all(self, level, run_dir, context):
+        """Verifies every complete checkpoint of run_dir; returns their steps."""
         complete, _ = checkpoint_names(run_dir)
         futs = {step: self.pool.submit(self.verify_one, level, step,
                                        run_dir / "checkpoints" / name)
@@ -384,10 +480,11 @@ class Chaos:
                            f"({context}): " + "; ".join(problems))
         return set(complete)
 
-    def check_completed(self, level, run_dir, logf):
-        ref = self.reference(level)
+    def check_completed(self, level, run_dir, seg, first_step=1):
+        """A completed run's metrics.jsonl: steps first_step..S once each, in order, with the
+        reference's losses and validation lines, exactly; and its summary.json."""
+        ref = self.refs[level]
         S = self.args.steps
-        self.completed_runs += 1
         try:
             steps, vals = read_metrics(run_dir / "metrics.jsonl")
         except (Failure, OSError) as e:
@@ -396,23 +493,49 @@ class Chaos:
             return False
         problems = []
         got = [s for s, _ in steps]
-        if got != list(range(1, S + 1)):
-            problems.append(f"metrics steps {got}, expected 1..{S} once each in order")
-        diffs = [(s, x, r) for (s, x), (_, r) in zip(steps, ref["steps"]) if x != r]
+        if got != list(range(first_step, S + 1)):
+            problems.append(f"metrics steps {got}, expected {first_step}..{S} once each in order")
+        want = {s: x for s, x in ref["steps"]}
+        diffs = [(s, x, want.get(s)) for s, x in steps if x != want.get(s)]
         if diffs:
             s, x, r = diffs[0]
-            problems.append(f"{len(diffs)} losses differ from the reference, first at step "
+            problems.append(f"{len(diffs)} losses differ from the reference's, first at step "
                             f"{s}: {x} vs {r}")
         if vals != ref["vals"]:
-            problems.append(f"validation lines {vals}, reference {ref['vals']}")
-        if not (run_dir / "summary.json").is_file():
-            problems.append("no summary.json")
+            problems.append(f"validation lines {vals}, the reference's {ref['vals']}")
         if problems:
             self.inexact_runs += 1
-            self.error(f"completed run {run_dir} ({level}; last log {logf}): " + "; ".join(problems))
+            self.error(f"completed run {run_dir} ({level}; last log {seg.logf}): "
+                       + "; ".join(problems))
             return False
-        self.exact_runs += 1
+        if first_step == 1:
+            self.exact_runs += 1
+        # summary.json: present, with the final losses of the metrics.
+        try:
+            with open(run_dir / "summary.json", encoding="utf-8") as f:
+                summary = json.load(f, parse_float=str)
+        except (OSError, ValueError) as e:
+            self.error(f"completed run {run_dir} ({level}): summary.json: {e} "
+                       f"(last log {seg.logf}: {self.tail(seg.logf, 2)})")
+            return False
+        final = (summary.get("final_train_loss"), summary.get("final_val_loss"))
+        want_final = (ref["steps"][-1][1], ref["vals"][-1][1] if ref["vals"] else None)
+        if final != want_final:
+            self.error(f"completed run {run_dir} ({level}): summary.json has final losses "
+                       f"{final}, the metrics say {want_final} (last log {seg.logf})")
+            return False
         return True
+
+    def note_leftovers(self, run_dir):
+        """Files of interrupted writes still in a completed run folder (garbage, not an
+        error: reported in the summary)."""
+        expected = {".lock", "config.toml", "metrics.jsonl", "summary.json", "checkpoints"}
+        extra = sorted(n for n in os.listdir(run_dir) if n not in expected)
+        complete, tmp = checkpoint_names(run_dir)
+        extra += sorted(f"checkpoints/{n}" for n in os.listdir(run_dir / "checkpoints")
+                        if n not in complete.values())
+        if extra:
+            self.leftovers.append(f"{run_dir.name}: {' '.join(extra)}")
 
     def error(self, msg):
         self.errors.append(msg)
@@ -420,104 +543,94 @@ class Chaos:
 
     # -- the chaos loop
 
-    def kill_delay(self, ref):
-        bound = ref["startup"] + 3.0 * ref["period"]
-        if self.rng.random() < 0.125:
-            return self.rng.uniform(0.0, ref["startup"])
-        return self.rng.uniform(0.0, bound)
-
     def chaos(self):
         levels = self.args.levels
-        K = self.args.kills
         run_index = 0
-        while self.kills < K:
+        while self.kills < self.args.kills:
             level = levels[run_index % len(levels)]
             run_index += 1
-            self.chaos_run(level, K)
+            self.chaos_run(level)
         self.pool.shutdown()
 
     def new_run_dir(self, level):
         self.run_counter += 1
         return self.work / f"chaos-{self.run_counter:03d}-{level}"
 
-    def chaos_run(self, level, K):
-        """One chaos run: fresh start, kills and resumes until it completes (the kills stop
-        once K have happened)."""
-        ref = self.reference(level)
+    def chaos_run(self, level):
+        """One chaos run: a fresh start, then kills and resumes until it completes (kills
+        stop once --kills have happened; the last resume then runs to the end)."""
+        K = self.args.kills
+        self.reference(level)
         run_dir = self.new_run_dir(level)
         resume = False
-        known = set()  # complete checkpoints seen so far in run_dir
+        known = set()  # complete checkpoints of run_dir after the last segment
         while True:
-            cmd = self.train_cmd(level, run_dir, resume)
-            tag = f"{run_dir.name}-{'resume' if resume else 'fresh'}"
-            _, tmp_before = checkpoint_names(run_dir)
-            kill_at = self.kill_delay(ref) if self.kills < K else None
-            p, t0, logf = self.start(cmd, tag)
+            kind = "resume" if resume else "fresh"
+            kill_at, kill_on = (self.kill_plan(level, kind, max(known, default=0))
+                                if self.kills < K else (None, None))
+            seg = self.run_segment(self.train_cmd(level, run_dir, run_dir if resume else None),
+                                   f"{run_dir.name}-{kind}", run_dir, kill_at, kill_on)
             if resume:
                 self.resumes += 1
-            killed = False
-            try:
-                p.wait(timeout=kill_at if kill_at is not None else PROC_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                if kill_at is None:
-                    p.kill()
-                    p.wait()
-                    raise Failure(f"{' '.join(cmd)} did not finish in {PROC_TIMEOUT} s")
-                os.kill(p.pid, signal.SIGKILL)  # not yet reaped: the pid is still ours
-                p.wait()
-                killed = p.returncode == -signal.SIGKILL
-            elapsed = time.monotonic() - t0
-            if killed:
-                self.kills += 1
-                complete, tmp = checkpoint_names(run_dir)
-                in_write = bool(tmp - tmp_before)
-                self.ckpt_kills += in_write
-                in_startup = elapsed < ref["startup"]
-                self.startup_kills += in_startup
-                latest = max(complete) if complete else 0
-                where = ("during a checkpoint write" if in_write else
-                         "during start-up" if in_startup else "")
-                log(f"kill {self.kills}/{K}: {run_dir.name} {'resume' if resume else 'fresh'} "
-                    f"at {elapsed * 1e3:.0f} ms, latest step-{latest}"
-                    + (f", {where}" if where else ""))
-                gone = known - set(complete)
-                if gone:
-                    self.lost += len(gone)
-                    self.error(f"{run_dir}: complete checkpoints {sorted(gone)} disappeared "
-                               f"(log {logf})")
-                known = self.verify_all(level, run_dir,
-                                        f"after kill {self.kills} at {elapsed:.3f} s, log {logf}")
-                if not known:
-                    # Killed before its first checkpoint: nothing to resume; start afresh.
-                    self.restarts += 1
-                    run_dir = self.new_run_dir(level)
-                    resume = False
-                else:
-                    resume = True
-                continue
-            if p.returncode != 0:
+            self.observe(level, kind, seg)
+            if not seg.killed and seg.returncode != 0:
                 if resume:
                     self.failed_resumes += 1
-                self.error(f"{'resume' if resume else 'fresh run'} of {run_dir} exited "
-                           f"{p.returncode}: {self.tail(logf)} (log {logf})")
+                self.error(f"{kind} run of {run_dir} exited {seg.returncode}: "
+                           f"{self.tail(seg.logf)} (log {seg.logf})")
                 return
-            # Completed.
-            known_before = known
-            known = self.verify_all(level, run_dir, f"completed run, log {logf}")
-            gone = known_before - known
+            complete, _ = checkpoint_names(run_dir)
+            gone = known - complete.keys()
             if gone:
                 self.lost += len(gone)
-                self.error(f"{run_dir}: complete checkpoints {sorted(gone)} disappeared")
-            exact = self.check_completed(level, run_dir, logf)
-            log(f"run {run_dir.name} completed ({'resumed' if resume else 'never killed'}): "
-                f"{'losses bit-exact' if exact else 'NOT bit-exact'}")
-            return
+                self.error(f"{run_dir}: complete checkpoints {sorted(gone)} disappeared "
+                           f"(log {seg.logf})")
+            if not seg.killed:  # completed
+                self.verify_all(level, run_dir, f"completed run, log {seg.logf}")
+                if resume:  # it must have continued from the latest checkpoint
+                    m = re.search(r"resumed from \S+ at step (\d+)",
+                                  Path(seg.logf).read_text(errors="replace"))
+                    if m and int(m.group(1)) != max(known):
+                        self.failed_resumes += 1
+                        self.error(f"{run_dir}: resumed at step {m.group(1)}, latest complete "
+                                   f"checkpoint was step-{max(known)} (log {seg.logf})")
+                self.completed_runs += 1
+                exact = self.check_completed(level, run_dir, seg)
+                self.note_leftovers(run_dir)
+                log(f"run {run_dir.name} completed ({'resumed' if resume else 'never killed'}): "
+                    f"{'bit-exact' if exact else 'FAILED'}")
+                return
+            self.kills += 1
+            in_write = bool(seg.tmp_new)
+            in_startup = not (seg.tmp_new or seg.new_times or seg.new_lines)
+            self.ckpt_kills += in_write
+            self.startup_kills += in_startup
+            aimed = kill_on is not None and kill_on in complete
+            self.aimed_kills += aimed
+            where = ("during a checkpoint write" if in_write else
+                     f"right after step-{kill_on} appeared" if aimed else
+                     "before the first step" if in_startup else "")
+            log(f"kill {self.kills}/{K}: {run_dir.name} {kind} at {seg.elapsed * 1e3:.0f} ms, "
+                f"latest step-{max(complete) if complete else 0}" + (f", {where}" if where else ""))
+            known = self.verify_all(level, run_dir, f"after kill {self.kills} at "
+                                    f"{seg.elapsed:.3f} s, log {seg.logf}")
+            if known:
+                resume = True
+            else:  # killed before its first checkpoint: nothing to resume; start afresh
+                self.restarts += 1
+                run_dir = self.new_run_dir(level)
+                resume = False
 
     def summary(self):
         exact = self.inexact_runs == 0 and self.completed_runs > 0
-        log(f"chaos runs completed: {self.completed_runs} ({self.exact_runs} bit-exact), "
-            f"fresh restarts after a kill before the first checkpoint: {self.restarts}, "
-            f"kills during start-up: {self.startup_kills}, lost checkpoints: {self.lost}")
+        log(f"chaos: {self.completed_runs} chaos runs completed ({self.exact_runs} bit-exact), "
+            f"{self.ref_resumes} reference checkpoints continued in a new folder, "
+            f"{self.startup_kills} kills before a process's first step, {self.aimed_kills} right "
+            f"after a checkpoint appeared, {self.restarts} fresh "
+            f"restarts (killed before the first checkpoint), {self.lost} checkpoints lost")
+        if self.leftovers:
+            log(f"chaos: note: {len(self.leftovers)} completed run folders keep files of "
+                f"interrupted writes: " + "; ".join(self.leftovers))
         log(f"chaos: {self.kills} kills ({self.ckpt_kills} during checkpoint writes), "
             f"{self.verified} checkpoints verified, {self.corrupted} corrupted, "
             f"{self.resumes} resumes, {self.failed_resumes} failed resumes, "

@@ -2,6 +2,7 @@
 // handling of bad files and flags (one line on stderr, non-zero exit, outputs untouched).
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cmath>
@@ -55,10 +56,12 @@ class Cli : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  Result run(const std::string& args) {
+  Result run(const std::string& args) { return run_in(".", args); }
+  // The same with `cwd` as the working folder.
+  Result run_in(const std::string& cwd, const std::string& args) {
     const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string cmd = std::string(FP8LM_BINARY) + " " + args + " >" + out.string() +
-                            " 2>" + err.string();
+    const std::string cmd = "cd " + cwd + " && " + std::string(FP8LM_BINARY) + " " + args +
+                            " >" + out.string() + " 2>" + err.string();
     const int status = std::system(cmd.c_str());
     return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, slurp(out), slurp(err)};
   }
@@ -472,6 +475,21 @@ TEST_F(Cli, KilledDuringCheckpointLeavesTheLastOneLoadable) {
   EXPECT_EQ(r.out.rfind("the", 0), 0u) << r.out;
 }
 
+// From another working folder a run trains and samples, and progress shows no "val nan"
+// before the first evaluation. (The default GPT-2 tokenizer's location is absolute:
+// Train.DefaultTokenizerIsFoundFromAnyFolder.)
+TEST_F(Cli, TrainFromAnotherFolder) {
+  const std::string flags = tiny_train_flags(dir_.string(), path("run"));
+  const Result r = run_in("/", "train " + flags + " --set train.steps=2");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("sample: The"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("val nan"), std::string::npos) << r.out;
+  // A tokenizer whose ids do not fit the model's vocabulary is refused before step 1.
+  const Result big = run("train " + flags + " --set data.tokenizer=gpt2 --overwrite");
+  EXPECT_EQ(big.rc, 1);
+  EXPECT_NE(big.err.find("model.vocab_size"), std::string::npos) << big.err;
+}
+
 TEST_F(Cli, TrainRejectsBadConfigAndData) {
   const std::string flags = tiny_train_flags(dir_.string(), path("run"));
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -480,8 +498,16 @@ TEST_F(Cli, TrainRejectsBadConfigAndData) {
       {"train --config " + path("missing.toml"), "missing.toml"},
       {"train " + flags + " --set data.train=" + path("nope.bin"), "nope.bin"},
       {"train " + flags + " --set data.val=" + path("a.txt"), "a.txt"},
+      // Not regular files: a folder was an empty config, a FIFO blocked forever.
+      {"train --config " + dir_.string(), "is a folder"},
+      {"train --config " + path("fifo"), "not a regular file"},
+      {"train " + flags + " --set data.train=" + path("fifo"), "not a regular file"},
+      {"train " + flags + " --set train.threads=100000", "train.threads"},
+      {"train " + flags + " --set train.lr=inf", "train.lr"},
+      {"train " + flags + " --set train.weight_decay=1e308", "train.weight_decay"},
   };
   std::ofstream(path("a.txt")) << "this is not a token file, it is much too short";
+  ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0644), 0);
   for (const auto& [args, words] : cases) {
     const Result r = run(args);
     EXPECT_NE(r.rc, 0) << args;

@@ -197,5 +197,46 @@ TEST_F(DistTrain, KilledRankEndsTheJob) {
   EXPECT_EQ(std::system(eval.c_str()), 0);
 }
 
+// A stopped rank (SIGSTOP: a hung machine) ends the job once a collective has waited
+// train.comm_timeout seconds, instead of hanging it forever.
+TEST_F(DistTrain, StoppedRankEndsTheJobAfterTheTimeout) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rc = train(2, "stopped",
+                       "--set precision.level=O2 --set train.steps=50 --set train.checkpoint_every=2"
+                       " --set train.comm_timeout=3",
+                       "FP8LM_TEST_STOP_RANK=1:4 ");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(rc, 0) << log("stopped");
+  EXPECT_LT(secs, 60.0);
+  EXPECT_NE(log("stopped").find("has waited"), std::string::npos) << log("stopped");
+}
+
+// Ranks started with different configurations (here precision levels) are refused by every
+// rank before any buffer is exchanged: no heap corruption, no hang.
+TEST_F(DistTrain, RanksWithDifferentConfigurationsAreRefused) {
+  for (const char* other : {"fp32", "O3"}) {
+    SCOPED_TRACE(other);
+    const std::string common = std::string(" train --set model.preset=tiny --set model.seq_len=32") +
+                               " --set data.tokenizer=byte --set data.train=" + path("train.bin") +
+                               " --set data.val=" + path("val.bin") +
+                               " --set train.steps=4 --set train.out_dir=" + path("mixed") +
+                               " --set train.comm_timeout=20";
+    const std::string cmd = std::string(kMpiEnv) + FP8LM_MPIEXEC +
+                            " --oversubscribe --bind-to none --mca btl self,vader -n 1 " +
+                            FP8LM_BINARY + common + " --set precision.level=O2 : -n 1 " +
+                            FP8LM_BINARY + common + " --set precision.level=" + other + " >" +
+                            path("mixed.log") + " 2>&1";
+    const auto t0 = std::chrono::steady_clock::now();
+    const int status = std::system(cmd.c_str());
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << log("mixed");
+    EXPECT_LT(secs, 60.0);
+    EXPECT_NE(log("mixed").find("disagree on the training configuration"), std::string::npos)
+        << log("mixed");
+    EXPECT_FALSE(fs::exists(path("mixed/metrics.jsonl")));
+  }
+}
+
 }  // namespace
 }  // namespace fp8lm

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -14,7 +16,9 @@
 
 #include "core/check.h"
 #include "data/token_file.h"
+#include "data/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/run_folder.h"
 
 namespace fp8lm {
 namespace {
@@ -143,6 +147,190 @@ TEST(Train, CheckpointsOfAnotherShapeOrCorruptAreRejected) {
     EXPECT_NE(std::string(e.what()).find("optimizer.safetensors"), std::string::npos) << e.what();
   }
   EXPECT_THROW(resolve_checkpoint(d + "/nowhere"), Error);
+}
+
+// Every field of trainer.json is checked: a scaling state's ring position out of range
+// corrupted the heap, a type mismatch surfaced as an internal JSON error, and an
+// in-range but inconsistent position silently changed the resumed losses.
+TEST(Train, TrainerJsonIsValidatedFieldByField) {
+  const std::string d = tmpdir("trainerjson");
+  write_data(d);
+  train(tiny(d, d + "/run", "O2"), "");
+  const std::string ck = d + "/run/checkpoints/step-8";
+  const nlohmann::json good = nlohmann::json::parse(std::ifstream(ck + "/trainer.json"));
+  using Edit = std::function<void(nlohmann::json&)>;
+  const std::vector<std::pair<std::string, Edit>> edits = {
+      {"pos -1", [](auto& j) { j["scaling"][0]["pos"] = -1; }},
+      {"pos 100", [](auto& j) { j["scaling"][0]["pos"] = 100; }},
+      {"pos 5 (in range, inconsistent)", [](auto& j) { j["scaling"][0]["pos"] = 5; }},
+      {"filled 3", [](auto& j) { j["scaling"][0]["filled"] = 3; }},
+      {"pos 1.5", [](auto& j) { j["scaling"][0]["pos"] = 1.5; }},
+      {"pos string", [](auto& j) { j["scaling"][0]["pos"] = "8"; }},
+      {"history short", [](auto& j) { j["scaling"][0]["history"].erase(0); }},
+      {"history negative", [](auto& j) { j["scaling"][0]["history"][0] = -1.0; }},
+      {"history null", [](auto& j) { j["scaling"][0]["history"][0] = nullptr; }},
+      {"scale 0", [](auto& j) { j["scaling"][0]["scale"] = 0.0; }},
+      {"scale_inv not 1/scale", [](auto& j) { j["scaling"][0]["scale_inv"] = 3.0; }},
+      {"counter negative", [](auto& j) { j["scaling"][0]["counter"] = -4; }},
+      {"jit_next 1", [](auto& j) { j["scaling"][0]["jit_next"] = 1; }},
+      {"scaling missing", [](auto& j) { j.erase("scaling"); }},
+      {"step 1e30", [](auto& j) { j["step"] = 1e30; }},
+      {"step 7 in step-8", [](auto& j) { j["step"] = 7; }},
+      {"n_embd 1.5", [](auto& j) { j["model"]["n_embd"] = 1.5; }},
+      {"n_layer huge", [](auto& j) { j["model"]["n_layer"] = 1ull << 40; }},
+      {"level O9", [](auto& j) { j["level"] = "O9"; }},
+      {"recipe bogus", [](auto& j) { j["fp8"]["recipe"] = "bogus"; }},
+      {"mu 0", [](auto& j) { j["grad_scaling_mu"] = 0.0; }},
+      {"batch_size -1", [](auto& j) { j["batch_size"] = -1; }},
+      {"not an object", [](auto& j) { j = nlohmann::json::array(); }},
+  };
+  for (const auto& [what, edit] : edits) {
+    SCOPED_TRACE(what);
+    nlohmann::json j = good;
+    edit(j);
+    std::ofstream(ck + "/trainer.json") << j.dump();
+    try {
+      evaluate_checkpoint(ck, d + "/val.bin", 1, 0, 0);
+      ADD_FAILURE() << "eval accepted it";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("trainer.json"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(train(tiny(d, d + "/resumed", "O2"), ck), Error);
+  }
+  std::ofstream(ck + "/trainer.json") << good.dump();
+  EXPECT_NO_THROW(evaluate_checkpoint(ck, d + "/val.bin", 1, 0, 0));
+}
+
+// A state scale read from disk that is NaN, zero or negative, or a non-finite master value,
+// is refused by eval and resume (it would only produce NaN losses with exit 0).
+TEST(Train, NonFiniteStatesOnDiskAreRefused) {
+  const std::string d = tmpdir("nanstate");
+  write_data(d);
+  train(tiny(d, d + "/run", "O2"), "");
+  const std::string ck = d + "/run/checkpoints/step-8";
+  const std::string opt = ck + "/optimizer.safetensors";
+  // File offset of a tensor's bytes, from the header.
+  auto offset_of = [&](const std::string& name) {
+    std::ifstream f(opt, std::ios::binary);
+    uint64_t n = 0;
+    f.read(reinterpret_cast<char*>(&n), 8);
+    std::string h(n, ' ');
+    f.read(h.data(), static_cast<std::streamsize>(n));
+    return 8 + n + nlohmann::json::parse(h)[name]["data_offsets"][0].get<uint64_t>();
+  };
+  const std::string pristine = d + "/pristine.safetensors";
+  fs::copy_file(opt, pristine);
+  const float nan = std::nanf(""), inf = INFINITY;
+  const std::vector<std::pair<std::string, float>> patches = {
+      {"wte.weight.master_scale_inv", nan},  {"wte.weight.master_scale_inv", 0.0f},
+      {"wte.weight.master_scale_inv", -1.0f}, {"h.0.ln_1.bias.m1_scale_inv", inf},
+      {"h.1.mlp.c_fc.bias.m2_scale_inv", -0.5f}};
+  for (const auto& [name, value] : patches) {
+    SCOPED_TRACE(name + " = " + std::to_string(value));
+    fs::copy_file(pristine, opt, fs::copy_options::overwrite_existing);
+    std::fstream f(opt, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(offset_of(name)));
+    f.write(reinterpret_cast<const char*>(&value), 4);
+    f.close();
+    EXPECT_THROW(train(tiny(d, d + "/resumed", "O2"), ck), Error);
+    if (name.starts_with("wte.weight.master")) EXPECT_THROW(evaluate_checkpoint(ck, d + "/val.bin", 1, 0, 0), Error);
+  }
+  // An F16 master code of infinity (0x7C00).
+  fs::copy_file(pristine, opt, fs::copy_options::overwrite_existing);
+  {
+    std::fstream f(opt, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(offset_of("wpe.weight.master") + 6));
+    const uint16_t inf16 = 0x7C00;
+    f.write(reinterpret_cast<const char*>(&inf16), 2);
+  }
+  try {
+    evaluate_checkpoint(ck, d + "/val.bin", 1, 0, 0);
+    ADD_FAILURE() << "eval accepted an infinite master";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("wpe.weight.master[3] is not finite"), std::string::npos)
+        << e.what();
+  }
+  fs::copy_file(pristine, opt, fs::copy_options::overwrite_existing);
+  EXPECT_NO_THROW(evaluate_checkpoint(ck, d + "/val.bin", 1, 0, 0));
+}
+
+TEST(Train, NonFiniteOrAbsurdHyperparametersAreRefused) {
+  for (const std::string set :
+       {"train.lr=inf", "train.lr=1e308", "train.lr=nan", "train.weight_decay=inf",
+        "train.weight_decay=1e308", "train.grad_clip=inf", "train.min_lr=nan",
+        "train.threads=100000", "train.threads=5000", "train.comm_timeout=-1",
+        "train.comm_timeout=inf", "train.batch_size=2000000000"}) {
+    SCOPED_TRACE(set);
+    TrainConfig c;
+    try {
+      apply_overrides(c, {set});
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(set.substr(0, set.find('='))), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+// Inputs are checked before step 1: a validation file shorter than one batch used to be
+// found only after training, before the final checkpoint, losing the run.
+TEST(Train, ShortValidationFileIsRefusedBeforeTraining) {
+  const std::string d = tmpdir("shortval");
+  write_data(d);
+  std::vector<uint16_t> few(100, 'a');
+  write_token_file(d + "/short.bin", few.size(), [&](const auto& s) { s(few.data(), few.size()); });
+  TrainConfig c = tiny(d, d + "/run", "O2");
+  c.val_path = d + "/short.bin";
+  try {
+    train(c, "");
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("short.bin"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(d + "/run/metrics.jsonl"));
+}
+
+TEST(Train, DefaultTokenizerIsFoundFromAnyFolder) {
+  const TrainConfig c;
+  EXPECT_TRUE(c.tokenizer_dir.empty());
+  EXPECT_TRUE(fs::path(c.tokenizer_path()).is_absolute()) << c.tokenizer_path();
+  if (!fs::exists(c.tokenizer_path() + "/encoder.json"))
+    GTEST_SKIP() << "scripts/setup.sh has not fetched the GPT-2 tables";
+  EXPECT_EQ(make_tokenizer("gpt2", c.tokenizer_path())->vocab_size(), 50257);
+}
+
+// One writer per run folder; a fresh run does not mix into another run's folder.
+TEST(Train, RunFoldersTakeOneRunAndOneWriter) {
+  const std::string d = tmpdir("runfolder");
+  write_data(d);
+  train(tiny(d, d + "/run", "O2"), "");
+  try {
+    train(tiny(d, d + "/run", "O2"), "");
+    FAIL() << "a fresh run mixed into a finished one";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("already holds a run"), std::string::npos) << e.what();
+  }
+  // --overwrite starts afresh: the metrics hold steps 1..8 once.
+  fs::create_directories(d + "/run/checkpoints/.step-3.tmp-99999");  // a killed write's leftover
+  train(tiny(d, d + "/run", "O2"), "", /*overwrite=*/true);
+  EXPECT_EQ(losses(d + "/run/metrics.jsonl").size(), 8u);
+  EXPECT_FALSE(fs::exists(d + "/run/checkpoints/.step-3.tmp-99999"));
+  {
+    RunFolder held(d + "/run", d + "/run", false);
+    try {
+      RunFolder second(d + "/run", d + "/run", false);
+      FAIL() << "two writers in one folder";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("in use by another fp8lm run"), std::string::npos)
+          << e.what();
+    }
+  }
+  // A full disk: the failed metrics write surfaces instead of being lost silently.
+  if (fs::exists("/dev/full")) {
+    RunFolder f(d + "/full", "", false);
+    fs::create_symlink("/dev/full", d + "/full/metrics.jsonl");
+    EXPECT_THROW(f.append_metrics({{"step", 1}}), Error);
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include "data/loader.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/file.h"
 #include "data/token_file.h"
 
 namespace fp8lm {
@@ -73,6 +75,43 @@ TEST(TokenFile, RejectsMalformedFiles) {
   expect_error(patched("count.bin", 8, 5), 0, "header says 5 tokens");
   expect_error(patched("neg.bin", 8, -1), 0, "negative token count");
   expect_error(patched("short.bin", 0, 20240520, 100), 0, "too short");
+}
+
+// Files that are not regular files are refused at once: a FIFO would block forever.
+TEST(TokenFile, FifoFolderAndDeviceAreRefusedWithoutBlocking) {
+  const std::string fifo = dir() + "/fifo.bin";
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  expect_error(fifo, 0, "not a regular file");
+  expect_error(dir(), 0, "is a folder");
+  expect_error("/dev/zero", 0, "not a regular file");
+  EXPECT_THROW(read_text_file(fifo), Error);
+  EXPECT_THROW(read_text_file(dir()), Error);
+}
+
+// A file truncated while in use gives an Error (a memory map gave SIGBUS), and tokens
+// rewritten outside the vocabulary are caught when read.
+TEST(TokenFile, TruncatedOrRewrittenWhileInUse) {
+  std::vector<uint16_t> t(4000, 7);
+  const std::string p = write_tokens("shrinks.bin", t);
+  const TokenFile f(p, 512);
+  DataLoader d(f, 2, 16, 1);
+  std::vector<int32_t> in(32), tg(32);
+  d.train_batch(0, in.data(), tg.data());
+  {
+    std::fstream w(p, std::ios::binary | std::ios::in | std::ios::out);
+    w.seekp(static_cast<std::streamoff>(kTokenFileHeaderBytes));
+    const std::vector<uint16_t> big(4000, 9999);
+    w.write(reinterpret_cast<const char*>(big.data()), 8000);
+  }
+  EXPECT_THROW(d.eval_batch(0, in.data(), tg.data()), Error);
+  std::filesystem::resize_file(p, kTokenFileHeaderBytes + 10);
+  try {
+    d.eval_batch(0, in.data(), tg.data());
+    FAIL() << "read past a truncated file";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("shrank"), std::string::npos) << e.what();
+  }
 }
 
 TEST(DataLoader, TrainWindowsAreAFunctionOfSeedStepAndRank) {

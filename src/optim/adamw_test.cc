@@ -144,6 +144,28 @@ TEST(AdamW, NonFiniteGradientsSkipTheStep) {
   EXPECT_NE(before, after);
 }
 
+// Finite gradients whose update overflows a state: refused before any tensor is written
+// (the first tensor's update alone would be finite).
+TEST(AdamW, NonFiniteUpdatesSkipTheStep) {
+  std::vector<float> a = {1.0f, 2.0f}, w = {3.0e38f, -1.0f};
+  AdamW opt(PrecisionLevel::kFP32, {}, {"a", "w"}, {2, 2}, {false, false},
+            {a.data(), w.data()});
+  std::vector<float> ga = {0.5f, 0.5f}, gw = {-1.0f, 1.0f};
+  const StepResult r =
+      opt.step({{ga.data(), DType::kF32}, {gw.data(), DType::kF32}}, /*lr=*/1e38f);
+  EXPECT_TRUE(r.skipped);
+  EXPECT_TRUE(std::isfinite(r.grad_norm));
+  EXPECT_EQ(opt.step_count(), 0);
+  EXPECT_EQ(opt.skipped_steps(), 1);
+  std::vector<float> after(2);
+  opt.master_values(0, after.data());
+  EXPECT_EQ(after, a);
+  opt.master_values(1, after.data());
+  EXPECT_EQ(after, w);
+  EXPECT_FALSE(opt.step({{ga.data(), DType::kF32}, {gw.data(), DType::kF32}}, 1e-3f).skipped);
+  EXPECT_EQ(opt.step_count(), 1);
+}
+
 TEST(AdamW, ClippingScalesTheGradient) {
   // With clipping, the step equals an unclipped step on gradients scaled to the clip norm.
   std::vector<float> w = {0.5f, -0.25f};

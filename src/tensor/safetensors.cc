@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <unordered_set>
 
 #include "core/check.h"
 
@@ -27,11 +28,6 @@ std::string quote(std::string_view s) {
   return json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-// Thrown from the parser callback; turned into an Error naming the file.
-struct HeaderProblem {
-  std::string what;
-};
-
 enum class IntStatus { kOk, kNotInteger, kNegative };
 
 // A non-negative JSON integer (signed or unsigned storage) as uint64.
@@ -49,51 +45,66 @@ IntStatus read_uint(const json& j, uint64_t* out) {
   return IntStatus::kNotInteger;
 }
 
-// Parses the header text, rejecting duplicate keys (at any level; nlohmann would keep the
-// last silently) and deep nesting.
-json parse_header(std::string_view text, const std::string& path) {
-  std::vector<std::set<std::string>> keys;  // one set per open object
-  int depth = 0;
-  const json::parser_callback_t callback = [&](int, json::parse_event_t event,
-                                               json& parsed) -> bool {
-    switch (event) {
-      case json::parse_event_t::object_start:
-        keys.emplace_back();
-        [[fallthrough]];
-      case json::parse_event_t::array_start:
-        if (++depth > kMaxJsonDepth)
-          throw HeaderProblem{"header is nested more than " + std::to_string(kMaxJsonDepth) +
-                              " levels deep"};
-        break;
-      case json::parse_event_t::object_end:
-        keys.pop_back();
-        --depth;
-        break;
-      case json::parse_event_t::array_end:
-        --depth;
-        break;
-      case json::parse_event_t::key: {
-        // Keys only occur directly inside objects, so the innermost set is theirs.
-        const auto& k = parsed.get_ref<const std::string&>();
-        if (!keys.back().insert(k).second)
-          throw HeaderProblem{"header has duplicate key " + quote(k)};
-        break;
-      }
-      case json::parse_event_t::value:
-        break;
-    }
+// A first, linear pass over the header (SAX events, no document) that finds what the
+// document parser would hide or make slow: duplicate keys at any level (nlohmann keeps the
+// last silently) and deep nesting. nlohmann's own callback parser rescans each object as it
+// closes, which made headers of many tensors quadratic.
+class HeaderChecker {
+ public:
+  std::string problem;
+
+  bool null() { return true; }
+  bool boolean(bool) { return true; }
+  bool number_integer(json::number_integer_t) { return true; }
+  bool number_unsigned(json::number_unsigned_t) { return true; }
+  bool number_float(json::number_float_t, const std::string&) { return true; }
+  bool string(std::string&) { return true; }
+  bool binary(json::binary_t&) { return true; }
+  bool start_object(std::size_t) {
+    keys_.emplace_back();
+    return enter();
+  }
+  bool key(std::string& k) {
+    if (keys_.back().insert(k).second) return true;
+    problem = "header has duplicate key " + quote(k);
+    return false;
+  }
+  bool end_object() {
+    keys_.pop_back();
+    --depth_;
     return true;
-  };
-  try {
-    return json::parse(text.data(), text.data() + text.size(), callback);
-  } catch (const HeaderProblem& p) {
-    fail(path, ": ", p.what);
-  } catch (const json::exception& e) {
+  }
+  bool start_array(std::size_t) { return enter(); }
+  bool end_array() {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const json::exception& e) {
     // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
     std::string_view msg = e.what();
     if (const size_t pos = msg.find("] "); !msg.empty() && msg[0] == '[' && pos != msg.npos)
       msg.remove_prefix(pos + 2);
-    fail(path, ": header is not valid JSON: ", msg);
+    problem = "header is not valid JSON: " + std::string(msg);
+    return false;
+  }
+
+ private:
+  bool enter() {
+    if (++depth_ <= kMaxJsonDepth) return true;
+    problem = "header is nested more than " + std::to_string(kMaxJsonDepth) + " levels deep";
+    return false;
+  }
+  std::vector<std::unordered_set<std::string>> keys_;  // one set per open object
+  int depth_ = 0;
+};
+
+json parse_header(std::string_view text, const std::string& path) {
+  HeaderChecker check;
+  if (!json::sax_parse(text.begin(), text.end(), &check)) fail(path, ": ", check.problem);
+  try {
+    return json::parse(text.begin(), text.end());
+  } catch (const json::exception& e) {
+    fail(path, ": header is not valid JSON: ", e.what());
   }
 }
 
@@ -221,15 +232,26 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
   // the start of another) keep the header's sorted-by-name order.
   std::stable_sort(raw.begin(), raw.end(),
                    [](const RawEntry& a, const RawEntry& b) { return a.begin < b.begin; });
-  const RawEntry* furthest = nullptr;  // the non-empty range reaching furthest so far
+  // The tensors must tile the data section exactly, as safetensors requires: a gap, an
+  // overlap or trailing bytes mean the header and the data disagree (a header length
+  // lowered into its padding shifts every tensor and is caught here).
+  const RawEntry* prev = nullptr;
+  uint64_t covered = 0;
   for (const RawEntry& r : raw) {
     if (r.begin == r.end) continue;
-    if (furthest != nullptr && r.begin < furthest->end)
-      fail(path, ": tensors ", quote(furthest->name), " (bytes ", furthest->begin, "..",
-           furthest->end, ") and ", quote(r.name), " (bytes ", r.begin, "..", r.end,
+    if (r.begin < covered)
+      fail(path, ": tensors ", quote(prev->name), " (bytes ", prev->begin, "..", prev->end,
+           ") and ", quote(r.name), " (bytes ", r.begin, "..", r.end,
            ") overlap in the data section");
-    if (furthest == nullptr || r.end > furthest->end) furthest = &r;
+    if (r.begin > covered)
+      fail(path, ": bytes ", covered, "..", r.begin, " of the data section belong to no tensor",
+           " (header and data disagree)");
+    covered = r.end;
+    prev = &r;
   }
+  if (covered != data_bytes)
+    fail(path, ": the tensors cover ", covered, " bytes but the data section has ", data_bytes,
+         " (header and data disagree)");
 
   const uint8_t* data = map_.data() + data_offset_;
   entries_.reserve(raw.size());

@@ -113,6 +113,9 @@ std::string sample_checkpoint(const std::string& checkpoint, const std::string& 
   // Checkpoints record where their tokenizer was; older ones a path relative to the run.
   const std::string tok_dir = t.tokenizer_dir.empty() ? default_tokenizer_dir() : t.tokenizer_dir;
   const auto tok = make_tokenizer(t.tokenizer, tok_dir);
+  if (tok->vocab_size() > t.model.vocab_size)
+    fail(dir, "/trainer.json: tokenizer ", t.tokenizer, " has ", tok->vocab_size(),
+         " ids, the model's vocabulary ", t.model.vocab_size);
   return generate(params, *tok, prompt, tokens, temperature, seed);
 }
 

@@ -65,9 +65,20 @@ RunFolder::RunFolder(const std::string& dir, const std::string& resume_checkpoin
     fail("train.out_dir = '", dir, "' is in use by another fp8lm run (pid ",
          owner.empty() ? "unknown" : owner, "); one folder takes one writer");
   }
+  try {
+    claim(resume_checkpoint, overwrite);
+  } catch (...) {
+    ::close(lock_fd_);  // a constructor that throws runs no destructor
+    lock_fd_ = -1;
+    throw;
+  }
+}
+
+void RunFolder::claim(const std::string& resume_checkpoint, bool overwrite) {
+  const std::string& dir = dir_;
   const std::string pid = std::to_string(::getpid());
   if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0)
-    fail(lock, ": cannot write: ", std::strerror(errno));
+    fail(dir, "/.lock: cannot write: ", std::strerror(errno));
 
   const bool continues = !resume_checkpoint.empty() && inside(resume_checkpoint, dir);
   if (!continues && holds_run(dir)) {
@@ -75,9 +86,19 @@ RunFolder::RunFolder(const std::string& dir, const std::string& resume_checkpoin
       fail("train.out_dir = '", dir, "' already holds a run",
            resume_checkpoint.empty() ? "; continue it with --resume " + dir : std::string(),
            ", or pass --overwrite to replace it, or choose another train.out_dir");
-    for (const char* f : kRunFiles) fs::remove_all(fs::path(dir) / f);
+    replace_ = true;
   }
-  remove_stale_checkpoint_temps(dir);
+}
+
+void RunFolder::begin() {
+  if (replace_)
+    for (const char* f : kRunFiles) fs::remove_all(fs::path(dir_) / f);
+  replace_ = false;
+  remove_stale_checkpoint_temps(dir_);
+  // Temporary files of atomic writes a kill interrupted (metrics.jsonl.tmp.PID.N, ...).
+  for (const auto& e : fs::directory_iterator(dir_))
+    if (e.is_regular_file() && e.path().filename().string().find(".tmp.") != std::string::npos)
+      fs::remove(e.path());
 }
 
 RunFolder::~RunFolder() {

@@ -15,9 +15,11 @@ class RunFolder {
   // by kill -9); a folder another process holds is an Error naming its pid. A fresh run
   // (`resume_checkpoint` empty) and a run resumed from another folder's checkpoint both
   // need a folder that holds no run (no metrics.jsonl, summary.json, config.toml or
-  // checkpoints/), unless `overwrite`, which deletes those first. Temporary checkpoint
-  // folders of killed runs are removed.
+  // checkpoints/), unless `overwrite`: then begin() deletes those.
   RunFolder(const std::string& dir, const std::string& resume_checkpoint, bool overwrite);
+  // Called once every input has been checked: deletes the replaced run's files (with
+  // `overwrite`) and the temporary checkpoint folders of killed runs.
+  void begin();
   ~RunFolder();
   RunFolder(const RunFolder&) = delete;
   RunFolder& operator=(const RunFolder&) = delete;
@@ -29,7 +31,10 @@ class RunFolder {
   void append_metrics(const nlohmann::json& line);
 
  private:
+  // With the lock held: the pid into the lock file, the one-run rule, stale temporaries.
+  void claim(const std::string& resume_checkpoint, bool overwrite);
   std::string dir_;
+  bool replace_ = false;
   int lock_fd_ = -1;
   int metrics_fd_ = -1;
 };

@@ -136,7 +136,11 @@ struct Inputs {
       fail(val.path(), ": ", val.size(), " tokens, fewer than one evaluation batch of ", B, "x",
            T, " + 1 (train.batch_size x model.seq_len + 1)");
     // The closing sample decodes with the tokenizer: a missing one is found now.
-    if (lead) tokenizer = make_tokenizer(cfg.tokenizer, cfg.tokenizer_path());
+    if (!lead) return;
+    tokenizer = make_tokenizer(cfg.tokenizer, cfg.tokenizer_path());
+    if (tokenizer->vocab_size() > mcfg.vocab_size)
+      fail("data.tokenizer = ", cfg.tokenizer, ": its ", tokenizer->vocab_size(),
+           " ids do not fit model.vocab_size ", mcfg.vocab_size, " (preset ", mcfg.preset, ")");
   }
   TokenFile train, val;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -344,6 +348,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
     }
     s.load_weights();
     if (lead) {
+      folder->begin();
       const std::string t = cfg.to_toml();
       write_file_atomic(out + "/config.toml", [&](const WriteFn& w) { w(t.data(), t.size()); });
       std::printf("training %s (%zu parameters) at level %s on %s: %d steps of %dx%zu tokens%s\n",
@@ -398,7 +403,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
           (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) || last;
       if (save) maybe_fail_for_test(rank, step + 1);
       if (!lead) {
-        if (save) s.checkpoint(out, step + 1);
+        if (save && !last) s.checkpoint(out, step + 1);
         continue;
       }
       folder->append_metrics({{"step", step + 1},
@@ -433,11 +438,14 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
                     lr, r.grad_norm, tps, fmt_duration(eta).c_str());
         std::fflush(stdout);
       }
-      if (save) s.checkpoint(out, step + 1);
+      if (save && !last) s.checkpoint(out, step + 1);
     }
     if (tty) std::printf("\n");
     result.final_val_loss = last_val;
+    // The summary comes before the final checkpoint: a run killed between the two resumes
+    // from an earlier checkpoint and writes both again, so a complete run always has both.
     write_summary(s, out, result, tok_rates, step_comm);
+    s.checkpoint(out, cfg.steps);
   }
   if (!lead) return result;
   // The sample reads the final checkpoint with an FP32 model, after the training state is freed.

@@ -263,6 +263,12 @@ TEST_F(Cli, BadFlagsGiveOneLineAndNonZeroExit) {
     EXPECT_NE(r.rc, 0) << args;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << ": " << r.err;
   }
+  // Output that cannot be written (stdout on a full disk) is a failure, not exit 0.
+  if (fs::exists("/dev/full")) {
+    const int status =
+        std::system((std::string(FP8LM_BINARY) + " inspect " + in + " >/dev/full 2>/dev/null").c_str());
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status;
+  }
   for (const char* args : {"--help", "convert --help", "inspect --help",
                                    "bench --help", "bench cast --help"}) {
     const Result r = run(args);
@@ -424,6 +430,8 @@ TEST_F(Cli, PrepareByteTokenizerAndErrors) {
        {"prepare --out " + path("c") + " " + path("missing.txt"),
         "prepare --out " + path("c") + " --val-fraction 0.9 " + path("a.txt"),
         "prepare --out " + path("c") + " --tokenizer wordpiece " + path("a.txt"),
+        "prepare --out " + path("c") + " /dev/zero",
+        "prepare --out " + path("a.txt") + " " + path("a.txt"),
         "prepare --out " + path("c") + " --tokenizer-dir " + path("nowhere") + " " + path("a.txt")}) {
     const Result r = run(args);
     EXPECT_NE(r.rc, 0) << args;

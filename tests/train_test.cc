@@ -115,6 +115,9 @@ TEST(Train, BadConfigurationsNameTheKey) {
   TrainConfig c;
   EXPECT_THROW(apply_overrides(c, {"train.nope=1"}), Error);
   EXPECT_THROW(apply_overrides(c, {"train.steps"}), Error);
+  // One value per --set: trailing TOML lines were silently dropped.
+  EXPECT_THROW(apply_overrides(c, {"train.lr=1\nx = 2"}), Error);
+  EXPECT_THROW(apply_overrides(c, {"train.lr=1\n[train]\nsteps = 1000000"}), Error);
   apply_overrides(c, {"train.steps=3", "precision.level=fp32", "train.out_dir=x/y"});
   EXPECT_EQ(c.steps, 3);
   EXPECT_EQ(c.level, "fp32");
@@ -183,6 +186,12 @@ TEST(Train, TrainerJsonIsValidatedFieldByField) {
       {"mu 0", [](auto& j) { j["grad_scaling_mu"] = 0.0; }},
       {"batch_size -1", [](auto& j) { j["batch_size"] = -1; }},
       {"not an object", [](auto& j) { j = nlohmann::json::array(); }},
+      {"seed 2^63", [](auto& j) { j["seed"] = 1ull << 63; }},
+      {"mu 2^33", [](auto& j) { j["grad_scaling_mu"] = 8589934592.0; }},
+      {"level O1 (optimizer file is O2)", [](auto& j) { j["level"] = "O1"; }},
+      {"amax_window 17", [](auto& j) { j["fp8"]["amax_window"] = 17; }},
+      {"n_layer 1", [](auto& j) { j["model"]["n_layer"] = 1; }},
+      {"scaling short", [](auto& j) { j["scaling"].erase(0); }},
   };
   for (const auto& [what, edit] : edits) {
     SCOPED_TRACE(what);
@@ -196,6 +205,7 @@ TEST(Train, TrainerJsonIsValidatedFieldByField) {
       EXPECT_NE(std::string(e.what()).find("trainer.json"), std::string::npos) << e.what();
     }
     EXPECT_THROW(train(tiny(d, d + "/resumed", "O2"), ck), Error);
+    EXPECT_THROW(sample_checkpoint(ck, "a", 2, 0.0, 1), Error);
   }
   std::ofstream(ck + "/trainer.json") << good.dump();
   EXPECT_NO_THROW(evaluate_checkpoint(ck, d + "/val.bin", 1, 0, 0));

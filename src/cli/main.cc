@@ -1,6 +1,7 @@
 // fp8lm: command-line entry point. Every failure is one line on stderr and a non-zero exit.
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <string>
 
 #include "cli/commands.h"
@@ -55,6 +56,11 @@ int main(int argc, char** argv) {
     // Help requested on a subcommand arrives as CallForHelp above; everything else is misuse.
     std::fprintf(stderr, "fp8lm: error: %s (see fp8lm --help)\n", e.what());
     return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // The environment (a file in the way, a full disk), not a bug: reported as bad input.
+    if (fp8lm::dist::size() > 1) fp8lm::dist::abort(1, std::string("error: ") + e.what());
+    std::fprintf(stderr, "fp8lm: error: %s\n", e.what());
+    return 1;
   } catch (const fp8lm::Error& e) {
     // With other ranks, end the whole job: they would wait in a collective forever.
     if (fp8lm::dist::size() > 1) fp8lm::dist::abort(1, std::string("error: ") + e.what());
@@ -63,6 +69,11 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     if (fp8lm::dist::size() > 1) fp8lm::dist::abort(1, std::string("internal error: ") + e.what());
     std::fprintf(stderr, "fp8lm: internal error: %s\n", e.what());
+    return 1;
+  }
+  // Output that could not be written (stdout on a full disk) is a failure, not success.
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    std::fprintf(stderr, "fp8lm: error: cannot write to standard output\n");
     return 1;
   }
   return 0;

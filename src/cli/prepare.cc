@@ -39,6 +39,13 @@ size_t safe_cut(const std::string& buf) {
 void run_prepare(const PrepareOptions& o) {
   apply_global_options();
   const auto tok = make_tokenizer(o.tokenizer, o.tokenizer_dir);
+  // Inputs are documents: regular files (a FIFO or /dev/zero would never end).
+  for (const std::string& in : o.inputs) {
+    if (!std::filesystem::exists(in)) fail(in, ": cannot open (no such file)");
+    if (!std::filesystem::is_regular_file(in)) fail(in, ": not a regular file");
+  }
+  if (std::filesystem::exists(o.out) && !std::filesystem::is_directory(o.out))
+    fail("--out ", o.out, ": a file is in the way of the output folder");
   std::filesystem::create_directories(o.out);
   // Tokens stream to a scratch file, then split into the two outputs.
   const std::string scratch = o.out + "/.tokens.tmp";

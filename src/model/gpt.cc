@@ -393,7 +393,12 @@ std::vector<ScalingMeta*> Gpt::scaling_metas() {
   for (auto& b : blocks_)
     for (Linear* l : {&b->attn, &b->proj, &b->fc, &b->fcproj})
       for (ScalingMeta* m : l->scaling_metas()) out.push_back(m);
+  FP8LM_CHECK(out.size() == scaling_meta_count(cfg_, mode_), "scaling_meta_count is stale");
   return out;
+}
+
+size_t Gpt::scaling_meta_count(const GptConfig& cfg, ComputeMode mode) {
+  return mode == ComputeMode::kFP8 ? 8 * static_cast<size_t>(cfg.n_layer) : 0;
 }
 
 void Gpt::grad_values(size_t spec, float* out) const {

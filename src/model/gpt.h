@@ -80,6 +80,8 @@ class Gpt {
   std::vector<GradBuffer> grad_buffers();
   // Delayed-scaling state of every FP8 Linear layer, in a fixed order (for checkpoints).
   std::vector<ScalingMeta*> scaling_metas();
+  // How many scaling_metas() a model of `cfg` has in `mode` (two per FP8 Linear layer).
+  static size_t scaling_meta_count(const GptConfig& cfg, ComputeMode mode);
   // Bytes of saved activations, from the memory accounting of this model's allocations.
   size_t activation_bytes() const { return activation_bytes_; }
 

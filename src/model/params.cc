@@ -106,6 +106,9 @@ void GptParams::save(const std::string& path) const {
 
 void GptParams::load(const std::string& path) {
   const SafetensorsFile f(path);
+  if (f.tensors().size() != specs_.size())
+    fail(path, ": ", f.tensors().size(), " tensors, the model (", cfg_.n_layer, " layers) has ",
+         specs_.size());
   for (size_t i = 0; i < specs_.size(); ++i) {
     const ParamSpec& s = specs_[i];
     const SafetensorsEntry* e = f.find(s.name);

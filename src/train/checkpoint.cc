@@ -11,7 +11,10 @@
 
 #include "core/check.h"
 #include "core/file.h"
+#include "dist/fp8_reduce.h"
 #include "dist/world.h"
+#include "model/gpt.h"
+#include "train/gpt_state.h"
 #include "kernels/cast.h"
 #include "tensor/safetensors.h"
 
@@ -46,7 +49,9 @@ int64_t int_member(const json& obj, const char* key, int64_t lo, int64_t hi,
   int64_t x = 0;
   if (v.is_number_unsigned()) {
     const uint64_t u = v.get<uint64_t>();
-    x = u > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(u);
+    if (u > static_cast<uint64_t>(INT64_MAX))
+      fail(where, ".", key, " = ", u, ": must be in [", lo, ", ", hi, "]");
+    x = static_cast<int64_t>(u);
   } else if (v.is_number_integer()) {
     x = v.get<int64_t>();
   } else {
@@ -75,6 +80,28 @@ std::string string_member(const json& obj, const char* key, const std::string& w
   const json& v = member(obj, key, where);
   if (!v.is_string()) fail(where, ".", key, ": expected a string, got ", v.dump());
   return v.get<std::string>();
+}
+
+// A non-negative decimal count in the file's metadata.
+int64_t counter_metadata(const SafetensorsFile& f, const std::string& key) {
+  const auto it = f.metadata().find(key);
+  const std::string v = it == f.metadata().end() ? "" : it->second;
+  if (v.empty() || v.size() > 12 || v.find_first_not_of("0123456789") != std::string::npos)
+    fail(f.path(), ": metadata ", key, " = '", v, "': expected a count");
+  return std::stoll(v);
+}
+
+// True when a stored second moment has a negative value (its sign bit set and not zero).
+bool any_negative(const ConstTensorView& v) {
+  const size_t n = static_cast<size_t>(v.numel()), es = dtype_size(v.dtype);
+  const auto* p = static_cast<const uint8_t*>(v.data);
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t bits = 0;
+    std::memcpy(&bits, p + i * es, es);
+    const uint64_t sign = uint64_t{1} << (8 * es - 1);
+    if ((bits & sign) != 0 && (bits & (sign - 1)) != 0) return true;
+  }
+  return false;
 }
 
 // A scale as compute_scale makes them: a normal float in [2^-126, 2^126].
@@ -401,9 +428,29 @@ TrainerState read_trainer_state(const std::string& dir) {
   s.tokenizer_dir = string_member(t, "tokenizer_dir", w);
   s.world_size = static_cast<int>(int_member(t, "world_size", 1, 1 << 20, w));
   s.grad_scaling_mu = float_member(t, "grad_scaling_mu", w);
-  if (!(s.grad_scaling_mu > 0)) fail(w, ".grad_scaling_mu = ", s.grad_scaling_mu, ": must be > 0");
+  if (!(s.grad_scaling_mu > 0 && s.grad_scaling_mu <= dist::Fp8GradReducer::kMaxMu))
+    fail(w, ".grad_scaling_mu = ", s.grad_scaling_mu, ": must be in (0, 2^32]");
+  // Every scaling state is checked here, whoever reads the file (eval, sample, resume).
   s.scaling = member(t, "scaling", w);
-  if (!s.scaling.is_array()) fail(w, ".scaling: expected an array");
+  const size_t metas = Gpt::scaling_meta_count(s.model, compute_mode(level_from_name(s.level)));
+  if (!s.scaling.is_array() || s.scaling.size() != metas)
+    fail(w, ".scaling: expected ", metas, " scaling states for a ", s.model.n_layer,
+         "-layer model at level ", s.level);
+  ScalingRecipe recipe;
+  recipe.window = s.amax_window;
+  for (size_t i = 0; i < metas; ++i) {
+    ScalingMeta m(recipe);
+    scaling_from_json(s.scaling[i], m, w + ": scaling[" + std::to_string(i) + "]");
+  }
+  // The optimizer file must be of the same level and step.
+  const SafetensorsFile opt(dir + "/optimizer.safetensors");
+  const auto level = opt.metadata().find("level");
+  if (level == opt.metadata().end() || level->second != s.level)
+    fail(w, ".level = ", s.level, ", but ", opt.path(), " is of level ",
+         level == opt.metadata().end() ? "(none)" : level->second);
+  if (counter_metadata(opt, "steps") + counter_metadata(opt, "skipped") != s.step)
+    fail(w, ".step = ", s.step, ", but ", opt.path(), " has ", counter_metadata(opt, "steps"),
+         " steps + ", counter_metadata(opt, "skipped"), " skipped");
   return s;
 }
 
@@ -427,31 +474,7 @@ nlohmann::json read_trainer_json(const std::string& dir) {
   }
 }
 
-namespace {
 
-// A non-negative decimal count in the file's metadata.
-int64_t counter_metadata(const SafetensorsFile& f, const std::string& key) {
-  const auto it = f.metadata().find(key);
-  const std::string v = it == f.metadata().end() ? "" : it->second;
-  if (v.empty() || v.size() > 12 || v.find_first_not_of("0123456789") != std::string::npos)
-    fail(f.path(), ": metadata ", key, " = '", v, "': expected a count");
-  return std::stoll(v);
-}
-
-// True when a stored second moment has a negative value (its sign bit set and not zero).
-bool any_negative(const ConstTensorView& v) {
-  const size_t n = static_cast<size_t>(v.numel()), es = dtype_size(v.dtype);
-  const auto* p = static_cast<const uint8_t*>(v.data);
-  for (size_t i = 0; i < n; ++i) {
-    uint64_t bits = 0;
-    std::memcpy(&bits, p + i * es, es);
-    const uint64_t sign = uint64_t{1} << (8 * es - 1);
-    if ((bits & sign) != 0 && (bits & (sign - 1)) != 0) return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 void load_optimizer(const std::string& dir, AdamW& opt) {
   const std::string path = dir + "/optimizer.safetensors";

@@ -202,6 +202,9 @@ void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& sets) {
     } catch (const toml::parse_error&) {
       t = toml::table{{"v", value}};
     }
+    // One value: "1\nx = 2" would otherwise smuggle in text that is silently dropped.
+    if (t.size() != 1 || value.find_first_of("\n\r") != std::string::npos)
+      fail("--set ", name, ": expected one value, got '", value, "'");
     k->set(cfg, *t.get("v"), "--set ");
   }
   cfg.validate();

@@ -235,9 +235,6 @@ int64_t resume(Session& s, const std::string& resume_from, RunFolder* folder) {
          m.n_layer, "x", m.n_embd, " (", m.n_head, " heads, seq ", m.seq_len, ", vocab ",
          m.vocab_size, ")");
   load_optimizer(dir, *s.opt);
-  if (s.opt->step_count() + s.opt->skipped_steps() != t.step)
-    fail(dir, ": optimizer.safetensors has ", s.opt->step_count(), " steps + ",
-         s.opt->skipped_steps(), " skipped, trainer.json says step ", t.step);
   restore_scaling(t, s.model.scaling_metas(), dir);
   s.sync->set_mu(t.grad_scaling_mu);
   if (folder != nullptr) {

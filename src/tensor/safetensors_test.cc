@@ -318,10 +318,12 @@ TEST_F(SafetensorsTest, HeaderOfManyTensorsParsesInLinearTime) {
   // well under a second, far inside the test's time limit.
   std::string header = "{";
   const int n = 40000;
-  for (int i = 0; i < n; ++i)
-    header += (i ? "," : "") + std::string("\"t") + std::to_string(i) +
-              "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" + std::to_string(i) + "," +
-              std::to_string(i + 1) + "]}";
+  for (int i = 0; i < n; ++i) {
+    if (i > 0) header += ',';
+    header.append("\"t").append(std::to_string(i));
+    header.append("\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[");
+    header.append(std::to_string(i)).append(",").append(std::to_string(i + 1)).append("]}");
+  }
   header += "}";
   SafetensorsFile f(write_file(header, std::string(n, 'x')));
   EXPECT_EQ(f.tensors().size(), static_cast<size_t>(n));

@@ -204,7 +204,7 @@ void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& sets) {
     }
     // One value: "1\nx = 2" would otherwise smuggle in text that is silently dropped.
     if (t.size() != 1 || value.find_first_of("\n\r") != std::string::npos)
-      fail("--set ", name, ": expected one value, got '", value, "'");
+      fail("--set ", name, ": expected one value, got ", toml::value<std::string>(value));
     k->set(cfg, *t.get("v"), "--set ");
   }
   cfg.validate();

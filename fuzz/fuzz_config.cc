@@ -42,6 +42,7 @@ void check_same(const fp8lm::TrainConfig& a, const fp8lm::TrainConfig& b,
   FUZZ_SAME_FIELD(seed);
   FUZZ_SAME_FIELD(out_dir);
   FUZZ_SAME_FIELD(threads);
+  FUZZ_SAME_FIELD(comm_timeout);
   FUZZ_SAME_FIELD(level);
   FUZZ_SAME_FIELD(recipe);
   FUZZ_SAME_FIELD(amax_window);
@@ -80,6 +81,8 @@ std::vector<std::string> lines_of(std::string_view text) {
 }
 
 }  // namespace
+
+FUZZ_NUMBER_MUTATOR()
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

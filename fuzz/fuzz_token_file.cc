@@ -3,8 +3,10 @@
 // the DataLoader (src/data/loader.h) over every file that opens: training windows must be
 // consecutive tokens of the file, evaluation batches exactly the documented spans.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/check.h"
@@ -72,12 +74,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(header[0] == fp8lm::kTokenFileMagic && header[1] == fp8lm::kTokenFileVersion);
       FUZZ_CHECK(header[2] >= 0 && f.size() == static_cast<size_t>(header[2]));
       FUZZ_CHECK(size == fp8lm::kTokenFileHeaderBytes + 2 * f.size());
-      // Every token is the input's, and inside the vocabulary.
+      // Every token is the input's, and inside the vocabulary; so is every sub-range.
       std::vector<uint16_t> tokens(f.size());
-      if (!tokens.empty()) std::memcpy(tokens.data(), f.tokens(), 2 * tokens.size());
+      f.read(0, tokens.size(), tokens.data());
       FUZZ_CHECK(tokens.empty() ||
                  std::memcmp(tokens.data(), data + fp8lm::kTokenFileHeaderBytes,
                              2 * tokens.size()) == 0);
+      if (!tokens.empty()) {
+        const size_t first = data[size - 1] % tokens.size();
+        const size_t n = std::min<size_t>(tokens.size() - first, data[size - 2]);
+        std::vector<uint16_t> part(n + 1, 0xABCD);
+        f.read(first, n, part.data());
+        FUZZ_CHECK(std::equal(part.begin(), part.begin() + static_cast<std::ptrdiff_t>(n),
+                              tokens.begin() + static_cast<std::ptrdiff_t>(first)) &&
+                   part[n] == 0xABCD, "read(first, n) is exactly those tokens");
+      }
+      // Past the end is an Error, whatever the sizes (no overflow in first + n).
+      for (const auto& [first, n] : {std::pair<size_t, size_t>{f.size(), 1},
+                                     {0, f.size() + 1},
+                                     {1, SIZE_MAX},
+                                     {SIZE_MAX, 2}}) {
+        bool refused = false;
+        uint16_t sink[2];
+        try {
+          f.read(first, n, sink);
+        } catch (const fp8lm::Error&) {
+          refused = true;
+        }
+        FUZZ_CHECK(refused, "read past the end throws Error");
+      }
       uint64_t sum = 0;
       for (uint16_t t : tokens) {
         FUZZ_CHECK(vocab == 0 || t < vocab, "an accepted token is inside the vocabulary");

@@ -1,6 +1,9 @@
-// Fuzzes a checkpoint's trainer.json as resume and evaluation read it (src/train/checkpoint.h):
-// read_trainer_json, model_config_of, and scaling_from_json for every saved scaling state,
-// then drives each loaded ScalingMeta (src/tensor/scaling.h) the way the next casts would,
+// Fuzzes a checkpoint's trainer.json (src/train/checkpoint.h) along both ways it is read:
+//  - read_trainer_json, model_config_of, and scaling_from_json on every element of
+//    "scaling" into a delayed-scaling ScalingMeta of window 16;
+//  - read_trainer_state and restore_scaling, as resume, eval and sample do, into metas of
+//    the recorded amax_window;
+// then drives every loaded ScalingMeta (src/tensor/scaling.h) the way the next casts would,
 // so a state that indexes its amax-history ring out of range shows up here (ASan, UBSan or
 // libstdc++'s checked operator[]) rather than as memory corruption in a resumed run.
 #include <cmath>
@@ -9,9 +12,11 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "core/check.h"
 #include "fuzz_common.h"
+#include "tensor/safetensors.h"
 #include "tensor/scaling.h"
 #include "train/checkpoint.h"
 
@@ -20,7 +25,12 @@ namespace {
 void check_model(const nlohmann::json& t, const std::string& dir) {
   try {
     const fp8lm::GptConfig c = fp8lm::model_config_of(t, dir);
-    c.validate();  // model_config_of validates: must not throw now
+    try {
+      c.validate();
+    } catch (const fp8lm::Error& e) {
+      fuzz::fail_property("model_config_of returns a valid configuration", __FILE__, __LINE__,
+                          e.what());
+    }
     fuzz::consume(c.num_params());
     FUZZ_CHECK(c.padded_vocab() % 64 == 0 && c.padded_vocab() >= c.vocab_size);
   } catch (const fp8lm::Error& e) {
@@ -55,6 +65,7 @@ void drive(fp8lm::ScalingMeta& m) {
   FUZZ_CHECK(std::isfinite(m.scale) && m.scale > 0 && m.scale_inv == 1.0f / m.scale);
 }
 
+// Each element of t["scaling"] on its own, into a window-16 delayed meta.
 void check_scaling(const nlohmann::json& t, const std::string& where) {
   if (!t.is_object()) return;
   const auto it = t.find("scaling");
@@ -73,19 +84,54 @@ void check_scaling(const nlohmann::json& t, const std::string& where) {
       continue;
     }
     FUZZ_CHECK(meta.amax_history.size() == 16, "the loaded history keeps the run's window");
-    // A loaded state goes back out unchanged (the next checkpoint writes it).
-    const nlohmann::json again = fp8lm::scaling_to_json(meta);
-    fuzz::consume(again.dump().size());
+    fuzz::consume(fp8lm::scaling_to_json(meta).dump().size());
     drive(meta);
   }
 }
 
+// The whole file as resume reads it, then every state into a meta of the recorded window.
+void check_state(const std::string& dir) {
+  fp8lm::TrainerState s;
+  try {
+    s = fp8lm::read_trainer_state(dir);
+  } catch (const fp8lm::Error& e) {
+    fuzz::consume(std::strlen(e.what()));
+    return;
+  }
+  FUZZ_CHECK(s.amax_window >= 1 && s.scaling.is_array());
+  if (s.scaling.size() > 64) return;
+  fp8lm::ScalingRecipe recipe;
+  recipe.timing = s.recipe == "jit" ? fp8lm::ScalingTiming::kJustInTime
+                                    : fp8lm::ScalingTiming::kDelayed;
+  recipe.window = s.amax_window;
+  recipe.margin = s.margin;
+  std::vector<fp8lm::ScalingMeta> metas(s.scaling.size(), fp8lm::ScalingMeta(recipe));
+  std::vector<fp8lm::ScalingMeta*> ptrs;
+  for (fp8lm::ScalingMeta& m : metas) ptrs.push_back(&m);
+  try {
+    fp8lm::restore_scaling(s, ptrs, dir);
+  } catch (const fp8lm::Error& e) {
+    fuzz::consume(std::strlen(e.what()));
+    return;
+  }
+  // The state written back is the state read.
+  const nlohmann::json again = fp8lm::trainer_json(s);
+  fuzz::consume(again.dump().size());
+  for (fp8lm::ScalingMeta& m : metas) drive(m);
+}
+
 }  // namespace
 
+FUZZ_NUMBER_MUTATOR()
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // Named like a checkpoint folder, so read_trainer_state checks "step" against it, with
+  // the optimizer file it compares level and step with (O2, 100 steps: as the seeds).
   static const std::string dir = [] {
-    const std::string d = fuzz::scratch_dir() + "/checkpoint";
+    const std::string d = fuzz::scratch_dir() + "/step-100";
     std::filesystem::create_directories(d);
+    fp8lm::write_safetensors(d + "/optimizer.safetensors", {},
+                             {{"level", "O2"}, {"steps", "98"}, {"skipped", "2"}});
     return d;
   }();
   fuzz::write_bytes(dir + "/trainer.json", data, size);
@@ -96,9 +142,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::consume(std::strlen(e.what()));
     return 0;
   }
-  // Resume reads the model first and stops there on an error; the scaling states are
-  // still fuzzed on their own, so a bad model section does not hide them.
+  // Resume stops at a bad model section; here the scaling states are fuzzed regardless.
   check_model(t, dir);
   check_scaling(t, dir + "/trainer.json");
+  check_state(dir);
   return 0;
 }

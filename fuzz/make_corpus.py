@@ -104,43 +104,57 @@ def token_corpus():
 
 # --- trainer.json ------------------------------------------------------------------------
 
-def scaling(pos, filled, history=None):
-    return {"scale": 256.0, "scale_inv": 0.00390625,
-            "history": history if history is not None else [0.5 + i / 64 for i in range(16)],
-            "filled": filled, "pos": pos, "jit_next": False, "counter": 40,
-            "zero_amax": 0, "nonfinite_amax": 1}
+def scaling(finite, nonfinite=0, zero=0):
+    """A state a run can produce: `finite` amaxes recorded into a window of 16 (and
+    `nonfinite` skipped), so fill and position follow from the counts."""
+    filled = min(finite, 16)
+    history = [0.25 + i / 64 for i in range(filled)] + [0.0] * (16 - filled)
+    return {"scale": 256.0, "scale_inv": 0.00390625, "history": history,
+            "filled": filled, "pos": finite % 16, "jit_next": nonfinite > 0,
+            "counter": finite + nonfinite, "zero_amax": zero, "nonfinite_amax": nonfinite}
 
 
-def trainer(scalings, model=None):
+def trainer(scalings, model=None, step=100, level="O2"):
     return {
-        "step": 100, "seed": 1337, "level": "O2", "batch_size": 16, "grad_accum": 1,
-        "data": {"train": "data/brown/train.bin", "next_step": 100},
-        "model": model if model is not None else
-        {"preset": "d6", "n_layer": 6, "n_head": 6, "n_embd": 384, "seq_len": 256,
-         "vocab_size": 50257},
+        "step": step, "seed": 1337, "level": level, "batch_size": 16, "grad_accum": 1,
+        "data": {"train": "data/brown/train.bin", "next_step": step},
+        "model": model if model is not None else TINY,
         "fp8": {"recipe": "delayed", "amax_window": 16, "margin": 0},
-        "tokenizer": "gpt2", "tokenizer_dir": "data/gpt2", "world_size": 1,
+        "tokenizer": "gpt2", "tokenizer_dir": "", "world_size": 1,
         "grad_scaling_mu": 1.0, "scaling": scalings}
+
+
+# Level O2 has 8 scaling states per layer (fp32 and bf16 none); fuzz_trainer_json puts an
+# O2 optimizer file of step 100 beside the input.
+TINY = {"preset": "tiny", "n_layer": 2, "n_head": 2, "n_embd": 64, "seq_len": 64,
+        "vocab_size": 512}
+ONE_LAYER = dict(TINY, n_layer=1)
+D6 = {"preset": "d6", "n_layer": 6, "n_head": 6, "n_embd": 384, "seq_len": 256,
+      "vocab_size": 50257}
 
 
 def trainer_corpus():
     t = "fuzz_trainer_json"
-    put(t, "valid_full", json.dumps(trainer([scaling(3, 16), scaling(7, 7),
-                                             scaling(0, 0, [0.0] * 16)]), indent=1))
-    put(t, "valid_tiny", json.dumps(trainer(
-        [scaling(15, 16)], {"preset": "tiny", "n_layer": 2, "n_head": 2, "n_embd": 64,
-                            "seq_len": 64, "vocab_size": 512})))
-    put(t, "valid_no_scaling", json.dumps(trainer([])))
-    put(t, "bad_history_length", json.dumps(trainer([scaling(1, 1, [1.0] * 15)])))
-    put(t, "bad_field_type", json.dumps(trainer([dict(scaling(2, 2), pos="2")])))
-    put(t, "bad_missing_field", json.dumps(trainer([{k: v for k, v in scaling(2, 2).items()
-                                                     if k != "filled"}])))
-    put(t, "bad_model", json.dumps(trainer([scaling(0, 16)], {"preset": "d6", "n_layer": 6,
-                                                               "n_head": 5, "n_embd": 384,
-                                                               "seq_len": 256,
-                                                               "vocab_size": 50257})))
+    varied = [scaling(39, 1, 2), scaling(7), scaling(0), scaling(15), scaling(32, 3),
+              scaling(16), scaling(1), scaling(17, 0, 17)] * 2
+    put(t, "valid_tiny", json.dumps(trainer(varied), indent=1))
+    put(t, "valid_one_layer", json.dumps(trainer([scaling(100 + i) for i in range(8)],
+                                                 ONE_LAYER)))
+    put(t, "other_level_no_scaling", json.dumps(trainer([], D6, level="bf16")))
+    eight = [scaling(20)] * 8
+    put(t, "bad_history_length", json.dumps(trainer(
+        [dict(scaling(1), history=[1.0] * 15)] + eight[1:], ONE_LAYER)))
+    put(t, "bad_field_type", json.dumps(trainer([dict(scaling(2), pos="2")] + eight[1:],
+                                                ONE_LAYER)))
+    put(t, "bad_missing_field", json.dumps(trainer(
+        [{k: v for k, v in scaling(2).items() if k != "filled"}] + eight[1:], ONE_LAYER)))
+    put(t, "bad_counts", json.dumps(trainer([dict(scaling(20), counter=21)] + eight[1:],
+                                            ONE_LAYER)))
+    put(t, "bad_state_count", json.dumps(trainer(eight[1:], ONE_LAYER)))
+    put(t, "bad_model", json.dumps(trainer(eight, dict(ONE_LAYER, n_head=3))))
+    put(t, "bad_step", json.dumps(trainer(eight, ONE_LAYER, step=99)))
     put(t, "bad_not_object", "[1, 2, 3]")
-    put(t, "bad_json", json.dumps(trainer([scaling(1, 1)]))[:-40])
+    put(t, "bad_json", json.dumps(trainer(eight, ONE_LAYER))[:-40])
 
 
 # --- configuration TOML ------------------------------------------------------------------
@@ -176,6 +190,7 @@ checkpoint_every = 100
 seed = 1337
 out_dir = "runs/default"
 threads = 0
+comm_timeout = 900
 
 [precision]
 level = "O2"

@@ -28,22 +28,9 @@ for t in "${targets[@]}"; do
   }
 done
 
-# The project's own dependencies and data (GPT-2's tables for fuzz_tokenizer), then clang
-# with its libFuzzer and sanitizer runtimes. Idempotent, as scripts/setup.sh is.
-bash "$root/scripts/setup.sh"
-packages=(clang libclang-rt-14-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "fuzz: installing ${missing[*]}"
-  sudo_cmd=()
-  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -qq
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# The project's own dependencies and data (GPT-2's tables for fuzz_tokenizer), and clang
+# with its libFuzzer, ASan and UBSan runtimes (libclang-rt-14-dev is only a Recommends).
+bash "$root/scripts/setup.sh" clang libclang-rt-14-dev
 
 build="$root/build-fuzz"
 echo "== fuzz: building ${targets[*]} in build-fuzz/ (clang, ASan + UBSan + libFuzzer)"
@@ -56,13 +43,18 @@ echo "fuzz: build took $(($(date +%s) - build_start)) s"
 
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# The targets write every input to a scratch file: on tmpfs, since on a disk shared with
+# builds the writes can stall the fuzzer twentyfold. Removed at exit (a crash leaves files).
+scratch_root="$build/tmp"
+[[ -d /dev/shm && -w /dev/shm ]] && scratch_root=$(mktemp -d /dev/shm/fp8lm-fuzz.XXXXXX)
+trap 'rm -rf "$scratch_root"' EXIT
 summary=()
 findings=0
 for t in "${targets[@]}"; do
   corpus="$build/corpus/$t"
   artifacts="$build/artifacts/$t"
   log="$build/logs/$t.log"
-  tmp="$build/tmp/$t"
+  tmp="$scratch_root/$t"
   mkdir -p "$corpus" "$artifacts" "$(dirname "$log")"
   rm -rf "$tmp" && mkdir -p "$tmp"
   # Seeds and known reproducers join the corpus this folder keeps from earlier runs.
@@ -87,6 +79,11 @@ for t in "${targets[@]}"; do
     findings=$((findings + 1))
     if [[ -n $artifact ]]; then
       verdict="FINDING: ${artifact#"$root/"}"
+      # libFuzzer names an artifact by its content's SHA-1: say when it is a known reproducer.
+      sha=${artifact##*-}
+      for r in "$root/fuzz/regressions/$t"/*; do
+        [[ -f $r && $(sha1sum <"$r" | cut -d' ' -f1) == "$sha" ]] && verdict+=" (= ${r#"$root/"})"
+      done
     else
       verdict="FINDING: exit code $rc without an artifact, see build-fuzz/logs/$t.log"
     fi

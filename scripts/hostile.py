@@ -29,8 +29,23 @@ Failures are counted as
 
 Usage:
   python3 scripts/hostile.py [--binary PATH] [--quick] [--class NAME] [--case SUBSTR]
-                             [--timeout S] [--jobs N] [--workdir DIR] [--keep] [--list]
-                             [--report FILE.json]
+                             [--timeout S] [--case-timeout S] [--jobs N] [--workdir DIR]
+                             [--keep] [--list] [--report FILE.json] [--mem-limit-mib N]
+                             [--verbose]
+
+Classes: trainer_json, safetensors, config, tokens, run_dir, env, mpi. Full mode runs
+about 3100 cases in about 2 minutes on 2 cores against a binary that refuses them well
+(longer when cases train); --quick about 220 in about 20 s. Cases
+that only open or parse a file use min(--timeout, 20 s). Copy the binary first when
+build/ may be rebuilt during a run.
+
+The run cannot stall silently: --timeout bounds each process, and a watchdog bounds each
+whole case (--case-timeout, default max(300, 4 x --timeout + 60) s): a case past it is
+recorded as a hang ("harness watchdog", with where its thread was), its processes are
+killed and the run moves on. Should the harness itself freeze (one thread holding the
+GIL), faulthandler prints every thread's stack every 120 s. Output is matched with
+linear-time patterns on lines cut to 4096 characters: a quadratic pattern on a 100 KB
+refusal line once froze a full run for good.
 
 Output: one line per failing case (kind, class, case, what happened), then
   hostile: N cases, C crashes, H hangs, S silent acceptances, P poor refusals, ...
@@ -39,6 +54,7 @@ and exit status 1 when anything failed. Standard library only.
 
 import argparse
 import copy
+import faulthandler
 import json
 import math
 import os
@@ -53,7 +69,6 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,6 +96,16 @@ TOKEN_MAGIC, TOKEN_VERSION = 20240520, 1
 MODEL_VOCAB = 512  # the tiny preset's vocabulary (byte tokenizer ids are < 257)
 
 FAST_TIMEOUT = 20.0  # cases that need no computation (a FIFO, a parse) answer in far less
+STALL_DUMP_S = 120.0  # no scheduler tick for this long: print every thread's stack
+TICK_MAX_S = 2.0  # case watchdog: at most this much of one scheduler tick is charged
+FROZEN_WARN_S = 10.0  # a scheduler tick this long means the harness itself was frozen
+
+FSIZE_WRAPPER = (
+    "import os, resource, signal, sys\n"
+    "n = int(sys.argv[1])\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n")
 
 
 class Outcome:
@@ -141,8 +166,12 @@ class Proc:
     """One started process (and its session)."""
 
     def __init__(self, h, argv, cwd, tag, env_extra=None, env_drop=(), timeout=None,
-                 stdout_path=None, actions=()):
+                 stdout_path=None, actions=(), fsize_limit=None):
         self.h, self.argv, self.cwd, self.tag = h, argv, cwd, tag
+        if fsize_limit is not None:
+            # A disk that fills: writes past fsize_limit bytes (per file) fail with EFBIG
+            # instead of raising SIGXFSZ. Set in a small exec wrapper (exact bytes, no shell).
+            argv = [sys.executable, "-c", FSIZE_WRAPPER, str(fsize_limit)] + list(argv)
         self.timeout = timeout or h.timeout
         self.actions = list(actions)  # (delay_s, fn(proc)) run once while it runs
         self.action_log = []
@@ -158,6 +187,7 @@ class Proc:
         self.p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                   stdout=self._out, stderr=self._err, start_new_session=True)
         self.pid = self.p.pid
+        self.case = h.track(self)  # so the case watchdog can end it
         self.rc = None
         self.timed_out = self.mem_killed = False
         self.peak_rss = 0
@@ -203,6 +233,7 @@ class Proc:
             time.sleep(0.02)
         # Leader exited (still a zombie, so its pid is not reused): end stray members too.
         self._kill_session()
+        self.h.untrack(self)  # before the reap: a reaped leader's pid may be reused
         self.rc = self.p.wait()
         self.elapsed = time.monotonic() - self.t0
         self._out.close()
@@ -230,17 +261,51 @@ def read_text(path, limit=4 << 20):
 # --------------------------------------------------------------------------------------
 # Judging.
 
+# Crash signatures in stderr. Every pattern starts with literal text (no leading [^\n]* or
+# [^\s:]+): Python's re engine holds the GIL for a whole search, and such a prefix makes a
+# search quadratic in the line length -- a 100 KB one-line refusal (a 100000-character key
+# echoed back) then stalled every thread of the harness for many minutes. A match is
+# reported from its start ("from") or as its whole line ("line"); lines are also cut to
+# MATCH_LINE_MAX characters before matching, so no pattern can take long on any output.
+MATCH_LINE_MAX = 4096
 SAN_PATTERNS = [
-    re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer[^\n]*"),
-    re.compile(r"[^\s:]+:\d+:\d+: runtime error:[^\n]*"),
-    re.compile(r"SUMMARY: \w+Sanitizer[^\n]*"),
-    re.compile(r"(double free or corruption|free\(\): [^\n]*|malloc\(\): [^\n]*|"
-               r"corrupted size vs\. prev_size|corrupted double-linked list|"
-               r"\*\*\* stack smashing detected[^\n]*|terminate called[^\n]*)"),
-    re.compile(r"[^\n]*exited on signal \d+[^\n]*"),
-    re.compile(r"[^\n]*(Segmentation fault|Bus error|Floating point exception)[^\n]*"),
-    re.compile(r"[^\n]*internal error[^\n]*"),
+    (re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer"), "from"),
+    (re.compile(r":\d+:\d+: runtime error:"), "ubsan"),  # path:line:col: runtime error: ...
+    (re.compile(r"SUMMARY: \w+Sanitizer"), "from"),
+    (re.compile(r"double free or corruption|free\(\): |malloc\(\): |"
+                r"corrupted size vs\. prev_size|corrupted double-linked list|"
+                r"\*\*\* stack smashing detected|terminate called"), "from"),
+    (re.compile(r"exited on signal \d+"), "line"),
+    (re.compile(r"Segmentation fault|Bus error|Floating point exception"), "line"),
+    (re.compile(r"internal error"), "line"),
 ]
+
+
+def match_text(text):
+    """text with every line cut to MATCH_LINE_MAX characters (linear time)."""
+    if len(text) <= MATCH_LINE_MAX:
+        return text
+    return "\n".join(l[:MATCH_LINE_MAX] for l in text.split("\n"))
+
+
+def crash_signature(text):
+    """The first crash signature in text (a line or its tail), or None."""
+    text = match_text(text)
+    for rx, how in SAN_PATTERNS:
+        for m in rx.finditer(text):
+            ls = text.rfind("\n", 0, m.start()) + 1
+            le = text.find("\n", m.end())
+            le = len(text) if le < 0 else le
+            if how == "ubsan":
+                head = text[ls:m.start()]
+                if not head or head[-1].isspace() or head[-1] == ":":
+                    continue  # UBSan prefixes a file name: [^\s:]+:L:C: runtime error:
+                ws = max(head.rfind(" "), head.rfind("\t"), head.rfind(":"))
+                ls += ws + 1
+            elif how == "from":
+                ls = m.start()
+            return text[ls:le]
+    return None
 
 
 def short(s, n=220):
@@ -259,10 +324,9 @@ def crash_reason(p):
     if p.mem_killed:
         return "memory ran away (RSS %d MiB > %d MiB), killed" % (
             p.peak_rss >> 20, p.h.mem_limit >> 20)
-    for rx in SAN_PATTERNS:
-        m = rx.search(p.stderr)
-        if m:
-            return short(m.group(0))
+    sig = crash_signature(p.stderr)
+    if sig:
+        return short(sig)
     if p.rc < 0:
         return "killed by %s" % signame(-p.rc)
     if p.rc >= 128:
@@ -289,7 +353,8 @@ def refusal_problem(p, mention=None, mpi=False):
         text = "\n".join(errs)
     else:
         if len(lines) != 1:
-            return "%d lines on stderr: %s" % (len(lines), short(" | ".join(lines[:3])))
+            return "%d lines on stderr, first: %s | last: %s" % (
+                len(lines), short(lines[0], 100), short(lines[-1], 160))
         if not lines[0].startswith("fp8lm: error:"):
             return "stderr does not start with 'fp8lm: error:': " + short(lines[0])
         if p.rc not in (1, 2):
@@ -413,9 +478,10 @@ def english_text(nbytes, shift=0):
         "Rain fell all night on the roof of the barn, and the horses stood close to the wall.",
         "They built a fire on the beach and told stories until the stars came out over the sea.",
     ]
-    out, i = [], shift
-    while sum(len(x) + 1 for x in out) < nbytes:
+    out, i, total = [], shift, 0  # a running total: re-summing made big.bin take seconds
+    while total < nbytes:
         out.append(s[i % len(s)])
+        total += len(out[-1]) + 1
         i += 3 if i % 2 else 1
     return " ".join(out)[:nbytes]
 
@@ -545,6 +611,29 @@ class Harness:
         self._fix_lock = threading.RLock()
         self._fixtures = {}
         self.mpirun = shutil.which("mpirun")
+        self._tls = threading.local()  # .case: index of the case this thread runs
+        self._live_lock = threading.Lock()
+        self._live = {}  # case index -> set of started, not yet reaped Procs
+
+    # -- process tracking for the case watchdog --
+
+    def track(self, proc):
+        case = getattr(self._tls, "case", None)
+        with self._live_lock:
+            self._live.setdefault(case, set()).add(proc)
+        return case
+
+    def untrack(self, proc):
+        with self._live_lock:
+            self._live.get(proc.case, set()).discard(proc)
+
+    def kill_case(self, case):
+        """Kills every process session a case started (its waits then return)."""
+        with self._live_lock:
+            procs = list(self._live.get(case, ()))
+        for p in procs:
+            p._kill_session()
+        return len(procs)
 
     # -- fixtures (made once, on first use) --
 
@@ -717,7 +806,7 @@ def pstr(path):
 # (path, kind, different values (may be accepted, finite), invalid values, quick labels)
 TOP_FIELDS = [
     (("step",), "int", [0, 1, 3, 4, 10**6], [-1, -5], {"delete", "string", "-1"}),
-    (("seed",), "int", [0, -1, 2**62], [], {"null"}),
+    (("seed",), "int", [0, -1, 2**62], [], {"null", "2^63"}),
     (("level",), "str", ["O3"], ["fp32", "bf16", "O1", "bogus", ""], {'"bogus"', '"fp32"'}),
     (("batch_size",), "int", [1, 8], [0, -1, 2**31, 10**9], {"0", "10^9"}),
     (("grad_accum",), "int", [2], [0, -1, 2**31], set()),
@@ -726,20 +815,20 @@ TOP_FIELDS = [
     (("data", "next_step"), "int", [0, 3], [-1], set()),
     (("model",), "object", [], [], {"delete"}),
     (("model", "preset"), "str", ["gpt2", ""], [], set()),
-    (("model", "n_layer"), "int", [], [1, 3, 0, -1, 1001, 2**31], {"3", "1e30"}),
+    (("model", "n_layer"), "int", [], [1, 3, 0, -1, 1001, 2**31], {"1", "3", "1e30"}),
     (("model", "n_head"), "int", [], [0, -1, 3, 2**31], set()),
     (("model", "n_embd"), "int", [], [32, 128, 0, -1, 2**31], {"-1"}),
     (("model", "seq_len"), "int", [], [16, 64, 0, -1, 2**31], {"2^31"}),
     (("model", "vocab_size"), "int", [], [257, 1024, 0, -1, 2**31], {"257"}),
     (("fp8",), "object", [], [], set()),
     (("fp8", "recipe"), "str", ["jit"], ["bogus", ""], set()),
-    (("fp8", "amax_window"), "int", [], [(W, 1), (W, -1), 0, -1, 1025, 2**31], {"0"}),
+    (("fp8", "amax_window"), "int", [], [(W, 1), (W, -1), 0, -1, 1025, 2**31], {"0", "window+1"}),
     (("fp8", "margin"), "int", [1, 8], [-1, 9, 2**31], set()),
     (("tokenizer",), "str", ["gpt2"], ["bogus", ""], {'"bogus"'}),
     (("tokenizer_dir",), "str", ["/nonexistent", ""], [], set()),
     (("world_size",), "int", [2, 64], [0, -1, 2**31], set()),
     (("grad_scaling_mu",), "float", [0.5, 2.0, 2.0**32, 1e-30], [0.0, -1.0, 2.0**33],
-     {"1e999", "0.0"}),
+     {"1e999", "0.0", "2^33"}),
     (("scaling",), "array", [], [], {"empty"}),
 ]
 
@@ -1028,7 +1117,7 @@ def safetensors_mutations():
         users = ("eval", "resume", "convert") if state == "master" else ("resume", "convert")
         for label, v, bad in [("NaN", float("nan"), True), ("0", 0.0, True), ("-1", -1.0, True),
                               ("-0", -0.0, True), ("inf", float("inf"), True),
-                              ("denormal", 1e-42, True), ("tiny-normal-2^-126", 2.0**-126, False),
+                              ("denormal", 1e-42, False), ("tiny-normal-2^-126", 2.0**-126, False),
                               ("x2", None, False)]:
             for role in (("first", "attn") if state == "master" else ("first",)):
                 if v is None:
@@ -1090,7 +1179,7 @@ def safetensors_mutations():
             exp = {c: MUST_REFUSE for c in cmds} if every else {"inspect": MUST_REFUSE}
             muts.append(("%s:header_len-%d" % (tag, k), file,
                          lambda p, h, k=k: set_header_len(p, lambda n, s: n - k), exp,
-                         k in (1, 63) and file == O))
+                         k in (1, 2, 63) and file == O))
         for label, fn in [("+1", lambda n, s: n + 1), ("+8", lambda n, s: n + 8),
                           ("+64", lambda n, s: n + 64), ("=file-8", lambda n, s: s - 8),
                           ("=file-7", lambda n, s: s - 7), ("=0", lambda n, s: 0),
@@ -1108,7 +1197,7 @@ def safetensors_mutations():
         # Extra bytes after the data, and a hole in the data (the byte buffer must be
         # covered by the tensors exactly).
         muts.append(("%s:append-1-byte" % tag, file,
-                     lambda p, h: write(p, b"\x00", "ab"), {c: MUST_REFUSE for c in cmds}, False))
+                     lambda p, h: write(p, b"\x00", "ab"), {c: MUST_REFUSE for c in cmds}, file == M))
         muts.append(("%s:append-64-bytes" % tag, file,
                      lambda p, h: write(p, b"\x00" * 64, "ab"), {c: MUST_REFUSE for c in cmds}, False))
 
@@ -1228,9 +1317,10 @@ INT_KEYS = {
 }
 FLOAT_KEYS = {
     # key: (valid special values, invalid values); every non-finite value is invalid.
-    "train.lr": (["1e-320", "1e308"], ["0", "-1"]),
+    # Documented bounds (docs/hardening.md): train.lr in (0, 10], weight_decay <= 100.
+    "train.lr": (["1e-320"], ["0", "-1", "1e308"]),
     "train.min_lr": (["0", "1e-320"], ["-1", "1e308"]),
-    "train.weight_decay": (["0", "1e-320", "1e308"], ["-1"]),
+    "train.weight_decay": (["0", "1e-320"], ["-1", "1e308"]),
     "train.beta1": (["0", "1e-320"], ["1", "-1", "1e308"]),
     "train.beta2": (["0", "1e-320"], ["1", "-1", "1e308"]),
     "train.grad_clip": (["0", "1e-320", "1e308"], ["-1"]),
@@ -1260,15 +1350,17 @@ def class_config(h):
         cases.append(Case("config", name, fn, quick=quick or name in QUICK_CONFIG, expect=expect,
                           fast=fast))
 
-    def set_case(key, value, expect, mention=None):
+    def set_case(key, value, expect, mention=None, more=()):
         s = "%s=%s" % (key, value)
-        add(s, lambda h, d: config_train_case(h, d, [s], expect, mention=mention), expect=expect)
+        add(s, lambda h, d: config_train_case(h, d, [s] + list(more), expect, mention=mention),
+            expect=expect)
 
     for key, (valid, invalid) in INT_KEYS.items():
         for v in NONFINITE + ["1e308", "1e-320", "2.5", "abc", "''", "[1]"]:
             set_case(key, v, MUST_REFUSE, mention=key)
         for v in BIG_INTS:
-            exp = MAY_ACCEPT if (key == "train.seed" and v == "9223372036854775807") else MUST_REFUSE
+            # train.seed is an int64: only values beyond it are invalid there.
+            exp = MAY_ACCEPT if (key == "train.seed" and int(v) in range(-2**63, 2**63)) else MUST_REFUSE
             set_case(key, v, exp, mention=key if exp == MUST_REFUSE else None)
         for v in invalid:
             # Sizes too big to run must be refused (memory check), not attempted.
@@ -1281,7 +1373,8 @@ def class_config(h):
         for v in invalid:
             set_case(key, v, MUST_REFUSE, mention=key)
         for v in valid:
-            set_case(key, v, MAY_ACCEPT)
+            # A tiny lr is below the default min_lr (refused as min_lr > lr): lower that too.
+            set_case(key, v, MAY_ACCEPT, more=["train.min_lr=0"] if key == "train.lr" else ())
     for key, v in [("model.preset", "bogus"), ("data.tokenizer", "bogus"), ("precision.level", "O9"),
                    ("precision.recipe", "bogus"), ("precision.grad_scaling", "bogus"),
                    ("train.out_dir", "''"), ("data.train", "''"), ("model.preset", "[1,2]"),
@@ -1302,11 +1395,13 @@ def class_config(h):
 
     # --config files. The tiny --set overrides come too: a config that is silently ignored
     # then trains and shows up as a silent acceptance.
-    def cfg_case(label, make, exp, quick=False, fast=False, mention=True):
+    def cfg_case(label, make, exp, quick=False, fast=False, keys=()):
+        """The refusal must name the file, or (for a bad value) the key."""
         def fn(h, d):
             path = make(d)
+            mention = [re.escape(path)] + [re.escape(k) for k in keys]
             return config_train_case(h, d, [], exp, config=path, fast=fast,
-                                     mention=(re.escape(path) if mention and exp == MUST_REFUSE else None))
+                                     mention=mention if exp == MUST_REFUSE else None)
         add("--config %s" % label, fn, quick=quick, expect=exp, fast=fast)
 
     def file_with(content, name="c.toml"):
@@ -1336,26 +1431,26 @@ def class_config(h):
     cfg_case("invalid-utf8", file_with(b"[model]\npreset = \"\xff\xfe\"\n"), MUST_REFUSE, fast=True)
     cfg_case("empty", file_with(""), MAY_ACCEPT)
     cfg_case("bom", file_with(b"\xef\xbb\xbf[train]\nlr = 0.001\n"), MAY_ACCEPT)
-    cfg_case("bom+unknown-key", file_with(b"\xef\xbb\xbf[train]\nbogus = 1\n"), MUST_REFUSE)
+    cfg_case("bom+unknown-key", file_with(b"\xef\xbb\xbf[train]\nbogus = 1\n"), MUST_REFUSE, keys=("bogus",))
     cfg_case("crlf", file_with(b"[train]\r\nlr = 0.001\r\n"), MAY_ACCEPT)
-    cfg_case("unknown-key", file_with("[train]\nbogus = 1\n"), MUST_REFUSE, quick=True)
-    cfg_case("unknown-section", file_with("[bogus]\nx = 1\n"), MUST_REFUSE)
-    cfg_case("key-outside-section", file_with("lr = 1\n"), MUST_REFUSE)
-    cfg_case("section-not-table", file_with("train = 1\n"), MUST_REFUSE)
+    cfg_case("unknown-key", file_with("[train]\nbogus = 1\n"), MUST_REFUSE, quick=True, keys=("bogus",))
+    cfg_case("unknown-section", file_with("[bogus]\nx = 1\n"), MUST_REFUSE, keys=("bogus",))
+    cfg_case("key-outside-section", file_with("lr = 1\n"), MUST_REFUSE, keys=("lr",))
+    cfg_case("section-not-table", file_with("train = 1\n"), MUST_REFUSE, keys=("train",))
     cfg_case("dotted-key", file_with("train.lr = 0.001\n"), MAY_ACCEPT)
-    cfg_case("duplicate-key", file_with("[train]\nlr = 0.001\nlr = 0.002\n"), MUST_REFUSE)
-    cfg_case("lr=inf", file_with("[train]\nlr = inf\n"), MUST_REFUSE, quick=True)
-    cfg_case("lr=nan", file_with("[train]\nlr = nan\n"), MUST_REFUSE)
-    cfg_case("weight_decay=inf", file_with("[train]\nweight_decay = inf\n"), MUST_REFUSE)
-    cfg_case("beta2=1.0", file_with("[train]\nbeta2 = 1.0\n"), MUST_REFUSE)
+    cfg_case("duplicate-key", file_with("[train]\nlr = 0.001\nlr = 0.002\n"), MUST_REFUSE, keys=("lr",))
+    cfg_case("lr=inf", file_with("[train]\nlr = inf\n"), MUST_REFUSE, quick=True, keys=("lr",))
+    cfg_case("lr=nan", file_with("[train]\nlr = nan\n"), MUST_REFUSE, keys=("lr",))
+    cfg_case("weight_decay=inf", file_with("[train]\nweight_decay = inf\n"), MUST_REFUSE, keys=("weight_decay",))
+    cfg_case("beta2=1.0", file_with("[train]\nbeta2 = 1.0\n"), MUST_REFUSE, keys=("beta2",))
     cfg_case("deep-array", file_with("[train]\nlr = " + "[" * 100000 + "]" * 100000 + "\n"),
-             MUST_REFUSE)
+             MUST_REFUSE, keys=("lr",))
     cfg_case("deep-inline-table", file_with("[train]\nlr = " + "{a=" * 50000 + "1" + "}" * 50000 + "\n"),
-             MUST_REFUSE)
+             MUST_REFUSE, keys=("lr",))
     cfg_case("huge-comment-5MiB", file_with("#" + "x" * (5 << 20) + "\n[train]\nlr = 0.001\n"),
              MAY_ACCEPT)
-    cfg_case("long-key", file_with("[train]\n" + "k" * 100000 + " = 1\n"), MUST_REFUSE)
-    cfg_case("datetime-value", file_with("[train]\nlr = 1979-05-27T07:32:00Z\n"), MUST_REFUSE)
+    cfg_case("long-key", file_with("[train]\n" + "k" * 100000 + " = 1\n"), MUST_REFUSE, keys=("kkkkkkkk",))
+    cfg_case("datetime-value", file_with("[train]\nlr = 1979-05-27T07:32:00Z\n"), MUST_REFUSE, keys=("lr",))
     add("--config twice", lambda h, d: config_train_case(
         h, d, [], MUST_REFUSE, config="/dev/null", extra_argv=("--config", "/dev/null")),
         expect=MUST_REFUSE)
@@ -1494,29 +1589,94 @@ def class_tokens(h):
             shutil.copy(t["big"], p)
             extra = ["train.eval_every=%d" % (1 if role == "val" else 0), "train.checkpoint_every=0"]
             argv = h.train_argv(d, train=p if role == "train" else None,
-                                val=p if role == "val" else None, steps=20000, extra=extra)
+                                val=p if role == "val" else None, steps=3000, extra=extra)
 
             def cut(proc):
                 alive = proc.alive()
                 os.truncate(p, keep)
                 return "alive" if alive else "already exited"
-            r = Proc(h, argv, d, "train", actions=[(1.0, cut)]).wait()
+            r = Proc(h, argv, d, "train", actions=[(1.0, cut)], timeout=2 * h.timeout).wait()
             if r.action_log and r.action_log[0] != "alive" and r.rc == 0:
                 return Outcome(SKIP, "run ended before the truncation")
             return judge(r, MUST_REFUSE, train_finite(os.path.join(d, "run")), mention=re.escape(p))
         return fn
     for role in ("train", "val"):
-        for keep, label in ((1024, "header-only"), (1024 + 2000, "2000-bytes"), (0, "empty")):
+        cuts = ((1024, "header-only"), (0, "empty")) + (((1024 + 2000, "2000-bytes"),)
+                                                         if role == "train" else ())
+        for keep, label in cuts:
             add("data.%s truncated while training (to %s)" % (role, label), truncated_while(role, keep),
                 quick=(role == "train" and keep == 1024), expect=MUST_REFUSE, heavy=True)
 
+    # prepare: hostile inputs and options (a file-size limit bounds what an endless input
+    # could write).
+    def prepare_case(label, make_inputs, opts, expect, fast=False, quick=False):
+        def fn(h, d):
+            ins = make_inputs(d)
+            out = os.path.join(d, "prep")
+            argv = [h.binary, "prepare", "--tokenizer", "byte", "--out", out] + opts + ins
+            p = Proc(h, argv, d, "prepare", fsize_limit=16 << 20,
+                     timeout=h.fast_timeout if fast else None).wait()
+            return judge(p, expect, None)
+        add("prepare %s" % label, fn, quick=quick, expect=expect, fast=fast)
+
+    def text_in(d, data=None):
+        p = os.path.join(d, "in.txt")
+        write(p, data if data is not None else english_text(20000).encode())
+        return [p]
+
+    def fifo_in(d):
+        p = os.path.join(d, "in.txt")
+        os.mkfifo(p)
+        return [p]
+
+    def dir_in(d):
+        p = os.path.join(d, "indir")
+        os.mkdir(p)
+        return [p]
+    prepare_case("control", text_in, [], MUST_ACCEPT)
+    prepare_case("input is a FIFO", fifo_in, [], MUST_REFUSE, fast=True, quick=True)
+    prepare_case("input is a directory", dir_in, [], MUST_REFUSE, fast=True)
+    prepare_case("input is /dev/zero", lambda d: ["/dev/zero"], [], MUST_REFUSE)
+    prepare_case("input missing", lambda d: [os.path.join(d, "nope.txt")], [], MUST_REFUSE, fast=True)
+    prepare_case("input empty", lambda d: text_in(d, b""), [], MAY_ACCEPT_ANY)
+    prepare_case("input invalid UTF-8", lambda d: text_in(d, bytes(range(256)) * 40), [], MAY_ACCEPT_ANY)
+    for v in ("nan", "inf", "-0.1", "1.5", "1"):
+        prepare_case("--val-fraction %s" % v, text_in, ["--val-fraction", v], MUST_REFUSE)
+    prepare_case("--val-fraction 0", text_in, ["--val-fraction", "0"], MAY_ACCEPT_ANY)
+
+    def out_is_file(d):
+        write(os.path.join(d, "prep"), b"x")
+        return text_in(d)
+    prepare_case("--out is a file", out_is_file, [], MUST_REFUSE, quick=True)
+
+    def prepare_full(h, d):
+        ins = text_in(d, english_text(200000).encode())
+        out = os.path.join(d, "prep")
+        argv = [h.binary, "prepare", "--tokenizer", "byte", "--out", out] + ins
+        p = Proc(h, argv, d, "prepare", fsize_limit=64 << 10).wait()
+        return judge(p, MUST_REFUSE, None, mention=r"train\.bin|val\.bin|prep|write")
+    add("prepare: disk full (64 KiB per file)", prepare_full, expect=MUST_REFUSE)
+
+    def convert_full(h, d):
+        out = os.path.join(d, "out.safetensors")
+        argv = [h.binary, "convert", os.path.join(h.fixture("ref")["ckpt"], "model.safetensors"),
+                out, "--to", "f32"]
+        p = Proc(h, argv, d, "convert", fsize_limit=64 << 10).wait()
+        o = judge(p, MUST_REFUSE, None, mention=re.escape(out))
+        if o.kind == PASS and os.path.exists(out):
+            return Outcome(SILENT, "refused, but a partial %s was left" % out)
+        return o
+    add("convert: disk full (64 KiB per file)", convert_full, expect=MUST_REFUSE)
+
     # eval with sizes that cannot fit.
-    for label, extra, exp in [("--batch-size 1048576", ["--batch-size", "1048576"], MUST_REFUSE),
-                              ("--batches 1073741824", ["--batches", "1073741824"], MAY_ACCEPT),
-                              ("--batch-size 0", ["--batch-size", "0"], MUST_REFUSE),
-                              ("--batches -1", ["--batches", "-1"], MUST_REFUSE)]:
-        def fn(h, d, extra=extra, exp=exp):
-            p = h.run(h.eval_argv(h.copy_ckpt(d), extra=extra), d, "eval")
+    # (--batches goes through eval_argv: passed twice, the CLI refuses the repeat instead.)
+    for label, extra, batches, exp in [
+            ("--batch-size 1048576", ["--batch-size", "1048576"], 1, MUST_REFUSE),
+            ("--batches 1073741824", [], 1073741824, MAY_ACCEPT),
+            ("--batch-size 0", ["--batch-size", "0"], 1, MUST_REFUSE),
+            ("--batches -1", [], -1, MUST_REFUSE)]:
+        def fn(h, d, extra=extra, batches=batches, exp=exp):
+            p = h.run(h.eval_argv(h.copy_ckpt(d), batches=batches, extra=extra), d, "eval")
             return judge(p, exp, eval_finite)
         add("eval %s" % label, fn, expect=exp)
     return cases
@@ -1572,17 +1732,16 @@ def class_run_dir(h):
     add("2 concurrent writers, one out_dir", concurrent(2), quick=True, expect=MUST_REFUSE, heavy=True)
     add("4 concurrent writers, one out_dir", concurrent(4), expect=MUST_REFUSE, heavy=True)
 
-    def resume_while_training(h, d):
-        """A resume into a folder another process is training in."""
+    def two_resumes(h, d):
+        """Two resumes of one run folder at once."""
         run = h.copy_run(d, steps=(2,))
         argv = h.train_argv(d, steps=40, extra=["train.eval_every=10", "train.checkpoint_every=10"])
-        a = Proc(h, argv, d, "w0")
-        b = Proc(h, argv + ["--resume", os.path.join(run, "checkpoints", "step-2")], d, "w1")
-        a.wait()
-        b.wait()
-        return check_single_writer(run, [a, b], 40)
-    add("fresh run and resume at once, one out_dir", resume_while_training, expect=MUST_REFUSE,
-        heavy=True)
+        argv += ["--resume", os.path.join(run, "checkpoints", "step-2")]
+        procs = [Proc(h, argv, d, "w%d" % i) for i in range(2)]
+        for p in procs:
+            p.wait()
+        return check_single_writer(run, procs, 40)
+    add("2 concurrent resumes of one run folder", two_resumes, expect=MUST_REFUSE, heavy=True)
 
     def foreign(overwrite, what):
         def fn(h, d):
@@ -1677,18 +1836,51 @@ def class_run_dir(h):
         return lambda run: (os.path.lexists(os.path.join(run, name)) and
                             os.remove(os.path.join(run, name)),
                             os.symlink(target, os.path.join(run, name)))
-    in_run(link("metrics.jsonl", "/dev/full"), label="metrics.jsonl -> /dev/full (disk full)",
-           quick=True)
-    in_run(link("metrics.jsonl", "/dev/full"), resume=True,
-           label="resume with metrics.jsonl -> /dev/full")
-    in_run(lambda run: os.mkdir(os.path.join(run, "metrics.jsonl")),
-           label="metrics.jsonl is a directory")
-    in_run(lambda run: write(os.path.join(run, "checkpoints"), b"x"), mention="checkpoints",
-           label="checkpoints is a file")
-    in_run(lambda run: os.mkdir(os.path.join(run, "summary.json")), mention="summary.json",
-           label="summary.json is a directory")
-    in_run(lambda run: os.mkdir(os.path.join(run, "config.toml")), mention="config.toml",
-           label="config.toml is a directory")
+    # In a fresh run these are refused as "folder holds a run" (naming the folder is fine);
+    # the resume variants reach the file itself.
+    for resume in (False, True):
+        pre = "resume: " if resume else "fresh run: "
+
+        def m(name):
+            return [name, "out_dir"]
+        in_run(link("metrics.jsonl", "/dev/full"), resume=resume, mention=m("metrics.jsonl"),
+               label=pre + "metrics.jsonl -> /dev/full")
+        in_run(lambda run: (os.remove(os.path.join(run, "metrics.jsonl"))
+                            if os.path.exists(os.path.join(run, "metrics.jsonl")) else None,
+                            os.mkdir(os.path.join(run, "metrics.jsonl"))),
+               resume=resume, mention=m("metrics.jsonl"), label=pre + "metrics.jsonl is a directory")
+        in_run(lambda run: (os.remove(os.path.join(run, "config.toml"))
+                            if os.path.exists(os.path.join(run, "config.toml")) else None,
+                            os.mkdir(os.path.join(run, "config.toml"))),
+               resume=resume, mention=m("config.toml"), label=pre + "config.toml is a directory")
+        in_run(lambda run: os.mkdir(os.path.join(run, "summary.json")), resume=resume,
+               mention=m("summary.json"), label=pre + "summary.json is a directory")
+    in_run(lambda run: write(os.path.join(run, "checkpoints"), b"x"), mention=["checkpoints", "out_dir"],
+           label="fresh run: checkpoints is a file")
+
+    # A disk that fills up mid-run (per-file size limit): the run must fail, naming the file.
+    def disk_full(limit, steps, extra, mention, label, quick=False):
+        def fn(h, d):
+            run = os.path.join(d, "run")
+            p = Proc(h, h.train_argv(d, steps=steps, extra=extra), d, "train",
+                     fsize_limit=limit).wait()
+            o = judge(p, MUST_REFUSE, train_finite(run), mention=mention)
+            if o.kind != PASS:
+                return o
+            ck = os.path.join(run, "checkpoints")
+            for n in (os.listdir(ck) if os.path.isdir(ck) else []):
+                if n.startswith("step-"):
+                    have = set(os.listdir(os.path.join(ck, n)))
+                    need = {"trainer.json", "model.safetensors", "optimizer.safetensors"}
+                    if not need <= have:
+                        return Outcome(SILENT, "incomplete checkpoint %s left (has %s)" % (
+                            n, sorted(have)))
+            return o
+        add(label, fn, quick=quick, expect=MUST_REFUSE)
+    disk_full(4096, 60, ["train.eval_every=0", "train.checkpoint_every=0"], "metrics.jsonl",
+              "disk full mid-run: metrics.jsonl write fails (4 KiB per file)", quick=True)
+    disk_full(64 << 10, STEPS, [], r"model\.safetensors|optimizer\.safetensors|checkpoint",
+              "disk full mid-run: checkpoint write fails (64 KiB per file)")
     return cases
 
 
@@ -1956,7 +2148,8 @@ def class_mpi(h):
             argv = [h.mpirun, "-np", "2"] + MPI_FLAGS + [h.binary, "train"] + sets
 
             def act(proc):
-                ranks = [c for c in session_members(proc.pid) if proc_comm(c[0]) == "fp8lm"]
+                comm = os.path.basename(h.binary)[:15]  # /proc/PID/comm keeps 15 characters
+                ranks = [c for c in session_members(proc.pid) if proc_comm(c[0]) == comm]
                 ranks.sort()
                 if not ranks:
                     return "no rank found"
@@ -1975,6 +2168,8 @@ def class_mpi(h):
             if c:
                 return Outcome(CRASH, c)
             lines = [l for l in err_lines(p) if l.startswith("fp8lm")]
+            if sig == signal.SIGKILL:  # the dead rank cannot speak: the launcher may name it
+                lines = lines or [l for l in err_lines(p) if re.search(r"rank \d", l)]
             if not lines:
                 return Outcome(POOR, "job ended (exit %d) without an fp8lm error line: %s" % (
                     p.rc, first_err(p)))
@@ -2031,6 +2226,10 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep every case folder")
     ap.add_argument("--mem-limit-mib", type=int, default=4096,
                     help="kill a case whose processes use more resident memory (default 4096)")
+    ap.add_argument("--case-timeout", type=float, default=None,
+                    help="wall-clock seconds for one whole case (all its processes, judging "
+                         "and fixtures); past it the case counts as a hang and the run moves on "
+                         "(default max(300, 4 x --timeout + 60))")
     ap.add_argument("--report", help="also write every result as JSON to this file")
     ap.add_argument("--verbose", "-v", action="store_true", help="print every case as it ends")
     args = ap.parse_args()
@@ -2065,18 +2264,20 @@ def main():
     h = Harness(args)
 
     results = [None] * len(cases)
-    lock = threading.Lock()
+    lock = threading.Condition()  # guards results/done/finished; notified when a case ends
     done = [0]
+    finished = set()
     t_start = time.monotonic()
 
-    def one(i):
-        try:
-            o = run_case(h, cases[i], i)
-        except HarnessError as e:
-            o = Outcome("harness-error", str(e))
-            o.seconds, o.dir = 0.0, ""
-        results[i] = o
+    def record(i, o):
+        """Stores case i's outcome once (a case the watchdog gave up on stays a hang);
+        False when it already had one."""
         with lock:
+            finished.add(i)
+            lock.notify_all()
+            if results[i] is not None:
+                return False
+            results[i] = o
             done[0] += 1
             c = cases[i]
             if o.kind in FAIL_KINDS or o.kind == "harness-error" or args.verbose:
@@ -2086,19 +2287,102 @@ def main():
             elif done[0] % 50 == 0:
                 print("  [%d/%d] %.0f s" % (done[0], len(cases), time.monotonic() - t_start),
                       file=sys.stderr, flush=True)
+            return True
+
+    def one(i):
+        h._tls.case = i
+        try:
+            o = run_case(h, cases[i], i)
+        except HarnessError as e:
+            o = Outcome("harness-error", str(e))
+            o.seconds, o.dir = 0.0, ""
+        except BaseException as e:  # never leave a case without an outcome
+            o = Outcome("harness-error", "%s: %s" % (type(e).__name__, short(str(e), 160)))
+            o.seconds, o.dir = 0.0, ""
+        record(i, o)
+
+    def where(thread):
+        """file:line in function, for the innermost harness frame a thread is in."""
+        frame = sys._current_frames().get(thread.ident)
+        if frame is None:
+            return "?"
+        stack = traceback.extract_stack(frame)
+        mine = [f for f in stack if f.filename == __file__] or stack
+        spots = [stack[-1]] + ([mine[-1]] if mine[-1] is not stack[-1] else [])
+        return " < ".join("%s:%d in %s" % (os.path.basename(f.filename), f.lineno, f.name)
+                          for f in spots)
+
+    def run_group(indices, width):
+        """Runs cases width at once, each in its own thread; a case still running after
+        --case-timeout seconds is recorded as a hang, its processes are killed, and the
+        run moves on without it (its thread is left behind as a daemon).
+
+        Cases are charged on a clock that advances at most TICK_MAX_S per scheduler tick,
+        so a stretch in which the whole harness was frozen (a thread holding the GIL) is
+        reported once and not charged to the innocent cases running beside it."""
+        pending = list(reversed(indices))
+        running = {}  # case index -> (thread, charged clock at start, wall clock at start)
+        last = time.monotonic()
+        while pending or running:
+            while pending and len(running) < width:
+                i = pending.pop()
+                t = threading.Thread(target=one, args=(i,), daemon=True,
+                                     name="case-%d" % i)
+                running[i] = (t, clock[0], time.monotonic())
+                t.start()
+            with lock:
+                if not (finished & set(running)):
+                    lock.wait(timeout=1.0)
+                ended = finished & set(running)
+            for i in ended:
+                running.pop(i)[0].join(timeout=5)
+            now = time.monotonic()
+            gap, last = now - last, now
+            clock[0] += min(gap, TICK_MAX_S)
+            if gap > FROZEN_WARN_S:
+                print("hostile: warning: the harness itself was frozen for %.0f s (no thread "
+                      "could run; running: %s)" % (gap, ", ".join(
+                          "%s/%s" % (cases[i].cls, cases[i].name) for i in running) or "-"),
+                      file=sys.stderr, flush=True)
+            for i, (t, c0, w0) in list(running.items()):
+                if clock[0] - c0 < case_timeout:
+                    continue
+                del running[i]
+                with lock:
+                    if results[i] is not None:  # it ended just now
+                        continue
+                    o = Outcome(HANG, "harness watchdog: case still running after %.0f s (at %s), "
+                                      "skipped" % (now - w0, where(t)))
+                    o.seconds, o.dir = now - w0, ""
+                    record(i, o)  # under lock: the case's own outcome now comes too late
+                killed = h.kill_case(i)
+                if killed:
+                    o.detail += "; %d process session(s) killed" % killed
+                abandoned.append(t)
+            # Last resort for a stall no Python thread can act on (a C call holding the GIL,
+            # as the quadratic regexes did): faulthandler's own thread then prints every
+            # thread's stack, again every STALL_DUMP_S seconds, instead of staying silent.
+            faulthandler.dump_traceback_later(STALL_DUMP_S, repeat=True, file=sys.stderr)
 
     light = [i for i, c in enumerate(cases) if not c.heavy]
     heavy = [i for i, c in enumerate(cases) if c.heavy]
+    case_timeout = args.case_timeout or max(300.0, 4 * h.timeout + 60)
+    abandoned = []
+    clock = [0.0]  # seconds charged to cases (see run_group)
     print("hostile: %d cases (%d light at %d at once, %d heavy one at a time) against %s; workdir %s" % (
         len(cases), len(light), args.jobs, len(heavy), h.binary, args.workdir),
         file=sys.stderr, flush=True)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            list(pool.map(one, light))
-        for i in heavy:
-            one(i)
+        run_group(light, max(1, args.jobs))
+        run_group(heavy, 1)
     except KeyboardInterrupt:
+        faulthandler.cancel_dump_traceback_later()
         print("hostile: interrupted", file=sys.stderr)
+        for i in range(len(cases)):
+            h.kill_case(i)
+    if abandoned:
+        print("hostile: the watchdog gave up on %d case(s); their threads are left behind" %
+              len(abandoned), file=sys.stderr, flush=True)
 
     # Report.
     counts = {k: 0 for k in FAIL_KINDS}
@@ -2133,6 +2417,7 @@ def main():
         print("hostile: case folders kept in %s" % args.workdir, file=sys.stderr)
     elif made_workdir:
         shutil.rmtree(args.workdir, ignore_errors=True)
+    faulthandler.cancel_dump_traceback_later()
     bad = sum(counts[k] for k in FAIL_KINDS) + counts["harness-error"]
     return 1 if bad or ran < len(cases) else 0
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything fp8lm needs on Debian 12 (apt only). Idempotent: when every
-# package is already present it touches nothing and needs no network.
+# Installs everything fp8lm needs on Debian 12 (apt only), plus any packages named as
+# arguments (scripts/fuzz.sh adds clang's). Idempotent: when every package is already
+# present it touches nothing and needs no network.
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,7 @@ packages=(
   python3 python3-torch
 )
 command -v npm >/dev/null 2>&1 || packages+=(npm)
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do

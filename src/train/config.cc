@@ -3,10 +3,12 @@
 #include <toml++/toml.h>
 
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/check.h"
 #include "core/parallel.h"
+#include "data/unicode.h"
 
 namespace fp8lm {
 namespace {
@@ -28,7 +30,8 @@ Key key(std::string name, T TrainConfig::*field) {
       c.*field = *n.value<std::string>();
     } else if constexpr (std::is_same_v<T, double>) {
       if (!n.is_number()) fail(where, name, ": expected a number");
-      c.*field = *n.value<double>();
+      // An integer beyond 2^53 has no exact double: toml++ gives none, we round it.
+      c.*field = n.is_integer() ? static_cast<double>(n.as_integer()->get()) : *n.value<double>();
     } else {
       if (!n.is_integer()) fail(where, name, ": expected an integer");
       const int64_t v = *n.value<int64_t>();
@@ -90,6 +93,12 @@ const std::vector<Key>& keys() {
   return k;
 }
 
+bool valid_utf8(std::string_view s) {
+  std::string round_trip;
+  for (size_t i = 0; i < s.size();) unicode::append_utf8(round_trip, unicode::next_code_point(s, i));
+  return round_trip == s;
+}
+
 const Key* find_key(const std::string& name) {
   for (const Key& k : keys())
     if (k.name == name) return &k;
@@ -115,9 +124,12 @@ void TrainConfig::validate() const {
   auto in_range = [](const char* k, double v, double lo, double hi, const char* note = "") {
     if (!(v >= lo && v <= hi)) fail(k, " = ", v, ": must be in [", lo, ", ", hi, "]", note);
   };
-  in_range("train.batch_size", batch_size, 1, 1 << 20);
-  in_range("train.grad_accum", grad_accum, 1, 1 << 20);
-  in_range("train.steps", steps, 1, INT32_MAX);
+  auto int_range = [](const char* k, int64_t v, int64_t lo, int64_t hi, const char* note = "") {
+    if (v < lo || v > hi) fail(k, " = ", v, ": must be in [", lo, ", ", hi, "]", note);
+  };
+  int_range("train.batch_size", batch_size, 1, 1 << 20);
+  int_range("train.grad_accum", grad_accum, 1, 1 << 20);
+  int_range("train.steps", steps, 1, INT32_MAX);
   if (!(lr > 0 && lr <= 10)) fail("train.lr = ", lr, ": must be in (0, 10]");
   if (!(min_lr >= 0 && min_lr <= lr)) fail("train.min_lr = ", min_lr, ": must be in [0, train.lr]");
   if (warmup_steps < 0) fail("train.warmup_steps = ", warmup_steps, ": must be >= 0");
@@ -130,7 +142,7 @@ void TrainConfig::validate() const {
   if (eval_batches < 1) fail("train.eval_batches = ", eval_batches, ": must be >= 1");
   if (checkpoint_every < 0)
     fail("train.checkpoint_every = ", checkpoint_every, ": must be >= 0 (0: only at the end)");
-  in_range("train.threads", threads, 0, kMaxThreads, " (0: all cores)");
+  int_range("train.threads", threads, 0, kMaxThreads, " (0: all cores)");
   if (out_dir.empty()) fail("train.out_dir: must not be empty");
   precision_level();
   if (tokenizer != "gpt2" && tokenizer != "byte")
@@ -200,11 +212,15 @@ void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& sets) {
     try {
       t = toml::parse("v = " + value);
     } catch (const toml::parse_error&) {
+      // A bare word is a string; TOML strings are UTF-8, so it must be too (config.toml
+      // would otherwise not read back as the run's configuration).
+      if (!valid_utf8(value)) fail("--set ", name, ": the value is not valid UTF-8");
       t = toml::table{{"v", value}};
     }
     // One value: "1\nx = 2" would otherwise smuggle in text that is silently dropped.
     if (t.size() != 1 || value.find_first_of("\n\r") != std::string::npos)
-      fail("--set ", name, ": expected one value, got ", toml::value<std::string>(value));
+      fail("--set ", name, ": expected one value, got ",
+           nlohmann::json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     k->set(cfg, *t.get("v"), "--set ");
   }
   cfg.validate();

@@ -118,6 +118,11 @@ TEST(Train, BadConfigurationsNameTheKey) {
   // One value per --set: trailing TOML lines were silently dropped.
   EXPECT_THROW(apply_overrides(c, {"train.lr=1\nx = 2"}), Error);
   EXPECT_THROW(apply_overrides(c, {"train.lr=1\n[train]\nsteps = 1000000"}), Error);
+  // Found by fuzzing: an integer beyond 2^53 for a real key read an empty optional, and a
+  // bare word of invalid UTF-8 did not survive config.toml.
+  EXPECT_THROW(apply_overrides(c, {"train.lr=9007199254740993"}), Error);
+  EXPECT_THROW(parse_train_config("[train]\nlr = 9007199254740993\n", "cfg.toml"), Error);
+  EXPECT_THROW(apply_overrides(c, {"train.out_dir=runs/a\xff"}), Error);
   apply_overrides(c, {"train.steps=3", "precision.level=fp32", "train.out_dir=x/y"});
   EXPECT_EQ(c.steps, 3);
   EXPECT_EQ(c.level, "fp32");

@@ -201,6 +201,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& origi
 }
 
 void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& sets) {
+  TrainConfig next = cfg;  // cfg changes only when every override is valid
   for (const std::string& s : sets) {
     const size_t eq = s.find('=');
     if (eq == std::string::npos) fail("--set ", s, ": expected section.key=value");
@@ -221,9 +222,10 @@ void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& sets) {
     if (t.size() != 1 || value.find_first_of("\n\r") != std::string::npos)
       fail("--set ", name, ": expected one value, got ",
            nlohmann::json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-    k->set(cfg, *t.get("v"), "--set ");
+    k->set(next, *t.get("v"), "--set ");
   }
-  cfg.validate();
+  next.validate();
+  cfg = std::move(next);
 }
 
 }  // namespace fp8lm

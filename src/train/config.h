@@ -61,7 +61,7 @@ std::string default_tokenizer_dir();
 
 // Parses TOML text (`origin` names it in errors) over the defaults.
 TrainConfig parse_train_config(const std::string& text, const std::string& origin);
-// Applies "section.key=value" overrides in order.
+// Applies "section.key=value" overrides in order; on an Error, cfg is left unchanged.
 void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& sets);
 
 }  // namespace fp8lm

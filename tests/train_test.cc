@@ -326,10 +326,13 @@ TEST(Train, RunFoldersTakeOneRunAndOneWriter) {
     EXPECT_NE(std::string(e.what()).find("already holds a run"), std::string::npos) << e.what();
   }
   // --overwrite starts afresh: the metrics hold steps 1..8 once.
-  fs::create_directories(d + "/run/checkpoints/.step-3.tmp-99999");  // a killed write's leftover
+  // Leftovers of killed writes: a checkpoint folder and a file's temporary copy.
+  fs::create_directories(d + "/run/checkpoints/.step-3.tmp-99999");
+  std::ofstream(d + "/run/summary.json.tmp.99999.0") << "{";
   train(tiny(d, d + "/run", "O2"), "", /*overwrite=*/true);
   EXPECT_EQ(losses(d + "/run/metrics.jsonl").size(), 8u);
   EXPECT_FALSE(fs::exists(d + "/run/checkpoints/.step-3.tmp-99999"));
+  EXPECT_FALSE(fs::exists(d + "/run/summary.json.tmp.99999.0"));
   {
     RunFolder held(d + "/run", d + "/run", false);
     try {

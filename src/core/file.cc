@@ -107,6 +107,10 @@ void fsync_dir(const std::string& dir) {
   ::close(fd);
 }
 
+void write_text_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, [&](const WriteFn& w) { w(text.data(), text.size()); });
+}
+
 void write_file_atomic(const std::string& path, const std::function<void(const WriteFn&)>& fill) {
   static std::atomic<unsigned> counter{0};
   const std::filesystem::path final_path(path);

@@ -45,5 +45,7 @@ void fsync_dir(const std::string& dir);
 // `path` is left untouched.
 using WriteFn = std::function<void(const void* data, size_t bytes)>;
 void write_file_atomic(const std::string& path, const std::function<void(const WriteFn&)>& fill);
+// The same for a text already in memory.
+void write_text_atomic(const std::string& path, const std::string& text);
 
 }  // namespace fp8lm

@@ -13,21 +13,13 @@
 #include "core/file.h"
 #include "dist/fp8_reduce.h"
 #include "dist/world.h"
-#include "model/gpt.h"
-#include "train/gpt_state.h"
 #include "kernels/cast.h"
+#include "model/gpt.h"
 #include "tensor/safetensors.h"
+#include "train/gpt_state.h"
 
 namespace fp8lm {
 namespace fs = std::filesystem;
-
-namespace {
-
-void write_text_atomic(const std::string& path, const std::string& text) {
-  write_file_atomic(path, [&](const WriteFn& w) { w(text.data(), text.size()); });
-}
-
-}  // namespace
 
 namespace {
 

@@ -118,7 +118,7 @@ void RunFolder::truncate_metrics(int64_t step) {
       // A line cut short by a kill: dropped.
     }
   }
-  write_file_atomic(path, [&](const WriteFn& w) { w(kept.data(), kept.size()); });
+  write_text_atomic(path, kept);
 }
 
 void RunFolder::append_metrics(const nlohmann::json& line) {

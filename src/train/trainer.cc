@@ -304,7 +304,7 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
       {"comm_calls_per_step", step_comm.calls},
       {"per_rank_peak_mib", per_rank}};
   const std::string text = summary.dump(2) + "\n";
-  write_file_atomic(out + "/summary.json", [&](const WriteFn& w) { w(text.data(), text.size()); });
+  write_text_atomic(out + "/summary.json", text);
   std::printf("done: train loss %.4f, val loss %.4f, %.0f tokens/s; %s/summary.json\n",
               result.final_train_loss, result.final_val_loss, tps, out.c_str());
 }
@@ -346,8 +346,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
     s.load_weights();
     if (lead) {
       folder->begin();
-      const std::string t = cfg.to_toml();
-      write_file_atomic(out + "/config.toml", [&](const WriteFn& w) { w(t.data(), t.size()); });
+      write_text_atomic(out + "/config.toml", cfg.to_toml());
       std::printf("training %s (%zu parameters) at level %s on %s: %d steps of %dx%zu tokens%s\n",
                   mcfg.preset.c_str(), mcfg.num_params(), std::string(level_name(s.level)).c_str(),
                   cfg.train_path.c_str(), cfg.steps, cfg.batch_size * cfg.grad_accum * world, T,

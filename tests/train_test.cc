@@ -248,7 +248,9 @@ TEST(Train, NonFiniteStatesOnDiskAreRefused) {
     f.write(reinterpret_cast<const char*>(&value), 4);
     f.close();
     EXPECT_THROW(train(tiny(d, d + "/resumed", "O2"), ck), Error);
-    if (name.starts_with("wte.weight.master")) EXPECT_THROW(evaluate_checkpoint(ck, d + "/val.bin", 1, 0, 0), Error);
+    if (name.starts_with("wte.weight.master")) {
+      EXPECT_THROW(evaluate_checkpoint(ck, d + "/val.bin", 1, 0, 0), Error);
+    }
   }
   // An F16 master code of infinity (0x7C00).
   fs::copy_file(pristine, opt, fs::copy_options::overwrite_existing);

@@ -49,7 +49,7 @@ inline uint8_t e4m3_sum_ref(uint8_t a, uint8_t b) {
                                         static_cast<double>(from_e4m3_ref(b))));
 }
 
-// The FP8 average of two ranks' tensors (all[r][t]) with multiplier m, as SPEC.md §6
+// The FP8 average of two ranks' tensors (all[r][t]) with multiplier m, as docs/numerics.md
 // defines it: shared scale s_g = min of 1/scale_inv, codes requantized by
 // float(s_g·m·scale_inv), summed in E4M3, scale_inv = 1/(s_g·m·2).
 inline std::vector<HostFp8> expected_fp8_mean2(const std::vector<std::vector<HostFp8>>& all,

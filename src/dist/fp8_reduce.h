@@ -1,4 +1,4 @@
-// FP8 gradient reduction over the data-parallel ranks (SPEC.md §6, FP8-LM §2.1): E4M3
+// FP8 gradient reduction over the data-parallel ranks (docs/numerics.md, FP8-LM §2.1): E4M3
 // payloads, 1 byte/element on the wire, summed by an MPI operator whose partial sums stay
 // E4M3. Each tensor's scale is first made common (the minimum over the ranks, s_g); every
 // rank requantizes its codes to s_g·m, with m the mode's multiplier, and the averaging

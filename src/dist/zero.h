@@ -1,4 +1,4 @@
-// FP8 ZeRO helpers (SPEC.md §7, FP8-LM §2.3 Algorithm 1): whole tensors are placed on
+// FP8 ZeRO helpers (docs/numerics.md, FP8-LM §2.3 Algorithm 1): whole tensors are placed on
 // owner ranks, so each tensor keeps its own scale; the owner updates its tensors (their
 // gradients reach it via Fp8GradReducer::reduce_to_owners) and then broadcasts the new
 // E4M3 weights and scale_invs to everyone.

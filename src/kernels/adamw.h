@@ -1,5 +1,5 @@
 // The AdamW update of one tensor whose master weights and moments are stored in narrow
-// formats with per-tensor scales (SPEC.md §5), and the sum of squares for gradient clipping.
+// formats with per-tensor scales (docs/numerics.md), and the sum of squares for gradient clipping.
 // Arithmetic is FP32; stored values are q · scale_inv. Backend-neutral: pointers, dtypes,
 // scales.
 #pragma once

@@ -1,6 +1,6 @@
 // Cast kernels: float32 <-> E4M3 / E5M2 / F16 / BF16 with per-tensor scales, at memory
 // speed. Backend-neutral interface: pointers, element counts, dtypes and scales only.
-// Conventions (SPEC.md §2): q = cast(x · scale), x ≈ q · scale_inv.
+// Conventions (docs/numerics.md, Scaling): q = cast(x · scale), x ≈ q · scale_inv.
 #pragma once
 
 #include <cstddef>
@@ -11,7 +11,7 @@
 namespace fp8lm::kernels {
 
 // dst[i] = cast(src[i] · scale) in dst_type (f16, bf16, e4m3 or e5m2), round to nearest
-// even; `saturate` as in SPEC.md §1. Returns amax = max |src[i]| of the unscaled input
+// even; `saturate` as in docs/numerics.md. Returns amax = max |src[i]| of the unscaled input
 // (NaN when any input is NaN), computed in the same pass.
 float quantize(void* dst, DType dst_type, const float* src, size_t n, float scale,
                bool saturate = true);

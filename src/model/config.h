@@ -1,4 +1,4 @@
-// GPT-2 model configuration and presets; compute modes (SPEC.md §3–4).
+// GPT-2 model configuration and presets; compute modes (docs/numerics.md).
 #pragma once
 
 #include <cstddef>
@@ -28,7 +28,7 @@ struct GptConfig {
 GptConfig gpt_preset(std::string_view name);
 std::vector<std::string> gpt_preset_names();
 
-// How a step computes (SPEC.md §3–4). fp8 is what levels O1/O2/O3 run.
+// How a step computes (docs/numerics.md, precision levels). fp8 is what levels O1/O2/O3 run.
 enum class ComputeMode { kF32, kBF16, kFP8 };
 std::string_view compute_mode_name(ComputeMode m);
 ComputeMode compute_mode_from_name(std::string_view name);  // throws Error when unknown

@@ -1,6 +1,6 @@
 // One Linear layer y = x·W + b (W [in, out], Hugging Face Conv1D layout) in a compute mode:
 //   fp32: FP32 operands;  bf16: BF16 operands, FP32 accumulation;
-//   fp8 (SPEC.md §3): x → E4M3 (delayed, window 16), W → E4M3 (just-in-time), dy → E5M2
+//   fp8 (docs/numerics.md): x → E4M3 (delayed, window 16), W → E4M3 (just-in-time), dy → E5M2
 //   (delayed, window 16); dgrad E5M2×E4M3, wgrad E4M3×E5M2 reusing the saved E4M3 x; the
 //   weight gradient is stored as E4M3 with a just-in-time scale.
 // The layer keeps its input for the backward pass in the mode's format (that is the saved

@@ -1,4 +1,4 @@
-// The scalar reference casts against hand-computed values (SPEC.md §1) and against a third,
+// The scalar reference casts against hand-computed values (docs/numerics.md) and against a third,
 // brute-force oracle: the nearest representable value found by searching the codes.
 #include "numerics/cast_ref.h"
 

@@ -1,4 +1,4 @@
-// Bit layouts of the narrow floating formats (SPEC.md §1). Shared by the scalar reference
+// Bit layouts of the narrow floating formats (docs/numerics.md). Shared by the scalar reference
 // and the SIMD kernels; the two implement the rounding independently.
 #pragma once
 

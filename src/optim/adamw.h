@@ -1,11 +1,11 @@
-// Precision-decoupled AdamW (SPEC.md §4–5): master weights, first and second moments stored
+// Precision-decoupled AdamW (docs/numerics.md, precision levels and AdamW): master weights, first and second moments stored
 // per tensor in the precision level's formats with power-of-two just-in-time scales,
 // updated in FP32 in two passes (amax, then cast) without full-size FP32 temporaries.
 //   fp32, bf16: master f32, m1 f32, m2 f32                 (16 B/param with f32 gradients)
 //   O1:         master f16+scale, m1 f32, m2 f32            (11 B/param with e4m3 gradients)
 //   O2:         master f16+scale, m1 e4m3+scale, m2 f16+scale (6 B/param with e4m3 gradients)
 //   O3:         O2's formats, each tensor's states kept only by the rank that owns it (FP8
-//               ZeRO, SPEC.md §7): the optimizer is built with the owned mask.
+//               ZeRO, docs/numerics.md): the optimizer is built with the owned mask.
 #pragma once
 
 #include <cstddef>

@@ -1,4 +1,4 @@
-// Per-tensor scaling (SPEC.md §2): ScalingRecipe says how, ScalingMeta carries the state
+// Per-tensor scaling (docs/numerics.md): ScalingRecipe says how, ScalingMeta carries the state
 // (scale, scale_inv, amax history, counters), ScaledTensor = payload + meta.
 #pragma once
 

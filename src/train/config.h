@@ -43,7 +43,7 @@ struct TrainConfig {
   std::string recipe = "delayed";  // delayed | jit (activations and output gradients)
   int amax_window = 16;
   int margin = 0;
-  std::string grad_scaling = "auto";  // auto | pre | post | sqrt (FP8 all-reduce, SPEC.md §6)
+  std::string grad_scaling = "auto";  // auto | pre | post | sqrt (FP8 all-reduce, docs/numerics.md)
 
   GptConfig model() const;  // the preset with overrides applied, validated
   PrecisionLevel precision_level() const { return level_from_name(level); }

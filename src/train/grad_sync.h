@@ -1,4 +1,4 @@
-// Data-parallel gradient averaging for the trainer (SPEC.md §6): after the local backward
+// Data-parallel gradient averaging for the trainer (docs/numerics.md): after the local backward
 // passes, every rank's gradients are replaced by the mean over the ranks, in the level's
 // own format on the wire — fp32 as FP32, bf16 as BF16, O1/O2 as E4M3 through the FP8
 // all-reduce with automatic (or fixed) scaling. O3 reduces each tensor's E4M3 gradient to

@@ -1,4 +1,4 @@
-// O3 (FP8 ZeRO, SPEC.md §7): each tensor's master and moments live on one owner rank
+// O3 (FP8 ZeRO, docs/numerics.md): each tensor's master and moments live on one owner rank
 // (greedy whole-tensor placement), and every rank computes on a replica of the weights:
 // Linear weights as E4M3 with their just-in-time scale — exactly what an FP8 GEMM reads
 // from the FP16 master at O2 — and the others (embeddings, LayerNorm, biases, used in higher

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "numerics/block_scales.h"
 #include "numerics/dtype.h"
 
 namespace fp8lm::kernels {
@@ -32,16 +33,23 @@ void dequantize_to_bf16(uint16_t* dst, const void* src, DType src_type, size_t n
 float cast_transpose(void* dst, void* dst_t, DType dst_type, const float* src, size_t rows,
                      size_t cols, float scale, bool saturate = true);
 
+// Block-scaled cast of src [rows, cols] (row-major): every block of shape.rows × shape.cols
+// (0 = the whole dimension) gets s = block_scale(block amax, max of dst_type), written to
+// `scales` (grid of grid_extent(rows) × grid_extent(cols), in shape.scale_dtype), and
+// dst = cast(src / s). A block holding inf/NaN gets s = NaN and codes cast(src).
+// Returns the amax of src.
+float quantize_blocks(void* dst, DType dst_type, const float* src, size_t rows, size_t cols,
+                      const BlockShape& shape, void* scales, bool saturate = true);
+// dst = decode(src) · s of each element's block.
+void dequantize_blocks(float* dst, const void* src, DType src_type, size_t rows, size_t cols,
+                       const BlockScales& scales);
+
 namespace detail {
 // Single-threaded chunk kernels of one SIMD target (a bit from simd::available_targets()),
 // for tests that sweep targets in parallel. Types are ints (DType values).
 using QuantizeChunkFn = uint32_t (*)(void* dst, int dst_type, const float* src, size_t n,
                                      float scale, bool saturate);  // returns amax bits
-using DequantizeChunkFn = void (*)(void* dst, const void* src, int src_type, size_t n,
-                                   float scale_inv);
 QuantizeChunkFn quantize_chunk_for(int64_t target);
-DequantizeChunkFn dequantize_chunk_for(int64_t target);
-DequantizeChunkFn dequantize_bf16_chunk_for(int64_t target);
 }  // namespace detail
 
 }  // namespace fp8lm::kernels

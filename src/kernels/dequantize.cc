@@ -74,22 +74,12 @@ HWY_AFTER_NAMESPACE();
 #include "core/check.h"
 #include "core/parallel.h"
 #include "kernels/cast.h"
-#include "kernels/simd.h"
 
 namespace fp8lm {
 HWY_EXPORT(DequantizeChunk);
 HWY_EXPORT(DequantizeBF16Chunk);
 
 namespace kernels {
-namespace detail {
-DequantizeChunkFn dequantize_chunk_for(int64_t target) {
-  return HWY_DISPATCH_TABLE(DequantizeChunk)[simd::dispatch_index(target)];
-}
-DequantizeChunkFn dequantize_bf16_chunk_for(int64_t target) {
-  return HWY_DISPATCH_TABLE(DequantizeBF16Chunk)[simd::dispatch_index(target)];
-}
-}  // namespace detail
-
 namespace {
 
 constexpr size_t kMinChunk = 1 << 16;

@@ -9,12 +9,14 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
+#include "kernels/blocks-inl.h"
 #include "kernels/codec-inl.h"
 #include "kernels/gemm_internal.h"
 
@@ -79,6 +81,7 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
   if (g.a_trans) {  // stored K×M: each k gives a contiguous run of rows
     for (size_t k = 0; k < kc; ++k) {
       DecodeRun(tmp, g.a + ((k0 + k) * g.lda + i0) * es, g.a_type, rows);
+      if (g.a_bs) ScaleRun(tmp, rows, i0, g.a_bs + (k0 + k) / g.a_br * g.a_bld, g.a_bc);
       for (size_t s = 0; s < strips; ++s) {
         float* dst = ap + (s * kc + k) * kMR;
         const size_t n = std::min(kMR, rows - s * kMR);
@@ -94,6 +97,7 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
       const size_t i = s * kMR + r;
       if (i < rows) {
         DecodeRun(tmp, g.a + ((i0 + i) * g.lda + k0) * es, g.a_type, kc);
+        if (g.a_bs) ScaleRun(tmp, kc, k0, g.a_bs + (i0 + i) / g.a_br * g.a_bld, g.a_bc);
         for (size_t k = 0; k < kc; ++k) strip[k * kMR + r] = tmp[k];
       } else {
         for (size_t k = 0; k < kc; ++k) strip[k * kMR + r] = 0.0f;
@@ -127,6 +131,21 @@ void PackBRowsT(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols,
 // bp[s][k][c] (zero-padded past N). tmp holds kc floats.
 void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp,
            float* tmp) {
+  if (!g.b_trans && g.b_bs) {  // stored K×N with block scales: decode, scale, then split
+    const size_t es = dtype_size(static_cast<DType>(g.b_type));
+    const size_t strips = (cols + kNR - 1) / kNR;
+    for (size_t k = 0; k < kc; ++k) {
+      DecodeRun(tmp, g.b + ((k0 + k) * g.ldb + j0) * es, g.b_type, cols);
+      ScaleRun(tmp, cols, j0, g.b_bs + (k0 + k) / g.b_br * g.b_bld, g.b_bc);
+      for (size_t s = 0; s < strips; ++s) {
+        float* dst = bp + (s * kc + k) * kNR;
+        const size_t n = std::min(kNR, cols - s * kNR);
+        std::memcpy(dst, tmp + s * kNR, n * sizeof(float));
+        std::fill(dst + n, dst + kNR, 0.0f);
+      }
+    }
+    return;
+  }
   if (!g.b_trans) {
     switch (static_cast<DType>(g.b_type)) {
       case DType::kF32:
@@ -150,6 +169,7 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
       const size_t j = s * kNR + c;
       if (j < cols) {
         DecodeRun(tmp, g.b + ((j0 + j) * g.ldb + k0) * es, g.b_type, kc);
+        if (g.b_bs) ScaleRun(tmp, kc, k0, g.b_bs + (j0 + j) / g.b_br * g.b_bld, g.b_bc);
         for (size_t k = 0; k < kc; ++k) strip[k * kNR + c] = tmp[k];
       } else {
         for (size_t k = 0; k < kc; ++k) strip[k * kNR + c] = 0.0f;
@@ -375,6 +395,36 @@ bool is_cast_dtype(DType t) {
   return t == DType::kF32 || t == DType::kBF16 || t == DType::kE4M3 || t == DType::kE5M2;
 }
 
+// Block scales of one operand as the packing loops read them: f32 grid rows (an e8m0 grid is
+// widened into `grid` once per call), block extents with 0 resolved to the whole dimension.
+void bind_blocks(const GemmOperand& x, size_t rows, size_t cols, const char* name,
+                 std::vector<float>& grid, const float*& bs, size_t& br, size_t& bc,
+                 size_t& bld) {
+  bs = nullptr;
+  br = bc = bld = 1;
+  if (x.blocks.data == nullptr) return;
+  const BlockShape& sh = x.blocks.shape;
+  FP8LM_CHECK(sh.scale_dtype == DType::kF32 || sh.scale_dtype == DType::kE8M0, "gemm: ", name,
+              " block scales must be f32 or e8m0, got ", dtype_name(sh.scale_dtype));
+  FP8LM_CHECK(x.cast_to == DType::kF32, "gemm: ", name,
+              " cannot have both block scales and a cast on the fly");
+  br = sh.rows ? sh.rows : std::max<size_t>(rows, 1);
+  bc = sh.cols ? sh.cols : std::max<size_t>(cols, 1);
+  const size_t grid_rows = grid_extent(rows, sh.rows), grid_cols = grid_extent(cols, sh.cols);
+  bld = x.blocks.ld ? x.blocks.ld : grid_cols;
+  FP8LM_CHECK(bld >= grid_cols, "gemm: ", name, " block-scale grid stride ", bld,
+              " is less than its ", grid_cols, " columns");
+  if (sh.scale_dtype == DType::kF32) {
+    bs = static_cast<const float*>(x.blocks.data);
+    return;
+  }
+  grid.resize(grid_rows * grid_cols);
+  for (size_t r = 0; r < grid_rows; ++r)
+    for (size_t c = 0; c < grid_cols; ++c) grid[r * grid_cols + c] = block_scale_at(x.blocks, bld, r, c);
+  bs = grid.data();
+  bld = grid_cols;
+}
+
 gemm_detail::Workspace& thread_workspace() {
   thread_local gemm_detail::Workspace ws;
   return ws;
@@ -399,7 +449,11 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
               "gemm: operand casts must be to bf16, e4m3 or e5m2 (A ", dtype_name(a.cast_to),
               ", B ", dtype_name(b.cast_to), ")");
   const size_t a_cols = a.transposed ? M : K, b_cols = b.transposed ? K : N;
+  const size_t a_rows = a.transposed ? K : M, b_rows = b.transposed ? N : K;
   gemm_detail::Args g{};
+  std::vector<float> a_grid, b_grid;
+  bind_blocks(a, a_rows, a_cols, "A", a_grid, g.a_bs, g.a_br, g.a_bc, g.a_bld);
+  bind_blocks(b, b_rows, b_cols, "B", b_grid, g.b_bs, g.b_br, g.b_bc, g.b_bld);
   g.M = M;
   g.N = N;
   g.K = K;

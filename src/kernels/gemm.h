@@ -1,5 +1,6 @@
 // GEMM with FP8/BF16/F16/F32 operands and FP32 accumulation, with fused epilogues:
 //   y = act(alpha · (a.scale_inv · b.scale_inv) · op(A)·op(B) + beta · C + bias)
+// where op(X) holds the decoded values, times their block scales when X has them.
 //   C = y, stored in C's dtype (narrow dtypes store cast(y · c.scale)).
 // op(A) is M×K, op(B) is K×N, C is M×N; every matrix is row-major with a leading dimension.
 // Operands are decoded while being packed into cache-sized FP32 panels, so no full-size FP32
@@ -10,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "numerics/block_scales.h"
 #include "numerics/dtype.h"
 
 namespace fp8lm::kernels {
@@ -26,6 +28,10 @@ struct GemmOperand {
   // to its E4M3 copy, without the copy. f32 = no cast.
   DType cast_to = DType::kF32;
   float cast_mul = 1.0f;
+  // Optional block scales over the stored matrix (fine-grained scaling: 1×128 tiles, 128×128
+  // blocks, MX): each decoded value is multiplied by its block's scale while being packed, so
+  // blocks may cut K anywhere. Not combined with cast_to. scale_inv still applies on top.
+  BlockScales blocks{};
 };
 
 enum class GemmActivation : uint8_t { kNone, kGelu };  // GELU: tanh approximation

@@ -55,12 +55,16 @@ struct Args {
   size_t lda;
   int a_cast;  // DType the packed A is cast to (f32: none), after multiplying by a_cast_mul
   float a_cast_mul;
+  const float* a_bs;  // block scales of the stored A (null: none), grid row stride a_bld
+  size_t a_br, a_bc, a_bld;
   const uint8_t* b;
   int b_type;
   bool b_trans;
   size_t ldb;
   int b_cast;
   float b_cast_mul;
+  const float* b_bs;
+  size_t b_br, b_bc, b_bld;
   uint8_t* c;
   int c_type;
   size_t ldc;

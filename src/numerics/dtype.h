@@ -8,8 +8,9 @@
 
 namespace fp8lm {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kE4M3, kE5M2, kI32, kI64, kU8, kU16 };
-inline constexpr int kNumDTypes = 9;
+// kE8M0 holds only block scales (OCP MX): 2^(code − 127), code 255 = NaN; not a value type.
+enum class DType : uint8_t { kF32, kF16, kBF16, kE4M3, kE5M2, kI32, kI64, kU8, kU16, kE8M0 };
+inline constexpr int kNumDTypes = 10;
 
 struct DTypeInfo {
   std::string_view name;         // our name, as on the command line ("e4m3")
@@ -29,13 +30,13 @@ inline constexpr DTypeInfo kDTypeInfo[kNumDTypes] = {
     {"i64", "I64", 8, false, 0.0},
     {"u8", "U8", 1, false, 0.0},
     {"u16", "U16", 2, false, 0.0},
+    {"e8m0", "F8_E8M0", 1, false, 1.7014118346046923e38},
 };
 
 constexpr const DTypeInfo& info(DType t) { return kDTypeInfo[static_cast<int>(t)]; }
 constexpr size_t dtype_size(DType t) { return info(t).bytes; }
 constexpr std::string_view dtype_name(DType t) { return info(t).name; }
 constexpr bool is_float(DType t) { return info(t).is_float; }
-constexpr bool is_fp8(DType t) { return t == DType::kE4M3 || t == DType::kE5M2; }
 
 // Parse our names ("e4m3") or safetensors names ("F8_E4M3"); nullopt when unknown.
 std::optional<DType> dtype_from_name(std::string_view name);

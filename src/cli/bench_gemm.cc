@@ -1,6 +1,8 @@
 // fp8lm bench gemm: fp8lm's GEMM with FP8 operands against OpenBLAS sgemm on FP32 copies of
 // the same values, per GPT-2 124M shape, interleaved in one run; plus the measured FMA peak.
 // --memory: peak RSS while multiplying one shape with FP8 operands (no FP32 copies).
+// --scaling block|mxfp8: also the same products with fine-grained scales (1×128 tiles and
+// 128×128 weight blocks, or MX 1×32 with e8m0 scales), timed beside the per-tensor ones.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -59,6 +61,7 @@ struct BenchGemmOptions {
   int reps = 5;
   std::string shape;  // MxNxK filter
   std::string openblas_core;  // empty: the CPU's (openblas_core_for_cpu)
+  std::string scaling = "tensor";  // tensor | block | mxfp8
 };
 
 // Seconds per call of fn. A pause comes first: OpenBLAS's and OpenMP's worker threads spin
@@ -116,6 +119,34 @@ Operand make_operand(DType t, size_t n, uint64_t seed, Tensor* f32_copy) {
       kernels::dequantize(f32_copy->as<float>() + i, q, t, len, o.scale_inv);
   }
   return o;
+}
+
+// An FP8 operand with block scales over its stored rows × cols.
+struct BlockOperand {
+  Tensor q, scales;
+  BlockShape shape;
+};
+
+BlockOperand make_block_operand(DType t, size_t rows, size_t cols, BlockShape shape,
+                                uint64_t seed) {
+  const auto n = static_cast<int64_t>(rows * cols);
+  const auto grid = static_cast<int64_t>(grid_extent(rows, shape.rows) * grid_extent(cols, shape.cols));
+  BlockOperand o{Tensor(t, {n}, MemCategory::kWorkspace),
+                 Tensor(shape.scale_dtype, {grid}, MemCategory::kWorkspace), shape};
+  Tensor x(DType::kF32, {n}, MemCategory::kWorkspace);
+  fill_random(x.as<float>(), rows * cols, seed);
+  kernels::quantize_blocks(o.q.data(), t, x.as<float>(), rows, cols, shape, o.scales.data());
+  return o;
+}
+
+// The recipe's block shape of an operand, in stored coordinates: tiles (or MX blocks) along
+// K for activations and gradients, 128×128 blocks for weights.
+BlockShape recipe_shape(const std::string& scaling, bool weight, bool k_along_stored_cols) {
+  BlockShape s = block_shape(scaling == "mxfp8" ? ScalingMode::kMx32
+                             : weight           ? ScalingMode::kBlock128
+                                                : ScalingMode::kRows1x128);
+  if (!k_along_stored_cols) std::swap(s.rows, s.cols);
+  return s;
 }
 
 std::string shape_name(const Shape3& s) {
@@ -176,8 +207,10 @@ void run_bench_gemm(const BenchGemmOptions& o) {
     std::printf("bench gemm: %d threads, simd %s, OpenBLAS core %s%s, FMA peak %.1f GFLOP/s\n",
                 threads, simd::active_target().c_str(), blas.core.c_str(),
                 blas.as_wanted ? "" : " (not the core asked for: ratios are not meaningful)", peak);
-    std::printf("%-16s %-30s %-16s %9s %9s %6s %6s\n", "MxNxK", "layer", "a x b -> c", "GFLOP/s",
+    std::printf("%-16s %-30s %-16s %9s %9s %6s %6s", "MxNxK", "layer", "a x b -> c", "GFLOP/s",
                 "sgemm", "ratio", "%peak");
+    if (o.scaling != "tensor") std::printf(" %9s %6s", o.scaling.c_str(), "/tensor");
+    std::printf("\n");
   }
   bool matched = false;
   for (const Shape3& s : kShapes) {
@@ -190,6 +223,19 @@ void run_bench_gemm(const BenchGemmOptions& o) {
     const Operand a4 = make_operand(DType::kE4M3, s.m * s.k, 1, &a32);
     const Operand a5 = make_operand(DType::kE5M2, s.m * s.k, 3, nullptr);
     const Operand b4 = make_operand(DType::kE4M3, s.k * s.n, 2, &b32);
+    // Fine-grained variants: A is an activation or gradient (tiles along K); B is a weight,
+    // except in the weight-gradient shapes (a_trans), where both are activations/gradients.
+    const bool scaled = o.scaling != "tensor";
+    BlockOperand ab4, ab5, bb4;
+    if (scaled) {
+      const size_t a_rows = s.a_trans ? s.k : s.m, a_cols = s.a_trans ? s.m : s.k;
+      const size_t b_rows = s.b_trans ? s.n : s.k, b_cols = s.b_trans ? s.k : s.n;
+      const BlockShape as = recipe_shape(o.scaling, false, !s.a_trans);
+      const BlockShape bs = recipe_shape(o.scaling, !s.a_trans, s.b_trans);
+      ab4 = make_block_operand(DType::kE4M3, a_rows, a_cols, as, 1);
+      ab5 = make_block_operand(DType::kE5M2, a_rows, a_cols, as, 3);
+      bb4 = make_block_operand(DType::kE4M3, b_rows, b_cols, bs, 2);
+    }
     const int lda = static_cast<int>(s.a_trans ? s.m : s.k);
     const int ldb = static_cast<int>(s.b_trans ? s.k : s.n);
     auto sgemm = [&] {
@@ -197,7 +243,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
                  static_cast<int>(s.n), static_cast<int>(s.k), 1.0f, a32.as<float>(), lda,
                  b32.as<float>(), ldb, 0.0f, c.as<float>(), static_cast<int>(s.n));
     };
-    auto ours = [&](const Kernel& kern) {
+    auto ours = [&](const Kernel& kern, bool blocks) {
       const Operand& a = kern.a == DType::kE4M3 ? a4 : a5;
       float amax = 0;
       kernels::GemmOutput out{kern.c == DType::kF32 ? c.data() : c8.data(), kern.c};
@@ -205,14 +251,25 @@ void run_bench_gemm(const BenchGemmOptions& o) {
         out.scale = 1.0f / 64;
         out.amax = &amax;
       }
-      kernels::gemm(s.m, s.n, s.k, 1.0f, {a.q.data(), kern.a, s.a_trans, 0, a.scale_inv},
-                    {b4.q.data(), kern.b, s.b_trans, 0, b4.scale_inv}, 0.0f, out);
+      kernels::GemmOperand ga{a.q.data(), kern.a, s.a_trans, 0, a.scale_inv};
+      kernels::GemmOperand gb{b4.q.data(), kern.b, s.b_trans, 0, b4.scale_inv};
+      if (blocks) {
+        const BlockOperand& ab = kern.a == DType::kE4M3 ? ab4 : ab5;
+        ga = {ab.q.data(), kern.a, s.a_trans};
+        ga.blocks = {ab.scales.data(), ab.shape, 0};
+        gb = {bb4.q.data(), kern.b, s.b_trans};
+        gb.blocks = {bb4.scales.data(), bb4.shape, 0};
+      }
+      kernels::gemm(s.m, s.n, s.k, 1.0f, ga, gb, 0.0f, out);
     };
     std::vector<double> t_ref;
-    std::vector<std::vector<double>> t_ours(std::size(kKernels));
+    std::vector<std::vector<double>> t_ours(std::size(kKernels)), t_blocks(std::size(kKernels));
     for (int r = 0; r < o.reps; ++r) {
       t_ref.push_back(seconds_per_call(sgemm));
-      for (size_t i = 0; i < std::size(kKernels); ++i) t_ours[i].push_back(seconds_per_call([&] { ours(kKernels[i]); }));
+      for (size_t i = 0; i < std::size(kKernels); ++i) {
+        t_ours[i].push_back(seconds_per_call([&] { ours(kKernels[i], false); }));
+        if (scaled) t_blocks[i].push_back(seconds_per_call([&] { ours(kKernels[i], true); }));
+      }
     }
     const double gflop = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) *
                          static_cast<double>(s.k) / 1e9;
@@ -220,7 +277,8 @@ void run_bench_gemm(const BenchGemmOptions& o) {
     for (size_t i = 0; i < std::size(kKernels); ++i) {
       const Kernel& k = kKernels[i];
       const double g = gflop / median(t_ours[i]);
-      const nlohmann::json row = {{"m", s.m},
+      const double gb = scaled ? gflop / median(t_blocks[i]) : 0.0;
+      nlohmann::json row = {{"m", s.m},
                                   {"n", s.n},
                                   {"k", s.k},
                                   {"a", std::string(dtype_name(k.a))},
@@ -231,13 +289,19 @@ void run_bench_gemm(const BenchGemmOptions& o) {
                                   {"sgemm_gflops", ref},
                                   {"ratio", g / ref},
                                   {"peak_fraction", g / peak}};
+      if (scaled) {
+        row["scaled_gflops"] = gb;
+        row["scaled_vs_tensor"] = gb / g;
+      }
       rows.push_back(row);
       if (!o.json) {
         const std::string kname = std::string(dtype_name(k.a)) + "x" +
                                   std::string(dtype_name(k.b)) + "->" +
                                   std::string(dtype_name(k.c));
-        std::printf("%-16s %-30s %-16s %9.1f %9.1f %6.2f %5.0f%%\n", shape_name(s).c_str(), s.what,
+        std::printf("%-16s %-30s %-16s %9.1f %9.1f %6.2f %5.0f%%", shape_name(s).c_str(), s.what,
                     kname.c_str(), g, ref, g / ref, 100 * g / peak);
+        if (scaled) std::printf(" %9.1f %6.2f", gb, gb / g);
+        std::printf("\n");
         std::fflush(stdout);
       }
     }
@@ -250,6 +314,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
                               {"openblas_core_as_wanted", blas.as_wanted},
                               {"fma_peak_gflops", peak},
                               {"reps", o.reps},
+                              {"scaling", o.scaling},
                               {"results", rows}};
     std::printf("%s\n", j.dump(2).c_str());
   }
@@ -269,6 +334,11 @@ void register_bench_gemm(CLI::App& bench) {
   sub->add_option("--openblas-core", o->openblas_core,
                   "OPENBLAS_CORETYPE for the reference (default: from the CPU: SkylakeX with AVX-512, "
                   "else Zen or Haswell)");
+  sub->add_option("--scaling", o->scaling,
+                  "Also time fine-grained scaling beside per-tensor: block (1x128 tiles, 128x128 "
+                  "weight blocks) or mxfp8 (1x32, e8m0 scales)")
+      ->check(CLI::IsMember({"tensor", "block", "mxfp8"}))
+      ->capture_default_str();
   sub->add_flag("--memory", o->memory,
                 "Report peak RSS for one FP8 product (default shape: the LM head) instead");
   sub->callback([o] { run_bench_gemm(*o); });

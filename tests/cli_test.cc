@@ -182,7 +182,8 @@ TEST_F(Cli, InspectReportsAmaxAndScalingFractions) {
   write_sample(path("in.safetensors"), &w);
   Result r = run("inspect " + path("in.safetensors"));
   ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_NE(r.out.find("h.0.mlp.c_fc.weight  f32  [64, 48]  12288 B  amax="), std::string::npos)
+  EXPECT_NE(r.out.find("h.0.mlp.c_fc.weight  f32  [64, 48]  12288 B  scaling=none  amax="),
+            std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("ids  i32  [10]  40 B"), std::string::npos) << r.out;
   r = run("inspect --json --format e4m3 " + path("in.safetensors"));
@@ -200,6 +201,116 @@ TEST_F(Cli, InspectReportsAmaxAndScalingFractions) {
     EXPECT_DOUBLE_EQ(row["underflow"].get<double>(), static_cast<double>(under) / w.size());
     EXPECT_GT(under, 0u);  // 2^-16 · scale is below half of e4m3's smallest subnormal
     EXPECT_EQ(row["saturate"].get<double>(), 0.0);
+  }
+}
+
+// Block scaling in files: --scaling block writes DeepSeek-V3's layout (E4M3 NAME + F32
+// NAME_scale_inv [ceil(r/128), ceil(c/128)]), mxfp8 writes F8_E8M0 scales [r, ceil(c/32)]; each
+// block's scale is the least power of two that keeps its max in range, inspect names the
+// layout, and --to f32 gives back exactly decode(q) · s.
+TEST_F(Cli, BlockAndMxScaledFilesRoundTrip) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> lg(-12.0f, 6.0f), sign(-1.0f, 1.0f);
+  const size_t R = 200, C = 300;  // ragged for both 128 and 32
+  std::vector<float> w(R * C), b(45);
+  for (size_t i = 0; i < w.size(); ++i)
+    w[i] = std::copysign(std::exp2(lg(rng) + static_cast<float>(i / C % 7)), sign(rng));
+  for (float& v : b) v = sign(rng);
+  write_safetensors(path("in.safetensors"), {{"w", {w.data(), DType::kF32, Shape{R, C}}},
+                                             {"b", {b.data(), DType::kF32, Shape{45}}}});
+  struct Mode {
+    const char* flag;
+    const char* name;
+    size_t br, bc;
+    DType scale_type;
+  };
+  for (const Mode& m : {Mode{"block", "128x128", 128, 128, DType::kF32},
+                        Mode{"mxfp8", "mx32", 1, 32, DType::kE8M0}}) {
+    SCOPED_TRACE(m.flag);
+    Result r = run("convert " + path("in.safetensors") + " " + path("q.safetensors") +
+                   " --to e4m3 --scaling " + m.flag);
+    ASSERT_EQ(r.rc, 0) << r.err;
+    const SafetensorsFile q(path("q.safetensors"));
+    const SafetensorsEntry* qw = q.find("w");
+    const SafetensorsEntry* sw = q.find("w_scale_inv");
+    ASSERT_TRUE(qw && sw && q.find("b_scale_inv"));
+    EXPECT_EQ(qw->view.dtype, DType::kE4M3);
+    EXPECT_EQ(sw->view.dtype, m.scale_type);
+    const size_t gr = (R + m.br - 1) / m.br, gc = (C + m.bc - 1) / m.bc;
+    ASSERT_EQ(sw->view.shape, (Shape{static_cast<int64_t>(gr), static_cast<int64_t>(gc)}));
+    EXPECT_EQ(q.find("b_scale_inv")->view.shape, (Shape{1, static_cast<int64_t>((45 + m.bc - 1) / m.bc)}));
+    const auto* codes = static_cast<const uint8_t*>(qw->view.data);
+    auto scale_at = [&](size_t g, size_t h) {
+      const size_t i = g * gc + h;
+      if (m.scale_type == DType::kF32) return static_cast<double>(sw->view.as<float>()[i]);
+      return std::ldexp(1.0, static_cast<int>(sw->view.as<uint8_t>()[i]) - 127);
+    };
+    for (size_t g = 0; g < gr; ++g)
+      for (size_t h = 0; h < gc; ++h) {
+        double amax = 0;
+        for (size_t i = g * m.br; i < std::min(R, (g + 1) * m.br); ++i)
+          for (size_t j = h * m.bc; j < std::min(C, (h + 1) * m.bc); ++j)
+            amax = std::max(amax, std::fabs(static_cast<double>(w[i * C + j])));
+        const double s = scale_at(g, h);
+        ASSERT_LE(amax / s, 448.0);  // nothing overflows
+        ASSERT_GT(amax / s, 224.0);  // and the scale is the least such power of two
+        for (size_t i = g * m.br; i < std::min(R, (g + 1) * m.br); ++i)
+          for (size_t j = h * m.bc; j < std::min(C, (h + 1) * m.bc); ++j)
+            ASSERT_EQ(codes[i * C + j], to_e4m3_ref(static_cast<float>(w[i * C + j] / s)));
+      }
+    r = run("inspect --json " + path("q.safetensors"));
+    ASSERT_EQ(r.rc, 0) << r.err;
+    for (const auto& row : nlohmann::json::parse(r.out))
+      if (row["name"] == "w") EXPECT_EQ(row["scaling"], m.name);
+    r = run("convert " + path("q.safetensors") + " " + path("back.safetensors") + " --to f32");
+    ASSERT_EQ(r.rc, 0) << r.err;
+    const SafetensorsFile back(path("back.safetensors"));
+    EXPECT_EQ(back.find("w_scale_inv"), nullptr);
+    const std::vector<float> got = read_f32(back, "w");
+    ASSERT_EQ(got.size(), w.size());
+    for (size_t i = 0; i < R; ++i)
+      for (size_t j = 0; j < C; ++j)
+        ASSERT_EQ(got[i * C + j], from_e4m3_ref(codes[i * C + j]) * scale_at(i / m.br, j / m.bc));
+  }
+}
+
+// Files written by other tools: 1x128 tiles, U8 MX scales, and a scale grid that fits no
+// layout (one line naming the tensor).
+TEST_F(Cli, ForeignBlockScaledFilesAreReadOrRefused) {
+  std::vector<uint8_t> q(4 * 256);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<uint8_t>(i % 0x7E);
+  std::vector<float> tiles(4 * 2);
+  for (size_t i = 0; i < tiles.size(); ++i) tiles[i] = std::ldexp(1.0f, static_cast<int>(i) - 3);
+  std::vector<uint8_t> mx(4 * 8);
+  for (size_t i = 0; i < mx.size(); ++i) mx[i] = static_cast<uint8_t>(120 + i % 10);
+  write_safetensors(path("tiles.safetensors"),
+                    {{"x", {q.data(), DType::kE4M3, Shape{4, 256}}},
+                     {"x_scale_inv", {tiles.data(), DType::kF32, Shape{4, 2}}},
+                     {"y", {q.data(), DType::kE4M3, Shape{4, 256}}},
+                     {"y_scale_inv", {mx.data(), DType::kU8, Shape{4, 8}}}});
+  Result r = run("convert " + path("tiles.safetensors") + " " + path("f.safetensors") + " --to f32");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const SafetensorsFile f(path("f.safetensors"));
+  const std::vector<float> x = read_f32(f, "x"), y = read_f32(f, "y");
+  for (size_t i = 0; i < 4; ++i)
+    for (size_t j = 0; j < 256; ++j) {
+      ASSERT_EQ(x[i * 256 + j], from_e4m3_ref(q[i * 256 + j]) * tiles[i * 2 + j / 128]);
+      ASSERT_EQ(y[i * 256 + j],
+                from_e4m3_ref(q[i * 256 + j]) * std::ldexp(1.0f, mx[i * 8 + j / 32] - 127));
+    }
+  r = run("inspect " + path("tiles.safetensors"));
+  EXPECT_NE(r.out.find("x  e4m3  [4, 256]  1024 B  scaling=1x128"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("y  e4m3  [4, 256]  1024 B  scaling=mx32"), std::string::npos) << r.out;
+  write_safetensors(path("bad.safetensors"),
+                    {{"x", {q.data(), DType::kE4M3, Shape{4, 256}}},
+                     {"x_scale_inv", {tiles.data(), DType::kF32, Shape{2, 4}}}});
+  for (const std::string& cmd : {"inspect " + path("bad.safetensors"),
+                                 "convert " + path("bad.safetensors") + " " + path("o.safetensors") + " --to f32"}) {
+    r = run(cmd);
+    EXPECT_EQ(r.rc, 1) << cmd;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find("x_scale_inv"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("fit no block layout"), std::string::npos) << r.err;
   }
 }
 

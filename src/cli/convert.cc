@@ -1,6 +1,7 @@
 // fp8lm convert: every floating tensor of a safetensors file to another dtype, optionally
-// with per-tensor scaling; other tensors are copied. A tensor NAME may come with an F32
-// scalar NAME_scale_inv: its values are then dequant(NAME) · scale_inv.
+// scaled per tensor, in 128×128 blocks (DeepSeek-V3's FP8 checkpoint layout) or MX 1×32
+// blocks with e8m0 scales; other tensors are copied. Inputs may be scaled the same ways
+// (NAME with NAME_scale_inv): their values are dequantized first, so --to f32 reads any.
 #include <cstdio>
 #include <memory>
 #include <set>
@@ -26,8 +27,12 @@ void run_convert(const ConvertOptions& o) {
   apply_global_options();
   const DType to = *dtype_from_name(o.to);  // validated by CLI11
   const bool per_tensor = o.scaling == "tensor";
-  if (per_tensor && !(to == DType::kE4M3 || to == DType::kE5M2 || to == DType::kF16))
-    fail("--scaling tensor needs --to e4m3, e5m2 or f16 (got --to ", o.to, ")");
+  const ScalingMode blocks = o.scaling == "block"   ? ScalingMode::kBlock128
+                             : o.scaling == "mxfp8" ? ScalingMode::kMx32
+                                                    : ScalingMode::kNone;
+  if ((per_tensor || blocks != ScalingMode::kNone) &&
+      !(to == DType::kE4M3 || to == DType::kE5M2 || to == DType::kF16))
+    fail("--scaling ", o.scaling, " needs --to e4m3, e5m2 or f16 (got --to ", o.to, ")");
 
   const SafetensorsFile in(o.in);
   std::vector<std::unique_ptr<Tensor>> keep;  // storage behind the output views
@@ -46,6 +51,19 @@ void run_convert(const ConvertOptions& o) {
         keep.push_back(std::make_unique<Tensor>(std::move(*v.owned)));
         out.emplace_back(e.name, keep.back()->view());
       }
+      continue;
+    }
+    if (blocks != ScalingMode::kNone) {
+      const ScaledView shape_of{e.view, blocks, {}};
+      auto q = std::make_unique<Tensor>(to, e.view.shape, MemCategory::kWorkspace);
+      auto s = std::make_unique<Tensor>(block_shape(blocks).scale_dtype,
+                                        scale_grid_shape(e.view.shape, blocks), MemCategory::kWorkspace);
+      kernels::quantize_blocks(q->data(), to, v.data, shape_of.rows(), shape_of.cols(),
+                               block_shape(blocks), s->data(), !o.no_saturate);
+      out.emplace_back(e.name, q->view());
+      out.emplace_back(e.name + std::string(kScaleInvSuffix), s->view());
+      keep.push_back(std::move(q));
+      keep.push_back(std::move(s));
       continue;
     }
     float scale = 1.0f;
@@ -84,8 +102,10 @@ void register_convert(CLI::App& app) {
       ->check(CLI::IsMember({"e4m3", "e5m2", "bf16", "f16", "f32"}));
   sub->add_option("--scaling", o->scaling,
                   "none: cast values as they are; tensor: per-tensor power-of-two scale from "
-                  "the amax, stored as NAME_scale_inv (F32 scalar)")
-      ->check(CLI::IsMember({"none", "tensor"}))
+                  "the amax, stored as NAME_scale_inv (F32 scalar); block: 128x128 blocks "
+                  "(NAME_scale_inv F32 [ceil(rows/128), ceil(cols/128)], DeepSeek-V3's layout); "
+                  "mxfp8: 1x32 blocks along each row (NAME_scale_inv F8_E8M0 [rows, ceil(cols/32)])")
+      ->check(CLI::IsMember({"none", "tensor", "block", "mxfp8"}))
       ->capture_default_str();
   sub->add_flag("--no-saturate", o->no_saturate,
                 "Overflow becomes inf (e5m2, f16, bf16) or NaN (e4m3) instead of +-max");

@@ -1,4 +1,4 @@
-// fp8lm inspect: one line per tensor (name, dtype, shape, bytes, amax) and, with --format,
+// fp8lm inspect: one line per tensor (name, dtype, shape, bytes, scaling, amax) and, with --format,
 // what per-tensor scaling into that FP8 format would do to the values.
 #include <cmath>
 #include <cstdio>
@@ -62,6 +62,8 @@ void run_inspect(const InspectOptions& o) {
     if (is_float(e.view.dtype) && !is_scale_inv_of_other(f, e.name)) {
       const TensorValues v = tensor_values(f, e);
       const float a = kernels::amax(v.data, v.n);
+      row["scaling"] = std::string(scaling_mode_name(v.mode));
+      line += "  scaling=" + std::string(scaling_mode_name(v.mode));
       row["amax"] = std::isfinite(a) ? nlohmann::json(a) : nlohmann::json(std::to_string(a));
       char buf[96];
       std::snprintf(buf, sizeof buf, "  amax=%.6g", static_cast<double>(a));
@@ -89,7 +91,7 @@ void run_inspect(const InspectOptions& o) {
 void register_inspect(CLI::App& app) {
   auto o = std::make_shared<InspectOptions>();
   CLI::App* sub = app.add_subcommand(
-      "inspect", "List the tensors of a safetensors file: name, dtype, shape, bytes, amax");
+      "inspect", "List the tensors of a safetensors file: name, dtype, shape, bytes, scaling, amax");
   sub->add_option("FILE", o->file, "A .safetensors file")->required();
   sub->add_option("--format", o->format,
                   "Also report the fraction of values that would underflow to zero or "

@@ -69,12 +69,26 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
 
   // Layer staging, shared: the largest weight gradient in FP32 (fp8 accumulation) and the
   // largest output gradient.
-  if (mode == ComputeMode::kFP8 && with_grads)
+  const bool fine = mode == ComputeMode::kFP8 && fp8.fine != FineScaling::kNone;
+  if (mode == ComputeMode::kFP8 && (with_grads || fine))
     ws_w_ = Tensor(DType::kF32, {i64(4 * C * C)}, ws);
   if (mode != ComputeMode::kF32 && with_grads)
     ws_dy_ = Tensor(mode == ComputeMode::kBF16 ? DType::kBF16 : DType::kE5M2,
                     {i64(BT_), i64(4 * C)}, ws);
-  const LinearWorkspace lws{ws_w_.as<float>(), ws_dy_.data()};
+  LinearWorkspace lws{ws_w_.as<float>(), ws_dy_.data()};
+  if (fine) {  // block-scaled staging: W in E4M3, dy's second orientation, scale grids
+    ws_w8_ = Tensor(DType::kU8, {i64(4 * C * C)}, ws);
+    ws_w8_scales_ = Tensor(DType::kU8, {i64(linear_grid_bytes(4 * C, C))}, ws);
+    lws.w8 = ws_w8_.data();
+    lws.w8_scales = ws_w8_scales_.data();
+    if (with_grads) {
+      ws_dyt8_ = Tensor(DType::kU8, {i64(BT_), i64(4 * C)}, ws);
+      ws_dy_scales_ = Tensor(DType::kU8, {i64(2 * linear_grid_bytes(BT_, 4 * C))}, ws);
+      lws.dyt8 = ws_dyt8_.data();
+      lws.dy_scales = ws_dy_scales_.data();
+      lws.dyt_scales = static_cast<uint8_t*>(ws_dy_scales_.data()) + linear_grid_bytes(BT_, 4 * C);
+    }
+  }
 
   const int64_t before = mem_stats(MemCategory::kActivations).current;
   for (int l = 0; l < cfg.n_layer; ++l)

@@ -116,6 +116,7 @@ class Gpt {
   std::vector<ScaledTensor> grad8_;
   // Workspace (not saved): staging and activation gradients.
   Tensor ws_a_, ws_b_, ws_qkv_, ws_dres_, ws_logits_, ws_losses_, ws_w_, ws_dy_;
+  Tensor ws_w8_, ws_w8_scales_, ws_dyt8_, ws_dy_scales_;  // fine-grained scaling staging
   size_t activation_bytes_ = 0;
   size_t chunk_rows_ = 0;
 };

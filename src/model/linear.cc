@@ -21,7 +21,34 @@ ScalingRecipe recipe(DType format, ScalingTiming timing, const Fp8Options& o = {
 
 int64_t i64(size_t v) { return static_cast<int64_t>(v); }
 
+// The block modes of one recipe: along the stored columns, along the stored rows, and the
+// weight's in each GEMM orientation (forward reduces over W's rows, dgrad over its columns).
+struct FineModes {
+  ScalingMode along_cols, along_rows, w_forward, w_dgrad;
+};
+FineModes fine_modes(FineScaling f) {
+  if (f == FineScaling::kMx)
+    return {ScalingMode::kMx32, ScalingMode::kMx32x1, ScalingMode::kMx32x1, ScalingMode::kMx32};
+  return {ScalingMode::kRows1x128, ScalingMode::kCols128x1, ScalingMode::kBlock128,
+          ScalingMode::kBlock128};
+}
+
+// Quantizes src [r, c] into workspace buffers with block scales; returns the view.
+ScaledView quantize_into(void* q, void* scales, DType t, const float* src, size_t r, size_t c,
+                         ScalingMode m, float* amax = nullptr) {
+  const float a = kernels::quantize_blocks(q, t, src, r, c, block_shape(m), scales);
+  if (amax) *amax = a;
+  const Shape shape{i64(r), i64(c)};
+  return {{q, t, shape}, m, {scales, block_shape(m).scale_dtype, scale_grid_shape(shape, m)}};
+}
+
 }  // namespace
+
+size_t linear_grid_bytes(size_t r, size_t c) {
+  // The largest grid is MX's (one scale per 32 elements, plus a partial block per row or
+  // column); tiles of 128 with F32 scales need at most as many bytes.
+  return 4 * ((r * c) / 32 + r + c + 1);
+}
 
 Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const LinearWorkspace& ws,
                const Fp8Options& fp8)
@@ -42,7 +69,14 @@ Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const Linea
       x_ = Tensor(DType::kBF16, xs, MemCategory::kActivations);
       break;
     case ComputeMode::kFP8:
-      x8_ = ScaledTensor(xs, recipe(DType::kE4M3, fp8.timing, fp8), MemCategory::kActivations);
+      if (fp8.fine == FineScaling::kNone) {
+        x8_ = ScaledTensor(xs, recipe(DType::kE4M3, fp8.timing, fp8), MemCategory::kActivations);
+      } else {
+        const FineModes m = fine_modes(fp8.fine);
+        x8_ = ScaledTensor(xs, DType::kE4M3, m.along_cols, MemCategory::kActivations);
+        xt8_ = ScaledTensor(xs, DType::kE4M3, m.along_rows, MemCategory::kActivations);
+        x8_.meta = ScalingMeta(recipe(DType::kE4M3, ScalingTiming::kJustInTime, fp8));
+      }
       break;
   }
 }
@@ -72,14 +106,19 @@ void Linear::prepare_weight(const ParamRef& w) {
   FP8LM_CHECK(w.dtype != DType::kE4M3 || mode_ == ComputeMode::kFP8,
               "an E4M3 weight needs an fp8 Linear");
   w_ = w;
-  if (mode_ == ComputeMode::kFP8 && w.dtype != DType::kE4M3) {  // as quantize() does, JIT
+  if (mode_ == ComputeMode::kFP8 && w.dtype != DType::kE4M3 && !fine()) {  // as quantize() does, JIT
     const float amax = kernels::amax(w.data, w.dtype, in_ * out_, w.scale_inv);
     w8_meta_.set_scale_from_amax(amax);
     w8_meta_.record_amax(amax);
   }
 }
 
-kernels::GemmOperand Linear::weight_operand() const {
+kernels::GemmOperand Linear::weight_operand(ScalingMode fine_mode) {
+  if (fine()) {  // W's exact values, then blocks: an E4M3 replica (O3) is requantized exactly
+    kernels::dequantize(ws_.w, w_.data, w_.dtype, in_ * out_, w_.scale_inv);
+    return quantize_into(ws_.w8, ws_.w8_scales, DType::kE4M3, ws_.w, in_, out_, fine_mode)
+        .operand();
+  }
   kernels::GemmOperand o{w_.data, w_.dtype, false, 0, w_.scale_inv};
   if (mode_ == ComputeMode::kBF16) {
     o.scale_inv = 1.0f;
@@ -102,6 +141,7 @@ void Linear::commit_input(const float* x) {
     kernels::quantize(x_.data(), DType::kBF16, x, rows_ * in_, 1.0f, /*saturate=*/false);
   } else if (mode_ == ComputeMode::kFP8) {
     quantize(x8_, x);
+    if (fine()) quantize(xt8_, x);
   }
 }
 
@@ -122,10 +162,11 @@ void Linear::forward(void* y, DType y_type, const float* bias) {
       a = {x_.data(), DType::kBF16};
       break;
     case ComputeMode::kFP8:
-      a = {x8_.data.data(), DType::kE4M3, false, 0, x8_.meta.scale_inv};
+      a = x8_.view().operand();
       break;
   }
-  const kernels::GemmOperand b = weight_operand();
+  const kernels::GemmOperand b =
+      weight_operand(fine() ? fine_modes(fp8_.fine).w_forward : ScalingMode::kNone);
   kernels::GemmOutput o{y, y_type};
   o.bias = bias;
   kernels::gemm(rows_, out_, in_, 1.0f, a, b, 0.0f, o);
@@ -144,16 +185,31 @@ void Linear::backward(float* dx, const float* dy, WeightGrad& dw, float* dbias, 
       x = {x_.data(), DType::kBF16};
       break;
     case ComputeMode::kFP8:
-      quantize(dy8_meta_, ws_.dy, dy, rows_ * out_);
-      g = {ws_.dy, DType::kE5M2, false, 0, dy8_meta_.scale_inv};
-      x = {x8_.data.data(), DType::kE4M3, false, 0, x8_.meta.scale_inv};
+      if (!fine()) {
+        quantize(dy8_meta_, ws_.dy, dy, rows_ * out_);
+        g = {ws_.dy, DType::kE5M2, false, 0, dy8_meta_.scale_inv};
+        x = x8_.view().operand();
+      } else {
+        const FineModes m = fine_modes(fp8_.fine);
+        const DType t = fp8_.fine == FineScaling::kMx ? fp8_.mx_grad : DType::kE4M3;
+        float amax = 0.0f;
+        g = quantize_into(ws_.dy, ws_.dy_scales, t, dy, rows_, out_, m.along_cols, &amax).operand();
+        dy8_meta_.record_amax(amax);
+      }
       break;
   }
-  kernels::GemmOperand w = weight_operand();
+  kernels::GemmOperand w =
+      weight_operand(fine() ? fine_modes(fp8_.fine).w_dgrad : ScalingMode::kNone);
   // dgrad: dx [rows, in] = dy [rows, out] · Wᵀ
   w.transposed = true;
   kernels::gemm(rows_, in_, out_, 1.0f, g, w, 0.0f, {dx, DType::kF32});
-  // wgrad: dW [in, out] (+)= xᵀ [in, rows] · dy [rows, out]
+  // wgrad: dW [in, out] (+)= xᵀ [in, rows] · dy [rows, out], both tiled along rows
+  if (fine()) {
+    const FineModes m = fine_modes(fp8_.fine);
+    const DType t = fp8_.fine == FineScaling::kMx ? fp8_.mx_grad : DType::kE4M3;
+    g = quantize_into(ws_.dyt8, ws_.dyt_scales, t, dy, rows_, out_, m.along_rows).operand();
+    x = xt8_.view().operand();
+  }
   x.transposed = true;
   if (dw.is_fp8()) {
     // Accumulate in FP32 on the dequantized gradient, then requantize just-in-time.

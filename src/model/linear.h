@@ -21,12 +21,23 @@
 
 namespace fp8lm {
 
+// Fine-grained scaling of the fp8 GEMM operands x, W, dy (docs/numerics.md, Block scaling):
+//   block: E4M3 everywhere; x and dy in 1×128 tiles along the reduction dimension, W in
+//          128×128 blocks (DeepSeek-V3);
+//   mx:    OCP MXFP8: 32 elements along the reduction dimension share an e8m0 scale.
+// Operands are quantized just in time from FP32, once per GEMM orientation: a tile along K of
+// the forward pass is not one along K of the weight gradient, so x and dy get a second copy
+// tiled the other way (requantized from the FP32 values, not from the first copy).
+enum class FineScaling { kNone, kBlock, kMx };
+
 // How the fp8 mode scales activations and output gradients (weights and weight gradients
 // are always just-in-time).
 struct Fp8Options {
   ScalingTiming timing = ScalingTiming::kDelayed;
   int window = 16;
   int margin = 0;
+  FineScaling fine = FineScaling::kNone;  // per-tensor scaling when kNone
+  DType mx_grad = DType::kE4M3;           // dy's format under kMx (e4m3 or e5m2)
 };
 
 // A weight gradient: FP32, or E4M3 with a scale (fp8 mode).
@@ -38,11 +49,20 @@ struct WeightGrad {
 
 // Staging shared by the layers of a model, sized for the largest: `w` holds in·out floats
 // (fp8 weight-gradient accumulation), `dy` rows·out elements of the mode's output-gradient
-// format (bf16 or e5m2).
+// format (bf16 or e5m2). Fine-grained scaling adds the block-quantized weight (w8, in·out
+// bytes), dy's second orientation (dyt8, rows·out bytes) and their scale grids (each
+// linear_grid_bytes(rows or in, out)).
 struct LinearWorkspace {
   float* w = nullptr;
   void* dy = nullptr;
+  void* w8 = nullptr;
+  void* w8_scales = nullptr;
+  void* dyt8 = nullptr;
+  void* dy_scales = nullptr;
+  void* dyt_scales = nullptr;
 };
+// Bytes that hold the scale grid of an r × c matrix in any block mode.
+size_t linear_grid_bytes(size_t r, size_t c);
 
 class Linear {
  public:
@@ -84,11 +104,14 @@ class Linear {
   ComputeMode mode_;
   size_t in_, out_, rows_;
   Fp8Options fp8_;
-  // The weight as a GEMM operand: the master, cast on the fly in bf16/fp8 modes.
-  kernels::GemmOperand weight_operand() const;
+  // The weight as a GEMM operand: the master, cast on the fly in bf16/fp8 modes; with
+  // fine-grained scaling, quantized into the shared w8 in `mode`.
+  kernels::GemmOperand weight_operand(ScalingMode fine_mode = ScalingMode::kNone);
+  bool fine() const { return mode_ == ComputeMode::kFP8 && fp8_.fine != FineScaling::kNone; }
 
   Tensor x_;          // saved input: f32 / bf16 (activations)
-  ScaledTensor x8_;   // saved input: e4m3, delayed (fp8)
+  ScaledTensor x8_;   // saved input: e4m3, delayed (fp8), or tiled along in (fine)
+  ScaledTensor xt8_;  // fine: the saved input tiled along rows (weight gradient)
   ParamRef w_;        // the master weight
   ScalingMeta w8_meta_;  // its e4m3 scale, just-in-time (fp8)
   LinearWorkspace ws_;

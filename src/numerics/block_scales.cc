@@ -18,6 +18,8 @@ std::string_view scaling_mode_name(ScalingMode m) {
       return "128x128";
     case ScalingMode::kMx32:
       return "mx32";
+    case ScalingMode::kMx32x1:
+      return "mx32x1";
   }
   return "?";
 }
@@ -32,6 +34,8 @@ BlockShape block_shape(ScalingMode m) {
       return {128, 128, DType::kF32};
     case ScalingMode::kMx32:
       return {1, 32, DType::kE8M0};
+    case ScalingMode::kMx32x1:
+      return {32, 1, DType::kE8M0};
     default:
       return {};
   }

@@ -23,6 +23,7 @@ enum class ScalingMode : uint8_t {
   kCols128x1, // 128×1 tiles down each column (an operand whose reduction runs down columns)
   kBlock128,  // 128×128 blocks (weights)
   kMx32,      // OCP MX: 1×32 along each row, e8m0 scales
+  kMx32x1,    // OCP MX down each column: 32×1, e8m0 scales
 };
 std::string_view scaling_mode_name(ScalingMode m);  // "tensor", "1x128", "128x128", "mx32"...
 
@@ -30,7 +31,7 @@ struct BlockShape {
   uint32_t rows = 0, cols = 0;  // 0 × 0: one block (per-tensor)
   DType scale_dtype = DType::kF32;
 };
-// Block shape of a block mode (kRows1x128, kCols128x1, kBlock128, kMx32).
+// Block shape of a block mode (kRows1x128, kCols128x1, kBlock128, kMx32, kMx32x1).
 BlockShape block_shape(ScalingMode m);
 
 // Grid extents: ceil(n / block), 1 for a whole-tensor block.

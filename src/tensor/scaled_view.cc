@@ -67,9 +67,10 @@ ScaledView scaled_view(const ConstTensorView& data, const ConstTensorView* scale
   }
   const Shape& got = scales->shape;
   const ScalingMode candidates[] = {ScalingMode::kBlock128, ScalingMode::kRows1x128,
-                                    ScalingMode::kCols128x1, ScalingMode::kMx32};
+                                    ScalingMode::kCols128x1, ScalingMode::kMx32,
+                                    ScalingMode::kMx32x1};
   for (ScalingMode m : candidates) {
-    if ((m == ScalingMode::kMx32) != e8m0) continue;
+    if ((block_shape(m).scale_dtype == DType::kE8M0) != e8m0) continue;
     const Shape want = scale_grid_shape(data.shape, m);
     const bool same = got == want ||
                       (got.rank() == 1 && want[0] == 1 && got[0] == want[1]);  // one grid row

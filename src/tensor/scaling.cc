@@ -86,12 +86,32 @@ float quantize(ScalingMeta& m, void* dst, const float* src, size_t n) {
   return amax;
 }
 
-float quantize(ScaledTensor& t, const float* src) {
-  return quantize(t.meta, t.data.data(), src, t.data.numel());
+ScaledTensor::ScaledTensor(Shape shape, DType format, ScalingMode block_mode,
+                           MemCategory category)
+    : data(format, shape, category),
+      meta(ScalingRecipe{format, ScalingTiming::kJustInTime}),
+      mode(block_mode),
+      scales(block_shape(block_mode).scale_dtype, scale_grid_shape(shape, block_mode), category) {
+  FP8LM_CHECK(block_shape(block_mode).cols != 0, "ScaledTensor: ", scaling_mode_name(block_mode),
+              " is not a block mode");
 }
 
-void dequantize(float* dst, const ScaledTensor& t) {
-  kernels::dequantize(dst, t.data.data(), t.data.dtype(), t.data.numel(), t.meta.scale_inv);
+ScaledView ScaledTensor::view() const {
+  if (mode == ScalingMode::kTensor)
+    return {data.view(), mode, ConstTensorView{&meta.scale_inv, DType::kF32, Shape{1}}};
+  return {data.view(), mode, scales.view()};
 }
+
+float quantize(ScaledTensor& t, const float* src) {
+  if (t.mode == ScalingMode::kTensor) return quantize(t.meta, t.data.data(), src, t.data.numel());
+  const ScaledView v = t.view();
+  const float amax = kernels::quantize_blocks(t.data.data(), t.data.dtype(), src, v.rows(),
+                                              v.cols(), block_shape(t.mode), t.scales.data(),
+                                              t.meta.recipe.saturate);
+  t.meta.record_amax(amax);
+  return amax;
+}
+
+void dequantize(float* dst, const ScaledTensor& t) { dequantize(dst, t.view()); }
 
 }  // namespace fp8lm

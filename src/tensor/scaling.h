@@ -1,5 +1,7 @@
-// Per-tensor scaling (docs/numerics.md): ScalingRecipe says how, ScalingMeta carries the state
-// (scale, scale_inv, amax history, counters), ScaledTensor = payload + meta.
+// Scaling (docs/numerics.md): ScalingRecipe says how a tensor is scaled per tensor,
+// ScalingMeta carries that state (scale, scale_inv, amax history, counters); ScaledTensor owns
+// a payload with its scales — per tensor (meta.scale_inv) or per block (a grid of scales) —
+// and view() is the ScaledView every layer passes around.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +9,7 @@
 #include <vector>
 
 #include "numerics/dtype.h"
+#include "tensor/scaled_view.h"
 #include "tensor/tensor.h"
 
 namespace fp8lm {
@@ -63,19 +66,28 @@ struct ScalingMeta {
 struct ScaledTensor {
   Tensor data;  // payload in meta.recipe.format
   ScalingMeta meta;
+  ScalingMode mode = ScalingMode::kTensor;
+  Tensor scales;  // block modes: the grid of block scales (just-in-time, per cast)
 
   ScaledTensor() = default;
+  // Per-tensor scaling following `recipe`.
   ScaledTensor(Shape shape, ScalingRecipe recipe, MemCategory category)
       : data(recipe.format, shape, category), meta(recipe) {}
+  // Block scaling (a block mode); meta records the amax of each cast (not used to scale).
+  ScaledTensor(Shape shape, DType format, ScalingMode block_mode, MemCategory category);
+
+  // The live view: per tensor, its scale is meta.scale_inv itself.
+  ScaledView view() const;
 };
 
-// Casts src (f32, same element count) into t following t.meta's recipe, updating the meta.
+// Casts src (f32, same element count) into t: per tensor following t.meta's recipe, updating
+// the meta; per block with just-in-time block scales (the amax is recorded in t.meta).
 // Returns the amax of src.
 float quantize(ScaledTensor& t, const float* src);
 // The same into a caller's buffer of n elements in m.recipe.format (a payload that several
 // tensors share in turn, each keeping its own scaling state).
 float quantize(ScalingMeta& m, void* dst, const float* src, size_t n);
-// dst = payload · scale_inv, in f32.
+// dst = the values of t, in f32.
 void dequantize(float* dst, const ScaledTensor& t);
 
 }  // namespace fp8lm

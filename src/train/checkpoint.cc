@@ -377,7 +377,11 @@ nlohmann::json trainer_json(const TrainerState& s) {
             {"n_embd", s.model.n_embd},
             {"seq_len", s.model.seq_len},
             {"vocab_size", s.model.vocab_size}}},
-          {"fp8", {{"recipe", s.recipe}, {"amax_window", s.amax_window}, {"margin", s.margin}}},
+          {"fp8",
+           {{"recipe", s.recipe},
+            {"amax_window", s.amax_window},
+            {"margin", s.margin},
+            {"mx_grad_format", s.mx_grad_format}}},
           {"tokenizer", s.tokenizer},
           {"tokenizer_dir", s.tokenizer_dir},
           {"world_size", s.world_size},
@@ -410,8 +414,13 @@ TrainerState read_trainer_state(const std::string& dir) {
   s.model = model_config_of(t, dir);
   const json& fp8 = member(t, "fp8", w);
   s.recipe = string_member(fp8, "recipe", w + ": fp8");
-  if (s.recipe != "delayed" && s.recipe != "jit")
-    fail(w, ": fp8.recipe = '", s.recipe, "': must be delayed or jit");
+  if (s.recipe != "delayed" && s.recipe != "jit" && s.recipe != "block" && s.recipe != "mxfp8")
+    fail(w, ": fp8.recipe = '", s.recipe, "': must be delayed, jit, block or mxfp8");
+  if (fp8.is_object() && fp8.contains("mx_grad_format")) {  // absent in older checkpoints
+    s.mx_grad_format = string_member(fp8, "mx_grad_format", w + ": fp8");
+    if (s.mx_grad_format != "e4m3" && s.mx_grad_format != "e5m2")
+      fail(w, ": fp8.mx_grad_format = '", s.mx_grad_format, "': must be e4m3 or e5m2");
+  }
   s.amax_window = static_cast<int>(int_member(fp8, "amax_window", 1, 1024, w + ": fp8"));
   s.margin = static_cast<int>(int_member(fp8, "margin", 0, 8, w + ": fp8"));
   s.tokenizer = string_member(t, "tokenizer", w);

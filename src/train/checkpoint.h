@@ -46,6 +46,7 @@ struct TrainerState {
   GptConfig model;
   std::string recipe = "delayed";
   int amax_window = 16, margin = 0;
+  std::string mx_grad_format = "e4m3";
   std::string tokenizer = "gpt2", tokenizer_dir;
   int world_size = 1;
   float grad_scaling_mu = 1.0f;

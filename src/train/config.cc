@@ -86,6 +86,7 @@ const std::vector<Key>& keys() {
       key("train.comm_timeout", &TrainConfig::comm_timeout),
       key("precision.level", &TrainConfig::level),
       key("precision.recipe", &TrainConfig::recipe),
+      key("precision.mx_grad_format", &TrainConfig::mx_grad_format),
       key("precision.amax_window", &TrainConfig::amax_window),
       key("precision.margin", &TrainConfig::margin),
       key("precision.grad_scaling", &TrainConfig::grad_scaling),
@@ -147,8 +148,10 @@ void TrainConfig::validate() const {
   precision_level();
   if (tokenizer != "gpt2" && tokenizer != "byte")
     fail("data.tokenizer = '", tokenizer, "': must be gpt2 or byte");
-  if (recipe != "delayed" && recipe != "jit")
-    fail("precision.recipe = '", recipe, "': must be delayed or jit");
+  if (recipe != "delayed" && recipe != "jit" && recipe != "block" && recipe != "mxfp8")
+    fail("precision.recipe = '", recipe, "': must be delayed, jit, block or mxfp8");
+  if (mx_grad_format != "e4m3" && mx_grad_format != "e5m2")
+    fail("precision.mx_grad_format = '", mx_grad_format, "': must be e4m3 or e5m2");
   if (amax_window < 1 || amax_window > 1024)
     fail("precision.amax_window = ", amax_window, ": must be 1..1024");
   if (margin < 0 || margin > 8) fail("precision.margin = ", margin, ": must be 0..8");

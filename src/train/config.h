@@ -40,7 +40,10 @@ struct TrainConfig {
   double comm_timeout = 900;  // seconds a rank waits for the others in one call (0: no bound)
   // [precision]
   std::string level = "O2";
-  std::string recipe = "delayed";  // delayed | jit (activations and output gradients)
+  // delayed | jit: per-tensor scales of activations and output gradients (history or just in
+  // time); block: 1×128 tiles and 128×128 weight blocks; mxfp8: MX 1×32 blocks, e8m0 scales.
+  std::string recipe = "delayed";
+  std::string mx_grad_format = "e4m3";  // mxfp8: output gradients in e4m3 or e5m2
   int amax_window = 16;
   int margin = 0;
   std::string grad_scaling = "auto";  // auto | pre | post | sqrt (FP8 all-reduce, docs/numerics.md)

@@ -17,9 +17,14 @@ ComputeMode compute_mode(PrecisionLevel level) {
   }
 }
 
-Fp8Options fp8_options(const std::string& recipe, int amax_window, int margin) {
+Fp8Options fp8_options(const std::string& recipe, int amax_window, int margin,
+                       const std::string& mx_grad_format) {
   Fp8Options o;
   o.timing = recipe == "jit" ? ScalingTiming::kJustInTime : ScalingTiming::kDelayed;
+  o.fine = recipe == "block"   ? FineScaling::kBlock
+           : recipe == "mxfp8" ? FineScaling::kMx
+                               : FineScaling::kNone;
+  o.mx_grad = mx_grad_format == "e5m2" ? DType::kE5M2 : DType::kE4M3;
   o.window = amax_window;
   o.margin = margin;
   return o;

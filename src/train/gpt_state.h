@@ -16,9 +16,10 @@ namespace fp8lm {
 // fp32 → fp32 GEMMs, bf16 → bf16, O1/O2/O3 → fp8.
 ComputeMode compute_mode(PrecisionLevel level);
 
-// The fp8 mode's scaling of activations and output gradients from the configuration's
-// precision.{recipe (delayed | jit), amax_window, margin}.
-Fp8Options fp8_options(const std::string& recipe, int amax_window, int margin);
+// The fp8 mode's scaling of the GEMM operands from the configuration's
+// precision.{recipe (delayed | jit | block | mxfp8), amax_window, margin, mx_grad_format}.
+Fp8Options fp8_options(const std::string& recipe, int amax_window, int margin,
+                       const std::string& mx_grad_format);
 
 // AdamW over the parameters of `cfg` in the level's formats, with GPT-2 initial values from
 // `seed` (produced one tensor at a time). Weight decay on matrices and embeddings only.

@@ -78,7 +78,7 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
   // The model as trained: the level's compute mode on the optimizer's masters, read in
   // place from the file, with the saved delayed-scaling state.
   const PrecisionLevel level = level_from_name(t.level);
-  const Fp8Options fp8 = fp8_options(t.recipe, t.amax_window, t.margin);
+  const Fp8Options fp8 = fp8_options(t.recipe, t.amax_window, t.margin, t.mx_grad_format);
   const std::string opt_path = dir + "/optimizer.safetensors";
   const SafetensorsFile masters(opt_path);
   std::vector<ParamRef> refs;

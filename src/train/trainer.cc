@@ -156,7 +156,7 @@ struct Session {
         world(world_size),
         rank(my_rank),
         model(m, compute_mode(level), static_cast<size_t>(c.batch_size),
-              static_cast<size_t>(m.seq_len), fp8_options(c.recipe, c.amax_window, c.margin)) {
+              static_cast<size_t>(m.seq_len), fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format)) {
     AdamWConfig acfg;
     acfg.beta1 = static_cast<float>(c.beta1);
     acfg.beta2 = static_cast<float>(c.beta2);
@@ -192,6 +192,7 @@ struct Session {
     s.train_path = cfg.train_path;
     s.model = mcfg;
     s.recipe = cfg.recipe;
+    s.mx_grad_format = cfg.mx_grad_format;
     s.amax_window = cfg.amax_window;
     s.margin = cfg.margin;
     s.tokenizer = cfg.tokenizer;

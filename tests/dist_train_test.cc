@@ -180,6 +180,24 @@ TEST_F(DistTrain, O3EqualsO2WithShardedStates) {
   EXPECT_EQ(losses("o3_one"), losses("o2_one"));
 }
 
+// Under the fine-grained recipes O3 also computes exactly what O2 computes (the Linear weights
+// are replicated as FP16 masters and quantized per block by every rank), and resumes exactly.
+TEST_F(DistTrain, O3EqualsO2UnderBlockAndMxRecipes) {
+  for (const std::string recipe : {"block", "mxfp8"}) {
+    const std::string base = "--set train.steps=8 --set train.checkpoint_every=4 --set precision.recipe=" + recipe;
+    ASSERT_EQ(train(2, "o2" + recipe, base + " --set precision.level=O2"), 0) << log("o2" + recipe);
+    ASSERT_EQ(train(2, "o3" + recipe, base + " --set precision.level=O3"), 0) << log("o3" + recipe);
+    const std::vector<double> o2 = losses("o2" + recipe), o3 = losses("o3" + recipe);
+    ASSERT_EQ(o2.size(), 8u) << recipe;
+    EXPECT_EQ(o3, o2) << recipe;
+    ASSERT_EQ(train(2, "o3r" + recipe, base + " --set precision.level=O3 --resume " +
+                                           path("o3" + recipe + "/checkpoints/step-4")),
+              0)
+        << log("o3r" + recipe);
+    EXPECT_EQ(losses("o3r" + recipe), std::vector<double>(o3.begin() + 4, o3.end())) << recipe;
+  }
+}
+
 // A rank killed mid-run ends the whole job with a non-zero exit, promptly; the last complete
 // checkpoint stays loadable.
 TEST_F(DistTrain, KilledRankEndsTheJob) {

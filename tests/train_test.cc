@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -73,18 +74,26 @@ std::vector<double> losses(const std::string& metrics) {
   return out;
 }
 
+// "LEVEL" or "LEVEL/RECIPE".
 class ResumeTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ResumeTest, ResumedRunReproducesLossesBitForBit) {
-  const std::string level = GetParam();
-  const std::string d = tmpdir("resume_" + level);
+  const std::string param = GetParam();
+  const std::string level = param.substr(0, param.find('/'));
+  const std::string recipe = param.find('/') == std::string::npos ? "delayed" : param.substr(param.find('/') + 1);
+  const std::string d = tmpdir("resume_" + level + "_" + recipe);
   write_data(d);
-  const TrainResult full = train(tiny(d, d + "/full", level), "");
+  auto cfg = [&](const std::string& out) {
+    TrainConfig c = tiny(d, out, level);
+    c.recipe = recipe;
+    return c;
+  };
+  const TrainResult full = train(cfg(d + "/full"), "");
   const std::vector<double> a = losses(d + "/full/metrics.jsonl");
   ASSERT_EQ(a.size(), 8u);
   EXPECT_LT(a.back(), a.front());  // it learns
   // Resume from the step-4 checkpoint into another folder and run to step 8.
-  train(tiny(d, d + "/resumed", level), d + "/full/checkpoints/step-4");
+  train(cfg(d + "/resumed"), d + "/full/checkpoints/step-4");
   const std::vector<double> b = losses(d + "/resumed/metrics.jsonl");
   ASSERT_EQ(b.size(), 4u);
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(b[i], a[4 + i]) << "step " << 5 + i;
@@ -94,7 +103,14 @@ TEST_P(ResumeTest, ResumedRunReproducesLossesBitForBit) {
   EXPECT_DOUBLE_EQ(v, full.final_val_loss);
 }
 
-INSTANTIATE_TEST_SUITE_P(Levels, ResumeTest, ::testing::Values("fp32", "bf16", "O1", "O2"));
+INSTANTIATE_TEST_SUITE_P(Levels, ResumeTest,
+                         ::testing::Values("fp32", "bf16", "O1", "O2", "O2/jit", "O1/block",
+                                           "O2/block", "O2/mxfp8"),
+                         [](const auto& p) {
+                           std::string n = p.param;
+                           std::replace(n.begin(), n.end(), '/', '_');
+                           return n;
+                         });
 
 TEST(Train, BadConfigurationsNameTheKey) {
   auto err = [](const std::string& toml) {

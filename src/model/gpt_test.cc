@@ -123,12 +123,12 @@ TEST(GptModel, GradientsMatchFiniteDifferencesInFp64) {
 }
 
 // fp8 and bf16 against fp32 on the same weights and batch (tiny preset, 4×64 tokens).
-void compare_modes(ComputeMode mode, double loss_tol, double min_cosine) {
+void compare_modes(ComputeMode mode, double loss_tol, double min_cosine, Fp8Options fp8 = {}) {
   GptParams params(gpt_preset("tiny"));
   params.init_gpt2(7);
   const size_t B = 4, T = 64;
   const Batch batch = random_batch(B * T, params.config().vocab_size, 8);
-  Gpt ref32(params, ComputeMode::kF32, B, T), low(params, mode, B, T);
+  Gpt ref32(params, ComputeMode::kF32, B, T), low(params, mode, B, T, fp8);
   const float l32 = ref32.forward_backward(batch.tokens.data(), batch.targets.data());
   // Two steps so delayed scaling has a history for the second (the first is just-in-time).
   low.forward_backward(batch.tokens.data(), batch.targets.data());
@@ -153,6 +153,14 @@ void compare_modes(ComputeMode mode, double loss_tol, double min_cosine) {
 
 TEST(GptModel, Fp8MatchesFp32WithinTolerance) { compare_modes(ComputeMode::kFP8, 0.02, 0.99); }
 TEST(GptModel, Bf16MatchesFp32WithinTolerance) { compare_modes(ComputeMode::kBF16, 0.01, 0.999); }
+TEST(GptModel, Fp8BlockScalingMatchesFp32WithinTolerance) {
+  compare_modes(ComputeMode::kFP8, 0.02, 0.99, Fp8Options{.fine = FineScaling::kBlock});
+}
+TEST(GptModel, Fp8MxScalingMatchesFp32WithinTolerance) {
+  compare_modes(ComputeMode::kFP8, 0.02, 0.99, Fp8Options{.fine = FineScaling::kMx});
+  compare_modes(ComputeMode::kFP8, 0.02, 0.99,
+                Fp8Options{.fine = FineScaling::kMx, .mx_grad = DType::kE5M2});
+}
 
 // The model on FP16+scale masters (what the trainer passes at O1/O2) computes bit for bit
 // what it computes on their FP32 values: the weight casts happen while packing, with the

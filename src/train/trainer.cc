@@ -162,7 +162,9 @@ struct Session {
     acfg.beta2 = static_cast<float>(c.beta2);
     acfg.weight_decay = static_cast<float>(c.weight_decay);
     check_memory(mcfg, level);
-    if (level == PrecisionLevel::kO3) replica = std::make_unique<ZeroReplica>(mcfg, world, rank);
+    if (level == PrecisionLevel::kO3)
+      replica = std::make_unique<ZeroReplica>(mcfg, world, rank,
+                                              c.recipe == "delayed" || c.recipe == "jit");
     opt = make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
                              replica ? replica->owned() : std::vector<bool>{});
     if (replica && world > 1)

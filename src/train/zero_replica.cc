@@ -9,8 +9,8 @@
 
 namespace fp8lm {
 
-ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank)
-    : specs_(param_layout(cfg)), rank_(rank) {
+ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank, bool fp8_weights)
+    : specs_(param_layout(cfg)), rank_(rank), fp8_weights_(fp8_weights) {
   const StateFormats f = state_formats(PrecisionLevel::kO3);
   const size_t per_elem = dtype_size(f.master) + dtype_size(f.m1) + dtype_size(f.m2);
   std::vector<int64_t> bytes;
@@ -19,7 +19,7 @@ ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank)
   owner_ = p.owner;
   rank_bytes_ = p.rank_bytes;
   for (const ParamSpec& s : specs_)
-    data_.emplace_back(s.linear_weight ? DType::kE4M3 : DType::kF16, s.shape,
+    data_.emplace_back(s.linear_weight && fp8_weights ? DType::kE4M3 : DType::kF16, s.shape,
                        MemCategory::kWeights);
   scale_inv_.assign(specs_.size(), 1.0f);
   w8_scale_.assign(specs_.size(), 1.0f);
@@ -38,7 +38,7 @@ void ZeroReplica::refresh(const AdamW& opt) {
     const StoredTensor& m = opt.params()[i].master;
     FP8LM_CHECK(m.data.dtype() == DType::kF16, "O3 masters are FP16");
     const size_t n = specs_[i].numel();
-    if (!specs_[i].linear_weight) {
+    if (!specs_[i].linear_weight || !fp8_weights_) {
       std::memcpy(data_[i].data(), m.data.data(), n * sizeof(uint16_t));
       scale_inv_[i] = m.scale_inv;
       continue;

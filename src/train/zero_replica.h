@@ -4,6 +4,8 @@
 // from the FP16 master at O2 — and the others (embeddings, LayerNorm, biases, used in higher
 // precision) as their FP16 masters with scales. After each update the owners rebuild their
 // tensors' replicas and everyone gathers them, so O3 computes what O2 computes.
+// Under fine-grained scaling (block, mxfp8) the Linear weights are replicated as their FP16
+// masters instead: the layers quantize them per block just in time, as at O2.
 #pragma once
 
 #include <vector>
@@ -15,7 +17,7 @@ namespace fp8lm {
 
 class ZeroReplica {
  public:
-  ZeroReplica(const GptConfig& cfg, int world_size, int rank);
+  ZeroReplica(const GptConfig& cfg, int world_size, int rank, bool fp8_weights = true);
 
   const std::vector<int>& owner() const { return owner_; }
   std::vector<bool> owned() const;
@@ -35,6 +37,7 @@ class ZeroReplica {
   int rank_;
   std::vector<int> owner_;
   std::vector<int64_t> rank_bytes_;
+  bool fp8_weights_;              // Linear weights travel as E4M3 (else as FP16 masters)
   std::vector<Tensor> data_;      // e4m3 (Linear weights) or f16
   std::vector<float> scale_inv_;  // per tensor
   std::vector<float> w8_scale_;   // Linear weights: the JIT scale (kept when amax is 0)

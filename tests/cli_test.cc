@@ -261,7 +261,9 @@ TEST_F(Cli, BlockAndMxScaledFilesRoundTrip) {
     r = run("inspect --json " + path("q.safetensors"));
     ASSERT_EQ(r.rc, 0) << r.err;
     for (const auto& row : nlohmann::json::parse(r.out))
-      if (row["name"] == "w") EXPECT_EQ(row["scaling"], m.name);
+      if (row["name"] == "w") {
+        EXPECT_EQ(row["scaling"], m.name);
+      }
     r = run("convert " + path("q.safetensors") + " " + path("back.safetensors") + " --to f32");
     ASSERT_EQ(r.rc, 0) << r.err;
     const SafetensorsFile back(path("back.safetensors"));

@@ -90,7 +90,7 @@ void run_bench_step(const BenchStepOptions& o) {
       const PrecisionLevel l = level_from_name(name);
       const size_t before = state_bytes();
       Runner r{std::string(level_name(l)), nullptr, make_gpt_optimizer(cfg, l, {}, 1)};
-      r.model = std::make_unique<Gpt>(cfg, compute_mode(l), B, T);
+      r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
       r.model->set_weights(master_refs(*r.opt));
       r.state_bytes = state_bytes() - before;
       runners.push_back(std::move(r));

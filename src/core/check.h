@@ -44,11 +44,3 @@ template <typename... Parts>
                                                                        __VA_ARGS__));       \
   } while (0)
 
-// Hot-path invariant: compiled out of release builds.
-#ifdef NDEBUG
-#define FP8LM_DCHECK(cond, ...) \
-  do {                          \
-  } while (0)
-#else
-#define FP8LM_DCHECK(cond, ...) FP8LM_CHECK(cond, __VA_ARGS__)
-#endif

@@ -100,7 +100,7 @@ void AdamWT(uint8_t* master, uint8_t* m1, uint8_t* m2, const uint8_t* grad, size
 
 constexpr int I(DType t) { return static_cast<int>(t); }
 
-// The state-format combinations of the precision levels; returns false for others.
+// The supported state-format combinations (master, m1, m2, gradient); false for others.
 template <bool kWrite>
 bool AdamWDispatch(uint8_t* master, int tm, uint8_t* m1, int t1, uint8_t* m2, int t2,
                    const uint8_t* grad, int tg, size_t n, const Args& a, uint32_t* amax) {
@@ -114,11 +114,11 @@ bool AdamWDispatch(uint8_t* master, int tm, uint8_t* m1, int t1, uint8_t* m2, in
   (void)f32;
   (void)f16;
   (void)e4;
-  FP8LM_ADAMW_CASE(kF32, kF32, kF32, kF32)    // fp32 and bf16 levels
-  FP8LM_ADAMW_CASE(kF16, kF32, kF32, kE4M3)   // O1
-  FP8LM_ADAMW_CASE(kF16, kF32, kF32, kF32)    // O1, tensors with FP32 gradients
-  FP8LM_ADAMW_CASE(kF16, kE4M3, kF16, kE4M3)  // O2
-  FP8LM_ADAMW_CASE(kF16, kE4M3, kF16, kF32)   // O2, tensors with FP32 gradients
+  FP8LM_ADAMW_CASE(kF32, kF32, kF32, kF32)    // all FP32
+  FP8LM_ADAMW_CASE(kF16, kF32, kF32, kE4M3)   // FP16 master, FP32 moments, E4M3 gradient
+  FP8LM_ADAMW_CASE(kF16, kF32, kF32, kF32)    // the same with an FP32 gradient
+  FP8LM_ADAMW_CASE(kF16, kE4M3, kF16, kE4M3)  // FP16 master, E4M3 m1, FP16 m2, E4M3 gradient
+  FP8LM_ADAMW_CASE(kF16, kE4M3, kF16, kF32)   // the same with an FP32 gradient
 #undef FP8LM_ADAMW_CASE
   return false;
 }

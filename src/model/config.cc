@@ -44,28 +44,4 @@ GptConfig gpt_preset(std::string_view name) {
   fail("unknown model preset '", name, "' (known: ", names, ")");
 }
 
-std::vector<std::string> gpt_preset_names() {
-  std::vector<std::string> out;
-  for (const Preset& p : kPresets) out.emplace_back(p.name);
-  return out;
-}
-
-std::string_view compute_mode_name(ComputeMode m) {
-  switch (m) {
-    case ComputeMode::kF32:
-      return "fp32";
-    case ComputeMode::kBF16:
-      return "bf16";
-    default:
-      return "fp8";
-  }
-}
-
-ComputeMode compute_mode_from_name(std::string_view name) {
-  if (name == "fp32") return ComputeMode::kF32;
-  if (name == "bf16") return ComputeMode::kBF16;
-  if (name == "fp8") return ComputeMode::kFP8;
-  fail("unknown compute mode '", name, "' (known: fp32, bf16, fp8)");
-}
-
 }  // namespace fp8lm

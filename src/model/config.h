@@ -4,7 +4,6 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
-#include <vector>
 
 namespace fp8lm {
 
@@ -26,11 +25,6 @@ struct GptConfig {
 // gpt2 (124M), gpt2-medium (350M), gpt2-large (774M), gpt2-xl (1.5B), and small ones:
 // d6 (6 layers × 384, the default training run) and tiny (2 layers × 64, tests).
 GptConfig gpt_preset(std::string_view name);
-std::vector<std::string> gpt_preset_names();
 
-// How a step computes (docs/numerics.md, precision levels). fp8 is what levels O1/O2/O3 run.
-enum class ComputeMode { kF32, kBF16, kFP8 };
-std::string_view compute_mode_name(ComputeMode m);
-ComputeMode compute_mode_from_name(std::string_view name);  // throws Error when unknown
 
 }  // namespace fp8lm

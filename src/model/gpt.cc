@@ -13,7 +13,6 @@ namespace fp8lm {
 namespace {
 
 int64_t i64(size_t v) { return static_cast<int64_t>(v); }
-constexpr size_t kSpecsPerBlock = 12;
 // LM-head chunks: each packs all of wte twice (logits, dlnf) and adds into all of dwte, so
 // chunks are large, yet their logits (≤ 64 MiB) stay well below the model states.
 constexpr size_t kLogitChunkFloats = size_t{16} << 20;
@@ -69,11 +68,11 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
 
   // Layer staging, shared: the largest weight gradient in FP32 (fp8 accumulation) and the
   // largest output gradient.
-  const bool fine = mode == ComputeMode::kFP8 && fp8.fine != FineScaling::kNone;
+  const bool fine = mode == ComputeMode::kFP8 && fp8.recipe->fine != FineScaling::kNone;
   if (mode == ComputeMode::kFP8 && (with_grads || fine))
     ws_w_ = Tensor(DType::kF32, {i64(4 * C * C)}, ws);
   if (mode != ComputeMode::kF32 && with_grads)
-    ws_dy_ = Tensor(mode == ComputeMode::kBF16 ? DType::kBF16 : DType::kE5M2,
+    ws_dy_ = Tensor(mode == ComputeMode::kBF16 ? DType::kBF16 : fp8.dy,
                     {i64(BT_), i64(4 * C)}, ws);
   LinearWorkspace lws{ws_w_.as<float>(), ws_dy_.data()};
   if (fine) {  // block-scaled staging: W in E4M3, dy's second orientation, scale grids
@@ -90,6 +89,20 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
     }
   }
 
+  // Each block's tensors by name (Hugging Face's: h.L.attn.c_attn.weight, ...).
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    const std::string h = "h." + std::to_string(l) + ".";
+    auto at = [&](const char* name) {
+      for (size_t i = 0; i < specs_.size(); ++i)
+        if (specs_[i].name == h + name) return i;
+      fail("the parameter layout has no ", h, name);
+    };
+    block_specs_.push_back({at("ln_1.weight"), at("ln_1.bias"), at("attn.c_attn.weight"),
+                            at("attn.c_attn.bias"), at("attn.c_proj.weight"),
+                            at("attn.c_proj.bias"), at("ln_2.weight"), at("ln_2.bias"),
+                            at("mlp.c_fc.weight"), at("mlp.c_fc.bias"), at("mlp.c_proj.weight"),
+                            at("mlp.c_proj.bias")});
+  }
   const int64_t before = mem_stats(MemCategory::kActivations).current;
   for (int l = 0; l < cfg.n_layer; ++l)
     blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NH, lws, fp8, with_grads));
@@ -172,8 +185,6 @@ const float* as_f32(const Tensor& t, float* scratch) {
   return scratch;
 }
 
-size_t block_spec(size_t l) { return 2 + l * kSpecsPerBlock; }  // ln_1.weight of block l
-
 }  // namespace
 
 void Gpt::embed(const int32_t* tokens) {
@@ -208,17 +219,17 @@ void Gpt::forward_blocks() {
   float* b = ws_b_.as<float>();
   for (size_t l = 0; l < blocks_.size(); ++l) {
     Block& k = *blocks_[l];
-    const size_t s = block_spec(l);
-    k.attn.prepare_weight(weights_[s + 2]);
-    k.proj.prepare_weight(weights_[s + 4]);
-    k.fc.prepare_weight(weights_[s + 8]);
-    k.fcproj.prepare_weight(weights_[s + 10]);
+    const BlockSpecs& s = block_specs_[l];
+    k.attn.prepare_weight(weights_[s.attn_w]);
+    k.proj.prepare_weight(weights_[s.proj_w]);
+    k.fc.prepare_weight(weights_[s.fc_w]);
+    k.fcproj.prepare_weight(weights_[s.fcproj_w]);
 
     float* ln1 = k.attn.input_buffer(a);
     kernels::layernorm_forward(ln1, k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(),
-                               k.resid_in.as<float>(), small(s), small(s + 1), BT_, C);
+                               k.resid_in.as<float>(), small(s.ln1_w), small(s.ln1_b), BT_, C);
     k.attn.commit_input(ln1);
-    k.attn.forward(k.qkv.data(), wide, small(s + 3));
+    k.attn.forward(k.qkv.data(), wide, small(s.attn_b));
 
     const float* qkv = as_f32(k.qkv, ws_qkv_.as<float>());
     float* att = k.proj.input_buffer(a);
@@ -226,20 +237,20 @@ void Gpt::forward_blocks() {
     if (mode_ == ComputeMode::kFP8)
       kernels::quantize(k.att16.data(), DType::kBF16, att, BT_ * C, 1.0f, false);
     k.proj.commit_input(att);
-    k.proj.forward(b, DType::kF32, small(s + 5));
+    k.proj.forward(b, DType::kF32, small(s.proj_b));
     kernels::add(k.resid_mid.as<float>(), k.resid_in.as<float>(), b, BT_ * C);
 
     float* ln2 = k.fc.input_buffer(a);
     kernels::layernorm_forward(ln2, k.ln2_mean.as<float>(), k.ln2_rstd.as<float>(),
-                               k.resid_mid.as<float>(), small(s + 6), small(s + 7), BT_, C);
+                               k.resid_mid.as<float>(), small(s.ln2_w), small(s.ln2_b), BT_, C);
     k.fc.commit_input(ln2);
-    k.fc.forward(k.fch.data(), wide, small(s + 9));
+    k.fc.forward(k.fch.data(), wide, small(s.fc_b));
 
     const float* fch = as_f32(k.fch, b);
     float* g = k.fcproj.input_buffer(a);
     kernels::gelu_forward(g, fch, BT_ * 4 * C);
     k.fcproj.commit_input(g);
-    k.fcproj.forward(b, DType::kF32, small(s + 11));
+    k.fcproj.forward(b, DType::kF32, small(s.fcproj_b));
     float* next =
         l + 1 < blocks_.size() ? blocks_[l + 1]->resid_in.as<float>() : resid_final_.as<float>();
     kernels::add(next, k.resid_mid.as<float>(), b, BT_ * C);
@@ -298,17 +309,17 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
                               lnf_mean_.as<float>(), lnf_rstd_.as<float>(), small(nf - 2), BT_, C);
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& k = *blocks_[l];
-    const size_t s = block_spec(l);
+    const BlockSpecs& s = block_specs_[l];
 
-    k.fcproj.backward(a, dres, k.g_fcproj, grad_buf(s + 11), acc);  // d GELU out
+    k.fcproj.backward(a, dres, k.g_fcproj, grad_buf(s.fcproj_b), acc);  // d GELU out
     const float* fch = as_f32(k.fch, b);
     kernels::gelu_backward(a, fch, a, BT_ * 4 * C);
-    k.fc.backward(b, a, k.g_fc, grad_buf(s + 9), acc);  // d ln_2 out
-    kernels::layernorm_backward(dres, grad_buf(s + 6), grad_buf(s + 7), b, k.resid_mid.as<float>(),
-                                k.ln2_mean.as<float>(), k.ln2_rstd.as<float>(), small(s + 6), BT_,
+    k.fc.backward(b, a, k.g_fc, grad_buf(s.fc_b), acc);  // d ln_2 out
+    kernels::layernorm_backward(dres, grad_buf(s.ln2_w), grad_buf(s.ln2_b), b, k.resid_mid.as<float>(),
+                                k.ln2_mean.as<float>(), k.ln2_rstd.as<float>(), small(s.ln2_w), BT_,
                                 C);
 
-    k.proj.backward(a, dres, k.g_proj, grad_buf(s + 5), acc);  // d attention out
+    k.proj.backward(a, dres, k.g_proj, grad_buf(s.proj_b), acc);  // d attention out
     const float* qkv = as_f32(k.qkv, ws_qkv_.as<float>());
     // The attention output as FP32: the fp32 c_proj input itself, else a bf16 copy.
     const float* att;
@@ -320,9 +331,9 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
     }
     float* dqkv = b + BT_ * C;
     kernels::attention_backward(dqkv, a, qkv, att, k.lse.as<float>(), B_, T_, C, NH);
-    k.attn.backward(a, dqkv, k.g_attn, grad_buf(s + 3), acc);  // d ln_1 out
-    kernels::layernorm_backward(dres, grad_buf(s), grad_buf(s + 1), a, k.resid_in.as<float>(),
-                                k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(), small(s), BT_, C);
+    k.attn.backward(a, dqkv, k.g_attn, grad_buf(s.attn_b), acc);  // d ln_1 out
+    kernels::layernorm_backward(dres, grad_buf(s.ln1_w), grad_buf(s.ln1_b), a, k.resid_in.as<float>(),
+                                k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(), small(s.ln1_w), BT_, C);
   }
   float* dwte = grad_buf(0);
   float* dwpe = grad_buf(1);
@@ -379,10 +390,15 @@ Gpt::GradBuffer Gpt::grad_buffer(size_t i) {
   FP8LM_CHECK(with_grads_, "a model built without gradients has none");
   const size_t n = specs_[i].numel();
   if (specs_[i].linear_weight) {
-    Block& k = *blocks_[(i - 2) / kSpecsPerBlock];
-    const size_t which = (i - 2) % kSpecsPerBlock;
-    WeightGrad& g = which == 2 ? k.g_attn : which == 4 ? k.g_proj : which == 8 ? k.g_fc
-                                                                           : k.g_fcproj;
+    WeightGrad* found = nullptr;
+    for (size_t l = 0; l < blocks_.size() && found == nullptr; ++l) {
+      const BlockSpecs& s = block_specs_[l];
+      Block& k = *blocks_[l];
+      found = i == s.attn_w ? &k.g_attn : i == s.proj_w ? &k.g_proj : i == s.fc_w ? &k.g_fc
+              : i == s.fcproj_w ? &k.g_fcproj : nullptr;
+    }
+    FP8LM_CHECK(found != nullptr, specs_[i].name, " is not a Linear weight of a block");
+    WeightGrad& g = *found;
     if (g.is_fp8()) return {g.e4m3.data.data(), DType::kE4M3, n, &g.e4m3.meta};
     return {g.f32.data(), DType::kF32, n, nullptr};
   }

@@ -117,6 +117,12 @@ class Gpt {
   // Workspace (not saved): staging and activation gradients.
   Tensor ws_a_, ws_b_, ws_qkv_, ws_dres_, ws_logits_, ws_losses_, ws_w_, ws_dy_;
   Tensor ws_w8_, ws_w8_scales_, ws_dyt8_, ws_dy_scales_;  // fine-grained scaling staging
+  // Positions in specs_ of each block's tensors, found by name.
+  struct BlockSpecs {
+    size_t ln1_w, ln1_b, attn_w, attn_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fcproj_w,
+        fcproj_b;
+  };
+  std::vector<BlockSpecs> block_specs_;
   size_t activation_bytes_ = 0;
   size_t chunk_rows_ = 0;
 };

@@ -154,12 +154,11 @@ void compare_modes(ComputeMode mode, double loss_tol, double min_cosine, Fp8Opti
 TEST(GptModel, Fp8MatchesFp32WithinTolerance) { compare_modes(ComputeMode::kFP8, 0.02, 0.99); }
 TEST(GptModel, Bf16MatchesFp32WithinTolerance) { compare_modes(ComputeMode::kBF16, 0.01, 0.999); }
 TEST(GptModel, Fp8BlockScalingMatchesFp32WithinTolerance) {
-  compare_modes(ComputeMode::kFP8, 0.02, 0.99, Fp8Options{.fine = FineScaling::kBlock});
+  compare_modes(ComputeMode::kFP8, 0.02, 0.99, fp8_options("block"));
 }
 TEST(GptModel, Fp8MxScalingMatchesFp32WithinTolerance) {
-  compare_modes(ComputeMode::kFP8, 0.02, 0.99, Fp8Options{.fine = FineScaling::kMx});
-  compare_modes(ComputeMode::kFP8, 0.02, 0.99,
-                Fp8Options{.fine = FineScaling::kMx, .mx_grad = DType::kE5M2});
+  compare_modes(ComputeMode::kFP8, 0.02, 0.99, fp8_options("mxfp8"));
+  compare_modes(ComputeMode::kFP8, 0.02, 0.99, fp8_options("mxfp8", 16, 0, "e5m2"));
 }
 
 // The model on FP16+scale masters (what the trainer passes at O1/O2) computes bit for bit

@@ -10,7 +10,7 @@
 namespace fp8lm {
 namespace {
 
-ScalingRecipe recipe(DType format, ScalingTiming timing, const Fp8Options& o = {}) {
+ScalingRecipe scaling(DType format, ScalingTiming timing, const Fp8Options& o = {}) {
   ScalingRecipe r;
   r.format = format;
   r.timing = timing;
@@ -20,18 +20,6 @@ ScalingRecipe recipe(DType format, ScalingTiming timing, const Fp8Options& o = {
 }
 
 int64_t i64(size_t v) { return static_cast<int64_t>(v); }
-
-// The block modes of one recipe: along the stored columns, along the stored rows, and the
-// weight's in each GEMM orientation (forward reduces over W's rows, dgrad over its columns).
-struct FineModes {
-  ScalingMode along_cols, along_rows, w_forward, w_dgrad;
-};
-FineModes fine_modes(FineScaling f) {
-  if (f == FineScaling::kMx)
-    return {ScalingMode::kMx32, ScalingMode::kMx32x1, ScalingMode::kMx32x1, ScalingMode::kMx32};
-  return {ScalingMode::kRows1x128, ScalingMode::kCols128x1, ScalingMode::kBlock128,
-          ScalingMode::kBlock128};
-}
 
 // Quantizes src [r, c] into workspace buffers with block scales; returns the view.
 ScaledView quantize_into(void* q, void* scales, DType t, const float* src, size_t r, size_t c,
@@ -43,6 +31,17 @@ ScaledView quantize_into(void* q, void* scales, DType t, const float* src, size_
 }
 
 }  // namespace
+
+Fp8Options fp8_options(std::string_view recipe, int amax_window, int margin,
+                       std::string_view mx_grad_format) {
+  Fp8Options o;
+  o.recipe = &recipe_plan(recipe);
+  o.window = amax_window;
+  o.margin = margin;
+  o.dy = o.recipe->fine == FineScaling::kMx && mx_grad_format == "e5m2" ? DType::kE5M2
+                                                                         : o.recipe->dy;
+  return o;
+}
 
 size_t linear_grid_bytes(size_t r, size_t c) {
   // The largest grid is MX's (one scale per 32 elements, plus a partial block per row or
@@ -57,9 +56,9 @@ Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const Linea
       out_(out),
       rows_(rows),
       fp8_(fp8),
-      w8_meta_(recipe(DType::kE4M3, ScalingTiming::kJustInTime)),
+      w8_meta_(scaling(DType::kE4M3, ScalingTiming::kJustInTime)),
       ws_(ws),
-      dy8_meta_(recipe(DType::kE5M2, fp8.timing, fp8)) {
+      dy8_meta_(scaling(fp8.dy, fp8.recipe->timing, fp8)) {
   const Shape xs{i64(rows), i64(in)};
   switch (mode) {
     case ComputeMode::kF32:
@@ -69,13 +68,13 @@ Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const Linea
       x_ = Tensor(DType::kBF16, xs, MemCategory::kActivations);
       break;
     case ComputeMode::kFP8:
-      if (fp8.fine == FineScaling::kNone) {
-        x8_ = ScaledTensor(xs, recipe(DType::kE4M3, fp8.timing, fp8), MemCategory::kActivations);
+      if (fp8.recipe->fine == FineScaling::kNone) {
+        x8_ = ScaledTensor(xs, scaling(DType::kE4M3, fp8.recipe->timing, fp8),
+                           MemCategory::kActivations);
       } else {
-        const FineModes m = fine_modes(fp8.fine);
-        x8_ = ScaledTensor(xs, DType::kE4M3, m.along_cols, MemCategory::kActivations);
-        xt8_ = ScaledTensor(xs, DType::kE4M3, m.along_rows, MemCategory::kActivations);
-        x8_.meta = ScalingMeta(recipe(DType::kE4M3, ScalingTiming::kJustInTime, fp8));
+        x8_ = ScaledTensor(xs, DType::kE4M3, fp8.recipe->x_fwd, MemCategory::kActivations);
+        xt8_ = ScaledTensor(xs, DType::kE4M3, fp8.recipe->x_wgrad, MemCategory::kActivations);
+        x8_.meta = ScalingMeta(scaling(DType::kE4M3, ScalingTiming::kJustInTime, fp8));
       }
       break;
   }
@@ -86,7 +85,7 @@ WeightGrad Linear::make_grad() const {
   const Shape ws{i64(in_), i64(out_)};
   if (mode_ == ComputeMode::kFP8) {
     g.e4m3 =
-        ScaledTensor(ws, recipe(DType::kE4M3, ScalingTiming::kJustInTime), MemCategory::kGradients);
+        ScaledTensor(ws, scaling(DType::kE4M3, ScalingTiming::kJustInTime), MemCategory::kGradients);
     std::memset(g.e4m3.data.data(), 0, g.e4m3.data.bytes());
   } else {
     g.f32 = Tensor(DType::kF32, ws, MemCategory::kGradients);
@@ -166,7 +165,7 @@ void Linear::forward(void* y, DType y_type, const float* bias) {
       break;
   }
   const kernels::GemmOperand b =
-      weight_operand(fine() ? fine_modes(fp8_.fine).w_forward : ScalingMode::kNone);
+      weight_operand(fine() ? fp8_.recipe->w_fwd : ScalingMode::kNone);
   kernels::GemmOutput o{y, y_type};
   o.bias = bias;
   kernels::gemm(rows_, out_, in_, 1.0f, a, b, 0.0f, o);
@@ -187,27 +186,26 @@ void Linear::backward(float* dx, const float* dy, WeightGrad& dw, float* dbias, 
     case ComputeMode::kFP8:
       if (!fine()) {
         quantize(dy8_meta_, ws_.dy, dy, rows_ * out_);
-        g = {ws_.dy, DType::kE5M2, false, 0, dy8_meta_.scale_inv};
+        g = {ws_.dy, fp8_.dy, false, 0, dy8_meta_.scale_inv};
         x = x8_.view().operand();
       } else {
-        const FineModes m = fine_modes(fp8_.fine);
-        const DType t = fp8_.fine == FineScaling::kMx ? fp8_.mx_grad : DType::kE4M3;
         float amax = 0.0f;
-        g = quantize_into(ws_.dy, ws_.dy_scales, t, dy, rows_, out_, m.along_cols, &amax).operand();
+        g = quantize_into(ws_.dy, ws_.dy_scales, fp8_.dy, dy, rows_, out_, fp8_.recipe->dy_dgrad,
+                          &amax)
+                .operand();
         dy8_meta_.record_amax(amax);
       }
       break;
   }
   kernels::GemmOperand w =
-      weight_operand(fine() ? fine_modes(fp8_.fine).w_dgrad : ScalingMode::kNone);
+      weight_operand(fine() ? fp8_.recipe->w_dgrad : ScalingMode::kNone);
   // dgrad: dx [rows, in] = dy [rows, out] · Wᵀ
   w.transposed = true;
   kernels::gemm(rows_, in_, out_, 1.0f, g, w, 0.0f, {dx, DType::kF32});
   // wgrad: dW [in, out] (+)= xᵀ [in, rows] · dy [rows, out], both tiled along rows
   if (fine()) {
-    const FineModes m = fine_modes(fp8_.fine);
-    const DType t = fp8_.fine == FineScaling::kMx ? fp8_.mx_grad : DType::kE4M3;
-    g = quantize_into(ws_.dyt8, ws_.dyt_scales, t, dy, rows_, out_, m.along_rows).operand();
+    g = quantize_into(ws_.dyt8, ws_.dyt_scales, fp8_.dy, dy, rows_, out_, fp8_.recipe->dy_wgrad)
+            .operand();
     x = xt8_.view().operand();
   }
   x.transposed = true;

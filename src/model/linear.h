@@ -16,29 +16,28 @@
 #include "model/config.h"
 #include "kernels/gemm.h"
 #include "model/params.h"
+#include "tensor/precision_plan.h"
 #include "tensor/scaling.h"
 #include "tensor/tensor.h"
 
 namespace fp8lm {
 
-// Fine-grained scaling of the fp8 GEMM operands x, W, dy (docs/numerics.md, Block scaling):
-//   block: E4M3 everywhere; x and dy in 1×128 tiles along the reduction dimension, W in
-//          128×128 blocks (DeepSeek-V3);
-//   mx:    OCP MXFP8: 32 elements along the reduction dimension share an e8m0 scale.
-// Operands are quantized just in time from FP32, once per GEMM orientation: a tile along K of
-// the forward pass is not one along K of the weight gradient, so x and dy get a second copy
-// tiled the other way (requantized from the FP32 values, not from the first copy).
-enum class FineScaling { kNone, kBlock, kMx };
-
-// How the fp8 mode scales activations and output gradients (weights and weight gradients
-// are always just-in-time).
+// How the fp8 mode scales its GEMM operands: the recipe's row of the precision plan. Per-tensor
+// recipes scale x and dy from their amax history (delayed) or just in time; weights and weight
+// gradients are always just in time. Fine recipes (block, mxfp8; docs/numerics.md, Block
+// scaling) quantize x, W and dy per block just in time from FP32, once per GEMM orientation:
+// a tile along K of the forward pass is not one along K of the weight gradient, so x and dy
+// get a second copy tiled the other way (from the FP32 values, not from the first copy).
 struct Fp8Options {
-  ScalingTiming timing = ScalingTiming::kDelayed;
-  int window = 16;
+  const RecipePlan* recipe = &recipe_plan("delayed");
+  int window = 16;  // amax history of the delayed recipe
   int margin = 0;
-  FineScaling fine = FineScaling::kNone;  // per-tensor scaling when kNone
-  DType mx_grad = DType::kE4M3;           // dy's format under kMx (e4m3 or e5m2)
+  DType dy = DType::kE5M2;  // the output gradient's format
 };
+// The options of a recipe by name (precision.{recipe, amax_window, margin, mx_grad_format});
+// throws Error for an unknown recipe.
+Fp8Options fp8_options(std::string_view recipe, int amax_window = 16, int margin = 0,
+                       std::string_view mx_grad_format = "e4m3");
 
 // A weight gradient: FP32, or E4M3 with a scale (fp8 mode).
 struct WeightGrad {
@@ -105,9 +104,9 @@ class Linear {
   size_t in_, out_, rows_;
   Fp8Options fp8_;
   // The weight as a GEMM operand: the master, cast on the fly in bf16/fp8 modes; with
-  // fine-grained scaling, quantized into the shared w8 in `mode`.
+  // fine-grained scaling, quantized into the shared w8 in `fine_mode`.
   kernels::GemmOperand weight_operand(ScalingMode fine_mode = ScalingMode::kNone);
-  bool fine() const { return mode_ == ComputeMode::kFP8 && fp8_.fine != FineScaling::kNone; }
+  bool fine() const { return mode_ == ComputeMode::kFP8 && fp8_.recipe->fine != FineScaling::kNone; }
 
   Tensor x_;          // saved input: f32 / bf16 (activations)
   ScaledTensor x8_;   // saved input: e4m3, delayed (fp8), or tiled along in (fine)

@@ -42,8 +42,10 @@ std::vector<float> wide_values(size_t r, size_t c, std::mt19937& rng) {
   return v;
 }
 
+// The layouts are spelled out here, independently of the precision plan's table.
 struct FineCase {
-  FineScaling fine;
+  const char* recipe;
+  const char* grad_format;
   DType grad;
   ScalingMode x_fwd, w_fwd, dy_dgrad, w_dgrad;
 };
@@ -62,9 +64,7 @@ TEST_P(LinearFine, ForwardAndDgradMatchExactReference) {
       dyts(linear_grid_bytes(rows, out));
   const LinearWorkspace ws{wsw.data(), dy8.data(), w8.data(), w8s.data(),
                            dyt8.data(), dys.data(), dyts.data()};
-  Fp8Options o;
-  o.fine = fc.fine;
-  o.mx_grad = fc.grad;
+  const Fp8Options o = fp8_options(fc.recipe, 16, 0, fc.grad_format);
   Linear lin(ComputeMode::kFP8, in, out, rows, ws, o);
   lin.prepare_weight({w.data(), DType::kF32, 1.0f});
   std::vector<float> scratch(rows * in);
@@ -104,17 +104,14 @@ TEST_P(LinearFine, ForwardAndDgradMatchExactReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Recipes, LinearFine,
-    ::testing::Values(FineCase{FineScaling::kBlock, DType::kE4M3, ScalingMode::kRows1x128,
+    ::testing::Values(FineCase{"block", "e4m3", DType::kE4M3, ScalingMode::kRows1x128,
                                ScalingMode::kBlock128, ScalingMode::kRows1x128,
                                ScalingMode::kBlock128},
-                      FineCase{FineScaling::kMx, DType::kE4M3, ScalingMode::kMx32,
+                      FineCase{"mxfp8", "e4m3", DType::kE4M3, ScalingMode::kMx32,
                                ScalingMode::kMx32x1, ScalingMode::kMx32, ScalingMode::kMx32},
-                      FineCase{FineScaling::kMx, DType::kE5M2, ScalingMode::kMx32,
+                      FineCase{"mxfp8", "e5m2", DType::kE5M2, ScalingMode::kMx32,
                                ScalingMode::kMx32x1, ScalingMode::kMx32, ScalingMode::kMx32}),
-    [](const auto& p) {
-      return std::string(p.param.fine == FineScaling::kBlock ? "block" : "mx") +
-             (p.param.grad == DType::kE5M2 ? "_e5m2" : "");
-    });
+    [](const auto& p) { return std::string(p.param.recipe) + "_" + p.param.grad_format; });
 
 }  // namespace
 }  // namespace fp8lm

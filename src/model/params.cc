@@ -43,7 +43,6 @@ std::vector<ParamSpec> param_layout(const GptConfig& cfg) {
 }
 
 namespace {
-constexpr size_t kPerBlock = 12;
 size_t total(const std::vector<ParamSpec>& s) { return s.back().offset + s.back().numel(); }
 }  // namespace
 
@@ -58,12 +57,6 @@ std::vector<ParamRef> GptParams::refs() const {
   std::vector<ParamRef> r;
   for (size_t i = 0; i < specs_.size(); ++i) r.push_back({at(i), DType::kF32, 1.0f});
   return r;
-}
-
-BlockParams GptParams::block(int l) const {
-  const size_t b = 2 + static_cast<size_t>(l) * kPerBlock;
-  return {at(b),     at(b + 1), at(b + 2), at(b + 3), at(b + 4),  at(b + 5),
-          at(b + 6), at(b + 7), at(b + 8), at(b + 9), at(b + 10), at(b + 11)};
 }
 
 Gpt2Init::Gpt2Init(const GptConfig& cfg, uint64_t seed)

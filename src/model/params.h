@@ -31,12 +31,6 @@ struct ParamRef {
   float scale_inv = 1.0f;
 };
 
-// Views of one block's tensors inside the flat buffer.
-struct BlockParams {
-  float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b;
-  float *ln2_w, *ln2_b, *fc_w, *fc_b, *fcproj_w, *fcproj_b;
-};
-
 // The layout of a config's parameters (no storage): specs in file order.
 std::vector<ParamSpec> param_layout(const GptConfig& cfg);
 
@@ -73,7 +67,6 @@ class GptParams {
 
   float* wte() const { return at(0); }  // [Vp, C]
   float* wpe() const { return at(1); }  // [seq_len, C]
-  BlockParams block(int l) const;
   float* lnf_w() const { return at(specs_.size() - 2); }
   float* lnf_b() const { return at(specs_.size() - 1); }
 

@@ -10,40 +10,6 @@
 
 namespace fp8lm {
 
-std::string_view level_name(PrecisionLevel l) {
-  switch (l) {
-    case PrecisionLevel::kFP32:
-      return "fp32";
-    case PrecisionLevel::kBF16:
-      return "bf16";
-    case PrecisionLevel::kO1:
-      return "O1";
-    case PrecisionLevel::kO2:
-      return "O2";
-    default:
-      return "O3";
-  }
-}
-
-PrecisionLevel level_from_name(std::string_view name) {
-  for (PrecisionLevel l : {PrecisionLevel::kFP32, PrecisionLevel::kBF16, PrecisionLevel::kO1,
-                           PrecisionLevel::kO2, PrecisionLevel::kO3})
-    if (name == level_name(l)) return l;
-  fail("unknown precision level '", name, "' (known: fp32, bf16, O1, O2, O3)");
-}
-
-StateFormats state_formats(PrecisionLevel l) {
-  switch (l) {
-    case PrecisionLevel::kFP32:
-    case PrecisionLevel::kBF16:
-      return {DType::kF32, DType::kF32, DType::kF32, DType::kF32};
-    case PrecisionLevel::kO1:
-      return {DType::kF16, DType::kF32, DType::kF32, DType::kE4M3};
-    default:
-      return {DType::kF16, DType::kE4M3, DType::kF16, DType::kE4M3};
-  }
-}
-
 namespace {
 
 // Scale for storing values with this amax in `t` (1 for FP32; the previous scale when the
@@ -78,7 +44,7 @@ AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::strin
               " ownership flags for ", names.size(), " parameters");
   FP8LM_CHECK(names.size() == numels.size() && numels.size() == decay.size(),
               "AdamW: one name, size and decay flag per parameter");
-  const StateFormats f = state_formats(level);
+  const StateFormats f = level_plan(level).states;
   std::vector<float> values;
   for (size_t i = 0; i < names.size(); ++i) {
     const bool mine = owned.empty() || owned[i];

@@ -17,18 +17,11 @@
 
 #include "kernels/adamw.h"
 #include "numerics/dtype.h"
+#include "tensor/precision_plan.h"
 #include "tensor/tensor.h"
 
 namespace fp8lm {
 
-enum class PrecisionLevel { kFP32, kBF16, kO1, kO2, kO3 };
-std::string_view level_name(PrecisionLevel l);
-PrecisionLevel level_from_name(std::string_view name);  // throws Error when unknown
-
-struct StateFormats {
-  DType master, m1, m2, grad;
-};
-StateFormats state_formats(PrecisionLevel l);
 
 struct AdamWConfig {
   float beta1 = 0.9f;

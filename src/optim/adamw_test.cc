@@ -50,7 +50,7 @@ void check_level(PrecisionLevel level, double master_tol_rel_lr, double master_t
   AdamW opt(level, {}, {"w"}, {n}, {true}, {w0.data()});
   RefAdamW ref{std::vector<double>(w0.begin(), w0.end()), std::vector<double>(n, 0),
                std::vector<double>(n, 0)};
-  const StateFormats f = state_formats(level);
+  const StateFormats f = level_plan(level).states;
   for (int t = 1; t <= 5; ++t) {
     const std::vector<float> g = normal(n, 1e-3f * static_cast<float>(t), rng);
     std::vector<uint8_t> gq(n * dtype_size(f.grad));
@@ -112,7 +112,7 @@ TEST(AdamW, StateBytesPerParameterFromAllocations) {
     const double master = double(mem_stats(MemCategory::kMaster).current - m0) / n;
     const double m1 = double(mem_stats(MemCategory::kOptimM1).current - a0) / n;
     const double m2 = double(mem_stats(MemCategory::kOptimM2).current - b0) / n;
-    const double grad = double(dtype_size(state_formats(l).grad));
+    const double grad = double(dtype_size(level_plan(l).states.grad));
     std::printf("%s: master %.0f + m1 %.0f + m2 %.0f + grad %.0f = %.0f bytes/param\n",
                 std::string(level_name(l)).c_str(), master, m1, m2, grad,
                 master + m1 + m2 + grad);

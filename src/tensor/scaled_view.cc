@@ -55,14 +55,16 @@ ScaledView scaled_view(const ConstTensorView& data, const ConstTensorView* scale
   if (scales == nullptr) return v;
   v.scales = *scales;
   const bool e8m0 = scales->dtype == DType::kE8M0 || scales->dtype == DType::kU8;
-  FP8LM_CHECK(scales->dtype == DType::kF32 || e8m0, what, ": scales must be F32, F8_E8M0 or U8, found ",
-              dtype_name(scales->dtype));
-  FP8LM_CHECK(scales->shape.rank() <= 2, what, ": scales of rank ", scales->shape.rank(),
-              " (", scales->shape.str(), ") fit no block layout");
+  if (scales->dtype != DType::kF32 && !e8m0)
+    fail(what, ": scales must be F32, F8_E8M0 or U8, found ", dtype_name(scales->dtype));
+  if (scales->shape.rank() > 2)
+    fail(what, ": scales of rank ", scales->shape.rank(), " (", scales->shape.str(),
+         ") fit no block layout");
   if (!e8m0 && scales->numel() == 1 && scales->shape.rank() <= 1) {
     v.mode = ScalingMode::kTensor;
     const float s = v.tensor_scale();
-    FP8LM_CHECK(s > 0.0f && std::isfinite(s), what, ": the scale must be finite and positive, found ", s);
+    if (!(s > 0.0f) || !std::isfinite(s))
+      fail(what, ": the scale must be finite and positive, found ", s);
     return v;
   }
   const Shape& got = scales->shape;

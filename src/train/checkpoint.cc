@@ -184,7 +184,7 @@ struct State {
 };
 
 DType state_dtype(const AdamW& opt, int which) {
-  const StateFormats f = state_formats(opt.level());
+  const StateFormats f = level_plan(opt.level()).states;
   return which == 0 ? f.master : which == 1 ? f.m1 : f.m2;
 }
 
@@ -414,8 +414,11 @@ TrainerState read_trainer_state(const std::string& dir) {
   s.model = model_config_of(t, dir);
   const json& fp8 = member(t, "fp8", w);
   s.recipe = string_member(fp8, "recipe", w + ": fp8");
-  if (s.recipe != "delayed" && s.recipe != "jit" && s.recipe != "block" && s.recipe != "mxfp8")
-    fail(w, ": fp8.recipe = '", s.recipe, "': must be delayed, jit, block or mxfp8");
+  try {
+    recipe_plan(s.recipe);
+  } catch (const Error& e) {
+    fail(w, ": fp8.recipe: ", e.what());
+  }
   if (fp8.is_object() && fp8.contains("mx_grad_format")) {  // absent in older checkpoints
     s.mx_grad_format = string_member(fp8, "mx_grad_format", w + ": fp8");
     if (s.mx_grad_format != "e4m3" && s.mx_grad_format != "e5m2")
@@ -433,7 +436,7 @@ TrainerState read_trainer_state(const std::string& dir) {
     fail(w, ".grad_scaling_mu = ", s.grad_scaling_mu, ": must be in (0, 2^32]");
   // Every scaling state is checked here, whoever reads the file (eval, sample, resume).
   s.scaling = member(t, "scaling", w);
-  const size_t metas = Gpt::scaling_meta_count(s.model, compute_mode(level_from_name(s.level)));
+  const size_t metas = Gpt::scaling_meta_count(s.model, level_plan(level_from_name(s.level)).compute);
   if (!s.scaling.is_array() || s.scaling.size() != metas)
     fail(w, ".scaling: expected ", metas, " scaling states for a ", s.model.n_layer,
          "-layer model at level ", s.level);
@@ -489,7 +492,7 @@ void load_optimizer(const std::string& dir, AdamW& opt) {
     fail(path, ": optimizer level ", meta.contains("level") ? meta.at("level") : "(none)",
          ", the run uses ", level_name(opt.level()));
   }
-  const StateFormats a = state_formats(saved), b = state_formats(opt.level());
+  const StateFormats a = level_plan(saved).states, b = level_plan(opt.level()).states;
   if (a.master != b.master || a.m1 != b.m1 || a.m2 != b.m2)
     fail(path, ": optimizer level ", level_name(saved), ", the run uses ", level_name(opt.level()),
          " (other state formats)");

@@ -148,8 +148,11 @@ void TrainConfig::validate() const {
   precision_level();
   if (tokenizer != "gpt2" && tokenizer != "byte")
     fail("data.tokenizer = '", tokenizer, "': must be gpt2 or byte");
-  if (recipe != "delayed" && recipe != "jit" && recipe != "block" && recipe != "mxfp8")
-    fail("precision.recipe = '", recipe, "': must be delayed, jit, block or mxfp8");
+  try {
+    recipe_plan(recipe);
+  } catch (const Error&) {
+    fail("precision.recipe = '", recipe, "': must be ", recipe_names());
+  }
   if (mx_grad_format != "e4m3" && mx_grad_format != "e5m2")
     fail("precision.mx_grad_format = '", mx_grad_format, "': must be e4m3 or e5m2");
   if (amax_window < 1 || amax_window > 1024)

@@ -6,30 +6,6 @@
 
 namespace fp8lm {
 
-ComputeMode compute_mode(PrecisionLevel level) {
-  switch (level) {
-    case PrecisionLevel::kFP32:
-      return ComputeMode::kF32;
-    case PrecisionLevel::kBF16:
-      return ComputeMode::kBF16;
-    default:
-      return ComputeMode::kFP8;
-  }
-}
-
-Fp8Options fp8_options(const std::string& recipe, int amax_window, int margin,
-                       const std::string& mx_grad_format) {
-  Fp8Options o;
-  o.timing = recipe == "jit" ? ScalingTiming::kJustInTime : ScalingTiming::kDelayed;
-  o.fine = recipe == "block"   ? FineScaling::kBlock
-           : recipe == "mxfp8" ? FineScaling::kMx
-                               : FineScaling::kNone;
-  o.mx_grad = mx_grad_format == "e5m2" ? DType::kE5M2 : DType::kE4M3;
-  o.window = amax_window;
-  o.margin = margin;
-  return o;
-}
-
 std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
                                           const AdamWConfig& acfg, uint64_t seed,
                                           const std::vector<bool>& owned) {

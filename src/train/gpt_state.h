@@ -1,6 +1,5 @@
 // What a training step works on, shared by the trainer and the benchmarks: the optimizer
-// that owns a GPT's master weights, the compute mode of each precision level, and the views
-// between the two (the model reads the masters, the optimizer reads the model's gradients).
+// that owns a GPT's master weights and the views between the two (the model reads the masters, the optimizer reads the model's gradients).
 #pragma once
 
 #include <cstdint>
@@ -12,14 +11,6 @@
 #include "optim/adamw.h"
 
 namespace fp8lm {
-
-// fp32 → fp32 GEMMs, bf16 → bf16, O1/O2/O3 → fp8.
-ComputeMode compute_mode(PrecisionLevel level);
-
-// The fp8 mode's scaling of the GEMM operands from the configuration's
-// precision.{recipe (delayed | jit | block | mxfp8), amax_window, margin, mx_grad_format}.
-Fp8Options fp8_options(const std::string& recipe, int amax_window, int margin,
-                       const std::string& mx_grad_format);
 
 // AdamW over the parameters of `cfg` in the level's formats, with GPT-2 initial values from
 // `seed` (produced one tensor at a time). Weight decay on matrices and embeddings only.

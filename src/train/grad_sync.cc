@@ -24,13 +24,14 @@ GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::v
 
 void GradSync::average(const std::vector<Gpt::GradBuffer>& g) {
   if (dist::size() == 1) return;
-  if (level_ == PrecisionLevel::kFP32 || level_ == PrecisionLevel::kBF16) {
+  const LevelPlan& plan = level_plan(level_);
+  if (plan.grad_wire != DType::kE4M3) {
     std::vector<dist::F32Span> spans;
     for (const Gpt::GradBuffer& b : g) {
-      FP8LM_CHECK(b.dtype == DType::kF32, "the ", level_name(level_), " level has FP32 gradients");
+      FP8LM_CHECK(b.dtype == DType::kF32, "the ", plan.name, " level has FP32 gradients");
       spans.push_back({static_cast<float*>(b.data), b.numel});
     }
-    if (level_ == PrecisionLevel::kFP32)
+    if (plan.grad_wire == DType::kF32)
       dist::allreduce_mean_f32(spans);
     else
       dist::allreduce_mean_bf16(spans);
@@ -39,11 +40,11 @@ void GradSync::average(const std::vector<Gpt::GradBuffer>& g) {
   std::vector<dist::Fp8Span> spans;
   for (const Gpt::GradBuffer& b : g) {
     FP8LM_CHECK(b.dtype == DType::kE4M3 && b.meta != nullptr,
-                "O1/O2/O3 gradients are E4M3 with a scale");
+                "gradients sent as E4M3 are stored as E4M3 with a scale");
     spans.push_back({static_cast<uint8_t*>(b.data), b.numel, b.meta->scale_inv});
   }
-  if (level_ == PrecisionLevel::kO3) {
-    FP8LM_CHECK(owner_.size() == g.size(), "O3 needs an owner per tensor");
+  if (plan.sharded) {
+    FP8LM_CHECK(owner_.size() == g.size(), "a sharded level needs an owner per tensor");
     fp8_.reduce_to_owners(spans, owner_);
   } else {
     fp8_.allreduce(spans);

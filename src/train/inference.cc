@@ -98,7 +98,7 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
     check_state_values(opt_path, s.name + ".master", e->view.data, dt, s.numel(), scale_inv);
     refs.push_back({e->view.data, dt, scale_inv});
   }
-  Gpt model(c, compute_mode(level), B, T, fp8, /*with_grads=*/false);
+  Gpt model(c, level_plan(level).compute, B, T, fp8, /*with_grads=*/false);
   restore_scaling(t, model.scaling_metas(), dir);
   model.set_weights(std::move(refs));
   return evaluate(model, f, batches);

@@ -68,7 +68,7 @@ void maybe_fail_for_test(int rank, int64_t step) {
 // not yet touched) plus the optimizer states about to be allocated, against what this
 // process has plus what the machine can still give.
 void check_memory(const GptConfig& mcfg, PrecisionLevel level) {
-  const StateFormats f = state_formats(level);
+  const StateFormats f = level_plan(level).states;
   size_t numel = 0, largest = 0;
   for (const ParamSpec& s : param_layout(mcfg)) {
     numel += s.numel();
@@ -155,16 +155,16 @@ struct Session {
         level(c.precision_level()),
         world(world_size),
         rank(my_rank),
-        model(m, compute_mode(level), static_cast<size_t>(c.batch_size),
+        model(m, level_plan(level).compute, static_cast<size_t>(c.batch_size),
               static_cast<size_t>(m.seq_len), fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format)) {
     AdamWConfig acfg;
     acfg.beta1 = static_cast<float>(c.beta1);
     acfg.beta2 = static_cast<float>(c.beta2);
     acfg.weight_decay = static_cast<float>(c.weight_decay);
     check_memory(mcfg, level);
-    if (level == PrecisionLevel::kO3)
+    if (level_plan(level).sharded)
       replica = std::make_unique<ZeroReplica>(mcfg, world, rank,
-                                              c.recipe == "delayed" || c.recipe == "jit");
+                                              recipe_plan(c.recipe).fp8_weight_replicas);
     opt = make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
                              replica ? replica->owned() : std::vector<bool>{});
     if (replica && world > 1)

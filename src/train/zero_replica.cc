@@ -11,7 +11,7 @@ namespace fp8lm {
 
 ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank, bool fp8_weights)
     : specs_(param_layout(cfg)), rank_(rank), fp8_weights_(fp8_weights) {
-  const StateFormats f = state_formats(PrecisionLevel::kO3);
+  const StateFormats f = level_plan(PrecisionLevel::kO3).states;
   const size_t per_elem = dtype_size(f.master) + dtype_size(f.m1) + dtype_size(f.m2);
   std::vector<int64_t> bytes;
   for (const ParamSpec& s : specs_) bytes.push_back(static_cast<int64_t>(s.numel() * per_elem));

@@ -14,7 +14,7 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/memory.h"
-#include "dist/world.h"
+#include "distributed/world.h"
 #include "tensor/scaling.h"
 #include "train/grad_sync.h"
 #include "train/zero_replica.h"

@@ -7,7 +7,7 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/parallel.h"
-#include "dist/world.h"
+#include "distributed/world.h"
 #include "kernels/simd.h"
 
 namespace fp8lm::cli {

@@ -1,4 +1,4 @@
-// Element-wise kernels behind the collectives of dist/ (docs/numerics.md): sums of narrow-format
+// Element-wise kernels behind the collectives of distributed/ (docs/numerics.md): sums of narrow-format
 // payloads for user-defined MPI reduction operators (decode both operands, add in float32,
 // round back once), the E4M3 requantization to a shared scale, and the saturation count
 // that drives automatic gradient scaling. Backend-neutral: pointers and counts only.

@@ -1,13 +1,15 @@
 // One Linear layer y = x·W + b (W [in, out], Hugging Face Conv1D layout) in a compute mode:
 //   fp32: FP32 operands;  bf16: BF16 operands, FP32 accumulation;
-//   fp8 (docs/numerics.md): x → E4M3 (delayed, window 16), W → E4M3 (just-in-time), dy → E5M2
-//   (delayed, window 16); dgrad E5M2×E4M3, wgrad E4M3×E5M2 reusing the saved E4M3 x; the
-//   weight gradient is stored as E4M3 with a just-in-time scale.
+//   fp8 (docs/numerics.md), per-tensor recipes: x → E4M3 (delayed, window 16), W → E4M3
+//   (just-in-time), dy → E5M2 (delayed, window 16); dgrad E5M2×E4M3, wgrad E4M3×E5M2 reusing
+//   the saved E4M3 x; fine recipes (block, mxfp8): x, W, dy per block as the precision plan
+//   says. The weight gradient is stored as E4M3 with a just-in-time scale.
 // The layer keeps its input for the backward pass in the mode's format (that is the saved
 // activation). The weight has no working copy: the GEMMs read the master (f32, or f16 with
 // its scale) and cast it while packing (bf16, or e4m3 with a just-in-time scale), which is
-// bit-identical to computing on the cast copy. Staging buffers that are dead between calls
-// (FP32 weight gradient, narrow output gradient) are shared by all layers.
+// bit-identical to computing on the cast copy; fine recipes quantize it per block into a
+// shared buffer before each GEMM. Staging buffers that are dead between calls (FP32 weight
+// gradient, narrow output gradient, the block-quantized weight) are shared by all layers.
 #pragma once
 
 #include <cstddef>

@@ -11,8 +11,8 @@
 
 #include "core/check.h"
 #include "core/file.h"
-#include "dist/fp8_reduce.h"
-#include "dist/world.h"
+#include "distributed/fp8_reduce.h"
+#include "distributed/world.h"
 #include "kernels/cast.h"
 #include "model/gpt.h"
 #include "tensor/safetensors.h"

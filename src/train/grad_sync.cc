@@ -3,8 +3,8 @@
 #include <vector>
 
 #include "core/check.h"
-#include "dist/collectives.h"
-#include "dist/world.h"
+#include "distributed/collectives.h"
+#include "distributed/world.h"
 
 namespace fp8lm {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/fp8_reduce.h"
+#include "distributed/fp8_reduce.h"
 #include "model/gpt.h"
 #include "optim/adamw.h"
 

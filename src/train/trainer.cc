@@ -20,7 +20,7 @@
 #include "data/loader.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
-#include "dist/world.h"
+#include "distributed/world.h"
 #include "model/gpt.h"
 #include "train/checkpoint.h"
 #include "train/gpt_state.h"

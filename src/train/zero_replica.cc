@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "core/check.h"
-#include "dist/zero.h"
+#include "distributed/zero.h"
 #include "kernels/cast.h"
 #include "tensor/scaling.h"
 

@@ -1,11 +1,11 @@
-// FP32 and BF16 gradient averaging (dist/collectives.h).
-#include "dist/collectives.h"
+// FP32 and BF16 gradient averaging (distributed/collectives.h).
+#include "distributed/collectives.h"
 
 #include <cstring>
 #include <vector>
 
-#include "dist/bucket.h"
-#include "dist/world.h"
+#include "distributed/bucket.h"
+#include "distributed/world.h"
 #include "kernels/cast.h"
 
 namespace fp8lm::dist {

@@ -1,7 +1,7 @@
 // The process group: MPI only under a launcher, rank/size, scalar all-reduce and its byte
 // accounting, MPI errors as one-line Errors, and abort taking the whole job down. Run both
 // under `mpirun -np 2` and alone (tests/CMakeLists.txt).
-#include "dist/world.h"
+#include "distributed/world.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <string>
 
 #include "core/check.h"
-#include "dist/mpi_util.h"
+#include "distributed/mpi_util.h"
 
 namespace fp8lm::dist {
 namespace {

@@ -1,6 +1,6 @@
 // MPI start-up and shutdown, error handling, the narrow-float operators and the checked,
-// accounted collectives (dist/world.h, dist/mpi_util.h).
-#include "dist/world.h"
+// accounted collectives (distributed/world.h, distributed/mpi_util.h).
+#include "distributed/world.h"
 
 #include <unistd.h>
 
@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "core/check.h"
-#include "dist/mpi_util.h"
+#include "distributed/mpi_util.h"
 #include "kernels/reduce_ops.h"
 
 namespace fp8lm::dist {

@@ -16,7 +16,7 @@
 #include <span>
 #include <string_view>
 
-#include "dist/collectives.h"
+#include "distributed/collectives.h"
 
 namespace fp8lm::dist {
 

@@ -1,4 +1,4 @@
-// Internal to dist/: bucketing. A list of tensors is treated as one stream of elements and
+// Internal to distributed/: bucketing. A list of tensors is treated as one stream of elements and
 // cut into windows that fit a staging buffer, so many small tensors share one MPI call and
 // a large one is split over several; the number of calls and their sizes depend only on
 // the tensor sizes, so every rank makes the same calls.
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "core/memory.h"
-#include "dist/mpi_util.h"
+#include "distributed/mpi_util.h"
 
 namespace fp8lm::dist::detail {
 

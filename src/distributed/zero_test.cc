@@ -1,7 +1,7 @@
-// FP8 ZeRO helpers (dist/zero.h): placement (exact small cases, determinism, the balance
+// FP8 ZeRO helpers (distributed/zero.h): placement (exact small cases, determinism, the balance
 // bound on random inputs) and the owners' weight broadcast, alone and after
 // reduce_to_owners, where reduce + gather must equal the all-reduce.
-#include "dist/zero.h"
+#include "distributed/zero.h"
 
 #include <gtest/gtest.h>
 
@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "core/check.h"
-#include "dist/dist_test_util.h"
-#include "dist/fp8_reduce.h"
-#include "dist/world.h"
+#include "distributed/dist_test_util.h"
+#include "distributed/fp8_reduce.h"
+#include "distributed/world.h"
 
 namespace fp8lm::dist {
 namespace {

@@ -1,6 +1,6 @@
 // FP8 gradient all-reduce and reduce-to-owner with shared scales and automatic scaling
-// (dist/fp8_reduce.h).
-#include "dist/fp8_reduce.h"
+// (distributed/fp8_reduce.h).
+#include "distributed/fp8_reduce.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "core/check.h"
-#include "dist/bucket.h"
-#include "dist/world.h"
+#include "distributed/bucket.h"
+#include "distributed/world.h"
 #include "kernels/reduce_ops.h"
 
 namespace fp8lm::dist {

@@ -1,6 +1,6 @@
 // Data-parallel gradient averaging for the baselines: FP32 gradients all-reduced as FP32
 // or as BF16 on the wire (2 bytes/element, summed in float32 per combine), then × 1/N.
-// Also the tensor descriptors the rest of dist/ takes. Tensors are bucketed: small ones
+// Also the tensor descriptors the rest of distributed/ takes. Tensors are bucketed: small ones
 // share an MPI call through a staging buffer of at most bucket_bytes; large ones are split.
 // With one rank there is nothing to average: buffers are left as they are, no MPI call.
 #pragma once

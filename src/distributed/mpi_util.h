@@ -1,6 +1,6 @@
-// Internal to dist/: the MPI handles fp8lm creates (narrow-float datatypes and their sum
+// Internal to distributed/: the MPI handles fp8lm creates (narrow-float datatypes and their sum
 // operators) and the one place each collective goes through, which checks the return
-// code and records the bytes passed. Public headers of dist/ stay free of <mpi.h>.
+// code and records the bytes passed. Public headers of distributed/ stay free of <mpi.h>.
 #pragma once
 
 #include <mpi.h>

@@ -1,7 +1,7 @@
-// FP32 and BF16 gradient averaging (dist/collectives.h) at N = 2 against a local
+// FP32 and BF16 gradient averaging (distributed/collectives.h) at N = 2 against a local
 // expectation (each rank generates both ranks' data), byte accounting, non-finite values
 // surviving, and N = 1 leaving the buffers alone.
-#include "dist/collectives.h"
+#include "distributed/collectives.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "dist/world.h"
+#include "distributed/world.h"
 #include "numerics/cast_ref.h"
 
 namespace fp8lm::dist {

@@ -1,8 +1,8 @@
-// FP8 gradient all-reduce and reduce-to-owner (dist/fp8_reduce.h): exact results at N = 2
+// FP8 gradient all-reduce and reduce-to-owner (distributed/fp8_reduce.h): exact results at N = 2
 // for every scaling mode against a locally computed expectation, ÷N in scale_inv only,
 // the μ rule and its agreement across ranks, byte accounting, and N = 1 leaving gradients
 // alone. Tensors straddle small buckets so splitting and sharing both happen.
-#include "dist/fp8_reduce.h"
+#include "distributed/fp8_reduce.h"
 
 #include <gtest/gtest.h>
 
@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "core/check.h"
-#include "dist/dist_test_util.h"
-#include "dist/world.h"
-#include "dist/zero.h"
+#include "distributed/dist_test_util.h"
+#include "distributed/world.h"
+#include "distributed/zero.h"
 
 namespace fp8lm::dist {
 namespace {

@@ -1,4 +1,4 @@
-// Shared by the dist/ tests: deterministic per-rank FP8 gradients (every rank can generate
+// Shared by the distributed/ tests: deterministic per-rank FP8 gradients (every rank can generate
 // every rank's data, so each computes the exact expected result locally) and that
 // expectation, built on the scalar reference codec rather than the SIMD kernels.
 #pragma once
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/collectives.h"
+#include "distributed/collectives.h"
 #include "numerics/cast_ref.h"
 
 namespace fp8lm::dist::test {

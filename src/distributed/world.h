@@ -15,7 +15,7 @@ namespace fp8lm::dist {
 
 // Starts MPI (MPI_Init_thread, FUNNELED) when the environment shows an MPI launcher
 // (OMPI_COMM_WORLD_SIZE or PMIX_RANK); registers MPI_Finalize for exit. Idempotent; every
-// function of dist/ calls it, so calling it early is optional.
+// function of distributed/ calls it, so calling it early is optional.
 void init();
 // True when MPI is in use (launched by mpirun, even with one rank).
 bool distributed();

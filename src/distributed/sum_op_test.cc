@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "dist/dist_test_util.h"
-#include "dist/fp8_reduce.h"
-#include "dist/world.h"
+#include "distributed/dist_test_util.h"
+#include "distributed/fp8_reduce.h"
+#include "distributed/world.h"
 #include "kernels/simd_test_util.h"
 #include "numerics/cast_ref.h"
 

@@ -1,13 +1,13 @@
-// Tensor placement and the owners' weight broadcast (dist/zero.h).
-#include "dist/zero.h"
+// Tensor placement and the owners' weight broadcast (distributed/zero.h).
+#include "distributed/zero.h"
 
 #include <algorithm>
 #include <cstring>
 #include <numeric>
 
 #include "core/check.h"
-#include "dist/bucket.h"
-#include "dist/world.h"
+#include "distributed/bucket.h"
+#include "distributed/world.h"
 
 namespace fp8lm::dist {
 

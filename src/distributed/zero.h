@@ -9,7 +9,7 @@
 #include <span>
 #include <vector>
 
-#include "dist/collectives.h"
+#include "distributed/collectives.h"
 
 namespace fp8lm::dist {
 

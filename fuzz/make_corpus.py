@@ -119,7 +119,7 @@ def trainer(scalings, model=None, step=100, level="O2"):
         "step": step, "seed": 1337, "level": level, "batch_size": 16, "grad_accum": 1,
         "data": {"train": "data/brown/train.bin", "next_step": step},
         "model": model if model is not None else TINY,
-        "fp8": {"recipe": "delayed", "amax_window": 16, "margin": 0},
+        "fp8": {"recipe": "delayed", "amax_window": 16, "margin": 0, "mx_grad_format": "e4m3"},
         "tokenizer": "gpt2", "tokenizer_dir": "", "world_size": 1,
         "grad_scaling_mu": 1.0, "scaling": scalings}
 

@@ -419,11 +419,9 @@ TrainerState read_trainer_state(const std::string& dir) {
   } catch (const Error& e) {
     fail(w, ": fp8.recipe: ", e.what());
   }
-  if (fp8.is_object() && fp8.contains("mx_grad_format")) {  // absent in older checkpoints
-    s.mx_grad_format = string_member(fp8, "mx_grad_format", w + ": fp8");
-    if (s.mx_grad_format != "e4m3" && s.mx_grad_format != "e5m2")
-      fail(w, ": fp8.mx_grad_format = '", s.mx_grad_format, "': must be e4m3 or e5m2");
-  }
+  s.mx_grad_format = string_member(fp8, "mx_grad_format", w + ": fp8");
+  if (s.mx_grad_format != "e4m3" && s.mx_grad_format != "e5m2")
+    fail(w, ": fp8.mx_grad_format = '", s.mx_grad_format, "': must be e4m3 or e5m2");
   s.amax_window = static_cast<int>(int_member(fp8, "amax_window", 1, 1024, w + ": fp8"));
   s.margin = static_cast<int>(int_member(fp8, "margin", 0, 8, w + ": fp8"));
   s.tokenizer = string_member(t, "tokenizer", w);

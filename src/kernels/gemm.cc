@@ -72,6 +72,18 @@ void DecodeRun(float* dst, const uint8_t* src, int type, size_t n) {
   }
 }
 
+// Row k of packed strips of width W (strip s holds run[s·W, s·W + W), zero-padded past n).
+template <size_t W>
+void RunToStrips(const float* HWY_RESTRICT run, size_t n, size_t k, size_t kc,
+                 float* HWY_RESTRICT strips) {
+  for (size_t s = 0; s * W < n; ++s) {
+    float* dst = strips + (s * kc + k) * W;
+    const size_t m = std::min(W, n - s * W);
+    std::memcpy(dst, run + s * W, m * sizeof(float));
+    std::fill(dst + m, dst + W, 0.0f);
+  }
+}
+
 // Packs rows [i0, i0+rows) × k [k0, k0+kc) of op(A) into strips of kMR rows:
 // ap[s][k][r] (zero-padded past M). tmp holds max(rows, kc) floats.
 void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, float* ap,
@@ -82,12 +94,7 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
     for (size_t k = 0; k < kc; ++k) {
       DecodeRun(tmp, g.a + ((k0 + k) * g.lda + i0) * es, g.a_type, rows);
       if (g.a_bs) ScaleRun(tmp, rows, i0, g.a_bs + (k0 + k) / g.a_br * g.a_bld, g.a_bc);
-      for (size_t s = 0; s < strips; ++s) {
-        float* dst = ap + (s * kc + k) * kMR;
-        const size_t n = std::min(kMR, rows - s * kMR);
-        std::memcpy(dst, tmp + s * kMR, n * sizeof(float));
-        std::fill(dst + n, dst + kMR, 0.0f);
-      }
+      RunToStrips<kMR>(tmp, rows, k, kc, ap);
     }
     return;
   }
@@ -133,16 +140,10 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
            float* tmp) {
   if (!g.b_trans && g.b_bs) {  // stored K×N with block scales: decode, scale, then split
     const size_t es = dtype_size(static_cast<DType>(g.b_type));
-    const size_t strips = (cols + kNR - 1) / kNR;
     for (size_t k = 0; k < kc; ++k) {
       DecodeRun(tmp, g.b + ((k0 + k) * g.ldb + j0) * es, g.b_type, cols);
       ScaleRun(tmp, cols, j0, g.b_bs + (k0 + k) / g.b_br * g.b_bld, g.b_bc);
-      for (size_t s = 0; s < strips; ++s) {
-        float* dst = bp + (s * kc + k) * kNR;
-        const size_t n = std::min(kNR, cols - s * kNR);
-        std::memcpy(dst, tmp + s * kNR, n * sizeof(float));
-        std::fill(dst + n, dst + kNR, 0.0f);
-      }
+      RunToStrips<kNR>(tmp, cols, k, kc, bp);
     }
     return;
   }

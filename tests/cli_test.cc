@@ -242,7 +242,11 @@ TEST_F(Cli, BlockAndMxScaledFilesRoundTrip) {
     const auto* codes = static_cast<const uint8_t*>(qw->view.data);
     auto scale_at = [&](size_t g, size_t h) {
       const size_t i = g * gc + h;
-      if (m.scale_type == DType::kF32) return static_cast<double>(sw->view.as<float>()[i]);
+      if (m.scale_type == DType::kF32) {  // the file's tensors are packed: maybe unaligned
+        float f;
+        std::memcpy(&f, static_cast<const uint8_t*>(sw->view.data) + i * sizeof f, sizeof f);
+        return static_cast<double>(f);
+      }
       return std::ldexp(1.0, static_cast<int>(sw->view.as<uint8_t>()[i]) - 127);
     };
     for (size_t g = 0; g < gr; ++g)

@@ -126,7 +126,7 @@ void check_grid(const BlockShape& shape, const char* what) {
 
 // Scale grid row g as floats (converted from e8m0 when needed).
 const float* grid_row(const BlockScales& s, size_t ld, size_t g, size_t n, std::vector<float>& tmp) {
-  if (s.shape.scale_dtype == DType::kF32) return static_cast<const float*>(s.data) + g * ld;
+  if (grid_is_aligned_f32(s)) return static_cast<const float*>(s.data) + g * ld;
   tmp.resize(n);
   for (size_t j = 0; j < n; ++j) tmp[j] = block_scale_at(s, ld, g, j);
   return tmp.data();

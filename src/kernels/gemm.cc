@@ -397,7 +397,8 @@ bool is_cast_dtype(DType t) {
 }
 
 // Block scales of one operand as the packing loops read them: f32 grid rows (an e8m0 grid is
-// widened into `grid` once per call), block extents with 0 resolved to the whole dimension.
+// widened into `grid` once per call, as is an unaligned f32 one), block extents with 0
+// resolved to the whole dimension.
 void bind_blocks(const GemmOperand& x, size_t rows, size_t cols, const char* name,
                  std::vector<float>& grid, const float*& bs, size_t& br, size_t& bc,
                  size_t& bld) {
@@ -415,7 +416,7 @@ void bind_blocks(const GemmOperand& x, size_t rows, size_t cols, const char* nam
   bld = x.blocks.ld ? x.blocks.ld : grid_cols;
   FP8LM_CHECK(bld >= grid_cols, "gemm: ", name, " block-scale grid stride ", bld,
               " is less than its ", grid_cols, " columns");
-  if (sh.scale_dtype == DType::kF32) {
+  if (grid_is_aligned_f32(x.blocks)) {
     bs = static_cast<const float*>(x.blocks.data);
     return;
   }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <bit>
+#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -64,11 +65,20 @@ inline uint8_t float_to_e8m0(float s) {
   return static_cast<uint8_t>(bits >> 23);
 }
 
-// The scale of block (r, c) of a grid, as a float.
+// The scale of block (r, c) of a grid, as a float (the grid need not be aligned: a file's
+// tensors are packed).
 inline float block_scale_at(const BlockScales& b, size_t ld, size_t r, size_t c) {
   const size_t i = r * ld + c;
-  return b.shape.scale_dtype == DType::kE8M0 ? e8m0_to_float(static_cast<const uint8_t*>(b.data)[i])
-                                             : static_cast<const float*>(b.data)[i];
+  const auto* bytes = static_cast<const uint8_t*>(b.data);
+  if (b.shape.scale_dtype == DType::kE8M0) return e8m0_to_float(bytes[i]);
+  float s;
+  std::memcpy(&s, bytes + i * sizeof(float), sizeof s);
+  return s;
+}
+// True when an F32 grid can be read in place as floats.
+inline bool grid_is_aligned_f32(const BlockScales& b) {
+  return b.shape.scale_dtype == DType::kF32 &&
+         reinterpret_cast<uintptr_t>(b.data) % alignof(float) == 0;
 }
 
 }  // namespace fp8lm

@@ -156,7 +156,8 @@ struct Session {
         world(world_size),
         rank(my_rank),
         model(m, level_plan(level).compute, static_cast<size_t>(c.batch_size),
-              static_cast<size_t>(m.seq_len), fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format)) {
+              static_cast<size_t>(m.seq_len),
+              fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format)) {
     AdamWConfig acfg;
     acfg.beta1 = static_cast<float>(c.beta1);
     acfg.beta2 = static_cast<float>(c.beta2);

@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "data/token_file.h"
+#include "model/config.h"
+#include "model/params.h"
+#include "tensor/scaled_view.h"
 
 namespace fp8lm {
 namespace {
@@ -180,9 +183,22 @@ TEST_F(DistTrain, O3EqualsO2WithShardedStates) {
   EXPECT_EQ(losses("o3_one"), losses("o2_one"));
 }
 
-// Under the fine-grained recipes O3 also computes exactly what O2 computes (the Linear weights
-// are replicated as FP16 masters and quantized per block by every rank), and resumes exactly.
+// Under the fine-grained recipes O3 also computes exactly what O2 computes, and resumes
+// exactly. block: owners quantize the Linear weights into 128×128 E4M3 blocks and gather them
+// with their scale grids, which the GEMMs use as they are; mxfp8: the Linear weights travel as
+// FP16 masters and every rank quantizes them per GEMM. The gather carries exactly those bytes.
 TEST_F(DistTrain, O3EqualsO2UnderBlockAndMxRecipes) {
+  GptConfig cfg = gpt_preset("tiny");
+  cfg.seq_len = 32;
+  double gather_block = 0, gather_f16 = 0;  // per step: payloads and scales
+  for (const ParamSpec& p : param_layout(cfg)) {
+    const double n = static_cast<double>(p.numel());
+    gather_f16 += 2 * n + 4;
+    gather_block += p.linear_weight
+                        ? n + 4.0 * static_cast<double>(
+                                        scale_grid_shape(p.shape, ScalingMode::kBlock128).numel())
+                        : 2 * n + 4;
+  }
   for (const std::string recipe : {"block", "mxfp8"}) {
     const std::string base = "--set train.steps=8 --set train.checkpoint_every=4 --set precision.recipe=" + recipe;
     ASSERT_EQ(train(2, "o2" + recipe, base + " --set precision.level=O2"), 0) << log("o2" + recipe);
@@ -190,6 +206,9 @@ TEST_F(DistTrain, O3EqualsO2UnderBlockAndMxRecipes) {
     const std::vector<double> o2 = losses("o2" + recipe), o3 = losses("o3" + recipe);
     ASSERT_EQ(o2.size(), 8u) << recipe;
     EXPECT_EQ(o3, o2) << recipe;
+    EXPECT_EQ(summary("o3" + recipe)["comm_bytes_per_step"]["allgather"].get<double>(),
+              recipe == "block" ? gather_block : gather_f16)
+        << recipe;
     ASSERT_EQ(train(2, "o3r" + recipe, base + " --set precision.level=O3 --resume " +
                                            path("o3" + recipe + "/checkpoints/step-4")),
               0)

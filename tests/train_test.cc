@@ -19,6 +19,7 @@
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/gpt_state.h"
 #include "train/run_folder.h"
 
 namespace fp8lm {
@@ -111,6 +112,38 @@ INSTANTIATE_TEST_SUITE_P(Levels, ResumeTest,
                            std::replace(n.begin(), n.end(), '/', '_');
                            return n;
                          });
+
+// The model reads live views of the optimizer's masters: bound once, it computes on every
+// update (new payloads and new scales) exactly as a model bound after the updates does.
+TEST(GptState, ModelBoundOnceSeesEveryUpdate) {
+  const GptConfig cfg = gpt_preset("tiny");
+  const size_t B = 2, T = 32;
+  const Fp8Options jit = fp8_options("jit");  // forward scales from this batch alone
+  auto opt = make_gpt_optimizer(cfg, PrecisionLevel::kO2, {}, 3);
+  Gpt bound(cfg, ComputeMode::kFP8, B, T, jit);
+  bound.set_weights(master_views(*opt));
+  std::vector<int32_t> tok(B * T), tgt(B * T);
+  for (size_t i = 0; i < tok.size(); ++i) {
+    tok[i] = static_cast<int32_t>((i * 37 + 11) % 256);
+    tgt[i] = static_cast<int32_t>((i * 53 + 5) % 256);
+  }
+  std::vector<float> before;
+  for (const AdamW::Param& p : opt->params()) before.push_back(p.master.meta.scale_inv);
+  const float first = bound.forward(tok.data(), tgt.data());
+  for (int step = 0; step < 4; ++step) {
+    bound.forward_backward(tok.data(), tgt.data());
+    ASSERT_FALSE(opt->step(grad_views(bound), 0.05f).skipped);
+  }
+  int changed = 0;
+  for (size_t i = 0; i < before.size(); ++i)
+    changed += opt->params()[i].master.meta.scale_inv != before[i];
+  ASSERT_GT(changed, 0) << "no master scale moved: the test would not see a stale one";
+  Gpt fresh(cfg, ComputeMode::kFP8, B, T, jit, /*with_grads=*/false);
+  fresh.set_weights(master_views(*opt));
+  const float now = bound.forward(tok.data(), tgt.data());
+  EXPECT_NE(now, first);
+  EXPECT_EQ(now, fresh.forward(tok.data(), tgt.data()));
+}
 
 TEST(Train, BadConfigurationsNameTheKey) {
   auto err = [](const std::string& toml) {

@@ -42,17 +42,16 @@ void run_bench_comm(const BenchCommOptions& o) {
   std::normal_distribution<float> d(0.0f, 1e-3f);
   std::vector<Tensor> f32;
   std::vector<ScaledTensor> e4m3;
+  e4m3.reserve(specs.size());  // views point into the elements
+  std::vector<MutableScaledView> f32_grads, fp8_grads;
   for (const ParamSpec& s : specs) {
     f32.emplace_back(DType::kF32, s.shape, MemCategory::kGradients);
     float* g = f32.back().as<float>();
     for (size_t i = 0; i < s.numel(); ++i) g[i] = d(rng);
     e4m3.emplace_back(s.shape, ScalingRecipe{}, MemCategory::kGradients);
     quantize(e4m3.back(), g);
-  }
-  std::vector<Gpt::GradBuffer> f32_grads, fp8_grads;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    f32_grads.push_back({f32[i].data(), DType::kF32, specs[i].numel(), nullptr});
-    fp8_grads.push_back({e4m3[i].data.data(), DType::kE4M3, specs[i].numel(), &e4m3[i].meta});
+    f32_grads.push_back(tensor_view(f32.back().data(), DType::kF32, s.shape, nullptr));
+    fp8_grads.push_back(e4m3.back().mut_view());
   }
   ZeroReplica zero(cfg, world, rank);
   GradSync sync[] = {GradSync(PrecisionLevel::kFP32, "auto"),

@@ -91,7 +91,7 @@ void run_bench_step(const BenchStepOptions& o) {
       const size_t before = state_bytes();
       Runner r{std::string(level_name(l)), nullptr, make_gpt_optimizer(cfg, l, {}, 1)};
       r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
-      r.model->set_weights(master_refs(*r.opt));
+      r.model->set_weights(master_views(*r.opt));  // live: updates need no new call
       r.state_bytes = state_bytes() - before;
       runners.push_back(std::move(r));
     }
@@ -105,8 +105,7 @@ void run_bench_step(const BenchStepOptions& o) {
   auto step = [&](Runner& r) {
     const float loss = r.model->forward_backward(tokens.data(), targets.data());
     if (r.opt) {
-      r.opt->step(grad_refs(*r.model), 1e-4f, 1.0f, 1.0f);
-      r.model->set_weights(master_refs(*r.opt));
+      r.opt->step(grad_views(*r.model), 1e-4f, 1.0f, 1.0f);
     }
     return loss;
   };

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "kernels/cast.h"
 
 namespace fp8lm::cli {
 
@@ -30,7 +31,7 @@ TensorValues tensor_values(const SafetensorsFile& f, const SafetensorsEntry& e) 
     return v;
   }
   v.owned.emplace(DType::kF32, e.view.shape, MemCategory::kWorkspace);
-  dequantize(v.owned->as<float>(), sv);
+  kernels::dequantize(v.owned->as<float>(), sv);
   v.data = v.owned->as<float>();
   return v;
 }

@@ -1,6 +1,6 @@
 // Data-parallel gradient averaging for the baselines: FP32 gradients all-reduced as FP32
 // or as BF16 on the wire (2 bytes/element, summed in float32 per combine), then × 1/N.
-// Also the tensor descriptors the rest of distributed/ takes. Tensors are bucketed: small ones
+// FP8 tensors travel as MutableScaledView (payload and live scale, replaced in place). Tensors are bucketed: small ones
 // share an MPI call through a staging buffer of at most bucket_bytes; large ones are split.
 // With one rank there is nothing to average: buffers are left as they are, no MPI call.
 #pragma once
@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+
+#include "tensor/scaled_view.h"
 
 namespace fp8lm::dist {
 
@@ -17,13 +19,6 @@ inline constexpr size_t kDefaultBucketBytes = size_t{16} << 20;
 struct F32Span {
   float* data;
   size_t numel;
-};
-
-// numel E4M3 codes at data; value = code · scale_inv.
-struct Fp8Span {
-  uint8_t* data;
-  size_t numel;
-  float scale_inv;
 };
 
 // tensors[i] ← (Σ over ranks) · (1/N): MPI_SUM on MPI_FLOAT.

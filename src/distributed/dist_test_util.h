@@ -38,9 +38,12 @@ inline std::vector<HostFp8> make_fp8(int r, std::span<const size_t> sizes, uint3
   return out;
 }
 
-inline std::vector<Fp8Span> spans(std::vector<HostFp8>& tensors) {
-  std::vector<Fp8Span> out;
-  for (HostFp8& t : tensors) out.push_back({t.codes.data(), t.codes.size(), t.scale_inv});
+// Live views of the tensors: collectives write codes and scale_inv in place.
+inline std::vector<MutableScaledView> spans(std::vector<HostFp8>& tensors) {
+  std::vector<MutableScaledView> out;
+  for (HostFp8& t : tensors)
+    out.push_back(tensor_view(static_cast<void*>(t.codes.data()), DType::kE4M3,
+                              Shape{static_cast<int64_t>(t.codes.size())}, &t.scale_inv));
   return out;
 }
 

@@ -45,13 +45,13 @@ class Fp8GradReducer {
   explicit Fp8GradReducer(Fp8Scaling mode = Fp8Scaling::kAuto,
                           size_t bucket_bytes = kDefaultBucketBytes);
 
-  // Every rank ends with the average of every tensor (data and scale_inv replaced).
-  // scale_inv must be finite and positive; all ranks list the same tensors in the same order.
-  Fp8ReduceStats allreduce(std::span<Fp8Span> grads);
+  // Every rank ends with the average of every tensor (payload and scale replaced in place).
+  // Tensors are E4M3 scaled per tensor, scales finite and positive; all ranks list the same tensors in the same order.
+  Fp8ReduceStats allreduce(std::span<const MutableScaledView> grads);
   // O3: the average of tensor t lands on rank owner[t] only (MPI_Reduce per owner's
   // buckets); tensors other ranks own are left untouched. μ follows the saturation over
   // all tensors (one extra scalar all-reduce in auto mode), so it stays equal on all ranks.
-  Fp8ReduceStats reduce_to_owners(std::span<Fp8Span> grads, std::span<const int> owner);
+  Fp8ReduceStats reduce_to_owners(std::span<const MutableScaledView> grads, std::span<const int> owner);
 
   Fp8Scaling mode() const { return mode_; }
   // Auto mode's μ for the next call (checkpoint state; starts at 1). Every call uses the
@@ -60,7 +60,7 @@ class Fp8GradReducer {
   void set_mu(float mu);  // in (0, kMaxMu]
 
  private:
-  Fp8ReduceStats reduce(std::span<Fp8Span> grads, std::span<const int> owner, bool to_owner);
+  Fp8ReduceStats reduce(std::span<const MutableScaledView> grads, std::span<const int> owner, bool to_owner);
 
   Fp8Scaling mode_;
   size_t bucket_bytes_;

@@ -68,11 +68,10 @@ TEST(Fp8AllReduce, EveryModeMatchesTheExactExpectation) {
     std::vector<std::vector<HostFp8>> all;
     for (int r = 0; r < n; ++r) all.push_back(test::make_fp8(r, kSizes, 1));
     std::vector<HostFp8> mine = all[static_cast<size_t>(rank())];
-    std::vector<Fp8Span> grads = test::spans(mine);
+    std::vector<MutableScaledView> grads = test::spans(mine);
     Fp8GradReducer reducer(mode, kBucket);
     reset_comm_bytes();
     const Fp8ReduceStats stats = reducer.allreduce(grads);
-    for (size_t t = 0; t < grads.size(); ++t) mine[t].scale_inv = grads[t].scale_inv;
 
     if (n == 1) {  // nothing to average: untouched, no communication, μ unchanged
       for (size_t t = 0; t < kSizes.size(); ++t) {
@@ -118,9 +117,11 @@ TEST(Fp8AllReduce, DivisionByNIsFoldedIntoScaleInv) {
   for (auto [mode, code, scale_inv] : {std::tuple{Fp8Scaling::kPost, 0x40, 0x1p-8f},
                                        std::tuple{Fp8Scaling::kPre, 0x38, 0x1p-7f}}) {
     std::vector<uint8_t> codes(300, 0x38);
-    Fp8Span g{codes.data(), codes.size(), 0x1p-7f};
-    Fp8GradReducer(mode, kBucket).allreduce(std::span<Fp8Span>(&g, 1));
-    EXPECT_EQ(g.scale_inv, scale_inv);
+    float g_scale = 0x1p-7f;
+    const MutableScaledView g = tensor_view(static_cast<void*>(codes.data()), DType::kE4M3,
+        Shape{static_cast<int64_t>(codes.size())}, &g_scale);
+    Fp8GradReducer(mode, kBucket).allreduce(std::span<const MutableScaledView>(&g, 1));
+    EXPECT_EQ(g.tensor_scale(), scale_inv);
     for (uint8_t c : codes) ASSERT_EQ(c, code);
   }
 }
@@ -132,9 +133,11 @@ TEST(Fp8AllReduce, AutoScalingRule) {
   for (int saturated : {2, 3}) {
     std::vector<uint8_t> codes(200000, 0x38);  // 1 + 1 = 2: far from the maximum
     for (int i = 0; i < saturated; ++i) codes[static_cast<size_t>(i) * 1000] = 0x7E;
-    Fp8Span g{codes.data(), codes.size(), 1.0f};
+    float g_scale = 1.0f;
+    const MutableScaledView g = tensor_view(static_cast<void*>(codes.data()), DType::kE4M3,
+        Shape{static_cast<int64_t>(codes.size())}, &g_scale);
     Fp8GradReducer reducer(Fp8Scaling::kAuto, size_t{1} << 16);
-    const Fp8ReduceStats stats = reducer.allreduce(std::span<Fp8Span>(&g, 1));
+    const Fp8ReduceStats stats = reducer.allreduce(std::span<const MutableScaledView>(&g, 1));
     EXPECT_EQ(stats.multiplier, 1.0f);
     EXPECT_EQ(stats.saturated, saturated);
     EXPECT_EQ(stats.elements, 200000);
@@ -142,9 +145,9 @@ TEST(Fp8AllReduce, AutoScalingRule) {
     EXPECT_EQ(reducer.mu(), mu);
     // The next call quantizes with the new μ and folds it into scale_inv.
     std::fill(codes.begin(), codes.end(), 0x38);
-    g = {codes.data(), codes.size(), 1.0f};
-    EXPECT_EQ(reducer.allreduce(std::span<Fp8Span>(&g, 1)).multiplier, mu);
-    EXPECT_EQ(g.scale_inv, static_cast<float>(1.0 / (double{mu} * 2.0)));
+    g_scale = 1.0f;
+    EXPECT_EQ(reducer.allreduce(std::span<const MutableScaledView>(&g, 1)).multiplier, mu);
+    EXPECT_EQ(g.tensor_scale(), static_cast<float>(1.0 / (double{mu} * 2.0)));
   }
 }
 
@@ -152,10 +155,12 @@ TEST(Fp8AllReduce, AutoScalingRule) {
 TEST(Fp8AllReduce, MuIsCapped) {
   if (size() != 2) GTEST_SKIP() << "needs 2 ranks";
   std::vector<uint8_t> codes(1000, 0x00);
-  Fp8Span g{codes.data(), codes.size(), 1.0f};
+  float g_scale = 1.0f;
+  const MutableScaledView g = tensor_view(static_cast<void*>(codes.data()), DType::kE4M3,
+      Shape{static_cast<int64_t>(codes.size())}, &g_scale);
   Fp8GradReducer reducer(Fp8Scaling::kAuto, kBucket);
   reducer.set_mu(Fp8GradReducer::kMaxMu);
-  EXPECT_EQ(reducer.allreduce(std::span<Fp8Span>(&g, 1)).multiplier, Fp8GradReducer::kMaxMu);
+  EXPECT_EQ(reducer.allreduce(std::span<const MutableScaledView>(&g, 1)).multiplier, Fp8GradReducer::kMaxMu);
   EXPECT_EQ(reducer.mu(), Fp8GradReducer::kMaxMu);
   for (uint8_t c : codes) ASSERT_EQ(c, 0x00);
 }
@@ -166,14 +171,14 @@ TEST(Fp8AllReduce, RanksUseTheSmallestMu) {
   std::vector<std::vector<HostFp8>> all = {test::make_fp8(0, kSizes, 2),
                                            test::make_fp8(1, kSizes, 2)};
   std::vector<HostFp8> mine = all[static_cast<size_t>(rank())];
-  std::vector<Fp8Span> grads = test::spans(mine);
+  std::vector<MutableScaledView> grads = test::spans(mine);
   Fp8GradReducer reducer(Fp8Scaling::kAuto, kBucket);
   reducer.set_mu(rank() == 0 ? 1.0f : 0.25f);
   EXPECT_EQ(reducer.allreduce(grads).multiplier, 0.25f);
   const std::vector<HostFp8> want = test::expected_fp8_mean2(all, 0.25f);
   for (size_t t = 0; t < kSizes.size(); ++t) {
     test::expect_codes_eq(mine[t].codes, want[t].codes, "tensor " + std::to_string(t));
-    EXPECT_EQ(grads[t].scale_inv, want[t].scale_inv);
+    EXPECT_EQ(grads[t].tensor_scale(), want[t].scale_inv);
   }
   double lo = reducer.mu(), hi = reducer.mu();
   allreduce_scalars(&lo, 1, ScalarOp::kMin);
@@ -190,7 +195,7 @@ TEST(Fp8ReduceToOwners, OwnersGetTheAverage) {
   std::vector<std::vector<HostFp8>> all;
   for (int r = 0; r < n; ++r) all.push_back(test::make_fp8(r, kSizes, 3));
   std::vector<HostFp8> mine = all[static_cast<size_t>(rank())];
-  std::vector<Fp8Span> grads = test::spans(mine);
+  std::vector<MutableScaledView> grads = test::spans(mine);
   Fp8GradReducer reducer(Fp8Scaling::kAuto, kBucket);
   reset_comm_bytes();
   const Fp8ReduceStats stats = reducer.reduce_to_owners(grads, place.owner);
@@ -200,7 +205,7 @@ TEST(Fp8ReduceToOwners, OwnersGetTheAverage) {
     const bool mine_to_own = place.owner[t] == rank();
     const HostFp8& w = mine_to_own ? want[t] : all[static_cast<size_t>(rank())][t];
     test::expect_codes_eq(mine[t].codes, w.codes, "tensor " + std::to_string(t));
-    EXPECT_EQ(grads[t].scale_inv, w.scale_inv) << "tensor " << t;
+    EXPECT_EQ(grads[t].tensor_scale(), w.scale_inv) << "tensor " << t;
     if (mine_to_own) owned += static_cast<int64_t>(kSizes[t]);
   }
   if (n == 1) {

@@ -145,14 +145,16 @@ FP8LM_INSTANTIATE_ON_EVERY_TARGET(ReduceOpsOnTarget);
 TEST(Fp8SumOp, EveryPairThroughMpiMatchesReference) {
   if (dist::size() != 2) GTEST_SKIP() << "needs 2 ranks";
   std::vector<uint8_t> codes = pair_operand(dist::rank() == 1);
-  dist::Fp8Span span{codes.data(), codes.size(), 1.0f};
+  float span_scale = 1.0f;
+  const MutableScaledView span = tensor_view(static_cast<void*>(codes.data()), DType::kE4M3,
+      Shape{static_cast<int64_t>(codes.size())}, &span_scale);
   dist::Fp8GradReducer reducer(dist::Fp8Scaling::kPost, size_t{1} << 12);  // 16 windows
-  reducer.allreduce(std::span<dist::Fp8Span>(&span, 1));
+  reducer.allreduce(std::span<const MutableScaledView>(&span, 1));
   const std::vector<uint8_t> a = pair_operand(false), b = pair_operand(true);
   std::vector<uint8_t> want(a.size());
   for (size_t i = 0; i < a.size(); ++i) want[i] = e4m3_sum_ref(a[i], b[i]);
   expect_codes_eq(codes, want, "MPI E4M3 sum");
-  EXPECT_EQ(span.scale_inv, 0.5f);  // ÷2 folded into scale_inv
+  EXPECT_EQ(span.tensor_scale(), 0.5f);  // ÷2 folded into scale_inv
 }
 
 }  // namespace

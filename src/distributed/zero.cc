@@ -32,54 +32,52 @@ Placement placement(std::span<const int64_t> sizes_in_bytes, int world_size) {
   return p;
 }
 
-void gather_from_owners(std::span<Fp8Span> weights, std::span<const int> owner,
+void gather_from_owners(std::span<const MutableScaledView> weights, std::span<const int> owner,
                         size_t bucket_bytes) {
   FP8LM_CHECK(owner.size() == weights.size(), owner.size(), " owners for ", weights.size(),
               " tensors");
   const int n_ranks = size();
   if (n_ranks == 1) return;
-  const int me = rank();
-  // Per owner, the byte stream is [its scale_invs as float32][its tensors' codes]: entry 0
-  // of `numel` is the scale_inv block, entry 1 + t tensor t.
+  // A byte stream per owner: for each of its tensors t, entry 2t (t's scales, none when
+  // unscaled) then entry 2t + 1 (its payload).
   std::vector<std::vector<size_t>> groups(static_cast<size_t>(n_ranks));
   for (size_t t = 0; t < weights.size(); ++t) {
     FP8LM_CHECK(owner[t] >= 0 && owner[t] < n_ranks, "tensor ", t, ": owner ", owner[t]);
     groups[static_cast<size_t>(owner[t])].push_back(t);
   }
-  std::vector<size_t> numel(weights.size() + 1);
-  for (size_t t = 0; t < weights.size(); ++t) numel[1 + t] = weights[t].numel;
+  std::vector<size_t> bytes(2 * weights.size());
+  auto piece_data = [&](size_t entry) {
+    const MutableScaledView& v = weights[entry / 2];
+    return static_cast<uint8_t*>(entry % 2 == 0 ? v.scales.data : v.data.data);
+  };
+  for (size_t t = 0; t < weights.size(); ++t) {
+    bytes[2 * t] = weights[t].mode == ScalingMode::kNone ? 0 : weights[t].scales.bytes();
+    bytes[2 * t + 1] = weights[t].data.bytes();
+  }
   size_t largest = 0;
   for (const auto& g : groups) {
-    size_t bytes = g.size() * sizeof(float);
-    for (size_t t : g) bytes += weights[t].numel;
-    largest = std::max(largest, bytes);
+    size_t total = 0;
+    for (size_t t : g) total += bytes[2 * t] + bytes[2 * t + 1];
+    largest = std::max(largest, total);
   }
   detail::Staging staging(bucket_bytes, 1, largest);
   uint8_t* buf = staging.as<uint8_t>();
-
+  const int me = rank();
   for (int root = 0; root < n_ranks; ++root) {
     const std::vector<size_t>& g = groups[static_cast<size_t>(root)];
     if (g.empty()) continue;
     const bool sends = root == me;
-    std::vector<float> scale_inv(g.size());
-    if (sends)
-      for (size_t i = 0; i < g.size(); ++i) scale_inv[i] = weights[g[i]].scale_inv;
-    auto* scale_bytes = reinterpret_cast<uint8_t*>(scale_inv.data());
-    numel[0] = g.size() * sizeof(float);
-    std::vector<size_t> order{0};
-    for (size_t t : g) order.push_back(1 + t);
-    auto piece_data = [&](const detail::Piece& p) {
-      return (p.tensor == 0 ? scale_bytes : weights[p.tensor - 1].data) + p.begin;
-    };
-    detail::for_each_window(numel, order, staging.capacity(), [&](auto pieces, size_t w) {
+    std::vector<size_t> order;
+    for (size_t t : g) order.insert(order.end(), {2 * t, 2 * t + 1});
+    detail::for_each_window(bytes, order, staging.capacity(), [&](auto pieces, size_t w) {
       if (sends)
-        for (const detail::Piece& p : pieces) std::memcpy(buf + p.offset, piece_data(p), p.count);
+        for (const detail::Piece& p : pieces)
+          std::memcpy(buf + p.offset, piece_data(p.tensor) + p.begin, p.count);
       detail::bcast(buf, w, MPI_BYTE, root, "allgather");
       if (!sends)
-        for (const detail::Piece& p : pieces) std::memcpy(piece_data(p), buf + p.offset, p.count);
+        for (const detail::Piece& p : pieces)
+          std::memcpy(piece_data(p.tensor) + p.begin, buf + p.offset, p.count);
     });
-    if (!sends)
-      for (size_t i = 0; i < g.size(); ++i) weights[g[i]].scale_inv = scale_inv[i];
   }
 }
 

@@ -1,7 +1,7 @@
 // FP8 ZeRO helpers (docs/numerics.md, FP8-LM §2.3 Algorithm 1): whole tensors are placed on
 // owner ranks, so each tensor keeps its own scale; the owner updates its tensors (their
 // gradients reach it via Fp8GradReducer::reduce_to_owners) and then broadcasts the new
-// E4M3 weights and scale_invs to everyone.
+// E4M3 weights and their scales to everyone.
 #pragma once
 
 #include <cstddef>
@@ -23,10 +23,11 @@ struct Placement {
 // loaded rank exceeds the least loaded by at most the largest tensor.
 Placement placement(std::span<const int64_t> sizes_in_bytes, int world_size);
 
-// Every rank ends with each tensor's codes and scale_inv as its owner holds them: per
-// owner, one broadcast of its scale_invs (4 bytes each) and codes, bucketed. Recorded as
-// "allgather". With one rank nothing moves.
-void gather_from_owners(std::span<Fp8Span> weights, std::span<const int> owner,
+// Every rank ends with each tensor's payload and scales as its owner holds them (any dtype
+// and scaling: a per-tensor scale is 4 bytes, a block grid its bytes): per owner, one
+// broadcast stream of its tensors' scales and payloads, bucketed. Recorded as "allgather".
+// With one rank nothing moves.
+void gather_from_owners(std::span<const MutableScaledView> weights, std::span<const int> owner,
                         size_t bucket_bytes = kDefaultBucketBytes);
 
 }  // namespace fp8lm::dist

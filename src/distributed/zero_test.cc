@@ -89,13 +89,13 @@ TEST(GatherFromOwners, EveryRankGetsTheOwnersWeights) {
       mine[t].scale_inv = NAN;
     }
   }
-  std::vector<Fp8Span> w = test::spans(mine);
+  std::vector<MutableScaledView> w = test::spans(mine);
   reset_comm_bytes();
   gather_from_owners(w, place.owner, 1024);
   for (size_t t = 0; t < sizes.size(); ++t) {
     const HostFp8& want = by_owner[static_cast<size_t>(place.owner[t])][t];
     test::expect_codes_eq(mine[t].codes, want.codes, "tensor " + std::to_string(t));
-    EXPECT_EQ(w[t].scale_inv, want.scale_inv) << "tensor " << t;
+    EXPECT_EQ(w[t].tensor_scale(), want.scale_inv) << "tensor " << t;
   }
   // Per owner bucket: its scale_invs (4 bytes each) and its codes, 1 byte per element.
   int64_t want_bytes = 0;
@@ -106,6 +106,64 @@ TEST(GatherFromOwners, EveryRankGetsTheOwnersWeights) {
   }
 }
 
+// Any dtype and scaling travels with its scales: 128×128-block E4M3 with an F32 grid, MX with
+// an E8M0 grid, FP16 with a per-tensor scale, unscaled FP32. Every byte of payload and scales
+// arrives as the owner holds it; the stream carries exactly those bytes.
+TEST(GatherFromOwners, BlockScaledTensorsTravelWithTheirGrids) {
+  struct Held {
+    std::vector<uint8_t> data, scales;
+    MutableScaledView view;
+  };
+  const int n = size(), me = rank();
+  const struct {
+    DType t;
+    Shape shape;
+    ScalingMode mode;
+  } kinds[] = {{DType::kE4M3, {130, 200}, ScalingMode::kBlock128},
+               {DType::kE4M3, {3, 70}, ScalingMode::kMx32},
+               {DType::kF16, {50}, ScalingMode::kTensor},
+               {DType::kF32, {7, 3}, ScalingMode::kNone},
+               {DType::kE4M3, {257, 129}, ScalingMode::kBlock128}};
+  std::vector<Held> held(std::size(kinds));
+  std::vector<int64_t> sizes;
+  for (size_t t = 0; t < held.size(); ++t) {
+    Held& h = held[t];
+    const auto& k = kinds[t];
+    h.data.resize(static_cast<size_t>(k.shape.numel()) * dtype_size(k.t));
+    const Shape grid = k.mode == ScalingMode::kNone ? Shape{} : scale_grid_shape(k.shape, k.mode);
+    const DType st = k.mode == ScalingMode::kMx32 ? DType::kE8M0 : DType::kF32;
+    h.scales.resize(k.mode == ScalingMode::kNone ? 0 : static_cast<size_t>(grid.numel()) * dtype_size(st));
+    h.view = {{h.data.data(), k.t, k.shape}, k.mode, {h.scales.data(), st, grid}};
+    sizes.push_back(static_cast<int64_t>(h.data.size()));
+  }
+  const Placement place = placement(sizes, n);
+  auto owner_bytes = [](size_t t, size_t i, size_t salt) {  // what owner of t holds
+    return static_cast<uint8_t>((t * 131 + i * 7 + salt) % 251);
+  };
+  for (size_t t = 0; t < held.size(); ++t) {
+    const bool mine = place.owner[t] == me;
+    for (size_t i = 0; i < held[t].data.size(); ++i)
+      held[t].data[i] = mine ? owner_bytes(t, i, 0) : test::kPoison;
+    for (size_t i = 0; i < held[t].scales.size(); ++i)
+      held[t].scales[i] = mine ? owner_bytes(t, i, 1) : test::kPoison;
+  }
+  std::vector<MutableScaledView> views;
+  int64_t want_bytes = 0;
+  for (const Held& h : held) {
+    views.push_back(h.view);
+    want_bytes += static_cast<int64_t>(h.data.size() + h.scales.size());
+  }
+  reset_comm_bytes();
+  gather_from_owners(views, place.owner, 1000);
+  for (size_t t = 0; t < held.size(); ++t) {
+    for (size_t i = 0; i < held[t].data.size(); ++i)
+      ASSERT_EQ(held[t].data[i], owner_bytes(t, i, 0)) << "tensor " << t << " byte " << i;
+    for (size_t i = 0; i < held[t].scales.size(); ++i)
+      ASSERT_EQ(held[t].scales[i], owner_bytes(t, i, 1)) << "tensor " << t << " scale byte " << i;
+  }
+  EXPECT_EQ(comm_bytes().total_bytes(), n == 1 ? 0 : want_bytes);
+}
+
 // The O3 path (reduce to owners, then gather) gives every rank exactly what the
 // all-reduce gives.
 TEST(GatherFromOwners, ReduceThenGatherEqualsAllReduce) {
@@ -114,13 +172,13 @@ TEST(GatherFromOwners, ReduceThenGatherEqualsAllReduce) {
   const std::vector<size_t> sizes = sizes_of(bytes);
   const Placement place = placement(bytes, size());
   std::vector<HostFp8> a = test::make_fp8(rank(), sizes, 9), b = a;
-  std::vector<Fp8Span> sa = test::spans(a), sb = test::spans(b);
+  std::vector<MutableScaledView> sa = test::spans(a), sb = test::spans(b);
   Fp8GradReducer(Fp8Scaling::kPost, 512).allreduce(sa);
   Fp8GradReducer(Fp8Scaling::kPost, 512).reduce_to_owners(sb, place.owner);
   gather_from_owners(sb, place.owner, 512);
   for (size_t t = 0; t < sizes.size(); ++t) {
     test::expect_codes_eq(b[t].codes, a[t].codes, "tensor " + std::to_string(t));
-    EXPECT_EQ(sb[t].scale_inv, sa[t].scale_inv) << "tensor " << t;
+    EXPECT_EQ(sb[t].tensor_scale(), sa[t].tensor_scale()) << "tensor " << t;
   }
 }
 

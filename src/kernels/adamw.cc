@@ -192,12 +192,29 @@ namespace {
 
 constexpr size_t kMinChunk = 1 << 15;
 
-detail::AdamWKernelArgs kernel_args(const StoredRef& master, const StoredRef& m1,
-                                    const StoredRef& m2, float grad_scale_inv,
+// Per-tensor views only: one scale per state and gradient.
+float scale_of(const ScaledView& v, const char* what) {
+  if (v.mode != ScalingMode::kTensor && v.mode != ScalingMode::kNone)
+    fail("adamw: ", what, " is ", scaling_mode_name(v.mode), "-scaled; states and gradients are "
+         "scaled per tensor");
+  return v.tensor_scale();
+}
+
+detail::AdamWKernelArgs kernel_args(const ScaledView& master, const ScaledView& m1,
+                                    const ScaledView& m2, const ScaledView& grad,
                                     const AdamWArgs& a, const AdamWScales& s) {
-  return {a.lr,           a.beta1,       a.beta2,          a.eps,        a.decay,
-          a.bias_corr1,   a.bias_corr2,  a.grad_mul,       master.scale_inv, m1.scale_inv,
-          m2.scale_inv,   grad_scale_inv, s.master,        s.m1,         s.m2};
+  FP8LM_CHECK(m1.numel() == master.numel() && m2.numel() == master.numel() &&
+                  grad.numel() == master.numel(),
+              "adamw: states of ", master.numel(), ", ", m1.numel(), ", ", m2.numel(),
+              " elements and a gradient of ", grad.numel());
+  return {a.lr,         a.beta1,
+          a.beta2,      a.eps,
+          a.decay,      a.bias_corr1,
+          a.bias_corr2, a.grad_mul,
+          scale_of(master, "master"), scale_of(m1, "m1"),
+          scale_of(m2, "m2"), scale_of(grad, "the gradient"),
+          s.master,     s.m1,
+          s.m2};
 }
 
 template <typename Fn>
@@ -205,68 +222,81 @@ void for_chunks(size_t n, Fn&& fn) {
   parallel_for(n, kMinChunk, 64, std::forward<Fn>(fn));
 }
 
-[[noreturn]] void unsupported(const StoredRef& master, const StoredRef& m1, const StoredRef& m2,
-                              DType g) {
-  fail("adamw: unsupported state formats master ", dtype_name(master.dtype), ", m1 ",
-       dtype_name(m1.dtype), ", m2 ", dtype_name(m2.dtype), ", grad ", dtype_name(g));
+[[noreturn]] void unsupported(const ScaledView& master, const ScaledView& m1,
+                              const ScaledView& m2, const ScaledView& g) {
+  fail("adamw: unsupported state formats master ", dtype_name(master.data.dtype), ", m1 ",
+       dtype_name(m1.data.dtype), ", m2 ", dtype_name(m2.data.dtype), ", grad ",
+       dtype_name(g.data.dtype));
+}
+
+// The four payloads at element lo, with their dtypes as the chunk kernels take them.
+struct Chunk {
+  uint8_t *master, *m1, *m2;
+  const uint8_t* grad;
+};
+Chunk at(const ScaledView& master, const ScaledView& m1, const ScaledView& m2,
+         const ScaledView& g, size_t lo) {
+  auto p = [lo](const ScaledView& v) {
+    return const_cast<uint8_t*>(static_cast<const uint8_t*>(v.data.data)) +
+           lo * dtype_size(v.data.dtype);
+  };
+  return {p(master), p(m1), p(m2), p(g)};
 }
 
 }  // namespace
 
-AdamWScales adamw_amax(const StoredRef& master, const StoredRef& m1, const StoredRef& m2,
-                       const void* grad, DType grad_type, float grad_scale_inv, size_t n,
-                       const AdamWArgs& a) {
-  const auto args = kernel_args(master, m1, m2, grad_scale_inv, a, {1, 1, 1});
+AdamWScales adamw_amax(const ScaledView& master, const ScaledView& m1, const ScaledView& m2,
+                       const ScaledView& grad, const AdamWArgs& a) {
+  const auto args = kernel_args(master, m1, m2, grad, a, {1, 1, 1});
+  const size_t n = master.numel();
   const size_t chunks = chunk_count(n, kMinChunk);
   std::vector<uint32_t> amax(3 * chunks, 0);
   std::vector<char> ok(chunks, 1);
-  const size_t bm = dtype_size(master.dtype), b1 = dtype_size(m1.dtype), b2 = dtype_size(m2.dtype),
-               bg = dtype_size(grad_type);
   for_chunks(n, [&](size_t c, size_t lo, size_t hi) {
+    const Chunk k = at(master, m1, m2, grad, lo);  // read only in this pass
     ok[c] = HWY_DYNAMIC_DISPATCH(AdamWAmaxChunk)(
-        static_cast<uint8_t*>(master.data) + lo * bm, static_cast<int>(master.dtype),
-        static_cast<uint8_t*>(m1.data) + lo * b1, static_cast<int>(m1.dtype),
-        static_cast<uint8_t*>(m2.data) + lo * b2, static_cast<int>(m2.dtype),
-        static_cast<const uint8_t*>(grad) + lo * bg, static_cast<int>(grad_type), hi - lo, args,
+        k.master, static_cast<int>(master.data.dtype), k.m1, static_cast<int>(m1.data.dtype), k.m2,
+        static_cast<int>(m2.data.dtype), k.grad, static_cast<int>(grad.data.dtype), hi - lo, args,
         amax.data() + 3 * c);
   });
-  if (n > 0 && !ok[0]) unsupported(master, m1, m2, grad_type);
+  if (n > 0 && !ok[0]) unsupported(master, m1, m2, grad);
   uint32_t r[3] = {0, 0, 0};
   for (size_t c = 0; c < chunks; ++c)
     for (int k = 0; k < 3; ++k) r[k] = std::max(r[k], amax[3 * c + k]);
   return {std::bit_cast<float>(r[0]), std::bit_cast<float>(r[1]), std::bit_cast<float>(r[2])};
 }
 
-void adamw_apply(const StoredRef& master, const StoredRef& m1, const StoredRef& m2,
-                 const void* grad, DType grad_type, float grad_scale_inv, size_t n,
-                 const AdamWArgs& a, const AdamWScales& scale) {
-  const auto args = kernel_args(master, m1, m2, grad_scale_inv, a, scale);
-  const size_t bm = dtype_size(master.dtype), b1 = dtype_size(m1.dtype), b2 = dtype_size(m2.dtype),
-               bg = dtype_size(grad_type);
+void adamw_apply(const MutableScaledView& master, const MutableScaledView& m1,
+                 const MutableScaledView& m2, const ScaledView& grad, const AdamWArgs& a,
+                 const AdamWScales& scale) {
+  const auto args = kernel_args(master, m1, m2, grad, a, scale);
+  const size_t n = master.numel();
   bool supported = true;
   for_chunks(n, [&](size_t c, size_t lo, size_t hi) {
+    const Chunk k = at(master, m1, m2, grad, lo);
     const bool r = HWY_DYNAMIC_DISPATCH(AdamWApplyChunk)(
-        static_cast<uint8_t*>(master.data) + lo * bm, static_cast<int>(master.dtype),
-        static_cast<uint8_t*>(m1.data) + lo * b1, static_cast<int>(m1.dtype),
-        static_cast<uint8_t*>(m2.data) + lo * b2, static_cast<int>(m2.dtype),
-        static_cast<const uint8_t*>(grad) + lo * bg, static_cast<int>(grad_type), hi - lo, args);
+        k.master, static_cast<int>(master.data.dtype), k.m1, static_cast<int>(m1.data.dtype), k.m2,
+        static_cast<int>(m2.data.dtype), k.grad, static_cast<int>(grad.data.dtype), hi - lo, args);
     if (c == 0) supported = r;
   });
-  if (n > 0 && !supported) unsupported(master, m1, m2, grad_type);
+  if (n > 0 && !supported) unsupported(master, m1, m2, grad);
 }
 
-double sum_squares(const void* grad, DType grad_type, size_t n, float scale_inv) {
-  FP8LM_CHECK(is_float(grad_type), "sum_squares: not a floating dtype: ", dtype_name(grad_type));
+double sum_squares(const ScaledView& grad) {
+  const DType t = grad.data.dtype;
+  FP8LM_CHECK(is_float(t), "sum_squares: not a floating dtype: ", dtype_name(t));
+  const double s = scale_of(grad, "the gradient");
+  const size_t n = grad.numel();
   const size_t chunks = chunk_count(n, kMinChunk);
   std::vector<double> partial(chunks, 0.0);
-  const size_t es = dtype_size(grad_type);
+  const size_t es = dtype_size(t);
   for_chunks(n, [&](size_t c, size_t lo, size_t hi) {
-    partial[c] = HWY_DYNAMIC_DISPATCH(SumSquaresChunk)(static_cast<const uint8_t*>(grad) + lo * es,
-                                                       static_cast<int>(grad_type), hi - lo);
+    partial[c] = HWY_DYNAMIC_DISPATCH(SumSquaresChunk)(
+        static_cast<const uint8_t*>(grad.data.data) + lo * es, static_cast<int>(t), hi - lo);
   });
   double total = 0;
   for (double p : partial) total += p;  // chunk order: deterministic
-  return total * static_cast<double>(scale_inv) * static_cast<double>(scale_inv);
+  return total * s * s;
 }
 
 }  // namespace kernels

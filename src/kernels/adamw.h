@@ -1,21 +1,15 @@
 // The AdamW update of one tensor whose master weights and moments are stored in narrow
 // formats with per-tensor scales (docs/numerics.md), and the sum of squares for gradient clipping.
-// Arithmetic is FP32; stored values are q · scale_inv. Backend-neutral: pointers, dtypes,
-// scales.
+// Arithmetic is FP32; stored values are q · s, s the view's per-tensor scale. Backend-neutral:
+// views (pointer, dtype, shape, live scale).
 #pragma once
 
 #include <cstddef>
 
 #include "numerics/dtype.h"
+#include "tensor/scaled_view.h"
 
 namespace fp8lm::kernels {
-
-// A stored tensor: values are data[i] · scale_inv in dtype (f32, f16, bf16 or e4m3).
-struct StoredRef {
-  void* data;
-  DType dtype;
-  float scale_inv;
-};
 
 struct AdamWArgs {
   float lr;
@@ -31,17 +25,18 @@ struct AdamWScales {
   float master, m1, m2;
 };
 
+// The states are per-tensor (or unscaled) views of f32, f16, bf16 or e4m3 of one size; the
+// gradient a per-tensor view of f32, bf16 or e4m3 of the same size.
 // Pass 1: the amaxes the updated master, m1 and m2 would have (nothing is written).
 // NaN in any result means a non-finite value appeared.
-AdamWScales adamw_amax(const StoredRef& master, const StoredRef& m1, const StoredRef& m2,
-                       const void* grad, DType grad_type, float grad_scale_inv, size_t n,
-                       const AdamWArgs& a);
+AdamWScales adamw_amax(const ScaledView& master, const ScaledView& m1, const ScaledView& m2,
+                       const ScaledView& grad, const AdamWArgs& a);
 // Pass 2: recomputes the same update and stores it: master, m1, m2 get the new values cast
 // with `scale` (q = cast(x · scale), saturating; FP32 states ignore it). The caller then sets
-// each state's scale_inv to 1/scale.
-void adamw_apply(const StoredRef& master, const StoredRef& m1, const StoredRef& m2,
-                 const void* grad, DType grad_type, float grad_scale_inv, size_t n,
-                 const AdamWArgs& a, const AdamWScales& scale);
+// each state's scale to 1/scale.
+void adamw_apply(const MutableScaledView& master, const MutableScaledView& m1,
+                 const MutableScaledView& m2, const ScaledView& grad, const AdamWArgs& a,
+                 const AdamWScales& scale);
 
 namespace detail {
 // What the per-target kernels receive: AdamWArgs plus the stored scales.
@@ -52,7 +47,7 @@ struct AdamWKernelArgs {
 };
 }  // namespace detail
 
-// Σ (grad[i] · scale_inv)² in double (for global-norm clipping); inf/NaN propagate.
-double sum_squares(const void* grad, DType grad_type, size_t n, float scale_inv);
+// Σ (grad[i] · s)² in double (for global-norm clipping) of a per-tensor view; inf/NaN propagate.
+double sum_squares(const ScaledView& grad);
 
 }  // namespace fp8lm::kernels

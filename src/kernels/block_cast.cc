@@ -199,6 +199,28 @@ void dequantize_blocks(float* dst, const void* src, DType src_type, size_t rows,
   });
 }
 
+void dequantize(float* dst, const ScaledView& v) {
+  if (v.mode == ScalingMode::kNone || v.mode == ScalingMode::kTensor) {
+    dequantize(dst, v.data.data, v.data.dtype, v.numel(), v.tensor_scale());
+    return;
+  }
+  dequantize_blocks(dst, v.data.data, v.data.dtype, v.rows(), v.cols(), v.blocks());
+}
+
+float quantize_blocks(const MutableScaledView& v, const float* src, bool saturate) {
+  FP8LM_CHECK(block_shape(v.mode).cols != 0, "quantize_blocks: a ", scaling_mode_name(v.mode),
+              " view is not block-scaled");
+  BlockShape shape = block_shape(v.mode);
+  FP8LM_CHECK(v.scales.dtype == shape.scale_dtype && v.scales.shape ==
+                  scale_grid_shape(v.data.shape, v.mode),
+              "quantize_blocks: a ", scaling_mode_name(v.mode), " grid of ", v.data.shape.str(),
+              " is ", dtype_name(shape.scale_dtype), " ",
+              scale_grid_shape(v.data.shape, v.mode).str(), ", got ", dtype_name(v.scales.dtype),
+              " ", v.scales.shape.str());
+  return quantize_blocks(v.data.data, v.data.dtype, src, v.rows(), v.cols(), shape,
+                         v.scales.data, saturate);
+}
+
 }  // namespace kernels
 }  // namespace fp8lm
 #endif  // HWY_ONCE

@@ -8,6 +8,7 @@
 
 #include "numerics/block_scales.h"
 #include "numerics/dtype.h"
+#include "tensor/scaled_view.h"
 
 namespace fp8lm::kernels {
 
@@ -43,6 +44,11 @@ float quantize_blocks(void* dst, DType dst_type, const float* src, size_t rows, 
 // dst = decode(src) · s of each element's block.
 void dequantize_blocks(float* dst, const void* src, DType src_type, size_t rows, size_t cols,
                        const BlockScales& scales);
+// dst (v.numel() floats) = the values of any view: per tensor, per block or unscaled.
+void dequantize(float* dst, const ScaledView& v);
+// Quantizes src [v.rows(), v.cols()] into a block-scaled view (payload and grid written);
+// returns the amax of src.
+float quantize_blocks(const MutableScaledView& v, const float* src, bool saturate = true);
 
 namespace detail {
 // Single-threaded chunk kernels of one SIMD target (a bit from simd::available_targets()),

@@ -530,6 +530,12 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   if (c.amax) *c.amax = std::bit_cast<float>(*std::max_element(amax.begin(), amax.end()));
 }
 
+GemmOperand gemm_operand(const ScaledView& v, bool transposed) {
+  GemmOperand o{v.data.data, v.data.dtype, transposed, 0, v.tensor_scale()};
+  o.blocks = v.blocks();
+  return o;
+}
+
 }  // namespace kernels
 }  // namespace fp8lm
 #endif  // HWY_ONCE

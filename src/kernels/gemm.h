@@ -13,6 +13,7 @@
 
 #include "numerics/block_scales.h"
 #include "numerics/dtype.h"
+#include "tensor/scaled_view.h"
 
 namespace fp8lm::kernels {
 
@@ -33,6 +34,10 @@ struct GemmOperand {
   // blocks may cut K anywhere. Not combined with cast_to. scale_inv still applies on top.
   BlockScales blocks{};
 };
+
+// A view as a GEMM operand (op(X) = Xᵀ when transposed): its per-tensor scale, or its block
+// scales, read now (an operand lives for one call).
+GemmOperand gemm_operand(const ScaledView& v, bool transposed = false);
 
 enum class GemmActivation : uint8_t { kNone, kGelu };  // GELU: tanh approximation
 

@@ -21,7 +21,7 @@ constexpr size_t kLogitChunkFloats = size_t{16} << 20;
 
 struct Gpt::Block {
   Linear attn, proj, fc, fcproj;
-  WeightGrad g_attn, g_proj, g_fc, g_fcproj;
+  ScaledTensor g_attn, g_proj, g_fc, g_fcproj;
   Tensor resid_in, ln1_mean, ln1_rstd, qkv, lse, att16, resid_mid, ln2_mean, ln2_rstd, fch;
 
   Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, const LinearWorkspace& ws,
@@ -156,22 +156,26 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
 Gpt::Gpt(const GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8,
          bool with_grads)
     : Gpt(params.config(), mode, B, T, fp8, with_grads) {
-  set_weights(params.refs());
+  set_weights(params.views());
 }
 
 Gpt::~Gpt() = default;
 
-void Gpt::set_weights(std::vector<ParamRef> weights) {
+void Gpt::set_weights(std::vector<ScaledView> weights) {
   FP8LM_CHECK(weights.size() == specs_.size(), "set_weights: ", weights.size(),
               " tensors for a model of ", specs_.size());
   for (size_t i = 0; i < weights.size(); ++i) {
-    const DType t = weights[i].dtype;
-    const bool e4m3_ok =
-        t == DType::kE4M3 && specs_[i].linear_weight && mode_ == ComputeMode::kFP8;
-    FP8LM_CHECK(weights[i].data != nullptr &&
-                    (t == DType::kF32 || t == DType::kF16 || t == DType::kBF16 || e4m3_ok),
-                "set_weights: ", specs_[i].name, " must be f32, f16 or bf16 (or e4m3 for an fp8 ",
-                "Linear weight), got ", dtype_name(t));
+    const ScaledView& w = weights[i];
+    const DType t = w.data.dtype;
+    const bool linear_fp8 = specs_[i].linear_weight && mode_ == ComputeMode::kFP8;
+    const bool per_tensor = w.mode == ScalingMode::kNone || w.mode == ScalingMode::kTensor;
+    FP8LM_CHECK(w.data.data != nullptr && w.numel() == specs_[i].numel() &&
+                    (per_tensor || (linear_fp8 && t == DType::kE4M3)) &&
+                    (t == DType::kF32 || t == DType::kF16 || t == DType::kBF16 ||
+                     (t == DType::kE4M3 && linear_fp8)),
+                "set_weights: ", specs_[i].name, " must be ", specs_[i].shape.str(),
+                " f32, f16 or bf16 scaled per tensor (or e4m3 for an fp8 Linear weight), got ",
+                w.data.shape.str(), " ", dtype_name(t), " ", scaling_mode_name(w.mode));
   }
   weights_ = std::move(weights);
 }
@@ -191,13 +195,12 @@ void Gpt::embed(const int32_t* tokens) {
   FP8LM_CHECK(!weights_.empty(), "Gpt: set_weights() was not called");
   for (size_t i = 1; i < specs_.size(); ++i) {
     if (specs_[i].linear_weight) continue;
-    const ParamRef& w = weights_[i];
-    kernels::dequantize(small_.as<float>() + small_off_[i], w.data, w.dtype, specs_[i].numel(),
-                        w.scale_inv);
+    kernels::dequantize(small_.as<float>() + small_off_[i], weights_[i]);
   }
   const size_t C = static_cast<size_t>(cfg_.n_embd);
-  const ParamRef& wte = weights_[0];
-  const size_t es = dtype_size(wte.dtype);
+  const ScaledView& wte = weights_[0];
+  const size_t es = dtype_size(wte.data.dtype);
+  const float wte_s = wte.tensor_scale();
   const float* wpe = small(1);
   float* x = blocks_[0]->resid_in.as<float>();
   for (size_t i = 0; i < BT_; ++i) {
@@ -205,8 +208,8 @@ void Gpt::embed(const int32_t* tokens) {
       fail("token ", tokens[i], " at position ", i, " is outside the vocabulary (", cfg_.vocab_size,
            ")");
     const auto* row =
-        static_cast<const uint8_t*>(wte.data) + static_cast<size_t>(tokens[i]) * C * es;
-    kernels::dequantize(x + i * C, row, wte.dtype, C, wte.scale_inv);
+        static_cast<const uint8_t*>(wte.data.data) + static_cast<size_t>(tokens[i]) * C * es;
+    kernels::dequantize(x + i * C, row, wte.data.dtype, C, wte_s);
     const float* pe = wpe + (i % T_) * C;
     for (size_t c = 0; c < C; ++c) x[i * C + c] += pe[c];
   }
@@ -263,8 +266,7 @@ void Gpt::forward_blocks() {
 float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
   const size_t C = static_cast<size_t>(cfg_.n_embd), V = static_cast<size_t>(cfg_.vocab_size);
   const size_t Vp = static_cast<size_t>(cfg_.padded_vocab());
-  const ParamRef& w = weights_[0];
-  const kernels::GemmOperand wte{w.data, w.dtype, false, 0, w.scale_inv};
+  const kernels::GemmOperand wte = kernels::gemm_operand(weights_[0]);
   kernels::GemmOperand wte_t = wte;
   wte_t.transposed = true;
   float* dwte = grad_buf(0);
@@ -385,12 +387,11 @@ float Gpt::forward_backward(const int32_t* tokens, const int32_t* targets, bool 
 
 void Gpt::logits(const int32_t* tokens, float* out) { run_forward(tokens, nullptr, false, out); }
 
-Gpt::GradBuffer Gpt::grad_buffer(size_t i) {
+MutableScaledView Gpt::grad_buffer(size_t i) {
   FP8LM_CHECK(i < specs_.size(), "no parameter ", i);
   FP8LM_CHECK(with_grads_, "a model built without gradients has none");
-  const size_t n = specs_[i].numel();
   if (specs_[i].linear_weight) {
-    WeightGrad* found = nullptr;
+    ScaledTensor* found = nullptr;
     for (size_t l = 0; l < blocks_.size() && found == nullptr; ++l) {
       const BlockSpecs& s = block_specs_[l];
       Block& k = *blocks_[l];
@@ -398,22 +399,19 @@ Gpt::GradBuffer Gpt::grad_buffer(size_t i) {
               : i == s.fcproj_w ? &k.g_fcproj : nullptr;
     }
     FP8LM_CHECK(found != nullptr, specs_[i].name, " is not a Linear weight of a block");
-    WeightGrad& g = *found;
-    if (g.is_fp8()) return {g.e4m3.data.data(), DType::kE4M3, n, &g.e4m3.meta};
-    return {g.f32.data(), DType::kF32, n, nullptr};
+    return found->mut_view();
   }
   ScaledTensor& g8 = grad8_[i];
-  if (g8.data.data() != nullptr) return {g8.data.data(), DType::kE4M3, n, &g8.meta};
-  return {grad_buf(i), DType::kF32, n, nullptr};
+  if (g8.data.data() != nullptr) return g8.mut_view();
+  return tensor_view(static_cast<void*>(grad_buf(i)), DType::kF32, specs_[i].shape, nullptr);
 }
 
-Gpt::GradView Gpt::grad(size_t spec) const {
-  const GradBuffer b = const_cast<Gpt*>(this)->grad_buffer(spec);  // read only here
-  return {b.data, b.dtype, b.meta != nullptr ? b.meta->scale_inv : 1.0f};
+ScaledView Gpt::grad(size_t spec) const {
+  return const_cast<Gpt*>(this)->grad_buffer(spec);  // read only here
 }
 
-std::vector<Gpt::GradBuffer> Gpt::grad_buffers() {
-  std::vector<GradBuffer> out;
+std::vector<MutableScaledView> Gpt::grad_buffers() {
+  std::vector<MutableScaledView> out;
   for (size_t i = 0; i < specs_.size(); ++i) out.push_back(grad_buffer(i));
   return out;
 }
@@ -432,8 +430,7 @@ size_t Gpt::scaling_meta_count(const GptConfig& cfg, ComputeMode mode) {
 }
 
 void Gpt::grad_values(size_t spec, float* out) const {
-  const GradView g = grad(spec);
-  kernels::dequantize(out, g.data, g.dtype, specs_[spec].numel(), g.scale_inv);
+  kernels::dequantize(out, grad(spec));
 }
 
 }  // namespace fp8lm

@@ -45,9 +45,11 @@ class Gpt {
   size_t batch() const { return B_; }
   size_t seq() const { return T_; }
 
-  // One ParamRef per specs() entry (f32, f16 or bf16; Linear weights must be f32 in fp32
-  // mode). The data are read at every forward; call again when a pointer or scale changes.
-  void set_weights(std::vector<ParamRef> weights);
+  // One view per specs() entry, per tensor or unscaled: f32, f16 or bf16 (Linear weights
+  // must be f32 in fp32 mode; fp8 Linear weights may also be E4M3, per tensor or in the
+  // recipe's weight blocks). Views are live: data and scales are read at every forward, so
+  // an optimizer updating them in place needs no new call; call again only when storage moves.
+  void set_weights(std::vector<ScaledView> weights);
 
   // Mean cross-entropy over the B·T positions (targets < 0 are ignored, they count in the
   // mean's denominator as zero). No gradients, and the delayed-scaling state is left as it
@@ -61,23 +63,10 @@ class Gpt {
 
   // Gradient of parameter `spec` as FP32 values.
   void grad_values(size_t spec, float* out) const;
-  // The same gradient in its stored format (f32, or e4m3 in fp8 mode): values are
-  // data[i] · scale_inv.
-  struct GradView {
-    const void* data;
-    DType dtype;
-    float scale_inv;
-  };
-  GradView grad(size_t spec) const;
-  // The gradient buffers themselves, for collectives that replace them in place: f32 with
-  // meta null, or e4m3 with the scaling state whose scale_inv dequantizes them.
-  struct GradBuffer {
-    void* data;
-    DType dtype;
-    size_t numel;
-    ScalingMeta* meta;
-  };
-  std::vector<GradBuffer> grad_buffers();
+  // The same gradient in its stored format: f32, or e4m3 with its per-tensor scale (fp8).
+  ScaledView grad(size_t spec) const;
+  // Every gradient, in spec order, writable: collectives replace payloads and scales in place.
+  std::vector<MutableScaledView> grad_buffers();
   // Delayed-scaling state of every FP8 Linear layer, in a fixed order (for checkpoints).
   std::vector<ScalingMeta*> scaling_metas();
   // How many scaling_metas() a model of `cfg` has in `mode` (two per FP8 Linear layer).
@@ -87,7 +76,7 @@ class Gpt {
 
  private:
   struct Block;
-  GradBuffer grad_buffer(size_t spec);
+  MutableScaledView grad_buffer(size_t spec);
   const float* small(size_t spec) const { return small_.as<float>() + small_off_[spec]; }
   float* grad_buf(size_t spec) const { return grads_.as<float>() + grad_off_[spec]; }
   float run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits);
@@ -102,7 +91,7 @@ class Gpt {
   ComputeMode mode_;
   size_t B_, T_, BT_;
   bool with_grads_;
-  std::vector<ParamRef> weights_;
+  std::vector<ScaledView> weights_;
   // FP32 values of the parameters that are neither Linear weights nor wte (positions,
   // LayerNorm, biases: small), refreshed from weights_ at every forward.
   Tensor small_;

@@ -24,10 +24,12 @@ int64_t i64(size_t v) { return static_cast<int64_t>(v); }
 // Quantizes src [r, c] into workspace buffers with block scales; returns the view.
 ScaledView quantize_into(void* q, void* scales, DType t, const float* src, size_t r, size_t c,
                          ScalingMode m, float* amax = nullptr) {
-  const float a = kernels::quantize_blocks(q, t, src, r, c, block_shape(m), scales);
-  if (amax) *amax = a;
   const Shape shape{i64(r), i64(c)};
-  return {{q, t, shape}, m, {scales, block_shape(m).scale_dtype, scale_grid_shape(shape, m)}};
+  const MutableScaledView v{
+      {q, t, shape}, m, {scales, block_shape(m).scale_dtype, scale_grid_shape(shape, m)}};
+  const float a = kernels::quantize_blocks(v, src);
+  if (amax) *amax = a;
+  return v;
 }
 
 }  // namespace
@@ -80,17 +82,11 @@ Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const Linea
   }
 }
 
-WeightGrad Linear::make_grad() const {
-  WeightGrad g;
-  const Shape ws{i64(in_), i64(out_)};
-  if (mode_ == ComputeMode::kFP8) {
-    g.e4m3 =
-        ScaledTensor(ws, scaling(DType::kE4M3, ScalingTiming::kJustInTime), MemCategory::kGradients);
-    std::memset(g.e4m3.data.data(), 0, g.e4m3.data.bytes());
-  } else {
-    g.f32 = Tensor(DType::kF32, ws, MemCategory::kGradients);
-    std::memset(g.f32.data(), 0, g.f32.bytes());
-  }
+ScaledTensor Linear::make_grad() const {
+  const DType t = mode_ == ComputeMode::kFP8 ? DType::kE4M3 : DType::kF32;
+  ScaledTensor g(Shape{i64(in_), i64(out_)}, scaling(t, ScalingTiming::kJustInTime),
+                 MemCategory::kGradients);
+  std::memset(g.data.data(), 0, g.data.bytes());
   return g;
 }
 
@@ -99,34 +95,46 @@ std::vector<ScalingMeta*> Linear::scaling_metas() {
   return {&x8_.meta, &dy8_meta_};
 }
 
-void Linear::prepare_weight(const ParamRef& w) {
-  FP8LM_CHECK(mode_ != ComputeMode::kF32 || (w.dtype == DType::kF32 && w.scale_inv == 1.0f),
-              "an fp32 Linear computes on an FP32 master, got ", dtype_name(w.dtype));
-  FP8LM_CHECK(w.dtype != DType::kE4M3 || mode_ == ComputeMode::kFP8,
+void Linear::prepare_weight(const ScaledView& w) {
+  const DType t = w.data.dtype;
+  FP8LM_CHECK(w.numel() == in_ * out_, "a Linear of ", in_, "x", out_, " got a weight of ",
+              w.data.shape.str());
+  FP8LM_CHECK(mode_ != ComputeMode::kF32 || (t == DType::kF32 && w.tensor_scale() == 1.0f),
+              "an fp32 Linear computes on an FP32 master, got ", dtype_name(t));
+  FP8LM_CHECK(t != DType::kE4M3 || mode_ == ComputeMode::kFP8,
               "an E4M3 weight needs an fp8 Linear");
+  const bool blocks = w.mode != ScalingMode::kNone && w.mode != ScalingMode::kTensor;
+  FP8LM_CHECK(!blocks || (fine() && w.mode == fp8_.recipe->w_fwd &&
+                          w.mode == fp8_.recipe->w_dgrad),
+              "a ", scaling_mode_name(w.mode), "-scaled weight needs a recipe whose GEMMs read "
+              "the weight in those blocks");
   w_ = w;
-  if (mode_ == ComputeMode::kFP8 && w.dtype != DType::kE4M3 && !fine()) {  // as quantize() does, JIT
-    const float amax = kernels::amax(w.data, w.dtype, in_ * out_, w.scale_inv);
+  if (mode_ == ComputeMode::kFP8 && t != DType::kE4M3 && !fine()) {  // as quantize() does, JIT
+    const float amax = kernels::amax(w.data.data, t, in_ * out_, w.tensor_scale());
     w8_meta_.set_scale_from_amax(amax);
     w8_meta_.record_amax(amax);
   }
 }
 
 kernels::GemmOperand Linear::weight_operand(ScalingMode fine_mode) {
-  if (fine()) {  // W's exact values, then blocks: an E4M3 replica (O3) is requantized exactly
-    kernels::dequantize(ws_.w, w_.data, w_.dtype, in_ * out_, w_.scale_inv);
-    return quantize_into(ws_.w8, ws_.w8_scales, DType::kE4M3, ws_.w, in_, out_, fine_mode)
-        .operand();
+  if (fine()) {
+    // Already in the GEMM's blocks (O3's 128×128 replica): used as it is. Otherwise W's
+    // exact values, then blocks (an E4M3 replica is requantized exactly).
+    if (w_.mode == fine_mode) return kernels::gemm_operand(w_);
+    kernels::dequantize(ws_.w, w_);
+    return kernels::gemm_operand(
+        quantize_into(ws_.w8, ws_.w8_scales, DType::kE4M3, ws_.w, in_, out_, fine_mode));
   }
-  kernels::GemmOperand o{w_.data, w_.dtype, false, 0, w_.scale_inv};
+  const float s = w_.tensor_scale();
+  kernels::GemmOperand o{w_.data.data, w_.data.dtype, false, 0, s};
   if (mode_ == ComputeMode::kBF16) {
     o.scale_inv = 1.0f;
     o.cast_to = DType::kBF16;
-    o.cast_mul = w_.scale_inv;
-  } else if (mode_ == ComputeMode::kFP8 && w_.dtype != DType::kE4M3) {
+    o.cast_mul = s;
+  } else if (mode_ == ComputeMode::kFP8 && w_.data.dtype != DType::kE4M3) {
     o.scale_inv = w8_meta_.scale_inv;
     o.cast_to = DType::kE4M3;
-    o.cast_mul = w_.scale_inv * w8_meta_.scale;
+    o.cast_mul = s * w8_meta_.scale;
   }
   return o;
 }
@@ -161,7 +169,7 @@ void Linear::forward(void* y, DType y_type, const float* bias) {
       a = {x_.data(), DType::kBF16};
       break;
     case ComputeMode::kFP8:
-      a = x8_.view().operand();
+      a = kernels::gemm_operand(x8_.view());
       break;
   }
   const kernels::GemmOperand b =
@@ -171,7 +179,8 @@ void Linear::forward(void* y, DType y_type, const float* bias) {
   kernels::gemm(rows_, out_, in_, 1.0f, a, b, 0.0f, o);
 }
 
-void Linear::backward(float* dx, const float* dy, WeightGrad& dw, float* dbias, bool accumulate) {
+void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias,
+                      bool accumulate) {
   kernels::GemmOperand g, x;  // dy, saved x
   switch (mode_) {
     case ComputeMode::kF32:
@@ -187,12 +196,11 @@ void Linear::backward(float* dx, const float* dy, WeightGrad& dw, float* dbias, 
       if (!fine()) {
         quantize(dy8_meta_, ws_.dy, dy, rows_ * out_);
         g = {ws_.dy, fp8_.dy, false, 0, dy8_meta_.scale_inv};
-        x = x8_.view().operand();
+        x = kernels::gemm_operand(x8_.view());
       } else {
         float amax = 0.0f;
-        g = quantize_into(ws_.dy, ws_.dy_scales, fp8_.dy, dy, rows_, out_, fp8_.recipe->dy_dgrad,
-                          &amax)
-                .operand();
+        g = kernels::gemm_operand(quantize_into(ws_.dy, ws_.dy_scales, fp8_.dy, dy, rows_, out_,
+                                                fp8_.recipe->dy_dgrad, &amax));
         dy8_meta_.record_amax(amax);
       }
       break;
@@ -204,19 +212,19 @@ void Linear::backward(float* dx, const float* dy, WeightGrad& dw, float* dbias, 
   kernels::gemm(rows_, in_, out_, 1.0f, g, w, 0.0f, {dx, DType::kF32});
   // wgrad: dW [in, out] (+)= xᵀ [in, rows] · dy [rows, out], both tiled along rows
   if (fine()) {
-    g = quantize_into(ws_.dyt8, ws_.dyt_scales, fp8_.dy, dy, rows_, out_, fp8_.recipe->dy_wgrad)
-            .operand();
-    x = xt8_.view().operand();
+    g = kernels::gemm_operand(
+        quantize_into(ws_.dyt8, ws_.dyt_scales, fp8_.dy, dy, rows_, out_, fp8_.recipe->dy_wgrad));
+    x = kernels::gemm_operand(xt8_.view());
   }
   x.transposed = true;
-  if (dw.is_fp8()) {
+  if (dw.data.dtype() == DType::kE4M3) {
     // Accumulate in FP32 on the dequantized gradient, then requantize just-in-time.
-    if (accumulate) dequantize(ws_.w, dw.e4m3);
+    if (accumulate) dequantize(ws_.w, dw);
     kernels::gemm(in_, out_, rows_, 1.0f, x, g, accumulate ? 1.0f : 0.0f, {ws_.w, DType::kF32});
-    quantize(dw.e4m3, ws_.w);
+    quantize(dw, ws_.w);
   } else {
     kernels::gemm(in_, out_, rows_, 1.0f, x, g, accumulate ? 1.0f : 0.0f,
-                  {dw.f32.data(), DType::kF32});
+                  {dw.data.data(), DType::kF32});
   }
   if (!accumulate) std::memset(dbias, 0, out_ * sizeof(float));
   kernels::column_sum(dbias, dy, rows_, out_);

@@ -17,8 +17,8 @@
 
 #include "model/config.h"
 #include "kernels/gemm.h"
-#include "model/params.h"
 #include "tensor/precision_plan.h"
+#include "tensor/scaled_view.h"
 #include "tensor/scaling.h"
 #include "tensor/tensor.h"
 
@@ -40,13 +40,6 @@ struct Fp8Options {
 // throws Error for an unknown recipe.
 Fp8Options fp8_options(std::string_view recipe, int amax_window = 16, int margin = 0,
                        std::string_view mx_grad_format = "e4m3");
-
-// A weight gradient: FP32, or E4M3 with a scale (fp8 mode).
-struct WeightGrad {
-  Tensor f32;         // fp32 / bf16 modes
-  ScaledTensor e4m3;  // fp8 mode
-  bool is_fp8() const { return e4m3.data.data() != nullptr; }
-};
 
 // Staging shared by the layers of a model, sized for the largest: `w` holds in·out floats
 // (fp8 weight-gradient accumulation), `dy` rows·out elements of the mode's output-gradient
@@ -75,9 +68,10 @@ class Linear {
 
   // The master W [in, out] this layer computes on until the next call (before each
   // forward; fp8 takes the weight's just-in-time scale from its amax here). fp32 mode needs
-  // an FP32 master; fp8 mode also takes W already cast to E4M3 (O3's replicated weights).
-  // The data must stay valid through backward.
-  void prepare_weight(const ParamRef& w);
+  // an FP32 master; fp8 mode also takes W already cast to E4M3 (O3's replicated weights:
+  // per tensor, or in the recipe's weight blocks when forward and dgrad share them, as
+  // 128×128 blocks do). The data must stay valid through backward.
+  void prepare_weight(const ScaledView& w);
 
   // Where the caller writes this layer's FP32 input [rows, in]. In fp32 mode this is the
   // saved input itself; otherwise `scratch`, converted by commit_input().
@@ -92,10 +86,11 @@ class Linear {
 
   // dx [rows, in] = dy·Wᵀ (overwritten); dW and dbias get the gradient, added to what they
   // hold when `accumulate`. dy is FP32 [rows, out].
-  void backward(float* dx, const float* dy, WeightGrad& dw, float* dbias, bool accumulate);
+  void backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias, bool accumulate);
 
-  // A gradient buffer of the right format for this layer's weight.
-  WeightGrad make_grad() const;
+  // A gradient buffer of the right format for this layer's weight: FP32 (scale 1), or E4M3
+  // with a just-in-time scale in fp8 mode.
+  ScaledTensor make_grad() const;
 
   // The delayed-scaling state of the saved input and of the output gradient (fp8 mode;
   // empty otherwise), for checkpoints.
@@ -113,7 +108,7 @@ class Linear {
   Tensor x_;          // saved input: f32 / bf16 (activations)
   ScaledTensor x8_;   // saved input: e4m3, delayed (fp8), or tiled along in (fine)
   ScaledTensor xt8_;  // fine: the saved input tiled along rows (weight gradient)
-  ParamRef w_;        // the master weight
+  ScaledView w_;      // the master weight (or O3's replica)
   ScalingMeta w8_meta_;  // its e4m3 scale, just-in-time (fp8)
   LinearWorkspace ws_;
   ScalingMeta dy8_meta_;  // e5m2 output gradient, delayed (payload in ws_.dy)

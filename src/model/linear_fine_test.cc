@@ -66,14 +66,16 @@ TEST_P(LinearFine, ForwardAndDgradMatchExactReference) {
                            dyt8.data(), dys.data(), dyts.data()};
   const Fp8Options o = fp8_options(fc.recipe, 16, 0, fc.grad_format);
   Linear lin(ComputeMode::kFP8, in, out, rows, ws, o);
-  lin.prepare_weight({w.data(), DType::kF32, 1.0f});
+  lin.prepare_weight(tensor_view(static_cast<const void*>(w.data()), DType::kF32,
+                                 Shape{static_cast<int64_t>(in), static_cast<int64_t>(out)},
+                                 nullptr));
   std::vector<float> scratch(rows * in);
   float* xin = lin.input_buffer(scratch.data());
   std::copy(x.begin(), x.end(), xin);
   lin.commit_input(xin);
   std::vector<float> y(rows * out, NAN), dx(rows * in, NAN), dbias(out);
   lin.forward(y.data(), DType::kF32, nullptr);
-  WeightGrad dw = lin.make_grad();
+  ScaledTensor dw = lin.make_grad();
   lin.backward(dx.data(), dy.data(), dw, dbias.data(), false);
 
   auto check = [](const std::vector<float>& got, const std::vector<double>& a,

@@ -53,9 +53,10 @@ GptParams::GptParams(const GptConfig& cfg)
   std::memset(data_.data(), 0, data_.bytes());
 }
 
-std::vector<ParamRef> GptParams::refs() const {
-  std::vector<ParamRef> r;
-  for (size_t i = 0; i < specs_.size(); ++i) r.push_back({at(i), DType::kF32, 1.0f});
+std::vector<ScaledView> GptParams::views() const {
+  std::vector<ScaledView> r;
+  for (size_t i = 0; i < specs_.size(); ++i)
+    r.push_back(tensor_view(static_cast<const void*>(at(i)), DType::kF32, specs_[i].shape, nullptr));
   return r;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "tensor/scaled_view.h"
 #include "tensor/tensor.h"
 
 namespace fp8lm {
@@ -20,15 +21,6 @@ struct ParamSpec {
   size_t offset;       // elements from the start of the flat buffer
   bool linear_weight;  // weight of one of the four FP8 Linear layers of a block
   size_t numel() const { return static_cast<size_t>(shape.numel()); }
-};
-
-// One parameter as stored, read-only: value[i] = decode(data[i]) · scale_inv. The model
-// reads its weights through these, so it runs on FP32 values or straight on the
-// optimizer's FP16+scale masters without a working copy.
-struct ParamRef {
-  const void* data = nullptr;
-  DType dtype = DType::kF32;  // f32, f16 or bf16; e4m3 for fp8 Linear weights (O3 replicas)
-  float scale_inv = 1.0f;
 };
 
 // The layout of a config's parameters (no storage): specs in file order.
@@ -62,8 +54,8 @@ class GptParams {
   float* data() const { return data_.as<float>(); }
   size_t numel() const { return data_.numel(); }
   float* at(size_t spec) const { return data() + specs_[spec].offset; }
-  // Every tensor as an FP32 ParamRef, in spec order.
-  std::vector<ParamRef> refs() const;
+  // Every tensor as an unscaled FP32 view, in spec order (what Gpt::set_weights takes).
+  std::vector<ScaledView> views() const;
 
   float* wte() const { return at(0); }  // [Vp, C]
   float* wpe() const { return at(1); }  // [seq_len, C]

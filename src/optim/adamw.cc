@@ -12,16 +12,25 @@ namespace fp8lm {
 
 namespace {
 
-// Scale for storing values with this amax in `t` (1 for FP32; the previous scale when the
-// amax is zero or not finite).
-float storage_scale(DType t, float amax, float previous_inv) {
-  if (t == DType::kF32) return 1.0f;
-  return compute_scale(amax, format_max(t), /*margin=*/0, /*pow2=*/true)
-      .value_or(1.0f / previous_inv);
+// The scale for storing values with this amax in t (FP32 keeps 1; zero or non-finite amaxes
+// keep the current scale): power-of-two, just in time, no margin.
+float storage_scale(const ScaledTensor& t, float amax) {
+  if (t.data.dtype() == DType::kF32) return 1.0f;
+  return compute_scale(amax, format_max(t.data.dtype()), /*margin=*/0, /*pow2=*/true)
+      .value_or(t.meta.scale);
 }
 
-StoredTensor make_state(DType t, size_t n, MemCategory c) {
-  StoredTensor s{Tensor(t, {static_cast<int64_t>(n)}, c), 1.0f};
+void set_scale(ScaledTensor& t, float s) {
+  t.meta.scale = s;
+  t.meta.scale_inv = 1.0f / s;
+}
+
+ScaledTensor make_state(DType t, size_t n, MemCategory c) {
+  ScalingRecipe r;
+  r.format = t;
+  r.timing = ScalingTiming::kJustInTime;
+  r.window = 1;
+  ScaledTensor s(Shape{static_cast<int64_t>(n)}, r, c);
   std::memset(s.data.data(), 0, s.data.bytes());
   return s;
 }
@@ -64,9 +73,9 @@ AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::strin
       // FP32 values of one tensor at a time; just-in-time scale from their amax.
       values.resize(numels[i]);
       initial(i, values.data());
-      const float s = storage_scale(f.master, kernels::amax(values.data(), numels[i]), 1.0f);
-      kernels::quantize(p.master.data.data(), f.master, values.data(), numels[i], s);
-      p.master.scale_inv = 1.0f / s;
+      set_scale(p.master, storage_scale(p.master, kernels::amax(values.data(), numels[i])));
+      kernels::quantize(p.master.data.data(), f.master, values.data(), numels[i],
+                        p.master.meta.scale);
     }
     params_.push_back(std::move(p));
   }
@@ -75,18 +84,17 @@ AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::strin
 void AdamW::master_values(size_t i, float* out) const {
   const Param& p = params_[i];
   FP8LM_CHECK(p.owned, p.name, ": its master is kept by another rank");
-  kernels::dequantize(out, p.master.data.data(), p.master.data.dtype(), p.numel,
-                      p.master.scale_inv);
+  kernels::dequantize(out, p.master.view());
 }
 
-StepResult AdamW::step(const std::vector<GradRef>& grads, float lr, float grad_mul, float clip) {
+StepResult AdamW::step(const std::vector<ScaledView>& grads, float lr, float grad_mul,
+                       float clip) {
   FP8LM_CHECK(grads.size() == params_.size(), "AdamW: ", grads.size(), " gradients for ",
               params_.size(), " parameters");
   std::vector<double> sq_t(grads.size(), 0.0);
   for (size_t i = 0; i < grads.size(); ++i)
     if (params_[i].owned)
-      sq_t[i] =
-          kernels::sum_squares(grads[i].data, grads[i].dtype, params_[i].numel, grads[i].scale_inv);
+      sq_t[i] = kernels::sum_squares(grads[i]);
   if (reduce_sq_) reduce_sq_(sq_t.data(), sq_t.size());
   double sq = 0;
   for (double v : sq_t) sq += v;
@@ -113,9 +121,8 @@ StepResult AdamW::step(const std::vector<GradRef>& grads, float lr, float grad_m
     Param& p = params_[i];
     if (!p.owned) continue;
     a.decay = p.decay ? lr * cfg_.weight_decay : 0.0f;
-    const kernels::AdamWScales m = kernels::adamw_amax(p.master.ref(), p.m1.ref(), p.m2.ref(),
-                                                       grads[i].data, grads[i].dtype,
-                                                       grads[i].scale_inv, p.numel, a);
+    const kernels::AdamWScales m =
+        kernels::adamw_amax(p.master.view(), p.m1.view(), p.m2.view(), grads[i], a);
     if (!std::isfinite(m.master) || !std::isfinite(m.m1) || !std::isfinite(m.m2)) bad = 1;
     amaxes[i] = m;
   }
@@ -129,16 +136,14 @@ StepResult AdamW::step(const std::vector<GradRef>& grads, float lr, float grad_m
     Param& p = params_[i];
     if (!p.owned) continue;
     a.decay = p.decay ? lr * cfg_.weight_decay : 0.0f;
-    const auto master = p.master.ref(), m1 = p.m1.ref(), m2 = p.m2.ref();
     const kernels::AdamWScales& amax = amaxes[i];
-    const kernels::AdamWScales s{storage_scale(master.dtype, amax.master, master.scale_inv),
-                                 storage_scale(m1.dtype, amax.m1, m1.scale_inv),
-                                 storage_scale(m2.dtype, amax.m2, m2.scale_inv)};
-    kernels::adamw_apply(master, m1, m2, grads[i].data, grads[i].dtype, grads[i].scale_inv, p.numel,
-                         a, s);
-    p.master.scale_inv = 1.0f / s.master;
-    p.m1.scale_inv = 1.0f / s.m1;
-    p.m2.scale_inv = 1.0f / s.m2;
+    const kernels::AdamWScales s{storage_scale(p.master, amax.master),
+                                 storage_scale(p.m1, amax.m1), storage_scale(p.m2, amax.m2)};
+    // Pass 2 reads the old states through their old scales; the new ones are set after.
+    kernels::adamw_apply(p.master.mut_view(), p.m1.mut_view(), p.m2.mut_view(), grads[i], a, s);
+    set_scale(p.master, s.master);
+    set_scale(p.m1, s.m1);
+    set_scale(p.m2, s.m2);
   }
   return {norm, false};
 }

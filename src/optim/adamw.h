@@ -18,6 +18,7 @@
 #include "kernels/adamw.h"
 #include "numerics/dtype.h"
 #include "tensor/precision_plan.h"
+#include "tensor/scaling.h"
 #include "tensor/tensor.h"
 
 namespace fp8lm {
@@ -28,20 +29,6 @@ struct AdamWConfig {
   float beta2 = 0.95f;
   float eps = 1e-8f;
   float weight_decay = 0.1f;
-};
-
-// A gradient handed to the optimizer: values are data[i] · scale_inv.
-struct GradRef {
-  const void* data;
-  DType dtype;
-  float scale_inv = 1.0f;
-};
-
-// A state tensor in its storage format with its dequantization factor.
-struct StoredTensor {
-  Tensor data;
-  float scale_inv = 1.0f;
-  kernels::StoredRef ref() { return {data.data(), data.dtype(), scale_inv}; }
 };
 
 struct StepResult {
@@ -56,7 +43,9 @@ class AdamW {
     size_t numel;
     bool decay;  // weight decay applies (matrices and embeddings, not biases or LayerNorm)
     bool owned;  // this rank keeps and updates the states (always, except at O3)
-    StoredTensor master, m1, m2;
+    // Per-tensor scaled states (FP32 ones keep scale 1); their views are live: a model that
+    // reads master.view() sees every update without being told.
+    ScaledTensor master, m1, m2;
   };
 
   // `initial[i]` holds numel(i) FP32 starting values of parameter i.
@@ -79,6 +68,7 @@ class AdamW {
   void set_norm_reduction(SumFn fn) { reduce_sq_ = std::move(fn); }
 
   PrecisionLevel level() const { return level_; }
+  // Fixed after construction (views of the states stay valid for the optimizer's life).
   const std::vector<Param>& params() const { return params_; }
   std::vector<Param>& params() { return params_; }
   int64_t step_count() const { return t_; }
@@ -88,7 +78,8 @@ class AdamW {
   // and then clipped to global norm `clip` (0: no clipping). A non-finite norm, or an update
   // that would make any state non-finite, skips the step (weights and moments unchanged,
   // the step counter does not advance; skipped_steps() counts it).
-  StepResult step(const std::vector<GradRef>& grads, float lr, float grad_mul = 1.0f,
+  // Gradients are per-tensor views (f32, bf16 or e4m3), one per parameter.
+  StepResult step(const std::vector<ScaledView>& grads, float lr, float grad_mul = 1.0f,
                   float clip = 0.0f);
   // Restores the counters of a checkpointed optimizer (states are restored in params()).
   void restore_counters(int64_t steps, int64_t skipped) {

@@ -19,6 +19,12 @@
 namespace fp8lm {
 namespace {
 
+// An unscaled FP32 gradient view of g.
+ScaledView f32(const std::vector<float>& g) {
+  return tensor_view(static_cast<const void*>(g.data()), DType::kF32,
+                     Shape{static_cast<int64_t>(g.size())}, nullptr);
+}
+
 struct RefAdamW {  // FP64, the textbook algorithm with decoupled weight decay
   std::vector<double> theta, m, v;
   void step(const std::vector<double>& g, double lr, double b1, double b2, double eps,
@@ -65,7 +71,9 @@ void check_level(PrecisionLevel level, double master_tol_rel_lr, double master_t
       g_inv = 1.0f / s;
       for (size_t i = 0; i < n; ++i) gd[i] = static_cast<double>(from_e4m3_ref(gq[i])) * g_inv;
     }
-    const StepResult r = opt.step({{gq.data(), f.grad, g_inv}}, lr);
+    const ScaledView gv = tensor_view(static_cast<const void*>(gq.data()), f.grad,
+                                      Shape{static_cast<int64_t>(n)}, &g_inv);
+    const StepResult r = opt.step({gv}, lr);
     ASSERT_FALSE(r.skipped);
     ref.step(gd, lr, 0.9, 0.95, 1e-8, 0.1, t);
   }
@@ -127,16 +135,16 @@ TEST(AdamW, NonFiniteGradientsSkipTheStep) {
   std::vector<float> before(3), after(3);
   opt.master_values(0, before.data());
   std::vector<float> g = {0.1f, std::numeric_limits<float>::infinity(), 0.2f};
-  const StepResult r = opt.step({{g.data(), DType::kF32}}, 1e-2f);
+  const StepResult r = opt.step({f32(g)}, 1e-2f);
   EXPECT_TRUE(r.skipped);
   EXPECT_EQ(opt.skipped_steps(), 1);
   EXPECT_EQ(opt.step_count(), 0);
   opt.master_values(0, after.data());
   EXPECT_EQ(before, after);
   g[1] = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_TRUE(opt.step({{g.data(), DType::kF32}}, 1e-2f).skipped);
+  EXPECT_TRUE(opt.step({f32(g)}, 1e-2f).skipped);
   g[1] = 0.3f;
-  const StepResult ok = opt.step({{g.data(), DType::kF32}}, 1e-2f);
+  const StepResult ok = opt.step({f32(g)}, 1e-2f);
   EXPECT_FALSE(ok.skipped);
   EXPECT_NEAR(ok.grad_norm, std::sqrt(0.01 + 0.09 + 0.04), 1e-6);
   opt.master_values(0, after.data());
@@ -152,7 +160,7 @@ TEST(AdamW, NonFiniteUpdatesSkipTheStep) {
             {a.data(), w.data()});
   std::vector<float> ga = {0.5f, 0.5f}, gw = {-1.0f, 1.0f};
   const StepResult r =
-      opt.step({{ga.data(), DType::kF32}, {gw.data(), DType::kF32}}, /*lr=*/1e38f);
+      opt.step({f32(ga), f32(gw)}, /*lr=*/1e38f);
   EXPECT_TRUE(r.skipped);
   EXPECT_TRUE(std::isfinite(r.grad_norm));
   EXPECT_EQ(opt.step_count(), 0);
@@ -162,7 +170,7 @@ TEST(AdamW, NonFiniteUpdatesSkipTheStep) {
   EXPECT_EQ(after, a);
   opt.master_values(1, after.data());
   EXPECT_EQ(after, w);
-  EXPECT_FALSE(opt.step({{ga.data(), DType::kF32}, {gw.data(), DType::kF32}}, 1e-3f).skipped);
+  EXPECT_FALSE(opt.step({f32(ga), f32(gw)}, 1e-3f).skipped);
   EXPECT_EQ(opt.step_count(), 1);
 }
 
@@ -172,12 +180,12 @@ TEST(AdamW, ClippingScalesTheGradient) {
   std::vector<float> g = {3.0f, 4.0f};  // norm 5
   AdamW a(PrecisionLevel::kFP32, {}, {"w"}, {2}, {false}, {w.data()});
   AdamW b(PrecisionLevel::kFP32, {}, {"w"}, {2}, {false}, {w.data()});
-  EXPECT_NEAR(a.step({{g.data(), DType::kF32}}, 0.1f, 1.0f, 1.0f).grad_norm, 5.0, 1e-6);
+  EXPECT_NEAR(a.step({f32(g)}, 0.1f, 1.0f, 1.0f).grad_norm, 5.0, 1e-6);
   std::vector<float> gs = {0.6f, 0.8f};
-  b.step({{gs.data(), DType::kF32}}, 0.1f);
+  b.step({f32(gs)}, 0.1f);
   // Adam's first step is invariant to the gradient scale: run a second step to see it.
-  a.step({{gs.data(), DType::kF32}}, 0.1f, 1.0f, 1.0f);
-  b.step({{gs.data(), DType::kF32}}, 0.1f);
+  a.step({f32(gs)}, 0.1f, 1.0f, 1.0f);
+  b.step({f32(gs)}, 0.1f);
   std::vector<float> wa(2), wb(2);
   a.master_values(0, wa.data());
   b.master_values(0, wb.data());
@@ -192,7 +200,10 @@ TEST(AdamW, SumSquaresOfScaledGradients) {
   kernels::quantize(q.data(), DType::kE4M3, g.data(), g.size(), 64.0f);
   double want = 0;
   for (uint8_t c : q) want += std::pow(static_cast<double>(from_e4m3_ref(c)) / 64, 2);
-  EXPECT_NEAR(kernels::sum_squares(q.data(), DType::kE4M3, q.size(), 1.0f / 64), want, 1e-6 * want);
+  const float s = 1.0f / 64;
+  const ScaledView v = tensor_view(static_cast<const void*>(q.data()), DType::kE4M3,
+                                   Shape{static_cast<int64_t>(q.size())}, &s);
+  EXPECT_NEAR(kernels::sum_squares(v), want, 1e-6 * want);
   EXPECT_THROW(level_from_name("O4"), Error);
 }
 

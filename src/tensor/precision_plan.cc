@@ -19,17 +19,17 @@ constexpr LevelPlan kLevels[] = {
 constexpr ScalingMode kNo = ScalingMode::kNone;
 constexpr RecipePlan kRecipes[] = {
     {"delayed", ScalingTiming::kDelayed, FineScaling::kNone, kNo, kNo, kNo, kNo, kNo, kNo,
-     DType::kE5M2, true},
+     DType::kE5M2, ScalingMode::kTensor},
     {"jit", ScalingTiming::kJustInTime, FineScaling::kNone, kNo, kNo, kNo, kNo, kNo, kNo,
-     DType::kE5M2, true},
+     DType::kE5M2, ScalingMode::kTensor},
     // DeepSeek-V3: E4M3 everywhere, 1×128 tiles along K, 128×128 weight blocks.
     {"block", ScalingTiming::kJustInTime, FineScaling::kBlock, ScalingMode::kRows1x128,
      ScalingMode::kCols128x1, ScalingMode::kBlock128, ScalingMode::kBlock128,
-     ScalingMode::kRows1x128, ScalingMode::kCols128x1, E4M3, false},
+     ScalingMode::kRows1x128, ScalingMode::kCols128x1, E4M3, ScalingMode::kBlock128},
     // OCP MXFP8: 32 elements along K share an e8m0 scale; W needs both orientations.
     {"mxfp8", ScalingTiming::kJustInTime, FineScaling::kMx, ScalingMode::kMx32,
      ScalingMode::kMx32x1, ScalingMode::kMx32x1, ScalingMode::kMx32, ScalingMode::kMx32,
-     ScalingMode::kMx32x1, E4M3, false},
+     ScalingMode::kMx32x1, E4M3, kNo},
 };
 
 }  // namespace

@@ -49,7 +49,11 @@ struct RecipePlan {
   // are [rows, features], W is [in, out]): forward, input gradient, weight gradient.
   ScalingMode x_fwd, x_wgrad, w_fwd, w_dgrad, dy_dgrad, dy_wgrad;
   DType dy;  // the output gradient's format (mxfp8: e4m3 or e5m2 by precision.mx_grad_format)
-  bool fp8_weight_replicas;  // O3 gathers Linear weights as E4M3 (else as their FP16 masters)
+  // How O3 replicates Linear weights (what owners quantize and gather): kTensor = E4M3 with
+  // one scale, a block mode = E4M3 in those blocks with their scale grid (used by both of
+  // W's GEMMs as they are), kNone = the FP16 master (each layer quantizes per GEMM: MX needs
+  // W in two orientations, as many bytes as FP16).
+  ScalingMode weight_replica;
 };
 
 const RecipePlan& recipe_plan(std::string_view name);  // throws Error listing the names

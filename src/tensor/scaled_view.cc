@@ -4,49 +4,24 @@
 #include <cstring>
 
 #include "core/check.h"
-#include "kernels/cast.h"
 
 namespace fp8lm {
-namespace {
 
-size_t matrix_rows(const Shape& s) {
+size_t detail::matrix_rows(const Shape& s) {
   size_t r = 1;
   for (int i = 0; i + 1 < s.rank(); ++i) r *= static_cast<size_t>(s[i]);
   return r;
 }
-size_t matrix_cols(const Shape& s) { return s.rank() == 0 ? 1 : static_cast<size_t>(s[s.rank() - 1]); }
-
-}  // namespace
-
-size_t ScaledView::rows() const { return matrix_rows(data.shape); }
-size_t ScaledView::cols() const { return matrix_cols(data.shape); }
-
-BlockScales ScaledView::blocks() const {
-  if (mode == ScalingMode::kNone || mode == ScalingMode::kTensor) return {};
-  BlockShape shape = block_shape(mode);
-  shape.scale_dtype = scales.dtype == DType::kU8 ? DType::kE8M0 : scales.dtype;
-  return {scales.data, shape, 0};
-}
-
-float ScaledView::tensor_scale() const {
-  if (mode != ScalingMode::kTensor) return 1.0f;
-  float s = 1.0f;
-  std::memcpy(&s, scales.data, sizeof s);
-  return s;
-}
-
-kernels::GemmOperand ScaledView::operand(bool transposed) const {
-  kernels::GemmOperand o{data.data, data.dtype, transposed, 0, tensor_scale()};
-  o.blocks = blocks();
-  return o;
+size_t detail::matrix_cols(const Shape& s) {
+  return s.rank() == 0 ? 1 : static_cast<size_t>(s[s.rank() - 1]);
 }
 
 Shape scale_grid_shape(const Shape& shape, ScalingMode mode) {
   if (mode == ScalingMode::kNone) return Shape{};
   if (mode == ScalingMode::kTensor) return Shape{1};
   const BlockShape b = block_shape(mode);
-  return Shape{static_cast<int64_t>(grid_extent(matrix_rows(shape), b.rows)),
-               static_cast<int64_t>(grid_extent(matrix_cols(shape), b.cols))};
+  return Shape{static_cast<int64_t>(grid_extent(detail::matrix_rows(shape), b.rows)),
+               static_cast<int64_t>(grid_extent(detail::matrix_cols(shape), b.cols))};
 }
 
 ScaledView scaled_view(const ConstTensorView& data, const ConstTensorView* scales,
@@ -85,14 +60,6 @@ ScaledView scaled_view(const ConstTensorView& data, const ConstTensorView* scale
        data.shape.str(), " (128x128: ", scale_grid_shape(data.shape, ScalingMode::kBlock128).str(),
        ", 1x128: ", scale_grid_shape(data.shape, ScalingMode::kRows1x128).str(), ", mx32 e8m0: ",
        scale_grid_shape(data.shape, ScalingMode::kMx32).str(), ")");
-}
-
-void dequantize(float* dst, const ScaledView& v) {
-  if (v.mode == ScalingMode::kNone || v.mode == ScalingMode::kTensor) {
-    kernels::dequantize(dst, v.data.data, v.data.dtype, v.data.numel(), v.tensor_scale());
-    return;
-  }
-  kernels::dequantize_blocks(dst, v.data.data, v.data.dtype, v.rows(), v.cols(), v.blocks());
 }
 
 }  // namespace fp8lm

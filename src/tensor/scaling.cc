@@ -13,9 +13,10 @@ float format_max(DType format) {
     case DType::kE4M3:
     case DType::kE5M2:
     case DType::kF16:
+    case DType::kF32:  // an FP32 optimizer state: its scale stays 1
       return static_cast<float>(info(format).max_finite);
     default:
-      fail("scaled tensors use e4m3, e5m2 or f16, not ", dtype_name(format));
+      fail("scaled tensors use e4m3, e5m2, f16 or f32, not ", dtype_name(format));
   }
 }
 
@@ -96,22 +97,21 @@ ScaledTensor::ScaledTensor(Shape shape, DType format, ScalingMode block_mode,
               " is not a block mode");
 }
 
-ScaledView ScaledTensor::view() const {
+ScaledView ScaledTensor::view() const { return const_cast<ScaledTensor*>(this)->mut_view(); }
+
+MutableScaledView ScaledTensor::mut_view() {
   if (mode == ScalingMode::kTensor)
-    return {data.view(), mode, ConstTensorView{&meta.scale_inv, DType::kF32, Shape{1}}};
+    return {data.view(), mode, TensorView{&meta.scale_inv, DType::kF32, Shape{1}}};
   return {data.view(), mode, scales.view()};
 }
 
 float quantize(ScaledTensor& t, const float* src) {
   if (t.mode == ScalingMode::kTensor) return quantize(t.meta, t.data.data(), src, t.data.numel());
-  const ScaledView v = t.view();
-  const float amax = kernels::quantize_blocks(t.data.data(), t.data.dtype(), src, v.rows(),
-                                              v.cols(), block_shape(t.mode), t.scales.data(),
-                                              t.meta.recipe.saturate);
+  const float amax = kernels::quantize_blocks(t.mut_view(), src, t.meta.recipe.saturate);
   t.meta.record_amax(amax);
   return amax;
 }
 
-void dequantize(float* dst, const ScaledTensor& t) { dequantize(dst, t.view()); }
+void dequantize(float* dst, const ScaledTensor& t) { kernels::dequantize(dst, t.view()); }
 
 }  // namespace fp8lm

@@ -20,7 +20,7 @@ enum class ScalingTiming : uint8_t {
 };
 
 struct ScalingRecipe {
-  DType format = DType::kE4M3;  // e4m3, e5m2 or f16
+  DType format = DType::kE4M3;  // e4m3, e5m2 or f16 (f32: optimizer states)
   ScalingTiming timing = ScalingTiming::kJustInTime;
   int window = 16;   // amax history length for delayed scaling
   int margin = 0;    // scale is lowered by 2^margin
@@ -28,7 +28,7 @@ struct ScalingRecipe {
   bool saturate = true;
 };
 
-// Largest finite value of a scaled format: 448 (e4m3), 57344 (e5m2), 65504 (f16).
+// Largest finite value of a scaled format: 448 (e4m3), 57344 (e5m2), 65504 (f16); f32's.
 float format_max(DType format);
 
 // The scale rule. nullopt when amax is zero or not finite (callers keep their scale).
@@ -76,8 +76,11 @@ struct ScaledTensor {
   // Block scaling (a block mode); meta records the amax of each cast (not used to scale).
   ScaledTensor(Shape shape, DType format, ScalingMode block_mode, MemCategory category);
 
-  // The live view: per tensor, its scale is meta.scale_inv itself.
+  // The live view: per tensor, its scale is meta.scale_inv itself. Writing the scale through
+  // mut_view() (a collective) leaves meta.scale stale: payload readers use scale_inv only,
+  // and the cast that next overwrites the payload sets the scale from its own amax.
   ScaledView view() const;
+  MutableScaledView mut_view();
 };
 
 // Casts src (f32, same element count) into t: per tensor following t.meta's recipe, updating

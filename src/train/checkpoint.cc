@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include "core/check.h"
 #include "core/file.h"
@@ -173,14 +174,13 @@ void check_state_values(const std::string& path, const std::string& name, const 
 
 namespace {
 
-// One stored state (master, m1 or m2) of parameter i as the writer on rank 0 reads it: its
-// own, or (O3) a copy received from the owner, which sends in the same order
+// One stored state (master, m1 or m2) of parameter i as the writer on rank 0 reads it: a
+// view of its own, or (O3) of a copy received from the owner, which sends in the same order
 // (send_checkpoint_states).
 struct State {
-  const void* data;
-  DType dtype;
-  float scale_inv;
+  ScaledView view;
   std::vector<uint8_t> received;
+  float received_scale = 1.0f;
 };
 
 DType state_dtype(const AdamW& opt, int which) {
@@ -188,27 +188,32 @@ DType state_dtype(const AdamW& opt, int which) {
   return which == 0 ? f.master : which == 1 ? f.m1 : f.m2;
 }
 
-const StoredTensor& stored(const AdamW::Param& p, int which) {
+const ScaledTensor& stored(const AdamW::Param& p, int which) {
   return which == 0 ? p.master : which == 1 ? p.m1 : p.m2;
 }
 
-State fetch(const AdamW& opt, const std::vector<int>& owner, size_t i, int which) {
+// By pointer: the view may point into the State itself.
+std::unique_ptr<State> fetch(const AdamW& opt, const std::vector<int>& owner, size_t i,
+                             int which) {
   const AdamW::Param& p = opt.params()[i];
+  auto s = std::make_unique<State>();
   if (owner.empty() || owner[i] == dist::rank()) {
-    const StoredTensor& st = stored(p, which);
-    return {st.data.data(), st.data.dtype(), st.scale_inv, {}};
+    s->view = stored(p, which).view();
+    return s;
   }
-  State s{nullptr, state_dtype(opt, which), 1.0f, {}};
-  dist::recv_bytes(owner[i], &s.scale_inv, sizeof s.scale_inv);
-  s.received.resize(p.numel * dtype_size(s.dtype));
-  dist::recv_bytes(owner[i], s.received.data(), s.received.size());
-  s.data = s.received.data();
+  const DType t = state_dtype(opt, which);
+  dist::recv_bytes(owner[i], &s->received_scale, sizeof s->received_scale);
+  s->received.resize(p.numel * dtype_size(t));
+  dist::recv_bytes(owner[i], s->received.data(), s->received.size());
+  s->view = tensor_view(static_cast<const void*>(s->received.data()), t,
+                        Shape{static_cast<int64_t>(p.numel)}, &s->received_scale);
   return s;
 }
 
 void send_state(const AdamW::Param& p, int which) {
-  const StoredTensor& st = stored(p, which);
-  dist::send_bytes(0, &st.scale_inv, sizeof st.scale_inv);
+  const ScaledTensor& st = stored(p, which);
+  const float scale = st.view().tensor_scale();
+  dist::send_bytes(0, &scale, sizeof scale);
   dist::send_bytes(0, st.data.data(), st.data.bytes());
 }
 
@@ -223,15 +228,17 @@ void save_model_values(const std::string& path, const GptConfig& cfg, const Adam
   for (size_t i = 0; i < specs.size(); ++i) {
     const Shape shape = i == 0 ? Shape{cfg.vocab_size, cfg.n_embd} : specs[i].shape;
     sources.push_back({specs[i].name, DType::kF32, shape, [&, i, shape](const WriteFn& w) {
-                         const State m = fetch(opt, owner, i, 0);
+                         const auto m = fetch(opt, owner, i, 0);
                          constexpr size_t kChunk = size_t{1} << 16;
                          std::vector<float> buf(kChunk);
                          const size_t n = static_cast<size_t>(shape.numel());
-                         const size_t es = dtype_size(m.dtype);
-                         const auto* src = static_cast<const uint8_t*>(m.data);
+                         const DType t = m->view.data.dtype;
+                         const size_t es = dtype_size(t);
+                         const float scale = m->view.tensor_scale();
+                         const auto* src = static_cast<const uint8_t*>(m->view.data.data);
                          for (size_t i0 = 0; i0 < n; i0 += kChunk) {
                            const size_t k = std::min(kChunk, n - i0);
-                           kernels::dequantize(buf.data(), src + i0 * es, m.dtype, k, m.scale_inv);
+                           kernels::dequantize(buf.data(), src + i0 * es, t, k, scale);
                            w(buf.data(), k * sizeof(float));
                          }
                        }});
@@ -270,9 +277,9 @@ void write_checkpoint_files(const fs::path& tmp, const GptConfig& cfg, const Ada
       sources.push_back({p.name + "." + what[which], state_dtype(opt, which),
                          Shape{static_cast<int64_t>(p.numel)},
                          [&, i, which, scale](const WriteFn& w) {
-                           const State st = fetch(opt, owner, i, which);
-                           *scale = st.scale_inv;
-                           w(st.data, p.numel * dtype_size(st.dtype));
+                           const auto st = fetch(opt, owner, i, which);
+                           *scale = st->view.tensor_scale();
+                           w(st->view.data.data, st->view.data.bytes());
                          }});
       sources.push_back({p.name + "." + what[which] + "_scale_inv", DType::kF32, Shape{},
                          [scale](const WriteFn& w) { w(scale, sizeof(float)); }});
@@ -496,7 +503,7 @@ void load_optimizer(const std::string& dir, AdamW& opt) {
          " (other state formats)");
   for (AdamW::Param& p : opt.params()) {
     if (!p.owned) continue;  // O3: another rank loads it
-    const std::pair<const char*, StoredTensor*> states[] = {
+    const std::pair<const char*, ScaledTensor*> states[] = {
         {"master", &p.master}, {"m1", &p.m1}, {"m2", &p.m2}};
     for (const auto& [what, st] : states) {
       const std::string name = p.name + "." + what;
@@ -514,7 +521,8 @@ void load_optimizer(const std::string& dir, AdamW& opt) {
       if (std::strcmp(what, "m2") == 0 && any_negative(e->view))
         fail(path, ": ", name, " has negative values (a second moment is >= 0)");
       std::memcpy(st->data.data(), e->view.data, e->view.bytes());
-      st->scale_inv = scale_inv;
+      st->meta.scale_inv = scale_inv;  // in place: views of the state stay valid
+      st->meta.scale = 1.0f / scale_inv;
     }
   }
   opt.restore_counters(counter_metadata(f, "steps"), counter_metadata(f, "skipped"));

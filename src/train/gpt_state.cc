@@ -22,21 +22,18 @@ std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel l
       level, acfg, names, numels, decay, [&](size_t i, float* out) { init.next(i, out); }, owned);
 }
 
-std::vector<ParamRef> master_refs(const AdamW& opt) {
-  std::vector<ParamRef> r;
+std::vector<ScaledView> master_views(const AdamW& opt) {
+  std::vector<ScaledView> r;
   for (const AdamW::Param& p : opt.params()) {
     FP8LM_CHECK(p.owned, p.name, ": its master is kept by another rank (O3 computes on replicas)");
-    r.push_back({p.master.data.data(), p.master.data.dtype(), p.master.scale_inv});
+    r.push_back(p.master.view());
   }
   return r;
 }
 
-std::vector<GradRef> grad_refs(const Gpt& model) {
-  std::vector<GradRef> g;
-  for (size_t i = 0; i < model.specs().size(); ++i) {
-    const Gpt::GradView v = model.grad(i);
-    g.push_back({v.data, v.dtype, v.scale_inv});
-  }
+std::vector<ScaledView> grad_views(const Gpt& model) {
+  std::vector<ScaledView> g;
+  for (size_t i = 0; i < model.specs().size(); ++i) g.push_back(model.grad(i));
   return g;
 }
 

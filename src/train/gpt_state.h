@@ -19,11 +19,11 @@ std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel l
                                           const AdamWConfig& acfg, uint64_t seed,
                                           const std::vector<bool>& owned = {});
 
-// The masters as the model reads them (FP32, or FP16 with their scales); valid until the
-// next optimizer step changes the scales.
-std::vector<ParamRef> master_refs(const AdamW& opt);
+// The masters as the model reads them (FP32, or FP16 with their scales): live views, valid
+// for the optimizer's life (its updates are seen without a new set_weights).
+std::vector<ScaledView> master_views(const AdamW& opt);
 
 // The model's gradients as the optimizer reads them.
-std::vector<GradRef> grad_refs(const Gpt& model);
+std::vector<ScaledView> grad_views(const Gpt& model);
 
 }  // namespace fp8lm

@@ -22,14 +22,15 @@ dist::Fp8Scaling scaling_of(const std::string& name) {
 GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner)
     : level_(level), fp8_(scaling_of(grad_scaling)), owner_(std::move(owner)) {}
 
-void GradSync::average(const std::vector<Gpt::GradBuffer>& g) {
+void GradSync::average(const std::vector<MutableScaledView>& g) {
   if (dist::size() == 1) return;
   const LevelPlan& plan = level_plan(level_);
   if (plan.grad_wire != DType::kE4M3) {
     std::vector<dist::F32Span> spans;
-    for (const Gpt::GradBuffer& b : g) {
-      FP8LM_CHECK(b.dtype == DType::kF32, "the ", plan.name, " level has FP32 gradients");
-      spans.push_back({static_cast<float*>(b.data), b.numel});
+    for (const MutableScaledView& b : g) {
+      FP8LM_CHECK(b.data.dtype == DType::kF32 && b.tensor_scale() == 1.0f, "the ", plan.name,
+                  " level has unscaled FP32 gradients");
+      spans.push_back({static_cast<float*>(b.data.data), b.numel()});
     }
     if (plan.grad_wire == DType::kF32)
       dist::allreduce_mean_f32(spans);
@@ -37,21 +38,11 @@ void GradSync::average(const std::vector<Gpt::GradBuffer>& g) {
       dist::allreduce_mean_bf16(spans);
     return;
   }
-  std::vector<dist::Fp8Span> spans;
-  for (const Gpt::GradBuffer& b : g) {
-    FP8LM_CHECK(b.dtype == DType::kE4M3 && b.meta != nullptr,
-                "gradients sent as E4M3 are stored as E4M3 with a scale");
-    spans.push_back({static_cast<uint8_t*>(b.data), b.numel, b.meta->scale_inv});
-  }
   if (plan.sharded) {
     FP8LM_CHECK(owner_.size() == g.size(), "a sharded level needs an owner per tensor");
-    fp8_.reduce_to_owners(spans, owner_);
+    fp8_.reduce_to_owners(g, owner_);
   } else {
-    fp8_.allreduce(spans);
-  }
-  for (size_t i = 0; i < g.size(); ++i) {
-    g[i].meta->scale_inv = spans[i].scale_inv;
-    g[i].meta->scale = 1.0f / spans[i].scale_inv;
+    fp8_.allreduce(g);
   }
 }
 

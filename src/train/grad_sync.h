@@ -19,8 +19,9 @@ class GradSync {
   // `owner` (O3): the rank that owns each tensor.
   GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner = {});
   void average(Gpt& model) { average(model.grad_buffers()); }
-  // The same on gradient buffers in the level's format (f32, or e4m3 with scaling state).
-  void average(const std::vector<Gpt::GradBuffer>& grads);
+  // The same on gradient buffers in the level's format (f32, or e4m3 scaled per tensor),
+  // replaced in place.
+  void average(const std::vector<MutableScaledView>& grads);
   // The FP8 all-reduce's auto-scaling multiplier μ (checkpoint state).
   float mu() const { return fp8_.mu(); }
   void set_mu(float mu) { fp8_.set_mu(mu); }

@@ -81,7 +81,7 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
   const Fp8Options fp8 = fp8_options(t.recipe, t.amax_window, t.margin, t.mx_grad_format);
   const std::string opt_path = dir + "/optimizer.safetensors";
   const SafetensorsFile masters(opt_path);
-  std::vector<ParamRef> refs;
+  std::vector<ScaledView> views;
   for (const ParamSpec& s : param_layout(c)) {
     const SafetensorsEntry* e = masters.find(s.name + ".master");
     const SafetensorsEntry* si = masters.find(s.name + ".master_scale_inv");
@@ -96,11 +96,11 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
     float scale_inv;
     std::memcpy(&scale_inv, si->view.data, sizeof scale_inv);
     check_state_values(opt_path, s.name + ".master", e->view.data, dt, s.numel(), scale_inv);
-    refs.push_back({e->view.data, dt, scale_inv});
+    views.push_back({e->view, ScalingMode::kTensor, si->view});  // the file's scale, in place
   }
   Gpt model(c, level_plan(level).compute, B, T, fp8, /*with_grads=*/false);
   restore_scaling(t, model.scaling_metas(), dir);
-  model.set_weights(std::move(refs));
+  model.set_weights(std::move(views));
   return evaluate(model, f, batches);
 }
 

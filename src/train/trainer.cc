@@ -165,7 +165,7 @@ struct Session {
     check_memory(mcfg, level);
     if (level_plan(level).sharded)
       replica = std::make_unique<ZeroReplica>(mcfg, world, rank,
-                                              recipe_plan(c.recipe).fp8_weight_replicas);
+                                              recipe_plan(c.recipe).weight_replica);
     opt = make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
                              replica ? replica->owned() : std::vector<bool>{});
     if (replica && world > 1)
@@ -175,14 +175,14 @@ struct Session {
                                       replica ? replica->owner() : std::vector<int>{});
   }
 
-  // The model reads the masters (or O3's replicas); after each update their scales change.
-  void load_weights() {
-    if (replica) {
-      replica->refresh(*opt);
-      model.set_weights(replica->refs());
-    } else {
-      model.set_weights(master_refs(*opt));
-    }
+  // The model reads live views of the masters (or of O3's replicas, rebuilt after each update
+  // by refresh_replicas): the optimizer's in-place updates need no new set_weights.
+  void bind_weights() {
+    model.set_weights(replica ? replica->views() : master_views(*opt));
+    refresh_replicas();
+  }
+  void refresh_replicas() {
+    if (replica) replica->refresh(*opt);
   }
 
   TrainerState state(int64_t done) {
@@ -347,7 +347,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
                     static_cast<long long>(start), cfg.steps);
       return result;
     }
-    s.load_weights();
+    s.bind_weights();
     if (lead) {
       folder->begin();
       write_text_atomic(out + "/config.toml", cfg.to_toml());
@@ -384,9 +384,9 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
         loss /= world;
       }
       const double lr = lr_at(cfg, step);
-      const StepResult r = s.opt->step(grad_refs(s.model), static_cast<float>(lr),
+      const StepResult r = s.opt->step(grad_views(s.model), static_cast<float>(lr),
                                        1.0f / cfg.grad_accum, static_cast<float>(cfg.grad_clip));
-      if (!r.skipped) s.load_weights();  // the masters' scales changed
+      if (!r.skipped) s.refresh_replicas();  // O3: the owners' new weights to every rank
       skipped_in_row = r.skipped ? skipped_in_row + 1 : 0;
       if (skipped_in_row >= kMaxSkippedInRow)
         fail("training diverged: ", skipped_in_row, " steps in a row (to step ", step + 1,

@@ -9,8 +9,8 @@
 
 namespace fp8lm {
 
-ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank, bool fp8_weights)
-    : specs_(param_layout(cfg)), rank_(rank), fp8_weights_(fp8_weights) {
+ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank, ScalingMode linear_mode)
+    : specs_(param_layout(cfg)), rank_(rank) {
   const StateFormats f = level_plan(PrecisionLevel::kO3).states;
   const size_t per_elem = dtype_size(f.master) + dtype_size(f.m1) + dtype_size(f.m2);
   std::vector<int64_t> bytes;
@@ -18,11 +18,20 @@ ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank, bool fp
   const dist::Placement p = dist::placement(bytes, world_size);
   owner_ = p.owner;
   rank_bytes_ = p.rank_bytes;
-  for (const ParamSpec& s : specs_)
-    data_.emplace_back(s.linear_weight && fp8_weights ? DType::kE4M3 : DType::kF16, s.shape,
-                       MemCategory::kWeights);
-  scale_inv_.assign(specs_.size(), 1.0f);
-  w8_scale_.assign(specs_.size(), 1.0f);
+  // E4M3 casts of Linear weights are just in time, as the FP8 GEMM's weight cast; FP16
+  // copies take the master's scale.
+  const ScalingRecipe e4m3{DType::kE4M3, ScalingTiming::kJustInTime};
+  const ScalingRecipe f16{DType::kF16, ScalingTiming::kJustInTime};
+  replica_.reserve(specs_.size());  // views point into the elements: no reallocation
+  for (const ParamSpec& s : specs_) {
+    const auto c = MemCategory::kWeights;
+    if (!s.linear_weight || linear_mode == ScalingMode::kNone)
+      replica_.emplace_back(s.shape, f16, c);
+    else if (linear_mode == ScalingMode::kTensor)
+      replica_.emplace_back(s.shape, e4m3, c);
+    else
+      replica_.emplace_back(s.shape, DType::kE4M3, linear_mode, c);
+  }
 }
 
 std::vector<bool> ZeroReplica::owned() const {
@@ -35,39 +44,41 @@ void ZeroReplica::refresh(const AdamW& opt) {
   std::vector<float> values;
   for (size_t i = 0; i < specs_.size(); ++i) {
     if (owner_[i] != rank_) continue;
-    const StoredTensor& m = opt.params()[i].master;
+    const ScaledTensor& m = opt.params()[i].master;
+    ScaledTensor& r = replica_[i];
     FP8LM_CHECK(m.data.dtype() == DType::kF16, "O3 masters are FP16");
-    const size_t n = specs_[i].numel();
-    if (!specs_[i].linear_weight || !fp8_weights_) {
-      std::memcpy(data_[i].data(), m.data.data(), n * sizeof(uint16_t));
-      scale_inv_[i] = m.scale_inv;
+    if (r.data.dtype() == DType::kF16) {
+      std::memcpy(r.data.data(), m.data.data(), m.data.bytes());
+      r.meta.scale = m.meta.scale;
+      r.meta.scale_inv = m.meta.scale_inv;
       continue;
     }
-    // The FP8 GEMM's weight cast: a just-in-time scale from the master's amax (kept when the
-    // amax is zero or not finite, as ScalingMeta does), saturating E4M3.
-    const float amax = kernels::amax(m.data.data(), DType::kF16, n, m.scale_inv);
-    w8_scale_[i] = compute_scale(amax, format_max(DType::kE4M3), 0, true).value_or(w8_scale_[i]);
+    // The FP8 GEMM's weight cast, from the master's exact values: per tensor, a just-in-time
+    // scale from the master's amax (kept when the amax is zero or not finite, as ScalingMeta
+    // does), saturating E4M3; per block, each block's scale from its own amax.
+    const size_t n = specs_[i].numel();
     values.resize(n);
-    kernels::dequantize(values.data(), m.data.data(), DType::kF16, n, m.scale_inv);
-    kernels::quantize(data_[i].data(), DType::kE4M3, values.data(), n, w8_scale_[i], true);
-    scale_inv_[i] = 1.0f / w8_scale_[i];
+    kernels::dequantize(values.data(), m.view());
+    if (r.mode == ScalingMode::kTensor) {
+      r.meta.set_scale_from_amax(kernels::amax(m.data.data(), DType::kF16, n, m.meta.scale_inv));
+      kernels::quantize(r.data.data(), DType::kE4M3, values.data(), n, r.meta.scale, true);
+    } else {
+      quantize(r, values.data());
+    }
   }
   gather();
 }
 
 void ZeroReplica::gather() {
-  std::vector<dist::Fp8Span> spans;  // byte payloads: F16 tensors travel as 2 bytes/element
-  for (size_t i = 0; i < specs_.size(); ++i)
-    spans.push_back({static_cast<uint8_t*>(data_[i].data()), data_[i].bytes(), scale_inv_[i]});
-  dist::gather_from_owners(spans, owner_);
-  for (size_t i = 0; i < specs_.size(); ++i) scale_inv_[i] = spans[i].scale_inv;
+  std::vector<MutableScaledView> views;
+  for (ScaledTensor& r : replica_) views.push_back(r.mut_view());
+  dist::gather_from_owners(views, owner_);
 }
 
-std::vector<ParamRef> ZeroReplica::refs() const {
-  std::vector<ParamRef> r;
-  for (size_t i = 0; i < specs_.size(); ++i)
-    r.push_back({data_[i].data(), data_[i].dtype(), scale_inv_[i]});
-  return r;
+std::vector<ScaledView> ZeroReplica::views() const {
+  std::vector<ScaledView> v;
+  for (const ScaledTensor& r : replica_) v.push_back(r.view());
+  return v;
 }
 
 }  // namespace fp8lm

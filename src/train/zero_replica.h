@@ -1,11 +1,12 @@
 // O3 (FP8 ZeRO, docs/numerics.md): each tensor's master and moments live on one owner rank
-// (greedy whole-tensor placement), and every rank computes on a replica of the weights:
-// Linear weights as E4M3 with their just-in-time scale — exactly what an FP8 GEMM reads
-// from the FP16 master at O2 — and the others (embeddings, LayerNorm, biases, used in higher
-// precision) as their FP16 masters with scales. After each update the owners rebuild their
-// tensors' replicas and everyone gathers them, so O3 computes what O2 computes.
-// Under fine-grained scaling (block, mxfp8) the Linear weights are replicated as their FP16
-// masters instead: the layers quantize them per block just in time, as at O2.
+// (greedy whole-tensor placement), and every rank computes on a replica of the weights.
+// Linear weights travel in the recipe's replica format (precision plan, weight_replica):
+// E4M3 with the just-in-time per-tensor scale (delayed, jit) or E4M3 in 128×128 blocks with
+// their scale grid (block) — exactly what an FP8 GEMM makes of the FP16 master at O2 — or as
+// their FP16 masters (mxfp8, whose GEMMs need W in two orientations); the other tensors
+// (embeddings, LayerNorm, biases, used in higher precision) as their FP16 masters. After each
+// update the owners rebuild their tensors' replicas and everyone gathers them, each tensor
+// with its scales; so O3 computes what O2 computes.
 #pragma once
 
 #include <vector>
@@ -17,7 +18,9 @@ namespace fp8lm {
 
 class ZeroReplica {
  public:
-  ZeroReplica(const GptConfig& cfg, int world_size, int rank, bool fp8_weights = true);
+  // `linear_mode`: the recipe's weight_replica (kTensor, a block mode, or kNone for FP16).
+  ZeroReplica(const GptConfig& cfg, int world_size, int rank,
+              ScalingMode linear_mode = ScalingMode::kTensor);
 
   const std::vector<int>& owner() const { return owner_; }
   std::vector<bool> owned() const;
@@ -25,22 +28,19 @@ class ZeroReplica {
   const std::vector<int64_t>& rank_state_bytes() const { return rank_bytes_; }
 
   // Owners rebuild their tensors' replicas from `opt` (built with owned()); then the
-  // replicas are gathered from the owners (one broadcast per owner, bucketed).
+  // replicas are gathered from the owners (one broadcast stream per owner, bucketed).
   void refresh(const AdamW& opt);
   // The gathering half of refresh(): every rank receives the owners' replicas.
   void gather();
-  // The replicas, for Gpt::set_weights (valid until the next refresh).
-  std::vector<ParamRef> refs() const;
+  // The replicas, for Gpt::set_weights: live views (each refresh updates them in place).
+  std::vector<ScaledView> views() const;
 
  private:
   std::vector<ParamSpec> specs_;
   int rank_;
   std::vector<int> owner_;
   std::vector<int64_t> rank_bytes_;
-  bool fp8_weights_;              // Linear weights travel as E4M3 (else as FP16 masters)
-  std::vector<Tensor> data_;      // e4m3 (Linear weights) or f16
-  std::vector<float> scale_inv_;  // per tensor
-  std::vector<float> w8_scale_;   // Linear weights: the JIT scale (kept when amax is 0)
+  std::vector<ScaledTensor> replica_;  // per tensor, in the format above
 };
 
 }  // namespace fp8lm

@@ -198,6 +198,9 @@ recipe = "delayed"
 amax_window = 16
 margin = 0
 grad_scaling = "auto"
+
+[telemetry]
+every = 25
 """
 
 

@@ -1315,6 +1315,7 @@ INT_KEYS = {
     "train.threads": ([0, 5000, 100000], [-1]),
     "precision.amax_window": ([1, 1024], [0, -1, 1025]),
     "precision.margin": ([0, 8], [-1, 9]),
+    "telemetry.every": ([0, 2147483647], [-1]),
 }
 FLOAT_KEYS = {
     # key: (valid special values, invalid values); every non-finite value is invalid.

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <iterator>
+#include <map>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -19,6 +21,7 @@
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "train/checkpoint.h"
+#include "model/params.h"
 #include "train/gpt_state.h"
 #include "train/run_folder.h"
 
@@ -143,6 +146,55 @@ TEST(GptState, ModelBoundOnceSeesEveryUpdate) {
   const float now = bound.forward(tok.data(), tgt.data());
   EXPECT_NE(now, first);
   EXPECT_EQ(now, fresh.forward(tok.data(), tgt.data()));
+}
+
+// Telemetry observes: a run sampled every 2 steps trains exactly as one without; each sampled
+// step has one line per Linear × role and per other E4M3 gradient, with rates in [0, 1];
+// a resume in the same folder replaces the later lines with identical ones.
+TEST(Telemetry, RecordsEveryFp8CastWithoutChangingTheRun) {
+  for (const std::string recipe : {"delayed", "block"}) {
+    const std::string d = tmpdir("telemetry_" + recipe);
+    write_data(d);
+    TrainConfig plain = tiny(d, d + "/plain", "O2"), probed = tiny(d, d + "/probed", "O2");
+    plain.recipe = probed.recipe = recipe;
+    plain.telemetry_every = 0;
+    probed.telemetry_every = 2;
+    train(plain, "");
+    train(probed, "");
+    EXPECT_EQ(losses(d + "/probed/metrics.jsonl"), losses(d + "/plain/metrics.jsonl")) << recipe;
+    EXPECT_FALSE(fs::exists(d + "/plain/telemetry.jsonl"));
+    const std::string path = d + "/probed/telemetry.jsonl";
+    std::map<int64_t, std::map<std::string, int>> roles;  // step → role → lines
+    std::ifstream f(path);
+    std::string line;
+    while (std::getline(f, line)) {
+      const auto j = nlohmann::json::parse(line);
+      roles[j.at("step").get<int64_t>()][j.at("role").get<std::string>()]++;
+      for (const char* k : {"underflow", "saturated"}) {
+        const double v = j.at(k).get<double>();
+        EXPECT_TRUE(v >= 0 && v <= 1) << line;
+      }
+      EXPECT_GT(j.at("amax").get<double>(), 0) << line;
+      if (!j.at("snr_db").is_null()) EXPECT_GT(j.at("snr_db").get<double>(), 10) << line;
+      if (j.at("role") == "dy" && recipe == "delayed") EXPECT_EQ(j.at("dtype"), "e5m2") << line;
+    }
+    const GptConfig cfg = probed.model();
+    const int linears = 4 * cfg.n_layer;
+    const int others = static_cast<int>(param_layout(cfg).size()) - linears;
+    ASSERT_EQ(roles.size(), 4u) << recipe;  // steps 2, 4, 6, 8
+    for (const auto& [step, r] : roles) {
+      for (const char* role : {"x", "W", "dy", "dW"}) EXPECT_EQ(r.at(role), linears) << step;
+      EXPECT_EQ(r.at("grad"), others) << step;
+      EXPECT_EQ(r.count("x.wgrad"), recipe == "block" ? 1u : 0u) << step;
+    }
+    const auto summary = nlohmann::json::parse(std::ifstream(d + "/probed/summary.json"));
+    EXPECT_EQ(summary["telemetry"]["W"]["records"].get<int>(), 4 * linears);
+    std::ifstream whole(path);
+    const std::string before((std::istreambuf_iterator<char>(whole)), {});
+    train(probed, d + "/probed/checkpoints/step-4");
+    std::ifstream again(path);
+    EXPECT_EQ(std::string((std::istreambuf_iterator<char>(again)), {}), before) << recipe;
+  }
 }
 
 TEST(Train, BadConfigurationsNameTheKey) {

@@ -348,8 +348,12 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
     }
   }
   // fp8: the non-Linear gradients are stored as E4M3 with just-in-time scales.
-  for (size_t i = 0; i < grad8_.size(); ++i)
-    if (grad8_[i].data.data() != nullptr) quantize(grad8_[i], grad_buf(i));
+  const bool probing = probe_ != nullptr && probe_->wants();
+  for (size_t i = 0; i < grad8_.size(); ++i) {
+    if (grad8_[i].data.data() == nullptr) continue;
+    quantize(grad8_[i], grad_buf(i));
+    if (probing) probe_->record(specs_[i].name, "grad", grad_buf(i), grad8_[i].view());
+  }
 }
 
 float Gpt::run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits) {
@@ -414,6 +418,18 @@ std::vector<MutableScaledView> Gpt::grad_buffers() {
   std::vector<MutableScaledView> out;
   for (size_t i = 0; i < specs_.size(); ++i) out.push_back(grad_buffer(i));
   return out;
+}
+
+void Gpt::set_probe(QuantProbe* probe) {
+  probe_ = mode_ == ComputeMode::kFP8 ? probe : nullptr;
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    const std::string h = "h." + std::to_string(l) + ".";
+    Block& k = *blocks_[l];
+    k.attn.set_probe(probe_, h + "attn.c_attn");
+    k.proj.set_probe(probe_, h + "attn.c_proj");
+    k.fc.set_probe(probe_, h + "mlp.c_fc");
+    k.fcproj.set_probe(probe_, h + "mlp.c_proj");
+  }
 }
 
 std::vector<ScalingMeta*> Gpt::scaling_metas() {

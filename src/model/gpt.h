@@ -71,6 +71,10 @@ class Gpt {
   std::vector<ScalingMeta*> scaling_metas();
   // How many scaling_metas() a model of `cfg` has in `mode` (two per FP8 Linear layer).
   static size_t scaling_meta_count(const GptConfig& cfg, ComputeMode mode);
+  // Reports every FP8 cast of the model (each Linear's x, W, dy, dW by its Hugging Face name,
+  // e.g. "h.0.attn.c_attn", and the E4M3 gradients of the other tensors as "grad") to
+  // `probe` while it is armed; null stops reporting. fp8 mode only.
+  void set_probe(QuantProbe* probe);
   // Bytes of saved activations, from the memory accounting of this model's allocations.
   size_t activation_bytes() const { return activation_bytes_; }
 
@@ -114,6 +118,7 @@ class Gpt {
   std::vector<BlockSpecs> block_specs_;
   size_t activation_bytes_ = 0;
   size_t chunk_rows_ = 0;
+  QuantProbe* probe_ = nullptr;
 };
 
 }  // namespace fp8lm

@@ -90,6 +90,30 @@ ScaledTensor Linear::make_grad() const {
   return g;
 }
 
+void Linear::set_probe(QuantProbe* probe, std::string name) {
+  probe_ = mode_ == ComputeMode::kFP8 ? probe : nullptr;  // only FP8 casts are reported
+  name_ = std::move(name);
+}
+
+void Linear::probe_weight() {
+  if (w_.data.dtype == DType::kE4M3) return;  // an O3 replica: the master is elsewhere
+  const Shape shape{i64(in_), i64(out_)};
+  std::vector<float> values(in_ * out_);
+  kernels::dequantize(values.data(), w_);
+  if (fine()) {
+    ScaledTensor q(shape, DType::kE4M3, fp8_.recipe->w_fwd, MemCategory::kWorkspace);
+    quantize(q, values.data());
+    probe_->record(name_, "W", values.data(), q.view());
+    return;
+  }
+  // The GEMM casts the master on the fly: the same cast, materialised.
+  Tensor q(DType::kE4M3, shape, MemCategory::kWorkspace);
+  kernels::quantize(q.data(), DType::kE4M3, values.data(), values.size(), w8_meta_.scale);
+  probe_->record(name_, "W", values.data(),
+                 tensor_view(static_cast<const void*>(q.data()), DType::kE4M3, shape,
+                             &w8_meta_.scale_inv));
+}
+
 std::vector<ScalingMeta*> Linear::scaling_metas() {
   if (mode_ != ComputeMode::kFP8) return {};
   return {&x8_.meta, &dy8_meta_};
@@ -149,6 +173,10 @@ void Linear::commit_input(const float* x) {
   } else if (mode_ == ComputeMode::kFP8) {
     quantize(x8_, x);
     if (fine()) quantize(xt8_, x);
+    if (probing()) {
+      probe_->record(name_, "x", x, x8_.view());
+      if (fine()) probe_->record(name_, "x.wgrad", x, xt8_.view());
+    }
   }
 }
 
@@ -177,6 +205,7 @@ void Linear::forward(void* y, DType y_type, const float* bias) {
   kernels::GemmOutput o{y, y_type};
   o.bias = bias;
   kernels::gemm(rows_, out_, in_, 1.0f, a, b, 0.0f, o);
+  if (probing()) probe_weight();
 }
 
 void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias,
@@ -195,12 +224,17 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
     case ComputeMode::kFP8:
       if (!fine()) {
         quantize(dy8_meta_, ws_.dy, dy, rows_ * out_);
-        g = {ws_.dy, fp8_.dy, false, 0, dy8_meta_.scale_inv};
+        const ScaledView v = tensor_view(static_cast<const void*>(ws_.dy), fp8_.dy,
+                                         {i64(rows_), i64(out_)}, &dy8_meta_.scale_inv);
+        if (probing()) probe_->record(name_, "dy", dy, v);
+        g = kernels::gemm_operand(v);
         x = kernels::gemm_operand(x8_.view());
       } else {
         float amax = 0.0f;
-        g = kernels::gemm_operand(quantize_into(ws_.dy, ws_.dy_scales, fp8_.dy, dy, rows_, out_,
-                                                fp8_.recipe->dy_dgrad, &amax));
+        const ScaledView v = quantize_into(ws_.dy, ws_.dy_scales, fp8_.dy, dy, rows_, out_,
+                                           fp8_.recipe->dy_dgrad, &amax);
+        if (probing()) probe_->record(name_, "dy", dy, v);
+        g = kernels::gemm_operand(v);
         dy8_meta_.record_amax(amax);
       }
       break;
@@ -212,8 +246,10 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
   kernels::gemm(rows_, in_, out_, 1.0f, g, w, 0.0f, {dx, DType::kF32});
   // wgrad: dW [in, out] (+)= xᵀ [in, rows] · dy [rows, out], both tiled along rows
   if (fine()) {
-    g = kernels::gemm_operand(
-        quantize_into(ws_.dyt8, ws_.dyt_scales, fp8_.dy, dy, rows_, out_, fp8_.recipe->dy_wgrad));
+    const ScaledView v =
+        quantize_into(ws_.dyt8, ws_.dyt_scales, fp8_.dy, dy, rows_, out_, fp8_.recipe->dy_wgrad);
+    if (probing()) probe_->record(name_, "dy.wgrad", dy, v);
+    g = kernels::gemm_operand(v);
     x = kernels::gemm_operand(xt8_.view());
   }
   x.transposed = true;
@@ -222,6 +258,7 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
     if (accumulate) dequantize(ws_.w, dw);
     kernels::gemm(in_, out_, rows_, 1.0f, x, g, accumulate ? 1.0f : 0.0f, {ws_.w, DType::kF32});
     quantize(dw, ws_.w);
+    if (probing()) probe_->record(name_, "dW", ws_.w, dw.view());
   } else {
     kernels::gemm(in_, out_, rows_, 1.0f, x, g, accumulate ? 1.0f : 0.0f,
                   {dw.data.data(), DType::kF32});

@@ -13,11 +13,13 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "model/config.h"
 #include "kernels/gemm.h"
 #include "tensor/precision_plan.h"
+#include "tensor/quant_stats.h"
 #include "tensor/scaled_view.h"
 #include "tensor/scaling.h"
 #include "tensor/tensor.h"
@@ -96,6 +98,10 @@ class Linear {
   // empty otherwise), for checkpoints.
   std::vector<ScalingMeta*> scaling_metas();
 
+  // Reports this layer's FP8 casts (x, W, dy, dW; fine recipes also x.wgrad, dy.wgrad) to
+  // `probe` under `name` whenever the probe is armed (telemetry, docs/telemetry.md).
+  void set_probe(QuantProbe* probe, std::string name);
+
  private:
   ComputeMode mode_;
   size_t in_, out_, rows_;
@@ -104,6 +110,9 @@ class Linear {
   // fine-grained scaling, quantized into the shared w8 in `fine_mode`.
   kernels::GemmOperand weight_operand(ScalingMode fine_mode = ScalingMode::kNone);
   bool fine() const { return mode_ == ComputeMode::kFP8 && fp8_.recipe->fine != FineScaling::kNone; }
+  bool probing() const { return probe_ != nullptr && probe_->wants(); }
+  // The weight's cast as the forward GEMM reads it, against the master's values.
+  void probe_weight();
 
   Tensor x_;          // saved input: f32 / bf16 (activations)
   ScaledTensor x8_;   // saved input: e4m3, delayed (fp8), or tiled along in (fine)
@@ -112,6 +121,8 @@ class Linear {
   ScalingMeta w8_meta_;  // its e4m3 scale, just-in-time (fp8)
   LinearWorkspace ws_;
   ScalingMeta dy8_meta_;  // e5m2 output gradient, delayed (payload in ws_.dy)
+  QuantProbe* probe_ = nullptr;
+  std::string name_;
 };
 
 }  // namespace fp8lm

@@ -90,6 +90,7 @@ const std::vector<Key>& keys() {
       key("precision.amax_window", &TrainConfig::amax_window),
       key("precision.margin", &TrainConfig::margin),
       key("precision.grad_scaling", &TrainConfig::grad_scaling),
+      key("telemetry.every", &TrainConfig::telemetry_every),
   };
   return k;
 }
@@ -161,6 +162,7 @@ void TrainConfig::validate() const {
   if (grad_scaling != "auto" && grad_scaling != "pre" && grad_scaling != "post" &&
       grad_scaling != "sqrt")
     fail("precision.grad_scaling = '", grad_scaling, "': must be auto, pre, post or sqrt");
+  int_range("telemetry.every", telemetry_every, 0, INT32_MAX, " (0: off)");
 }
 
 std::string default_tokenizer_dir() { return std::string(FP8LM_SOURCE_DIR) + "/data/gpt2"; }

@@ -47,6 +47,9 @@ struct TrainConfig {
   int amax_window = 16;
   int margin = 0;
   std::string grad_scaling = "auto";  // auto | pre | post | sqrt (FP8 all-reduce, docs/numerics.md)
+  // [telemetry]: statistics of every FP8 cast on every `every`-th step (0: off), written to
+  // telemetry.jsonl (docs/telemetry.md).
+  int telemetry_every = 25;
 
   GptConfig model() const;  // the preset with overrides applied, validated
   PrecisionLevel precision_level() const { return level_from_name(level); }

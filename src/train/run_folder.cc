@@ -19,7 +19,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // What a run leaves in its folder.
-constexpr const char* kRunFiles[] = {"metrics.jsonl", "summary.json", "config.toml", "checkpoints"};
+constexpr const char* kRunFiles[] = {"metrics.jsonl", "telemetry.jsonl", "summary.json",
+                                     "config.toml", "checkpoints"};
+constexpr const char* kLogFiles[] = {"metrics.jsonl", "telemetry.jsonl"};
 
 bool holds_run(const fs::path& dir) {
   for (const char* f : kRunFiles)
@@ -102,32 +104,36 @@ void RunFolder::begin() {
 }
 
 RunFolder::~RunFolder() {
-  if (metrics_fd_ >= 0) ::close(metrics_fd_);
+  for (int fd : log_fd_)
+    if (fd >= 0) ::close(fd);
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
 }
 
 void RunFolder::truncate_metrics(int64_t step) {
-  const std::string path = dir_ + "/metrics.jsonl";
-  if (!fs::exists(path)) return;
-  std::istringstream in(read_text_file(path));
-  std::string kept, line;
-  while (std::getline(in, line)) {
-    try {
-      if (nlohmann::json::parse(line).at("step").get<int64_t>() <= step) kept += line + "\n";
-    } catch (const std::exception&) {
-      // A line cut short by a kill: dropped.
+  for (const char* name : kLogFiles) {
+    const std::string path = dir_ + "/" + name;
+    if (!fs::exists(path)) continue;
+    std::istringstream in(read_text_file(path));
+    std::string kept, line;
+    while (std::getline(in, line)) {
+      try {
+        if (nlohmann::json::parse(line).at("step").get<int64_t>() <= step) kept += line + "\n";
+      } catch (const std::exception&) {
+        // A line cut short by a kill: dropped.
+      }
     }
+    write_text_atomic(path, kept);
   }
-  write_text_atomic(path, kept);
 }
 
-void RunFolder::append_metrics(const nlohmann::json& line) {
-  const std::string path = dir_ + "/metrics.jsonl";
-  if (metrics_fd_ < 0) {
-    metrics_fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (metrics_fd_ < 0) fail(path, ": cannot open: ", std::strerror(errno));
+void RunFolder::append(Log log, const nlohmann::json& line) {
+  const std::string path = dir_ + "/" + kLogFiles[log];
+  int& fd = log_fd_[log];
+  if (fd < 0) {
+    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
   }
-  write_all(metrics_fd_, line.dump() + "\n", path);
+  write_all(fd, line.dump() + "\n", path);
 }
 
 }  // namespace fp8lm

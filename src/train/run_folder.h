@@ -25,18 +25,22 @@ class RunFolder {
   RunFolder& operator=(const RunFolder&) = delete;
 
   const std::string& dir() const { return dir_; }
-  // Keeps the metrics lines of steps up to `step` (a resumed run redoes the later ones).
+  // Keeps the metrics and telemetry lines of steps up to `step` (a resumed run redoes the
+  // later ones).
   void truncate_metrics(int64_t step);
-  // Appends one line to metrics.jsonl; a failed write is an Error.
-  void append_metrics(const nlohmann::json& line);
+  // Appends one line to metrics.jsonl (telemetry.jsonl); a failed write is an Error.
+  void append_metrics(const nlohmann::json& line) { append(kMetrics, line); }
+  void append_telemetry(const nlohmann::json& line) { append(kTelemetry, line); }
 
  private:
+  enum Log { kMetrics, kTelemetry, kNumLogs };
+  void append(Log log, const nlohmann::json& line);
   // With the lock held: the pid into the lock file, the one-run rule, stale temporaries.
   void claim(const std::string& resume_checkpoint, bool overwrite);
   std::string dir_;
   bool replace_ = false;
   int lock_fd_ = -1;
-  int metrics_fd_ = -1;
+  int log_fd_[kNumLogs] = {-1, -1};
 };
 
 }  // namespace fp8lm

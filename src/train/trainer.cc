@@ -26,6 +26,7 @@
 #include "train/gpt_state.h"
 #include "train/grad_sync.h"
 #include "train/run_folder.h"
+#include "train/telemetry.h"
 #include "train/zero_replica.h"
 
 namespace fp8lm {
@@ -173,6 +174,12 @@ struct Session {
           [](double* v, size_t n) { dist::allreduce_scalars(v, n, dist::ScalarOp::kSum); });
     sync = std::make_unique<GradSync>(level, c.grad_scaling,
                                       replica ? replica->owner() : std::vector<int>{});
+    if (c.telemetry_every > 0) model.set_probe(&probe);
+  }
+
+  // Telemetry samples the lead rank's casts on every telemetry.every-th step.
+  bool samples(int64_t step) const {
+    return rank == 0 && cfg.telemetry_every > 0 && (step + 1) % cfg.telemetry_every == 0;
   }
 
   // The model reads live views of the masters (or of O3's replicas, rebuilt after each update
@@ -224,6 +231,8 @@ struct Session {
   std::unique_ptr<ZeroReplica> replica;
   std::unique_ptr<AdamW> opt;
   std::unique_ptr<GradSync> sync;
+  QuantProbe probe;
+  TelemetrySummary telemetry;
 };
 
 // Phase 4: a checkpoint's state, every part validated before it is used; returns its step.
@@ -306,9 +315,13 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
       {"world_size", world},
       {"comm_bytes_per_step", step_comm.bytes},
       {"comm_calls_per_step", step_comm.calls},
-      {"per_rank_peak_mib", per_rank}};
+      {"per_rank_peak_mib", per_rank},
+      {"telemetry", s.telemetry.json()}};
   const std::string text = summary.dump(2) + "\n";
   write_text_atomic(out + "/summary.json", text);
+  if (!s.telemetry.empty())
+    std::printf("FP8 casts, worst tensors (%s/telemetry.jsonl):\n%s", out.c_str(),
+                s.telemetry.text().c_str());
   std::printf("done: train loss %.4f, val loss %.4f, %.0f tokens/s; %s/summary.json\n",
               result.final_train_loss, result.final_val_loss, tps, out.c_str());
 }
@@ -372,11 +385,13 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       // Rank r takes micro-batches [r·accum, (r+1)·accum) of the step's world·accum: the
       // same global batch as one process accumulating world·accum micro-batches.
       double loss = 0;
+      s.probe.arm(s.samples(step));
       for (int micro = 0; micro < cfg.grad_accum; ++micro) {
         const int64_t index = (step * world + rank) * cfg.grad_accum + micro;
         loader.train_batch(static_cast<uint64_t>(index), in.data(), tgt.data());
         loss += s.model.forward_backward(in.data(), tgt.data(), micro > 0);
       }
+      s.probe.arm(false);
       loss /= cfg.grad_accum;
       s.sync->average(s.model);
       if (world > 1) {
@@ -405,6 +420,11 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       if (!lead) {
         if (save && !last) s.checkpoint(out, step + 1);
         continue;
+      }
+      if (s.samples(step)) {
+        const std::vector<QuantRecord> records = s.probe.take();
+        for (const QuantRecord& q : records) folder->append_telemetry(telemetry_json(step + 1, q));
+        s.telemetry.add(step + 1, records);
       }
       folder->append_metrics({{"step", step + 1},
                               {"loss", loss},

@@ -1,7 +1,8 @@
 // fp8lm bench step: forward + backward time, tokens/s and saved-activation bytes of the GPT
 // model in fp32, bf16 and fp8, same weights and batch, interleaved in one run. With --train,
 // whole training steps (forward, backward, AdamW) at the levels fp32, bf16, O1 and O2, with
-// the model-state bytes of each.
+// the model-state bytes of each. --telemetry adds the last level with every FP8 cast's
+// statistics taken (a telemetry step) and the overhead that costs at telemetry.every.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include "core/parallel.h"
 #include "kernels/simd.h"
 #include "model/gpt.h"
+#include "train/config.h"
 #include "train/gpt_state.h"
 
 namespace fp8lm::cli {
@@ -32,6 +34,7 @@ struct BenchStepOptions {
   int reps = 3;
   bool pytorch = false;
   bool train = false;
+  bool telemetry = false;
   std::vector<std::string> levels = {"fp32", "bf16", "O1", "O2"};
   std::string python = "/usr/bin/python3";  // Debian's python3-torch lives there
 };
@@ -62,12 +65,15 @@ struct Runner {
   std::unique_ptr<Gpt> model;
   std::unique_ptr<AdamW> opt;  // --train only
   size_t state_bytes = 0;      // master + gradients + moments (--train only)
+  std::unique_ptr<QuantProbe> probe;  // --telemetry: armed on every step
 };
 
 void run_bench_step(const BenchStepOptions& o) {
   apply_global_options();
   const GptConfig cfg = gpt_preset(o.preset);
   if (o.seq > cfg.seq_len) fail("--seq ", o.seq, " exceeds the preset's seq_len ", cfg.seq_len);
+  if (o.telemetry && (!o.train || o.pytorch))
+    fail("--telemetry goes with --train, without --pytorch (the rows compared are the last two)");
   const size_t B = static_cast<size_t>(o.batch), T = static_cast<size_t>(o.seq);
   std::vector<int32_t> tokens(B * T), targets(B * T);
   std::mt19937 rng(2);
@@ -95,6 +101,18 @@ void run_bench_step(const BenchStepOptions& o) {
       r.state_bytes = state_bytes() - before;
       runners.push_back(std::move(r));
     }
+    if (o.telemetry) {  // the last level again, with telemetry on every step
+      const PrecisionLevel l = level_from_name(o.levels.back());
+      if (level_plan(l).compute != ComputeMode::kFP8)
+        fail("--telemetry: the last of --levels must be an FP8 level (O1, O2), got ", o.levels.back());
+      Runner r{std::string(level_name(l)) + "+telemetry", nullptr, make_gpt_optimizer(cfg, l, {}, 1)};
+      r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
+      r.model->set_weights(master_views(*r.opt));
+      r.probe = std::make_unique<QuantProbe>();
+      r.probe->arm(true);
+      r.model->set_probe(r.probe.get());
+      runners.push_back(std::move(r));
+    }
   } else {
     params = std::make_unique<GptParams>(cfg);
     params->init_gpt2(1);
@@ -104,9 +122,8 @@ void run_bench_step(const BenchStepOptions& o) {
   }
   auto step = [&](Runner& r) {
     const float loss = r.model->forward_backward(tokens.data(), targets.data());
-    if (r.opt) {
-      r.opt->step(grad_views(*r.model), 1e-4f, 1.0f, 1.0f);
-    }
+    if (r.opt) r.opt->step(grad_views(*r.model), 1e-4f, 1.0f, 1.0f);
+    if (r.probe) r.probe->take();
     return loss;
   };
   std::vector<std::vector<double>> times(runners.size());
@@ -156,6 +173,17 @@ void run_bench_step(const BenchStepOptions& o) {
   nlohmann::json j = {{"preset", o.preset},       {"batch", B},     {"seq", T},
                       {"threads", num_threads()}, {"reps", o.reps}, {"train", o.train},
                       {"results", rows}};
+  if (o.telemetry) {  // a telemetry step against the same level's plain step
+    const size_t n = runners.size();
+    const double ratio = median(times[n - 1]) / median(times[n - 2]);
+    const int every = TrainConfig{}.telemetry_every;
+    j["telemetry"] = {{"step_ratio", ratio},
+                      {"every", every},
+                      {"overhead_at_every", (ratio - 1.0) / every}};
+    if (!o.json)
+      std::printf("  telemetry step %.3fx a plain one: %.2f%% overhead at telemetry.every = %d\n",
+                  ratio, 100.0 * (ratio - 1.0) / every, every);
+  }
   if (o.pytorch) {  // back to back, after fp8lm's runs, same shape and threads
     nlohmann::json pt = run_pytorch(o);
     const double ours = rows.back()["tokens_per_s"].get<double>();  // fp8 / O2
@@ -190,6 +218,9 @@ void register_bench_step(CLI::App& bench) {
       ->capture_default_str();
   sub->add_flag("--train", o->train,
                 "Time whole training steps (with AdamW) at the levels fp32, bf16, O1 and O2");
+  sub->add_flag("--telemetry", o->telemetry,
+                "With --train: also time the last level with telemetry on (every FP8 cast's "
+                "statistics), and report its overhead at the default telemetry.every");
   sub->add_option("--levels", o->levels, "With --train: the levels to time (the first is the base)")
       ->capture_default_str();
   sub->add_flag("--pytorch", o->pytorch,

@@ -1326,6 +1326,10 @@ FLOAT_KEYS = {
     "train.beta1": (["0", "1e-320"], ["1", "-1", "1e308"]),
     "train.beta2": (["0", "1e-320"], ["1", "-1", "1e308"]),
     "train.grad_clip": (["0", "1e-320", "1e308"], ["-1"]),
+    "telemetry.underflow_alarm": (["0", "1"], ["-1", "1.5"]),
+    "telemetry.saturation_alarm": (["0", "1"], ["-1", "2"]),
+    "telemetry.kurtosis_alarm": (["0", "1.5", "1e6"], ["-1", "1", "0.5", "1e7"]),
+    "telemetry.loss_spike_alarm": (["0", "1.01"], ["-1", "1", "1e7"]),
 }
 NONFINITE = ["inf", "-inf", "nan", "+inf", "-nan"]
 BIG_INTS = ["2147483648", "-2147483649", "9223372036854775807", "9223372036854775808",

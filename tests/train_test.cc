@@ -24,6 +24,7 @@
 #include "model/params.h"
 #include "train/gpt_state.h"
 #include "train/run_folder.h"
+#include "train/telemetry.h"
 
 namespace fp8lm {
 namespace {
@@ -195,6 +196,72 @@ TEST(Telemetry, RecordsEveryFp8CastWithoutChangingTheRun) {
     std::ifstream again(path);
     EXPECT_EQ(std::string((std::istreambuf_iterator<char>(again)), {}), before) << recipe;
   }
+}
+
+QuantRecord record(const std::string& tensor, const std::string& role, QuantStats s) {
+  return {tensor, role, DType::kE4M3, ScalingMode::kTensor, s};
+}
+
+// Each alarm names its tensor and limit, once per tensor, role and kind.
+TEST(Telemetry, AlarmsNameTheTensorOnce) {
+  Alarms a(AlarmLimits{0.25, 1e-3, 8, 1.5});
+  QuantStats under;
+  under.n = under.nonzero = 100;
+  under.underflow = 30;
+  under.signal = 1;
+  under.fourth = 0.03;  // kurtosis 3
+  under.scale_min = under.scale_max = 1;
+  QuantStats fine = under;
+  fine.underflow = 0;
+  std::vector<std::string> m = a.check_casts(25, {record("h.0.attn.c_attn.bias", "grad", under),
+                                                  record("h.1.mlp.c_fc", "x", fine)});
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_NE(m[0].find("step 25: h.0.attn.c_attn.bias grad: 30% of the non-zero values underflow"),
+            std::string::npos) << m[0];
+  EXPECT_NE(m[0].find("telemetry.underflow_alarm = 25%"), std::string::npos) << m[0];
+  // The same tensor again: not repeated. An input whose kurtosis grew 10x: raised.
+  QuantStats heavy = fine;
+  heavy.fourth = 0.3;
+  m = a.check_casts(50, {record("h.0.attn.c_attn.bias", "grad", under),
+                         record("h.1.mlp.c_fc", "x", heavy)});
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_NE(m[0].find("h.1.mlp.c_fc x: kurtosis 30"), std::string::npos) << m[0];
+  QuantStats clipped = fine;
+  clipped.saturated = 1;
+  clipped.scale_min = 0x1p-126f;
+  EXPECT_EQ(a.check_casts(75, {record("h.2.mlp.c_proj", "dy", clipped)}).size(), 2u);
+  // Losses: a spike over the mean of the previous steps, once 5 are known.
+  for (int i = 1; i <= 5; ++i) EXPECT_FALSE(a.check_loss(i, 4.0)) << i;
+  EXPECT_FALSE(a.check_loss(6, 5.9));
+  const auto spike = a.check_loss(7, 7.0);
+  ASSERT_TRUE(spike);
+  EXPECT_NE(spike->find("step 7: loss 7.0000"), std::string::npos) << *spike;
+  EXPECT_EQ(a.raised().size(), 5u);
+  Alarms off(AlarmLimits{1, 1, 0, 0});
+  EXPECT_TRUE(off.check_casts(1, {record("t", "x", under)}).empty());
+  for (int i = 1; i <= 6; ++i) off.check_loss(i, 1.0);
+  EXPECT_FALSE(off.check_loss(7, 100.0));
+}
+
+// telemetry.stop_on_alarm ends the run with the alarm; the checkpoint before it stays.
+TEST(Telemetry, StopOnAlarmEndsTheRun) {
+  const std::string d = tmpdir("alarm_stop");
+  write_data(d);
+  TrainConfig c = tiny(d, d + "/run", "O2");
+  c.telemetry_every = 6;
+  c.underflow_alarm = 0;  // any underflow at all
+  c.saturation_alarm = 0;
+  c.stop_on_alarm = true;
+  try {
+    train(c, "");
+    FAIL() << "no alarm";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("telemetry alarm at step 6: "), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(fs::exists(d + "/run/checkpoints/step-4"));
+  EXPECT_FALSE(fs::exists(d + "/run/checkpoints/step-6"));
+  EXPECT_EQ(losses(d + "/run/metrics.jsonl").size(), 6u);
 }
 
 TEST(Train, BadConfigurationsNameTheKey) {

@@ -16,6 +16,11 @@ double QuantStats::snr_db() const {
   return 10.0 * std::log10(signal / error);
 }
 
+double QuantStats::kurtosis() const {
+  if (signal == 0) return std::nan("");
+  return double(n - nonfinite) * fourth / (signal * signal);
+}
+
 namespace {
 
 // Per-row scales of a view: row r's scale of column c is s[c / block_cols].
@@ -44,6 +49,7 @@ QuantStats merge(QuantStats a, const QuantStats& b) {
   a.amax = std::max(a.amax, b.amax);
   a.signal += b.signal;
   a.error += b.error;
+  a.fourth += b.fourth;
   return a;
 }
 
@@ -72,6 +78,7 @@ QuantStats quant_stats(const float* x, const ScaledView& q) {
         const double sc = scales.at(r, c);
         s.amax = std::max(s.amax, std::fabs(v));
         s.signal += v * v;
+        s.fourth += v * v * v * v;
         const double e = static_cast<double>(y[i]) - v;
         s.error += e * e;
         if (v != 0) {

@@ -23,6 +23,7 @@ struct QuantStats {
   double amax = 0;       // max |x| over finite values
   double signal = 0;     // Σ x² over finite values
   double error = 0;      // Σ (decode(q)·s − x)² over finite values
+  double fourth = 0;     // Σ x⁴ over finite values
   float scale_min = 0, scale_max = 0;  // the scales s (one value per tensor, or the range)
 
   double underflow_rate() const { return nonzero ? double(underflow) / double(nonzero) : 0.0; }
@@ -30,6 +31,9 @@ struct QuantStats {
   double mse() const { return n > nonfinite ? error / double(n - nonfinite) : 0.0; }
   // 10·log10(signal / error); +inf for an exact cast, NaN for an all-zero tensor.
   double snr_db() const;
+  // E[x⁴] / E[x²]² of the finite values (3 for a zero-mean Gaussian; outliers raise it);
+  // NaN for an all-zero tensor.
+  double kurtosis() const;
 };
 
 // Statistics of q (any dtype and scaling) against the values x (q.numel() floats) it was

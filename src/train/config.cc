@@ -28,6 +28,9 @@ Key key(std::string name, T TrainConfig::*field) {
     if constexpr (std::is_same_v<T, std::string>) {
       if (!n.is_string()) fail(where, name, ": expected a string");
       c.*field = *n.value<std::string>();
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (!n.is_boolean()) fail(where, name, ": expected true or false");
+      c.*field = *n.value<bool>();
     } else if constexpr (std::is_same_v<T, double>) {
       if (!n.is_number()) fail(where, name, ": expected a number");
       // An integer beyond 2^53 has no exact double: toml++ gives none, we round it.
@@ -42,7 +45,9 @@ Key key(std::string name, T TrainConfig::*field) {
     }
   };
   k.get = [field](const TrainConfig& c) {
-    if constexpr (std::is_same_v<T, std::string>) {
+    if constexpr (std::is_same_v<T, bool>) {
+      return std::string(c.*field ? "true" : "false");
+    } else if constexpr (std::is_same_v<T, std::string>) {
       std::ostringstream os;
       os << toml::value<std::string>(c.*field);
       return os.str();
@@ -91,6 +96,11 @@ const std::vector<Key>& keys() {
       key("precision.margin", &TrainConfig::margin),
       key("precision.grad_scaling", &TrainConfig::grad_scaling),
       key("telemetry.every", &TrainConfig::telemetry_every),
+      key("telemetry.underflow_alarm", &TrainConfig::underflow_alarm),
+      key("telemetry.saturation_alarm", &TrainConfig::saturation_alarm),
+      key("telemetry.kurtosis_alarm", &TrainConfig::kurtosis_alarm),
+      key("telemetry.loss_spike_alarm", &TrainConfig::loss_spike_alarm),
+      key("telemetry.stop_on_alarm", &TrainConfig::stop_on_alarm),
   };
   return k;
 }
@@ -163,6 +173,14 @@ void TrainConfig::validate() const {
       grad_scaling != "sqrt")
     fail("precision.grad_scaling = '", grad_scaling, "': must be auto, pre, post or sqrt");
   int_range("telemetry.every", telemetry_every, 0, INT32_MAX, " (0: off)");
+  in_range("telemetry.underflow_alarm", underflow_alarm, 0, 1, " (a fraction; 1: off)");
+  in_range("telemetry.saturation_alarm", saturation_alarm, 0, 1, " (a fraction; 1: off)");
+  in_range("telemetry.kurtosis_alarm", kurtosis_alarm, 0, 1e6, " (growth factor; 0: off)");
+  in_range("telemetry.loss_spike_alarm", loss_spike_alarm, 0, 1e6, " (loss ratio; 0: off)");
+  if (kurtosis_alarm > 0 && kurtosis_alarm <= 1)
+    fail("telemetry.kurtosis_alarm = ", kurtosis_alarm, ": must be > 1 (a growth factor) or 0 (off)");
+  if (loss_spike_alarm > 0 && loss_spike_alarm <= 1)
+    fail("telemetry.loss_spike_alarm = ", loss_spike_alarm, ": must be > 1 (a loss ratio) or 0 (off)");
 }
 
 std::string default_tokenizer_dir() { return std::string(FP8LM_SOURCE_DIR) + "/data/gpt2"; }

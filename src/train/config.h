@@ -50,6 +50,15 @@ struct TrainConfig {
   // [telemetry]: statistics of every FP8 cast on every `every`-th step (0: off), written to
   // telemetry.jsonl (docs/telemetry.md).
   int telemetry_every = 25;
+  // Divergence alarms (warnings naming the tensor, once per tensor and kind; stop_on_alarm
+  // ends the run instead): a cast's underflow or saturation fraction above these, an
+  // activation's kurtosis grown by this factor since its first sample, a loss this many
+  // times the mean of the previous 20 (checked every step).
+  double underflow_alarm = 0.25;
+  double saturation_alarm = 0.001;
+  double kurtosis_alarm = 8;
+  double loss_spike_alarm = 1.5;
+  bool stop_on_alarm = false;
 
   GptConfig model() const;  // the preset with overrides applied, validated
   PrecisionLevel precision_level() const { return level_from_name(level); }

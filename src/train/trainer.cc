@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -233,6 +234,17 @@ struct Session {
   std::unique_ptr<GradSync> sync;
   QuantProbe probe;
   TelemetrySummary telemetry;
+  Alarms alarms{AlarmLimits{cfg.underflow_alarm, cfg.saturation_alarm, cfg.kurtosis_alarm,
+                            cfg.loss_spike_alarm}};
+
+  // A divergence alarm (lead rank): a warning on the console, or the end of the run with
+  // telemetry.stop_on_alarm (the last checkpoint stays as it is).
+  void alarm(const std::string& message, const std::string& out, bool tty) const {
+    if (cfg.stop_on_alarm)
+      fail("telemetry alarm at ", message, "; stopped (telemetry.stop_on_alarm = true); the last "
+           "checkpoint in ", out, "/checkpoints is intact");
+    std::printf("%swarning: %s\n", tty ? "\n" : "", message.c_str());
+  }
 };
 
 // Phase 4: a checkpoint's state, every part validated before it is used; returns its step.
@@ -316,7 +328,8 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
       {"comm_bytes_per_step", step_comm.bytes},
       {"comm_calls_per_step", step_comm.calls},
       {"per_rank_peak_mib", per_rank},
-      {"telemetry", s.telemetry.json()}};
+      {"telemetry", s.telemetry.json()},
+      {"alarms", s.alarms.raised()}};
   const std::string text = summary.dump(2) + "\n";
   write_text_atomic(out + "/summary.json", text);
   if (!s.telemetry.empty())
@@ -421,10 +434,12 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
         if (save && !last) s.checkpoint(out, step + 1);
         continue;
       }
+      std::vector<std::string> alarms;
       if (s.samples(step)) {
         const std::vector<QuantRecord> records = s.probe.take();
         for (const QuantRecord& q : records) folder->append_telemetry(telemetry_json(step + 1, q));
         s.telemetry.add(step + 1, records);
+        alarms = s.alarms.check_casts(step + 1, records);
       }
       folder->append_metrics({{"step", step + 1},
                               {"loss", loss},
@@ -436,6 +451,9 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
         std::printf("%sstep %lld: non-finite gradients or update, skipped (%lld so far)\n",
                     tty ? "\n" : "", static_cast<long long>(step + 1),
                     static_cast<long long>(s.opt->skipped_steps()));
+      // The lead rank judges (a stop ends every rank: errors abort the MPI job).
+      if (auto spike = s.alarms.check_loss(step + 1, loss)) alarms.push_back(*spike);
+      for (const std::string& a : alarms) s.alarm(a, out, tty);
       if ((cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0) || last) {
         last_val = evaluate(s.model, inputs.val, cfg.eval_batches);
         folder->append_metrics({{"step", step + 1}, {"val_loss", last_val}});

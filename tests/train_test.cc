@@ -187,6 +187,8 @@ TEST(Telemetry, RecordsEveryFp8CastWithoutChangingTheRun) {
       for (const char* role : {"x", "W", "dy", "dW"}) EXPECT_EQ(r.at(role), linears) << step;
       EXPECT_EQ(r.at("grad"), others) << step;
       EXPECT_EQ(r.count("x.wgrad"), recipe == "block" ? 1u : 0u) << step;
+      for (const char* role : {"master", "m1", "m2"})
+        EXPECT_EQ(r.at(role), linears + others) << step << " " << role;
     }
     const auto summary = nlohmann::json::parse(std::ifstream(d + "/probed/summary.json"));
     EXPECT_EQ(summary["telemetry"]["W"]["records"].get<int>(), 4 * linears);

@@ -20,6 +20,32 @@ float storage_scale(const ScaledTensor& t, float amax) {
       .value_or(t.meta.scale);
 }
 
+// The update of one tensor in FP32 from its stored states (the values the kernel starts
+// from), as kernels/adamw.cc computes it: the reference the probe measures storage against.
+struct Reference {
+  std::vector<float> master, m1, m2;
+};
+Reference reference_update(const AdamW::Param& p, const ScaledView& grad,
+                           const kernels::AdamWArgs& a) {
+  const size_t n = p.numel;
+  Reference r{std::vector<float>(n), std::vector<float>(n), std::vector<float>(n)};
+  std::vector<float> g(n);
+  kernels::dequantize(r.master.data(), p.master.view());
+  kernels::dequantize(r.m1.data(), p.m1.view());
+  kernels::dequantize(r.m2.data(), p.m2.view());
+  kernels::dequantize(g.data(), grad);
+  for (size_t i = 0; i < n; ++i) {
+    const float gi = g[i] * a.grad_mul;
+    const float m = a.beta1 * r.m1[i] + (1.0f - a.beta1) * gi;
+    const float v = a.beta2 * r.m2[i] + (1.0f - a.beta2) * gi * gi;
+    const float step = a.lr * (m / a.bias_corr1) / (std::sqrt(v / a.bias_corr2) + a.eps);
+    r.master[i] = r.master[i] * (1.0f - a.decay) - step;
+    r.m1[i] = m;
+    r.m2[i] = v;
+  }
+  return r;
+}
+
 void set_scale(ScaledTensor& t, float s) {
   t.meta.scale = s;
   t.meta.scale_inv = 1.0f / s;
@@ -139,11 +165,23 @@ StepResult AdamW::step(const std::vector<ScaledView>& grads, float lr, float gra
     const kernels::AdamWScales& amax = amaxes[i];
     const kernels::AdamWScales s{storage_scale(p.master, amax.master),
                                  storage_scale(p.m1, amax.m1), storage_scale(p.m2, amax.m2)};
+    const bool probing = probe_ != nullptr && probe_->wants();
+    Reference ref;
+    if (probing) ref = reference_update(p, grads[i], a);
     // Pass 2 reads the old states through their old scales; the new ones are set after.
     kernels::adamw_apply(p.master.mut_view(), p.m1.mut_view(), p.m2.mut_view(), grads[i], a, s);
     set_scale(p.master, s.master);
     set_scale(p.m1, s.m1);
     set_scale(p.m2, s.m2);
+    if (probing) {
+      const std::pair<const char*, std::pair<const ScaledTensor*, const std::vector<float>*>>
+          states[] = {{"master", {&p.master, &ref.master}},
+                      {"m1", {&p.m1, &ref.m1}},
+                      {"m2", {&p.m2, &ref.m2}}};
+      for (const auto& [role, st] : states)
+        if (st.first->data.dtype() != DType::kF32)
+          probe_->record(p.name, role, st.second->data(), st.first->view());
+    }
   }
   return {norm, false};
 }

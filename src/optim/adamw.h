@@ -18,6 +18,7 @@
 #include "kernels/adamw.h"
 #include "numerics/dtype.h"
 #include "tensor/precision_plan.h"
+#include "tensor/quant_stats.h"
 #include "tensor/scaling.h"
 #include "tensor/tensor.h"
 
@@ -89,6 +90,11 @@ class AdamW {
   // FP32 values of parameter i's master weights.
   void master_values(size_t i, float* out) const;
 
+  // While `probe` is armed, each update also reports how storing the new master, m1 and m2
+  // in their narrow formats changed them (roles "master", "m1", "m2"; FP32 states are not
+  // reported), against the update computed in FP32 from the same old states and gradient.
+  void set_probe(QuantProbe* probe) { probe_ = probe; }
+
  private:
   PrecisionLevel level_;
   AdamWConfig cfg_;
@@ -96,6 +102,7 @@ class AdamW {
   int64_t t_ = 0;
   int64_t skipped_ = 0;
   SumFn reduce_sq_;
+  QuantProbe* probe_ = nullptr;
 };
 
 }  // namespace fp8lm

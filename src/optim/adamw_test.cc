@@ -193,6 +193,39 @@ TEST(AdamW, ClippingScalesTheGradient) {
   EXPECT_NEAR(wa[1], wb[1], 1e-6);
 }
 
+// The probe sees how storing each state narrowed it, without changing the update.
+TEST(AdamW, ProbeMeasuresStateStorage) {
+  std::mt19937 rng(5);
+  const size_t n = 4099;
+  const std::vector<float> w = normal(n, 0.02f, rng), g = normal(n, 1e-3f, rng);
+  AdamW plain(PrecisionLevel::kO2, {}, {"w"}, {n}, {true}, {w.data()});
+  AdamW probed(PrecisionLevel::kO2, {}, {"w"}, {n}, {true}, {w.data()});
+  QuantProbe probe;
+  probed.set_probe(&probe);
+  for (int t = 0; t < 3; ++t) {
+    probe.arm(t == 2);
+    plain.step({f32(g)}, 1e-3f);
+    probed.step({f32(g)}, 1e-3f);
+  }
+  const std::vector<QuantRecord> r = probe.take();
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0].role, "master");
+  EXPECT_EQ(r[0].dtype, DType::kF16);
+  EXPECT_EQ(r[1].role, "m1");
+  EXPECT_EQ(r[1].dtype, DType::kE4M3);
+  EXPECT_EQ(r[2].role, "m2");
+  // FP16 keeps ~11 bits (SNR ~ 60+ dB), E4M3 ~4 (~ 30 dB).
+  EXPECT_GT(r[0].stats.snr_db(), 55.0);
+  EXPECT_GT(r[1].stats.snr_db(), 20.0);
+  EXPECT_LT(r[1].stats.snr_db(), 45.0);
+  EXPECT_GT(r[2].stats.snr_db(), 55.0);
+  EXPECT_EQ(r[0].stats.n, n);
+  const AdamW::Param &a = plain.params()[0], &b = probed.params()[0];
+  EXPECT_EQ(std::memcmp(a.master.data.data(), b.master.data.data(), a.master.data.bytes()), 0);
+  EXPECT_EQ(std::memcmp(a.m1.data.data(), b.m1.data.data(), a.m1.data.bytes()), 0);
+  EXPECT_EQ(a.m1.meta.scale_inv, b.m1.meta.scale_inv);
+}
+
 TEST(AdamW, SumSquaresOfScaledGradients) {
   std::mt19937 rng(3);
   const std::vector<float> g = normal(100003, 1.0f, rng);

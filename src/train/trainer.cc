@@ -175,7 +175,10 @@ struct Session {
           [](double* v, size_t n) { dist::allreduce_scalars(v, n, dist::ScalarOp::kSum); });
     sync = std::make_unique<GradSync>(level, c.grad_scaling,
                                       replica ? replica->owner() : std::vector<int>{});
-    if (c.telemetry_every > 0) model.set_probe(&probe);
+    if (c.telemetry_every > 0) {
+      model.set_probe(&probe);
+      opt->set_probe(&probe);
+    }
   }
 
   // Telemetry samples the lead rank's casts on every telemetry.every-th step.
@@ -404,7 +407,6 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
         loader.train_batch(static_cast<uint64_t>(index), in.data(), tgt.data());
         loss += s.model.forward_backward(in.data(), tgt.data(), micro > 0);
       }
-      s.probe.arm(false);
       loss /= cfg.grad_accum;
       s.sync->average(s.model);
       if (world > 1) {
@@ -414,6 +416,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       const double lr = lr_at(cfg, step);
       const StepResult r = s.opt->step(grad_views(s.model), static_cast<float>(lr),
                                        1.0f / cfg.grad_accum, static_cast<float>(cfg.grad_clip));
+      s.probe.arm(false);  // armed for the model's casts and the optimizer's stores
       if (!r.skipped) s.refresh_replicas();  // O3: the owners' new weights to every rank
       skipped_in_row = r.skipped ? skipped_in_row + 1 : 0;
       if (skipped_in_row >= kMaxSkippedInRow)

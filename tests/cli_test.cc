@@ -449,6 +449,27 @@ TEST_F(Cli, BenchGemmComparesWithOpenBlasOnOneShape) {
   EXPECT_EQ(j["results"][2]["c"], "e4m3");
 }
 
+// The placement experiment: every model at every rank count, the greedy placement never
+// below the element split, balanced at 2 ranks, bounded by the largest tensor.
+TEST_F(Cli, ZeroPlacementExperimentCoversEveryModelAndRankCount) {
+  const Result r = run("experiment zero-placement --json --ranks 2 8 128");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["bytes_per_param"], 5);  // O3: f16 master, e4m3 m1, f16 m2
+  ASSERT_EQ(j["rows"].size(), 7u * 3);
+  for (const auto& row : j["rows"]) {
+    const double split = row["split_bytes"].get<double>();
+    const double hi = row["greedy_max_bytes"].get<double>(), lo = row["greedy_min_bytes"].get<double>();
+    EXPECT_GE(hi, split) << row;
+    EXPECT_LE(lo, split) << row;
+    EXPECT_DOUBLE_EQ(row["max_over_split"].get<double>(), hi / split) << row;
+    if (row["ranks"] == 2) EXPECT_LT(hi / split, 1.01) << row;
+  }
+  EXPECT_EQ(j["rows"][20]["model"], "175B");
+  EXPECT_EQ(run("experiment zero-placement --ranks 0").rc, 2);
+  EXPECT_NE(run("experiment").rc, 0);
+}
+
 TEST_F(Cli, BenchGemmMemoryModeAndBadShape) {
   const Result r = run("bench gemm --memory --shape 2048x768x768");
   ASSERT_EQ(r.rc, 0) << r.err;

@@ -18,6 +18,7 @@ void register_convert(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_prepare(CLI::App& app);
 void register_train(CLI::App& app);  // train, eval, sample
+void register_experiment(CLI::App& app);  // experiment zero-placement, ...
 void register_bench_cast(CLI::App& bench);
 void register_bench_gemm(CLI::App& bench);
 void register_bench_step(CLI::App& bench);

@@ -105,9 +105,11 @@ void run_bench_step(const BenchStepOptions& o) {
       const PrecisionLevel l = level_from_name(o.levels.back());
       if (level_plan(l).compute != ComputeMode::kFP8)
         fail("--telemetry: the last of --levels must be an FP8 level (O1, O2), got ", o.levels.back());
+      const size_t before = state_bytes();
       Runner r{std::string(level_name(l)) + "+telemetry", nullptr, make_gpt_optimizer(cfg, l, {}, 1)};
       r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
       r.model->set_weights(master_views(*r.opt));
+      r.state_bytes = state_bytes() - before;
       r.probe = std::make_unique<QuantProbe>();
       r.probe->arm(true);
       r.model->set_probe(r.probe.get());

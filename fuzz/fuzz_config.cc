@@ -48,6 +48,14 @@ void check_same(const fp8lm::TrainConfig& a, const fp8lm::TrainConfig& b,
   FUZZ_SAME_FIELD(amax_window);
   FUZZ_SAME_FIELD(margin);
   FUZZ_SAME_FIELD(grad_scaling);
+  FUZZ_SAME_FIELD(mx_grad_format);
+  FUZZ_SAME_FIELD(telemetry_every);
+  FUZZ_SAME_FIELD(what_if);
+  FUZZ_SAME_FIELD(underflow_alarm);
+  FUZZ_SAME_FIELD(saturation_alarm);
+  FUZZ_SAME_FIELD(kurtosis_alarm);
+  FUZZ_SAME_FIELD(loss_spike_alarm);
+  FUZZ_SAME_FIELD(stop_on_alarm);
 }
 
 // An accepted configuration: validates, and survives to_toml() and parsing back.

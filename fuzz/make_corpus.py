@@ -201,6 +201,12 @@ grad_scaling = "auto"
 
 [telemetry]
 every = 25
+what_if = "none"
+underflow_alarm = 0.25
+saturation_alarm = 0.001
+kurtosis_alarm = 8
+loss_spike_alarm = 1.5
+stop_on_alarm = false
 """
 
 

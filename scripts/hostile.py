@@ -1383,6 +1383,7 @@ def class_config(h):
             set_case(key, v, MAY_ACCEPT, more=["train.min_lr=0"] if key == "train.lr" else ())
     for key, v in [("model.preset", "bogus"), ("data.tokenizer", "bogus"), ("precision.level", "O9"),
                    ("precision.recipe", "bogus"), ("precision.grad_scaling", "bogus"),
+                   ("telemetry.what_if", "bogus"), ("telemetry.stop_on_alarm", "maybe"),
                    ("train.out_dir", "''"), ("data.train", "''"), ("model.preset", "[1,2]"),
                    ("data.train", "{a=1}"), ("precision.level", "o2")]:
         set_case(key, v, MUST_REFUSE)

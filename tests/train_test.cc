@@ -160,6 +160,7 @@ TEST(Telemetry, RecordsEveryFp8CastWithoutChangingTheRun) {
     plain.recipe = probed.recipe = recipe;
     plain.telemetry_every = 0;
     probed.telemetry_every = 2;
+    probed.what_if = recipe == "delayed" ? "e4m3" : "none";  // dy is E5M2: what would E4M3 do
     train(plain, "");
     train(probed, "");
     EXPECT_EQ(losses(d + "/probed/metrics.jsonl"), losses(d + "/plain/metrics.jsonl")) << recipe;
@@ -187,6 +188,12 @@ TEST(Telemetry, RecordsEveryFp8CastWithoutChangingTheRun) {
       for (const char* role : {"x", "W", "dy", "dW"}) EXPECT_EQ(r.at(role), linears) << step;
       EXPECT_EQ(r.at("grad"), others) << step;
       EXPECT_EQ(r.count("x.wgrad"), recipe == "block" ? 1u : 0u) << step;
+      if (recipe == "delayed") {
+        EXPECT_EQ(r.at("dy@e4m3"), linears) << step;
+        EXPECT_EQ(r.at("x@e4m3"), linears) << step;  // E4M3 already: delayed vs just in time
+      } else {
+        EXPECT_EQ(r.count("dy@e4m3"), 0u) << step;
+      }
       for (const char* role : {"master", "m1", "m2"})
         EXPECT_EQ(r.at(role), linears + others) << step << " " << role;
     }

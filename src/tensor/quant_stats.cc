@@ -7,6 +7,7 @@
 #include "core/check.h"
 #include "core/parallel.h"
 #include "kernels/cast.h"
+#include "tensor/scaling.h"
 
 namespace fp8lm {
 
@@ -110,16 +111,50 @@ QuantStats quant_stats(const float* x, const ScaledView& q) {
   return total;
 }
 
-void QuantProbe::record(const std::string& tensor, const std::string& role, const float* x,
-                        const ScaledView& q) {
-  if (!armed_) return;
-  QuantRecord r{tensor, role, q.data.dtype, q.mode, quant_stats(x, q)};
+void QuantProbe::set_what_if(const std::string& what_if) {
+  what_if_.clear();
+  what_if_dtype_ = DType::kF32;
+  what_if_mode_ = ScalingMode::kNone;
+  if (what_if == "none") return;
+  if (what_if == "e4m3" || what_if == "e5m2") {
+    what_if_dtype_ = what_if == "e4m3" ? DType::kE4M3 : DType::kE5M2;
+  } else if (what_if == "tensor" || what_if == "1x128" || what_if == "128x128" || what_if == "mx32") {
+    for (ScalingMode m : {ScalingMode::kTensor, ScalingMode::kRows1x128, ScalingMode::kBlock128,
+                          ScalingMode::kMx32})
+      if (scaling_mode_name(m) == what_if) what_if_mode_ = m;
+  } else {
+    fail("telemetry.what_if = '", what_if, "': must be none, e4m3, e5m2, tensor, 1x128, 128x128 "
+         "or mx32");
+  }
+  what_if_ = what_if;
+}
+
+void QuantProbe::add(QuantRecord r) {
   for (QuantRecord& old : records_)
-    if (old.tensor == tensor && old.role == role) {
+    if (old.tensor == r.tensor && old.role == r.role) {
       old = std::move(r);
       return;
     }
   records_.push_back(std::move(r));
+}
+
+void QuantProbe::record(const std::string& tensor, const std::string& role, const float* x,
+                        const ScaledView& q) {
+  if (!armed_) return;
+  add({tensor, role, q.data.dtype, q.mode, quant_stats(x, q)});
+  const bool fp8 = q.data.dtype == DType::kE4M3 || q.data.dtype == DType::kE5M2;
+  if (what_if_.empty() || !fp8) return;  // optimizer states (FP16) keep their format
+  const DType t = what_if_dtype_ == DType::kF32 ? q.data.dtype : what_if_dtype_;
+  const ScalingMode m = what_if_mode_ == ScalingMode::kNone ? q.mode : what_if_mode_;
+  // The alternative cast, just in time from the same values (a delayed scale has no
+  // counterpart outside its history).
+  const Shape shape{static_cast<int64_t>(q.rows()), static_cast<int64_t>(q.cols())};
+  ScaledTensor alt = m == ScalingMode::kTensor
+                         ? ScaledTensor(shape, ScalingRecipe{t, ScalingTiming::kJustInTime},
+                                        MemCategory::kWorkspace)
+                         : ScaledTensor(shape, t, m, MemCategory::kWorkspace);
+  quantize(alt, x);
+  add({tensor, role + "@" + what_if_, t, m, quant_stats(x, alt.view())});
 }
 
 std::vector<QuantRecord> QuantProbe::take() {

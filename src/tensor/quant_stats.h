@@ -56,13 +56,22 @@ class QuantProbe {
  public:
   void arm(bool on) { armed_ = on; }
   bool wants() const { return armed_; }
+  // "What if": every cast of an activation or gradient is also made, from the same values,
+  // the other way — `what_if` names a format (e4m3, e5m2: same scaling) or a scaling
+  // (tensor: one just-in-time scale; 1x128, 128x128, mx32: those blocks; same format) — and
+  // recorded as role "ROLE@what_if". "none" turns it off. Throws Error for other names.
+  void set_what_if(const std::string& what_if);
   void record(const std::string& tensor, const std::string& role, const float* x,
               const ScaledView& q);
   // The records since the last take(), in first-reported order; clears them.
   std::vector<QuantRecord> take();
 
  private:
+  void add(QuantRecord r);
   bool armed_ = false;
+  std::string what_if_;           // empty: off
+  DType what_if_dtype_ = DType::kF32;   // kF32: keep the cast's format
+  ScalingMode what_if_mode_ = ScalingMode::kNone;  // kNone: keep the cast's scaling
   std::vector<QuantRecord> records_;
 };
 

@@ -6,10 +6,13 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "kernels/cast.h"
+#include "core/check.h"
 #include "numerics/cast_ref.h"
+#include "tensor/scaling.h"
 
 namespace fp8lm {
 namespace {
@@ -103,6 +106,41 @@ TEST(QuantStats, ProbeCollectsOnlyWhenArmedAndKeepsTheLastCast) {
   EXPECT_GT(r[0].stats.error, 0.0);
   EXPECT_EQ(r[1].tensor, "b");
   EXPECT_TRUE(p.take().empty());
+}
+
+// "What if" casts the same values the other way and records both.
+TEST(QuantStats, WhatIfRecordsTheOtherCast) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> d(0.0f, 1e-4f);
+  std::vector<float> x(3 * 300);
+  for (float& v : x) v = d(rng);
+  float s = 0x1p-14f;
+  const std::vector<uint8_t> q = cast(x, s);
+  const ScaledView v =
+      tensor_view(static_cast<const void*>(q.data()), DType::kE4M3, {3, 300}, &s);
+  QuantProbe p;
+  p.arm(true);
+  p.set_what_if("e5m2");
+  p.record("t", "dy", x.data(), v);
+  p.set_what_if("1x128");
+  p.record("t", "x", x.data(), v);
+  const std::vector<QuantRecord> r = p.take();
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[1].role, "dy@e5m2");
+  EXPECT_EQ(r[1].dtype, DType::kE5M2);
+  EXPECT_EQ(r[1].mode, ScalingMode::kTensor);
+  ScaledTensor e5(Shape{3, 300}, ScalingRecipe{DType::kE5M2, ScalingTiming::kJustInTime},
+                  MemCategory::kWorkspace);
+  quantize(e5, x.data());
+  const QuantStats want = quant_stats(x.data(), e5.view());
+  EXPECT_EQ(r[1].stats.error, want.error);
+  EXPECT_EQ(r[1].stats.underflow, want.underflow);
+  EXPECT_LT(r[1].stats.snr_db(), r[0].stats.snr_db());  // 2 mantissa bits instead of 3
+  EXPECT_EQ(r[3].role, "x@1x128");
+  EXPECT_EQ(r[3].dtype, DType::kE4M3);
+  EXPECT_EQ(r[3].mode, ScalingMode::kRows1x128);
+  EXPECT_GE(r[3].stats.snr_db(), r[2].stats.snr_db());  // finer scales never lose range
+  EXPECT_THROW(p.set_what_if("fp4"), Error);
 }
 
 }  // namespace

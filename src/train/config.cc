@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "core/parallel.h"
 #include "data/unicode.h"
+#include "tensor/quant_stats.h"
 
 namespace fp8lm {
 namespace {
@@ -96,6 +97,7 @@ const std::vector<Key>& keys() {
       key("precision.margin", &TrainConfig::margin),
       key("precision.grad_scaling", &TrainConfig::grad_scaling),
       key("telemetry.every", &TrainConfig::telemetry_every),
+      key("telemetry.what_if", &TrainConfig::what_if),
       key("telemetry.underflow_alarm", &TrainConfig::underflow_alarm),
       key("telemetry.saturation_alarm", &TrainConfig::saturation_alarm),
       key("telemetry.kurtosis_alarm", &TrainConfig::kurtosis_alarm),
@@ -173,6 +175,7 @@ void TrainConfig::validate() const {
       grad_scaling != "sqrt")
     fail("precision.grad_scaling = '", grad_scaling, "': must be auto, pre, post or sqrt");
   int_range("telemetry.every", telemetry_every, 0, INT32_MAX, " (0: off)");
+  QuantProbe().set_what_if(what_if);  // names the key when the value is not one it knows
   in_range("telemetry.underflow_alarm", underflow_alarm, 0, 1, " (a fraction; 1: off)");
   in_range("telemetry.saturation_alarm", saturation_alarm, 0, 1, " (a fraction; 1: off)");
   in_range("telemetry.kurtosis_alarm", kurtosis_alarm, 0, 1e6, " (growth factor; 0: off)");

@@ -50,6 +50,9 @@ struct TrainConfig {
   // [telemetry]: statistics of every FP8 cast on every `every`-th step (0: off), written to
   // telemetry.jsonl (docs/telemetry.md).
   int telemetry_every = 25;
+  // Each FP8 cast also made another way from the same values (docs/telemetry.md, what if):
+  // none | e4m3 | e5m2 | tensor | 1x128 | 128x128 | mx32.
+  std::string what_if = "none";
   // Divergence alarms (warnings naming the tensor, once per tensor and kind; stop_on_alarm
   // ends the run instead): a cast's underflow or saturation fraction above these, an
   // activation's kurtosis grown by this factor since its first sample, a loss this many

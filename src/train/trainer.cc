@@ -176,6 +176,7 @@ struct Session {
     sync = std::make_unique<GradSync>(level, c.grad_scaling,
                                       replica ? replica->owner() : std::vector<int>{});
     if (c.telemetry_every > 0) {
+      probe.set_what_if(c.what_if);
       model.set_probe(&probe);
       opt->set_probe(&probe);
     }

@@ -44,6 +44,39 @@ void Fp8GradReducer::set_mu(float mu) {
   mu_ = mu;
 }
 
+namespace {
+// What rank codes are multiplied by before the sum, and the result's scale_inv, from the
+// shared scale s_g and the multiplier m (docs/numerics.md): factor = s_g·m·scale_inv,
+// result = 1/(s_g·m·N), products in double.
+float requant_factor(float shared, float multiplier, float scale_inv) {
+  return static_cast<float>(static_cast<double>(shared) * multiplier * scale_inv);
+}
+float result_scale_inv(float shared, float multiplier, int n_ranks) {
+  return static_cast<float>(1.0 / (static_cast<double>(shared) * multiplier * n_ranks));
+}
+}  // namespace
+
+float Fp8GradReducer::multiplier(float mu, int n_ranks) const {
+  const double n = n_ranks;
+  switch (mode_) {
+    case Fp8Scaling::kAuto:
+      return mu;
+    case Fp8Scaling::kPre:
+      return static_cast<float>(1.0 / n);
+    case Fp8Scaling::kPost:
+      return 1.0f;
+    case Fp8Scaling::kSqrt:
+      return static_cast<float>(1.0 / std::sqrt(n));
+  }
+  return 1.0f;
+}
+
+void Fp8GradReducer::update_mu(float multiplier, double saturated, double elements) {
+  if (mode_ != Fp8Scaling::kAuto || elements <= 0) return;
+  const double next = multiplier * (saturated / elements > kSaturationThreshold ? 0.5 : kMuGrowth);
+  mu_ = static_cast<float>(std::min(next, double{kMaxMu}));
+}
+
 Fp8ReduceStats Fp8GradReducer::allreduce(std::span<const MutableScaledView> grads) {
   return reduce(grads, {}, /*to_owner=*/false);
 }
@@ -80,16 +113,11 @@ Fp8ReduceStats Fp8GradReducer::reduce(std::span<const MutableScaledView> grads, 
   if (is_auto) shared[T] = mu_;
   detail::allreduce(shared.data(), shared.size(), MPI_FLOAT, MPI_MIN, "scalar");
 
-  const double n = n_ranks;
-  const float multiplier = is_auto                      ? shared[T]
-                           : mode_ == Fp8Scaling::kPre  ? static_cast<float>(1.0 / n)
-                           : mode_ == Fp8Scaling::kPost ? 1.0f
-                                                        : static_cast<float>(1.0 / std::sqrt(n));
-  std::vector<float> factor(T), result_scale_inv(T);
+  const float multiplier = this->multiplier(is_auto ? shared[T] : mu_, n_ranks);
+  std::vector<float> factor(T), result(T);
   for (size_t t = 0; t < T; ++t) {
-    const double s = static_cast<double>(shared[t]) * multiplier;
-    factor[t] = static_cast<float>(s * scale_inv[t]);
-    result_scale_inv[t] = static_cast<float>(1.0 / (s * n));
+    factor[t] = requant_factor(shared[t], multiplier, scale_inv[t]);
+    result[t] = result_scale_inv(shared[t], multiplier, n_ranks);
   }
 
   // One group per root: all tensors for the all-reduce, each owner's tensors otherwise.
@@ -109,7 +137,7 @@ Fp8ReduceStats Fp8GradReducer::reduce(std::span<const MutableScaledView> grads, 
     const bool receives = !to_owner || static_cast<int>(root) == me;
     detail::for_each_window(numel, groups[root], staging.capacity(), [&](auto pieces, size_t w) {
       for (const detail::Piece& p : pieces)
-        kernels::e4m3_rescale(buf + p.offset, codes(p.tensor) + p.begin, p.count,
+        kernels::fp8_rescale(DType::kE4M3, buf + p.offset, codes(p.tensor) + p.begin, p.count,
                               factor[p.tensor]);
       if (to_owner)
         detail::reduce(buf, w, detail::e4m3_type(), detail::e4m3_sum(), static_cast<int>(root),
@@ -120,20 +148,69 @@ Fp8ReduceStats Fp8GradReducer::reduce(std::span<const MutableScaledView> grads, 
       for (const detail::Piece& p : pieces)
         std::memcpy(codes(p.tensor) + p.begin, buf + p.offset, p.count);
       stats.elements += static_cast<int64_t>(w);
-      stats.saturated += static_cast<int64_t>(kernels::e4m3_count_saturated(buf, w));
+      stats.saturated += static_cast<int64_t>(kernels::fp8_count_saturated(DType::kE4M3, buf, w));
     });
     if (receives)
-      for (size_t t : groups[root]) grads[t].set_tensor_scale(result_scale_inv[t]);
+      for (size_t t : groups[root]) grads[t].set_tensor_scale(result[t]);
   }
 
   if (is_auto) {
     double counts[2] = {static_cast<double>(stats.saturated), static_cast<double>(stats.elements)};
     if (to_owner) allreduce_scalars(counts, 2, ScalarOp::kSum);
-    double next = multiplier;
-    if (counts[1] > 0)
-      next *= counts[0] / counts[1] > kSaturationThreshold ? 0.5 : kMuGrowth;
-    mu_ = static_cast<float>(std::min(next, double{kMaxMu}));
+    update_mu(multiplier, counts[0], counts[1]);
   }
+  return stats;
+}
+
+Fp8ReduceStats Fp8GradReducer::allreduce_in_process(std::span<const std::vector<ScaledView>> ranks,
+                                                    std::span<const MutableScaledView> out) {
+  const int n_ranks = static_cast<int>(ranks.size());
+  FP8LM_CHECK(n_ranks >= 1, "allreduce_in_process: no ranks");
+  const size_t T = out.size();
+  for (const auto& r : ranks)
+    FP8LM_CHECK(r.size() == T, "allreduce_in_process: ", r.size(), " tensors for ", T);
+  for (size_t t = 0; t < T; ++t) {
+    const DType f = out[t].data.dtype;
+    FP8LM_CHECK((f == DType::kE4M3 || f == DType::kE5M2) && out[t].mode == ScalingMode::kTensor,
+                "tensor ", t, ": the FP8 all-reduce takes E4M3 or E5M2 scaled per tensor");
+    for (const auto& r : ranks) {
+      const ScaledView& g = r[t];
+      FP8LM_CHECK(g.data.dtype == f && g.mode == ScalingMode::kTensor && g.numel() == out[t].numel(),
+                  "tensor ", t, ": ranks differ in format, scaling or size");
+      FP8LM_CHECK(std::isfinite(g.tensor_scale()) && g.tensor_scale() > 0.0f, "tensor ", t,
+                  ": scale_inv = ", g.tensor_scale());
+    }
+  }
+  auto codes = [](const ScaledView& v) { return static_cast<const uint8_t*>(v.data.data); };
+  if (n_ranks == 1) {  // nothing to average: the gradient as it is, μ unchanged
+    for (size_t t = 0; t < T; ++t) {
+      std::memcpy(out[t].data.data, codes(ranks[0][t]), out[t].numel());
+      out[t].set_tensor_scale(ranks[0][t].tensor_scale());
+    }
+    return {};
+  }
+  const float multiplier = this->multiplier(mu_, n_ranks);
+  Fp8ReduceStats stats;
+  stats.multiplier = multiplier;
+  std::vector<uint8_t> term;
+  for (size_t t = 0; t < T; ++t) {
+    const DType f = out[t].data.dtype;
+    const size_t n = out[t].numel();
+    float shared = 1.0f / ranks[0][t].tensor_scale();  // min over ranks of the scales
+    for (const auto& r : ranks) shared = std::min(shared, 1.0f / r[t].tensor_scale());
+    auto* acc = static_cast<uint8_t*>(out[t].data.data);
+    term.resize(n);
+    for (int r = 0; r < n_ranks; ++r) {
+      const ScaledView& g = ranks[static_cast<size_t>(r)][t];
+      const float factor = requant_factor(shared, multiplier, g.tensor_scale());
+      kernels::fp8_rescale(f, r == 0 ? acc : term.data(), codes(g), n, factor);
+      if (r > 0) kernels::fp8_add(f, acc, term.data(), n);
+    }
+    out[t].set_tensor_scale(result_scale_inv(shared, multiplier, n_ranks));
+    stats.elements += static_cast<int64_t>(n);
+    stats.saturated += static_cast<int64_t>(kernels::fp8_count_saturated(f, acc, n));
+  }
+  update_mu(multiplier, static_cast<double>(stats.saturated), static_cast<double>(stats.elements));
   return stats;
 }
 

@@ -5,6 +5,7 @@
 // (÷N) and m are folded into the result's scale_inv, so they cost nothing:
 //   g_t ← E4M3(decode(g_t) · scale_inv_t · s_g · m)        on every rank
 //   g_t ← Σ_ranks g_t (E4M3 sums),  scale_inv_t ← 1 / (s_g · m · N)
+// (the factor and scale_inv are rounded to float32 from the double products shown).
 // Modes (multiplier m): auto = μ, adapted per call from the saturation of the result;
 // pre = 1/N; post = 1; sqrt = 1/sqrt(N). With one rank there is nothing to average:
 // gradients are left as they are and μ does not change.
@@ -15,6 +16,8 @@
 #include <optional>
 #include <span>
 #include <string_view>
+
+#include <vector>
 
 #include "distributed/collectives.h"
 
@@ -53,6 +56,16 @@ class Fp8GradReducer {
   // all tensors (one extra scalar all-reduce in auto mode), so it stays equal on all ranks.
   Fp8ReduceStats reduce_to_owners(std::span<const MutableScaledView> grads, std::span<const int> owner);
 
+  // The same all-reduce computed in one process for N = ranks.size() simulated ranks (the
+  // numerics lab's grad-scaling and formats experiments): ranks[r][t] is rank r's tensor t
+  // (E4M3 or E5M2, scaled per tensor, one format and shape per t across ranks); out[t]
+  // receives the average every rank would hold (payload and scale; inputs unchanged).
+  // Same shared scales, multiplier, requantization, sums and μ rule as allreduce(); the
+  // sums are a left fold in rank order, which is MPI's result at N = 2 bit for bit (at
+  // N > 2 MPI may order the partial sums differently). Needs no MPI.
+  Fp8ReduceStats allreduce_in_process(std::span<const std::vector<ScaledView>> ranks,
+                                      std::span<const MutableScaledView> out);
+
   Fp8Scaling mode() const { return mode_; }
   // Auto mode's μ for the next call (checkpoint state; starts at 1). Every call uses the
   // minimum of μ over the ranks, so ranks resumed with different values agree again.
@@ -61,6 +74,8 @@ class Fp8GradReducer {
 
  private:
   Fp8ReduceStats reduce(std::span<const MutableScaledView> grads, std::span<const int> owner, bool to_owner);
+  float multiplier(float mu, int n_ranks) const;  // m of one call
+  void update_mu(float multiplier, double saturated, double elements);
 
   Fp8Scaling mode_;
   size_t bucket_bytes_;

@@ -225,5 +225,101 @@ TEST(Fp8ReduceToOwners, OwnersGetTheAverage) {
   EXPECT_EQ(lo, hi);
 }
 
+
+// Read-only views of one simulated rank's tensors.
+std::vector<ScaledView> views(std::vector<HostFp8>& tensors) {
+  std::vector<ScaledView> out;
+  for (const MutableScaledView& v : test::spans(tensors)) out.push_back(v);
+  return out;
+}
+
+// The in-process all-reduce is MPI's bit for bit at N = 2: every mode, several calls (μ
+// moves: the inputs are scaled up so auto mode saturates and halves), codes, scales, the
+// saturation count and μ equal; the inputs are left as they were.
+TEST(Fp8AllReduceInProcess, EqualsMpiAtTwoRanks) {
+  if (size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  for (Fp8Scaling mode : {Fp8Scaling::kAuto, Fp8Scaling::kPre, Fp8Scaling::kPost,
+                          Fp8Scaling::kSqrt}) {
+    const std::string name(fp8_scaling_name(mode));
+    Fp8GradReducer mpi(mode, kBucket), sim(mode);
+    for (uint32_t call = 0; call < 4; ++call) {
+      std::vector<std::vector<HostFp8>> all = {test::make_fp8(0, kSizes, 10 + call),
+                                               test::make_fp8(1, kSizes, 10 + call)};
+      std::vector<HostFp8> mine = all[static_cast<size_t>(rank())];
+      const Fp8ReduceStats a = mpi.allreduce(test::spans(mine));
+
+      const std::vector<std::vector<HostFp8>> before = all;
+      std::vector<std::vector<ScaledView>> ranks = {views(all[0]), views(all[1])};
+      std::vector<HostFp8> out(kSizes.size());
+      for (size_t t = 0; t < kSizes.size(); ++t) out[t].codes.assign(kSizes[t], test::kPoison);
+      const Fp8ReduceStats b = sim.allreduce_in_process(ranks, test::spans(out));
+      for (size_t t = 0; t < kSizes.size(); ++t) {
+        test::expect_codes_eq(out[t].codes, mine[t].codes, name + " codes");
+        EXPECT_EQ(out[t].scale_inv, mine[t].scale_inv) << name << " tensor " << t;
+        for (size_t r = 0; r < 2; ++r) {
+          test::expect_codes_eq(all[r][t].codes, before[r][t].codes, name + " input changed");
+          EXPECT_EQ(all[r][t].scale_inv, before[r][t].scale_inv);
+        }
+      }
+      EXPECT_EQ(a.multiplier, b.multiplier) << name << " call " << call;
+      // MPI counts the elements this rank received: all of them in an all-reduce.
+      EXPECT_EQ(a.elements, b.elements) << name;
+      EXPECT_EQ(a.saturated, b.saturated) << name;
+      EXPECT_EQ(mpi.mu(), sim.mu()) << name << " call " << call;
+    }
+    if (mode == Fp8Scaling::kAuto) EXPECT_LT(sim.mu(), 1.0f) << "the test should move μ";
+  }
+}
+
+// At N = 5 the result is the left fold of the reference E4M3 and E5M2 sums of the codes
+// requantized to the shared scale, computed here with the scalar reference codec.
+TEST(Fp8AllReduceInProcess, FiveRanksMatchTheReferenceFold) {
+  const std::vector<size_t> sizes = {300, 1, 77};
+  for (DType format : {DType::kE4M3, DType::kE5M2}) {
+    const FloatFormat& f = float_format(format);
+    std::vector<std::vector<HostFp8>> all;
+    for (int r = 0; r < 5; ++r) {
+      all.push_back(test::make_fp8(r, sizes, 3));
+      for (HostFp8& t : all.back())  // re-encode the same values in this format
+        for (uint8_t& c : t.codes)
+          c = static_cast<uint8_t>(encode_ref(from_e4m3_ref(c), f));
+    }
+    std::vector<std::vector<ScaledView>> ranks;
+    for (auto& r : all) {
+      ranks.push_back({});
+      for (HostFp8& t : r)
+        ranks.back().push_back(tensor_view(static_cast<const void*>(t.codes.data()), format,
+                                           Shape{static_cast<int64_t>(t.codes.size())},
+                                           &t.scale_inv));
+    }
+    std::vector<HostFp8> out(sizes.size());
+    std::vector<MutableScaledView> outs;
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      out[t].codes.assign(sizes[t], test::kPoison);
+      outs.push_back(tensor_view(static_cast<void*>(out[t].codes.data()), format,
+                                 Shape{static_cast<int64_t>(sizes[t])}, &out[t].scale_inv));
+    }
+    Fp8GradReducer sim(Fp8Scaling::kSqrt);
+    sim.allreduce_in_process(ranks, outs);
+    const double m = static_cast<float>(1.0 / std::sqrt(5.0));
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      float shared = INFINITY;
+      for (auto& r : all) shared = std::min(shared, 1.0f / r[t].scale_inv);
+      std::vector<uint8_t> want(sizes[t]);
+      for (size_t i = 0; i < sizes[t]; ++i) {
+        float acc = 0;
+        for (size_t r = 0; r < all.size(); ++r) {
+          const float factor = static_cast<float>(double{shared} * m * all[r][t].scale_inv);
+          const float term = decode_ref(encode_ref(decode_ref(all[r][t].codes[i], f) * factor, f), f);
+          acc = r == 0 ? term : decode_ref(encode_ref(acc + term, f), f);
+        }
+        want[i] = static_cast<uint8_t>(encode_ref(acc, f));
+      }
+      test::expect_codes_eq(out[t].codes, want, std::string(dtype_name(format)) + " fold");
+      EXPECT_EQ(out[t].scale_inv, static_cast<float>(1.0 / (double{shared} * m * 5)));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fp8lm::dist

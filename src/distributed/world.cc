@@ -43,7 +43,7 @@ bool launched_by_mpi() {
 
 // MPI_User_function: inout[i] = in[i] + inout[i]; `len` counts elements of our datatypes.
 void e4m3_sum_fn(void* in, void* inout, int* len, MPI_Datatype*) {
-  kernels::e4m3_add(static_cast<uint8_t*>(inout), static_cast<const uint8_t*>(in),
+  kernels::fp8_add(DType::kE4M3, static_cast<uint8_t*>(inout), static_cast<const uint8_t*>(in),
                     static_cast<size_t>(*len));
 }
 void bf16_sum_fn(void* in, void* inout, int* len, MPI_Datatype*) {

@@ -1,4 +1,4 @@
-// Narrow-format sums, E4M3 rescale and saturation count (kernels/reduce_ops.h).
+// Narrow-format sums, FP8 rescale and saturation count (kernels/reduce_ops.h).
 #include <cstring>
 #include <vector>
 
@@ -41,9 +41,15 @@ HWY_INLINE void MapCodes(void* out, const void* a, const void* b, size_t n,
   }
 }
 
+template <FloatFormat F>
+void Fp8Add(uint8_t* inout, const uint8_t* in, size_t n) {
+  MapCodes<F>(inout, in, inout, n, F.max_code, [](auto x, auto y) { return hn::Add(x, y); });
+}
 void E4M3AddChunk(uint8_t* inout, const uint8_t* in, size_t n) {
-  MapCodes<kE4M3Format>(inout, in, inout, n, kE4M3Format.max_code,
-                        [](auto x, auto y) { return hn::Add(x, y); });
+  Fp8Add<kE4M3Format>(inout, in, n);
+}
+void E5M2AddChunk(uint8_t* inout, const uint8_t* in, size_t n) {
+  Fp8Add<kE5M2Format>(inout, in, n);
 }
 
 void BF16AddChunk(uint16_t* inout, const uint16_t* in, size_t n) {
@@ -51,23 +57,31 @@ void BF16AddChunk(uint16_t* inout, const uint16_t* in, size_t n) {
                         [](auto x, auto y) { return hn::Add(x, y); });
 }
 
-void E4M3RescaleChunk(uint8_t* dst, const uint8_t* src, size_t n, float factor) {
+template <FloatFormat F>
+void Fp8Rescale(uint8_t* dst, const uint8_t* src, size_t n, float factor) {
   const hn::ScalableTag<float> df;
   const auto f = hn::Set(df, factor);
-  MapCodes<kE4M3Format>(dst, src, src, n, kE4M3Format.max_code,
-                        [&](auto x, auto) { return hn::Mul(x, f); });
+  MapCodes<F>(dst, src, src, n, F.max_code, [&](auto x, auto) { return hn::Mul(x, f); });
+}
+void E4M3RescaleChunk(uint8_t* dst, const uint8_t* src, size_t n, float factor) {
+  Fp8Rescale<kE4M3Format>(dst, src, n, factor);
+}
+void E5M2RescaleChunk(uint8_t* dst, const uint8_t* src, size_t n, float factor) {
+  Fp8Rescale<kE5M2Format>(dst, src, n, factor);
 }
 
-uint64_t E4M3CountSaturatedChunk(const uint8_t* HWY_RESTRICT codes, size_t n) {
+// Codes whose magnitude bits equal max_code (the format's largest finite value).
+uint64_t CountMaxCodesChunk(const uint8_t* HWY_RESTRICT codes, size_t n, uint32_t mask,
+                            uint32_t max_code) {
   const hn::ScalableTag<uint8_t> d8;
   const size_t N = hn::Lanes(d8);
-  const auto magnitude = hn::Set(d8, static_cast<uint8_t>(kE4M3Format.magnitude_mask()));
-  const auto max_code = hn::Set(d8, static_cast<uint8_t>(kE4M3Format.max_code));
+  const auto vmask = hn::Set(d8, static_cast<uint8_t>(mask));
+  const auto vmax = hn::Set(d8, static_cast<uint8_t>(max_code));
   uint64_t count = 0;
   size_t i = 0;
   for (; i + N <= n; i += N)
-    count += hn::CountTrue(d8, hn::Eq(hn::And(hn::LoadU(d8, codes + i), magnitude), max_code));
-  for (; i < n; ++i) count += (codes[i] & kE4M3Format.magnitude_mask()) == kE4M3Format.max_code;
+    count += hn::CountTrue(d8, hn::Eq(hn::And(hn::LoadU(d8, codes + i), vmask), vmax));
+  for (; i < n; ++i) count += (codes[i] & mask) == max_code;
   return count;
 }
 
@@ -76,23 +90,38 @@ uint64_t E4M3CountSaturatedChunk(const uint8_t* HWY_RESTRICT codes, size_t n) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
+#include "core/check.h"
 #include "core/parallel.h"
 #include "kernels/reduce_ops.h"
+#include "numerics/float_format.h"
 
 namespace fp8lm {
 HWY_EXPORT(E4M3AddChunk);
+HWY_EXPORT(E5M2AddChunk);
 HWY_EXPORT(BF16AddChunk);
 HWY_EXPORT(E4M3RescaleChunk);
-HWY_EXPORT(E4M3CountSaturatedChunk);
+HWY_EXPORT(E5M2RescaleChunk);
+HWY_EXPORT(CountMaxCodesChunk);
 
 namespace kernels {
 namespace {
 constexpr size_t kMinChunk = 1 << 16;  // below this, threading costs more than it saves
+
+const FloatFormat& fp8_format(DType format) {
+  FP8LM_CHECK(format == DType::kE4M3 || format == DType::kE5M2,
+              "not an FP8 format: ", dtype_name(format));
+  return float_format(format);
+}
 }  // namespace
 
-void e4m3_add(uint8_t* inout, const uint8_t* in, size_t n) {
+void fp8_add(DType format, uint8_t* inout, const uint8_t* in, size_t n) {
+  fp8_format(format);
+  const bool e4 = format == DType::kE4M3;
   parallel_for(n, kMinChunk, 64, [&](size_t, size_t begin, size_t end) {
-    HWY_DYNAMIC_DISPATCH(E4M3AddChunk)(inout + begin, in + begin, end - begin);
+    if (e4)
+      HWY_DYNAMIC_DISPATCH(E4M3AddChunk)(inout + begin, in + begin, end - begin);
+    else
+      HWY_DYNAMIC_DISPATCH(E5M2AddChunk)(inout + begin, in + begin, end - begin);
   });
 }
 
@@ -102,16 +131,23 @@ void bf16_add(uint16_t* inout, const uint16_t* in, size_t n) {
   });
 }
 
-void e4m3_rescale(uint8_t* dst, const uint8_t* src, size_t n, float factor) {
+void fp8_rescale(DType format, uint8_t* dst, const uint8_t* src, size_t n, float factor) {
+  fp8_format(format);
+  const bool e4 = format == DType::kE4M3;
   parallel_for(n, kMinChunk, 64, [&](size_t, size_t begin, size_t end) {
-    HWY_DYNAMIC_DISPATCH(E4M3RescaleChunk)(dst + begin, src + begin, end - begin, factor);
+    if (e4)
+      HWY_DYNAMIC_DISPATCH(E4M3RescaleChunk)(dst + begin, src + begin, end - begin, factor);
+    else
+      HWY_DYNAMIC_DISPATCH(E5M2RescaleChunk)(dst + begin, src + begin, end - begin, factor);
   });
 }
 
-size_t e4m3_count_saturated(const uint8_t* codes, size_t n) {
+size_t fp8_count_saturated(DType format, const uint8_t* codes, size_t n) {
+  const FloatFormat& f = fp8_format(format);
   std::vector<uint64_t> partial(chunk_count(n, kMinChunk), 0);
   parallel_for(n, kMinChunk, 64, [&](size_t c, size_t begin, size_t end) {
-    partial[c] = HWY_DYNAMIC_DISPATCH(E4M3CountSaturatedChunk)(codes + begin, end - begin);
+    partial[c] = HWY_DYNAMIC_DISPATCH(CountMaxCodesChunk)(codes + begin, end - begin,
+                                                          f.magnitude_mask(), f.max_code);
   });
   uint64_t total = 0;
   for (uint64_t p : partial) total += p;

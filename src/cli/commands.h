@@ -19,6 +19,7 @@ void register_inspect(CLI::App& app);
 void register_prepare(CLI::App& app);
 void register_train(CLI::App& app);  // train, eval, sample
 void register_experiment(CLI::App& app);  // experiment zero-placement, ...
+void register_grad_experiments(CLI::App& experiment);  // grad-scaling, formats
 void register_bench_cast(CLI::App& bench);
 void register_bench_gemm(CLI::App& bench);
 void register_bench_step(CLI::App& bench);

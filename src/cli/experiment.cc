@@ -105,9 +105,11 @@ void register_experiment(CLI::App& app) {
       "rank for GPT-2 presets and the paper's 7B/13B/175B shapes (no training)");
   sub->add_flag("--json", z->json, "Print JSON");
   sub->add_option("--ranks", z->ranks, "Rank counts")
+      ->delimiter(',')
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   sub->callback([z] { run_zero_placement(*z); });
+  register_grad_experiments(*exp);
 }
 
 }  // namespace fp8lm::cli

@@ -119,6 +119,11 @@ bool AdamWDispatch(uint8_t* master, int tm, uint8_t* m1, int t1, uint8_t* m2, in
   FP8LM_ADAMW_CASE(kF16, kF32, kF32, kF32)    // the same with an FP32 gradient
   FP8LM_ADAMW_CASE(kF16, kE4M3, kF16, kE4M3)  // FP16 master, E4M3 m1, FP16 m2, E4M3 gradient
   FP8LM_ADAMW_CASE(kF16, kE4M3, kF16, kF32)   // the same with an FP32 gradient
+  // The precision-decoupling ablations (docs/experiments.md): BF16 master, E4M3 master,
+  // E4M3 m2, each otherwise O2.
+  FP8LM_ADAMW_CASE(kBF16, kE4M3, kF16, kE4M3)
+  FP8LM_ADAMW_CASE(kE4M3, kE4M3, kF16, kE4M3)
+  FP8LM_ADAMW_CASE(kF16, kE4M3, kE4M3, kE4M3)
 #undef FP8LM_ADAMW_CASE
   return false;
 }
@@ -228,6 +233,18 @@ void for_chunks(size_t n, Fn&& fn) {
        dtype_name(m1.data.dtype), ", m2 ", dtype_name(m2.data.dtype), ", grad ",
        dtype_name(g.data.dtype));
 }
+
+}  // namespace
+
+bool adamw_supported(DType master, DType m1, DType m2, DType grad) {
+  // An empty pass: true when a kernel exists for the combination.
+  uint32_t amax[3] = {};
+  return HWY_DYNAMIC_DISPATCH(AdamWAmaxChunk)(nullptr, static_cast<int>(master), nullptr,
+                                              static_cast<int>(m1), nullptr, static_cast<int>(m2),
+                                              nullptr, static_cast<int>(grad), 0, {}, amax);
+}
+
+namespace {
 
 // The four payloads at element lo, with their dtypes as the chunk kernels take them.
 struct Chunk {

@@ -47,6 +47,10 @@ struct AdamWKernelArgs {
 };
 }  // namespace detail
 
+// Whether the kernels take states stored as master, m1, m2 with gradients as grad (the
+// levels' formats and the precision-decoupling ablations).
+bool adamw_supported(DType master, DType m1, DType m2, DType grad);
+
 // Σ (grad[i] · s)² in double (for global-norm clipping) of a per-tensor view; inf/NaN propagate.
 double sum_squares(const ScaledView& grad);
 

@@ -169,12 +169,13 @@ void Gpt::set_weights(std::vector<ScaledView> weights) {
     const DType t = w.data.dtype;
     const bool linear_fp8 = specs_[i].linear_weight && mode_ == ComputeMode::kFP8;
     const bool per_tensor = w.mode == ScalingMode::kNone || w.mode == ScalingMode::kTensor;
+    // E4M3 per tensor: an fp8 model's weights stored as FP8 (O3 replicas, an FP8 master).
+    const bool fp8_ok = t == DType::kE4M3 && mode_ == ComputeMode::kFP8;
     FP8LM_CHECK(w.data.data != nullptr && w.numel() == specs_[i].numel() &&
                     (per_tensor || (linear_fp8 && t == DType::kE4M3)) &&
-                    (t == DType::kF32 || t == DType::kF16 || t == DType::kBF16 ||
-                     (t == DType::kE4M3 && linear_fp8)),
+                    (t == DType::kF32 || t == DType::kF16 || t == DType::kBF16 || fp8_ok),
                 "set_weights: ", specs_[i].name, " must be ", specs_[i].shape.str(),
-                " f32, f16 or bf16 scaled per tensor (or e4m3 for an fp8 Linear weight), got ",
+                " f32, f16 or bf16 scaled per tensor (or e4m3 in an fp8 model), got ",
                 w.data.shape.str(), " ", dtype_name(t), " ", scaling_mode_name(w.mode));
   }
   weights_ = std::move(weights);

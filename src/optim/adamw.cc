@@ -12,10 +12,10 @@ namespace fp8lm {
 
 namespace {
 
-// The scale for storing values with this amax in t (FP32 keeps 1; zero or non-finite amaxes
-// keep the current scale): power-of-two, just in time, no margin.
+// The scale for storing values with this amax in t (FP32 and BF16, FP32's range, keep 1;
+// zero or non-finite amaxes keep the current scale): power-of-two, just in time, no margin.
 float storage_scale(const ScaledTensor& t, float amax) {
-  if (t.data.dtype() == DType::kF32) return 1.0f;
+  if (t.data.dtype() == DType::kF32 || t.data.dtype() == DType::kBF16) return 1.0f;
   return compute_scale(amax, format_max(t.data.dtype()), /*margin=*/0, /*pow2=*/true)
       .value_or(t.meta.scale);
 }
@@ -79,7 +79,19 @@ AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::strin
               " ownership flags for ", names.size(), " parameters");
   FP8LM_CHECK(names.size() == numels.size() && numels.size() == decay.size(),
               "AdamW: one name, size and decay flag per parameter");
-  const StateFormats f = level_plan(level).states;
+  states_ = level_plan(level).states;
+  if (cfg.states) {
+    const StateFormats& o = *cfg.states;
+    // The level's gradient format, or FP32 (the kernels take both for each state layout).
+    if (!kernels::adamw_supported(o.master, o.m1, o.m2, states_.grad))
+      fail("optimizer states master ", dtype_name(o.master), ", m1 ", dtype_name(o.m1), ", m2 ",
+           dtype_name(o.m2), " with ", dtype_name(states_.grad),
+           " gradients are not supported");
+    states_.master = o.master;
+    states_.m1 = o.m1;
+    states_.m2 = o.m2;
+  }
+  const StateFormats f = states_;
   std::vector<float> values;
   for (size_t i = 0; i < names.size(); ++i) {
     const bool mine = owned.empty() || owned[i];

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +31,10 @@ struct AdamWConfig {
   float beta2 = 0.95f;
   float eps = 1e-8f;
   float weight_decay = 0.1f;
+  // Storage of master, m1 and m2 other than the level's (precision.master/m1/m2: the
+  // precision-decoupling ablations); `grad` is ignored (the model decides it). Throws Error
+  // at construction for a combination the kernels do not take.
+  std::optional<StateFormats> states;
 };
 
 struct StepResult {
@@ -69,6 +74,8 @@ class AdamW {
   void set_norm_reduction(SumFn fn) { reduce_sq_ = std::move(fn); }
 
   PrecisionLevel level() const { return level_; }
+  // The storage of master, m1, m2 (the level's unless AdamWConfig::states says otherwise).
+  const StateFormats& states() const { return states_; }
   // Fixed after construction (views of the states stay valid for the optimizer's life).
   const std::vector<Param>& params() const { return params_; }
   std::vector<Param>& params() { return params_; }
@@ -98,6 +105,7 @@ class AdamW {
  private:
   PrecisionLevel level_;
   AdamWConfig cfg_;
+  StateFormats states_;
   std::vector<Param> params_;
   int64_t t_ = 0;
   int64_t skipped_ = 0;

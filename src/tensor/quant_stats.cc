@@ -41,6 +41,8 @@ struct RowScales {
   }
 };
 
+}  // namespace
+
 QuantStats merge(QuantStats a, const QuantStats& b) {
   a.n += b.n;
   a.nonzero += b.nonzero;
@@ -53,8 +55,6 @@ QuantStats merge(QuantStats a, const QuantStats& b) {
   a.fourth += b.fourth;
   return a;
 }
-
-}  // namespace
 
 QuantStats quant_stats(const float* x, const ScaledView& q) {
   const size_t rows = q.rows(), cols = q.cols(), n = q.numel();

@@ -36,6 +36,10 @@ struct QuantStats {
   double kurtosis() const;
 };
 
+// The statistics of two casts as one (counts and sums added, amax the larger; the scale
+// range is a's).
+QuantStats merge(QuantStats a, const QuantStats& b);
+
 // Statistics of q (any dtype and scaling) against the values x (q.numel() floats) it was
 // cast from. Exact counts; sums in double, in a fixed order (deterministic).
 QuantStats quant_stats(const float* x, const ScaledView& q);

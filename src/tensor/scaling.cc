@@ -13,10 +13,11 @@ float format_max(DType format) {
     case DType::kE4M3:
     case DType::kE5M2:
     case DType::kF16:
-    case DType::kF32:  // an FP32 optimizer state: its scale stays 1
+    case DType::kBF16:
+    case DType::kF32:  // an FP32 or BF16 optimizer state: its scale stays 1
       return static_cast<float>(info(format).max_finite);
     default:
-      fail("scaled tensors use e4m3, e5m2, f16 or f32, not ", dtype_name(format));
+      fail("scaled tensors use e4m3, e5m2, f16, bf16 or f32, not ", dtype_name(format));
   }
 }
 

@@ -184,7 +184,7 @@ struct State {
 };
 
 DType state_dtype(const AdamW& opt, int which) {
-  const StateFormats f = level_plan(opt.level()).states;
+  const StateFormats& f = opt.states();
   return which == 0 ? f.master : which == 1 ? f.m1 : f.m2;
 }
 
@@ -287,6 +287,9 @@ void write_checkpoint_files(const fs::path& tmp, const GptConfig& cfg, const Ada
   }
   write_safetensors_streamed((tmp / "optimizer.safetensors").string(), sources,
                              {{"level", std::string(level_name(opt.level()))},
+                              {"master", std::string(dtype_name(opt.states().master))},
+                              {"m1", std::string(dtype_name(opt.states().m1))},
+                              {"m2", std::string(dtype_name(opt.states().m2))},
                               {"steps", std::to_string(opt.step_count())},
                               {"skipped", std::to_string(opt.skipped_steps())}});
   write_text_atomic((tmp / "trainer.json").string(), trainer.dump(2) + "\n");
@@ -497,10 +500,21 @@ void load_optimizer(const std::string& dir, AdamW& opt) {
     fail(path, ": optimizer level ", meta.contains("level") ? meta.at("level") : "(none)",
          ", the run uses ", level_name(opt.level()));
   }
-  const StateFormats a = level_plan(saved).states, b = level_plan(opt.level()).states;
+  // The saved state formats (files before precision.master/m1/m2 name only the level).
+  StateFormats a = level_plan(saved).states;
+  const std::pair<const char*, DType*> formats[] = {{"master", &a.master}, {"m1", &a.m1}, {"m2", &a.m2}};
+  for (const auto& [key, dt] : formats) {
+    if (!meta.contains(key)) continue;
+    const std::optional<DType> t = dtype_from_name(meta.at(key));
+    if (!t) fail(path, ": metadata ", key, " = '", meta.at(key), "' is not a dtype");
+    *dt = *t;
+  }
+  const StateFormats& b = opt.states();
   if (a.master != b.master || a.m1 != b.m1 || a.m2 != b.m2)
-    fail(path, ": optimizer level ", level_name(saved), ", the run uses ", level_name(opt.level()),
-         " (other state formats)");
+    fail(path, ": optimizer states master/m1/m2 ", dtype_name(a.master), "/", dtype_name(a.m1),
+         "/", dtype_name(a.m2), " (level ", level_name(saved), "), the run uses ",
+         dtype_name(b.master), "/", dtype_name(b.m1), "/", dtype_name(b.m2), " (level ",
+         level_name(opt.level()), ")");
   for (AdamW::Param& p : opt.params()) {
     if (!p.owned) continue;  // O3: another rank loads it
     const std::pair<const char*, ScaledTensor*> states[] = {

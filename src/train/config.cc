@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "core/parallel.h"
 #include "data/unicode.h"
+#include "kernels/adamw.h"
 #include "tensor/quant_stats.h"
 
 namespace fp8lm {
@@ -96,6 +97,9 @@ const std::vector<Key>& keys() {
       key("precision.amax_window", &TrainConfig::amax_window),
       key("precision.margin", &TrainConfig::margin),
       key("precision.grad_scaling", &TrainConfig::grad_scaling),
+      key("precision.master", &TrainConfig::master_format),
+      key("precision.m1", &TrainConfig::m1_format),
+      key("precision.m2", &TrainConfig::m2_format),
       key("telemetry.every", &TrainConfig::telemetry_every),
       key("telemetry.what_if", &TrainConfig::what_if),
       key("telemetry.underflow_alarm", &TrainConfig::underflow_alarm),
@@ -174,6 +178,7 @@ void TrainConfig::validate() const {
   if (grad_scaling != "auto" && grad_scaling != "pre" && grad_scaling != "post" &&
       grad_scaling != "sqrt")
     fail("precision.grad_scaling = '", grad_scaling, "': must be auto, pre, post or sqrt");
+  state_formats();
   int_range("telemetry.every", telemetry_every, 0, INT32_MAX, " (0: off)");
   QuantProbe().set_what_if(what_if);  // names the key when the value is not one it knows
   in_range("telemetry.underflow_alarm", underflow_alarm, 0, 1, " (a fraction; 1: off)");
@@ -184,6 +189,32 @@ void TrainConfig::validate() const {
     fail("telemetry.kurtosis_alarm = ", kurtosis_alarm, ": must be > 1 (a growth factor) or 0 (off)");
   if (loss_spike_alarm > 0 && loss_spike_alarm <= 1)
     fail("telemetry.loss_spike_alarm = ", loss_spike_alarm, ": must be > 1 (a loss ratio) or 0 (off)");
+}
+
+std::optional<StateFormats> TrainConfig::state_formats() const {
+  const std::pair<const char*, const std::string*> keys[] = {
+      {"precision.master", &master_format}, {"precision.m1", &m1_format}, {"precision.m2", &m2_format}};
+  StateFormats f = level_plan(precision_level()).states;
+  DType* slots[] = {&f.master, &f.m1, &f.m2};
+  bool any = false;
+  for (size_t i = 0; i < 3; ++i) {
+    const std::string& v = *keys[i].second;
+    if (v == "level") continue;
+    const std::optional<DType> t = dtype_from_name(v);
+    if (!t || (*t != DType::kF32 && *t != DType::kF16 && *t != DType::kBF16 && *t != DType::kE4M3))
+      fail(keys[i].first, " = '", v, "': must be level, f32, f16, bf16 or e4m3");
+    *slots[i] = *t;
+    any = true;
+  }
+  if (!any) return std::nullopt;
+  if (level_plan(precision_level()).sharded)
+    fail("precision.master/m1/m2: not with precision.level = ", level,
+         " (its replicas and checkpoints use the level's formats)");
+  if (!kernels::adamw_supported(f.master, f.m1, f.m2, f.grad))
+    fail("precision.master/m1/m2 = ", dtype_name(f.master), "/", dtype_name(f.m1), "/",
+         dtype_name(f.m2), " at level ", level,
+         ": not a supported combination (docs/experiments.md lists them)");
+  return f;
 }
 
 std::string default_tokenizer_dir() { return std::string(FP8LM_SOURCE_DIR) + "/data/gpt2"; }

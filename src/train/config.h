@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ struct TrainConfig {
   int amax_window = 16;
   int margin = 0;
   std::string grad_scaling = "auto";  // auto | pre | post | sqrt (FP8 all-reduce, docs/numerics.md)
+  // Optimizer-state storage other than the level's (the precision-decoupling ablations,
+  // docs/experiments.md): level | f32 | f16 | bf16 | e4m3 each; not at O3.
+  std::string master_format = "level", m1_format = "level", m2_format = "level";
   // [telemetry]: statistics of every FP8 cast on every `every`-th step (0: off), written to
   // telemetry.jsonl (docs/telemetry.md).
   int telemetry_every = 25;
@@ -65,6 +69,8 @@ struct TrainConfig {
 
   GptConfig model() const;  // the preset with overrides applied, validated
   PrecisionLevel precision_level() const { return level_from_name(level); }
+  // The level's state formats with precision.master/m1/m2 applied; nullopt when none is set.
+  std::optional<StateFormats> state_formats() const;
   // Checks every value; throws Error naming the first bad key.
   void validate() const;
   // Resolved configuration as TOML text (every key).

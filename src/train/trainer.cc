@@ -69,8 +69,7 @@ void maybe_fail_for_test(int rank, int64_t step) {
 // Fails early, with the figures, when the run cannot fit: the model (allocated, most pages
 // not yet touched) plus the optimizer states about to be allocated, against what this
 // process has plus what the machine can still give.
-void check_memory(const GptConfig& mcfg, PrecisionLevel level) {
-  const StateFormats f = level_plan(level).states;
+void check_memory(const GptConfig& mcfg, PrecisionLevel level, const StateFormats& f) {
   size_t numel = 0, largest = 0;
   for (const ParamSpec& s : param_layout(mcfg)) {
     numel += s.numel();
@@ -164,7 +163,8 @@ struct Session {
     acfg.beta1 = static_cast<float>(c.beta1);
     acfg.beta2 = static_cast<float>(c.beta2);
     acfg.weight_decay = static_cast<float>(c.weight_decay);
-    check_memory(mcfg, level);
+    acfg.states = c.state_formats();
+    check_memory(mcfg, level, acfg.states.value_or(level_plan(level).states));
     if (level_plan(level).sharded)
       replica = std::make_unique<ZeroReplica>(mcfg, world, rank,
                                               recipe_plan(c.recipe).weight_replica);

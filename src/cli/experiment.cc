@@ -110,6 +110,7 @@ void register_experiment(CLI::App& app) {
       ->capture_default_str();
   sub->callback([z] { run_zero_placement(*z); });
   register_grad_experiments(*exp);
+  register_decoupling_experiment(*exp);
 }
 
 }  // namespace fp8lm::cli

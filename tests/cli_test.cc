@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -452,9 +453,10 @@ TEST_F(Cli, BenchGemmComparesWithOpenBlasOnOneShape) {
 // The placement experiment: every model at every rank count, the greedy placement never
 // below the element split, balanced at 2 ranks, bounded by the largest tensor.
 TEST_F(Cli, ZeroPlacementExperimentCoversEveryModelAndRankCount) {
-  const Result r = run("experiment zero-placement --json --ranks 2 8 128");
+  const Result r = run("experiment zero-placement --json --ranks 2 8 128 --out " + path("zp"));
   ASSERT_EQ(r.rc, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(nlohmann::json::parse(slurp(path("zp") + "/experiment.json")), j);  // the report's input
   EXPECT_EQ(j["bytes_per_param"], 5);  // O3: f16 master, e4m3 m1, f16 m2
   ASSERT_EQ(j["rows"].size(), 7u * 3);
   for (const auto& row : j["rows"]) {
@@ -651,6 +653,13 @@ TEST_F(Cli, TrainRejectsBadConfigAndData) {
       {"train " + flags + " --set train.threads=100000", "train.threads"},
       {"train " + flags + " --set train.lr=inf", "train.lr"},
       {"train " + flags + " --set train.weight_decay=1e308", "train.weight_decay"},
+      {"train " + flags + " --set precision.master=e5m2", "precision.master"},
+      {"train " + flags + " --set precision.m2=e4m3 --set precision.level=O3", "O3"},
+      {"train " + flags + " --set precision.m1=bf16", "not a supported combination"},
+      {"experiment precision-decoupling --rows 9", "unknown row '9'"},
+      {"experiment grad-scaling --data " + path("nope.bin"), "nope.bin"},
+      {"report " + path("a.txt"), "neither a run folder"},
+      {"report " + dir_.string(), "neither a run folder"},
   };
   std::ofstream(path("a.txt")) << "this is not a token file, it is much too short";
   ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0644), 0);
@@ -661,6 +670,71 @@ TEST_F(Cli, TrainRejectsBadConfigAndData) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << ": " << r.err;
     EXPECT_NE(r.err.find(words), std::string::npos) << r.err;
   }
+}
+
+// grad-scaling and formats at toy sizes: one point per step, rank count, mode and format;
+// N = 1 is the per-rank cast alone (every mode alike, multiplier 1); the fixed modes use
+// their multipliers; the statistics are finite and the summary covers the second half.
+TEST_F(Cli, GradExperimentsRecordEveryPoint) {
+  tiny_train_flags(dir_.string(), path("run"));
+  const std::string common = " --layers 1 --width 16 --seq 16 --data " + path("train.bin");
+  Result r = run("experiment grad-scaling --steps 2 --ranks 1,2,4 --out " + path("gs") + common);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto j = nlohmann::json::parse(slurp(path("gs") + "/experiment.json"));
+  EXPECT_EQ(j["experiment"], "grad-scaling");
+  ASSERT_EQ(j["points"].size(), 2u * 3 * 4);
+  ASSERT_EQ(j["summary"].size(), 3u * 4);
+  EXPECT_EQ(j["summary_from_step"], 1);
+  std::map<int, nlohmann::json> n1;  // step → the N = 1 stats of the first mode
+  for (const auto& p : j["points"]) {
+    const int n = p["ranks"], step = p["step"];
+    const std::string mode = p["mode"];
+    const auto& st = p["stats"];
+    ASSERT_TRUE(st["snr_db"].is_number()) << p;
+    EXPECT_GT(st["snr_db"].get<double>(), 0.0) << p;
+    EXPECT_GT(st["nonzero"].get<double>(), 0.0) << p;
+    const double m = p["multiplier"];
+    if (n == 1) {
+      EXPECT_EQ(m, 1.0) << p;
+      if (!n1.count(step)) n1[step] = st;
+      EXPECT_EQ(st, n1[step]) << "N = 1 must not depend on the mode: " << p;
+    } else if (mode == "pre") {
+      EXPECT_EQ(m, 1.0 / n) << p;
+    } else if (mode == "post") {
+      EXPECT_EQ(m, 1.0) << p;
+    } else if (mode == "sqrt") {
+      EXPECT_FLOAT_EQ(m, 1.0 / std::sqrt(n)) << p;
+    } else {
+      EXPECT_EQ(mode, "auto");
+    }
+  }
+  r = run("experiment formats --steps 1 --ranks 2 --out " + path("fm") + common);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  j = nlohmann::json::parse(slurp(path("fm") + "/experiment.json"));
+  ASSERT_EQ(j["points"].size(), 2u);
+  EXPECT_EQ(j["points"][0]["format"], "e4m3");
+  EXPECT_EQ(j["points"][1]["format"], "e5m2");
+}
+
+// precision-decoupling: each row a run folder whose config differs only in the state
+// formats, with the bytes per parameter those formats give.
+TEST_F(Cli, PrecisionDecouplingRowsDifferInStateFormats) {
+  const std::string flags = tiny_train_flags(dir_.string(), path("unused"));
+  const Result r = run("experiment precision-decoupling --rows 2a,3,4 " + flags +
+                       " --set train.steps=2 --out " + path("pd"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(slurp(path("pd") + "/experiment.json"));
+  ASSERT_EQ(j["rows"].size(), 3u);
+  const double want_bytes[] = {6, 5, 5};  // O2; E4M3 master (1 + 1 + 2); E4M3 m2 (2 + 1 + 1) + grad 1
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& row = j["rows"][i];
+    EXPECT_EQ(row["bytes_per_param"]["model_states"].get<double>(), want_bytes[i]) << row["id"];
+    EXPECT_EQ(row["metrics"].size(), 3u) << row["id"];  // 2 steps + the final validation
+    EXPECT_TRUE(std::isfinite(row["final_val_loss"].get<double>()));
+  }
+  EXPECT_NE(slurp(path("pd") + "/3/config.toml").find("master = 'e4m3'"), std::string::npos);
+  EXPECT_NE(slurp(path("pd") + "/4/config.toml").find("m2 = 'e4m3'"), std::string::npos);
+  EXPECT_NE(slurp(path("pd") + "/2a/config.toml").find("master = 'level'"), std::string::npos);
 }
 
 }  // namespace

@@ -21,6 +21,7 @@ void register_train(CLI::App& app);  // train, eval, sample
 void register_experiment(CLI::App& app);  // experiment zero-placement, ...
 void register_grad_experiments(CLI::App& experiment);  // grad-scaling, formats
 void register_decoupling_experiment(CLI::App& experiment);  // precision-decoupling
+void register_report(CLI::App& app);  // report RUN_DIR...
 void register_bench_cast(CLI::App& bench);
 void register_bench_gemm(CLI::App& bench);
 void register_bench_step(CLI::App& bench);

@@ -4,12 +4,14 @@
 //   ranks (computed from the layouts: no training).
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/file.h"
 #include "distributed/zero.h"
 #include "model/config.h"
 #include "model/params.h"
@@ -32,6 +34,7 @@ GptConfig paper_shape(const char* name, int layers, int heads, int width) {
 
 struct ZeroOptions {
   bool json = false;
+  std::string out = "runs/experiments/zero-placement";
   std::vector<int> ranks = {2, 4, 8, 16, 32, 64, 128};
 };
 
@@ -85,12 +88,14 @@ void run_zero_placement(const ZeroOptions& o) {
       }
     }
   }
-  if (o.json)
-    std::printf("%s\n", nlohmann::json{{"experiment", "zero-placement"},
-                                       {"bytes_per_param", per_elem},
-                                       {"rows", rows}}
-                            .dump(2)
-                            .c_str());
+  const nlohmann::json doc = {
+      {"experiment", "zero-placement"}, {"bytes_per_param", per_elem}, {"rows", rows}};
+  if (o.json) std::printf("%s\n", doc.dump(2).c_str());
+  if (!o.out.empty()) {
+    std::filesystem::create_directories(o.out);
+    write_text_atomic(o.out + "/experiment.json", doc.dump(1) + "\n");
+    if (!o.json) std::printf("wrote %s/experiment.json\n", o.out.c_str());
+  }
 }
 
 }  // namespace
@@ -104,6 +109,8 @@ void register_experiment(CLI::App& app) {
       "O3's greedy whole-tensor placement vs element-split ZeRO: optimizer-state bytes per "
       "rank for GPT-2 presets and the paper's 7B/13B/175B shapes (no training)");
   sub->add_flag("--json", z->json, "Print JSON");
+  sub->add_option("--out", z->out, "Output folder (experiment.json; empty: none)")
+      ->capture_default_str();
   sub->add_option("--ranks", z->ranks, "Rank counts")
       ->delimiter(',')
       ->check(CLI::Range(1, 1 << 20))

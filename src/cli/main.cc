@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   fp8lm::cli::register_train(app);
   fp8lm::cli::register_prepare(app);
   fp8lm::cli::register_experiment(app);
+  fp8lm::cli::register_report(app);
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks, side by side with references");
   bench->require_subcommand(1);
   fp8lm::cli::register_bench_cast(*bench);

@@ -79,18 +79,27 @@ std::vector<double> losses(const std::string& metrics) {
   return out;
 }
 
-// "LEVEL" or "LEVEL/RECIPE".
+// "LEVEL", "LEVEL/RECIPE" or "LEVEL+STATE=FORMAT" (precision.master/m1/m2).
 class ResumeTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ResumeTest, ResumedRunReproducesLossesBitForBit) {
-  const std::string param = GetParam();
+  std::string param = GetParam();
+  std::string state, state_format;
+  if (const size_t plus = param.find('+'); plus != std::string::npos) {
+    const std::string o = param.substr(plus + 1);
+    state = o.substr(0, o.find('='));
+    state_format = o.substr(o.find('=') + 1);
+    param = param.substr(0, plus);
+  }
   const std::string level = param.substr(0, param.find('/'));
   const std::string recipe = param.find('/') == std::string::npos ? "delayed" : param.substr(param.find('/') + 1);
-  const std::string d = tmpdir("resume_" + level + "_" + recipe);
+  const std::string d = tmpdir("resume_" + level + "_" + recipe + "_" + state + state_format);
   write_data(d);
   auto cfg = [&](const std::string& out) {
     TrainConfig c = tiny(d, out, level);
     c.recipe = recipe;
+    if (state == "master") c.master_format = state_format;
+    if (state == "m2") c.m2_format = state_format;
     return c;
   };
   const TrainResult full = train(cfg(d + "/full"), "");
@@ -110,10 +119,12 @@ TEST_P(ResumeTest, ResumedRunReproducesLossesBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Levels, ResumeTest,
                          ::testing::Values("fp32", "bf16", "O1", "O2", "O2/jit", "O1/block",
-                                           "O2/block", "O2/mxfp8"),
+                                           "O2/block", "O2/mxfp8", "O2+master=bf16",
+                                           "O2+master=e4m3", "O2+m2=e4m3"),
                          [](const auto& p) {
                            std::string n = p.param;
-                           std::replace(n.begin(), n.end(), '/', '_');
+                           for (char& ch : n)
+                             if (ch == '/' || ch == '+' || ch == '=') ch = '_';
                            return n;
                          });
 

@@ -226,6 +226,56 @@ TEST(AdamW, ProbeMeasuresStateStorage) {
   EXPECT_EQ(a.m1.meta.scale_inv, b.m1.meta.scale_inv);
 }
 
+// The precision-decoupling ablations (precision.master/m1/m2): each stored state is the
+// cast of the FP32 update the probe replays from the same old states — an SNR at the
+// format's precision (BF16 ~8 bits, E4M3 ~4, FP16 ~11) and nothing clipped — and the
+// master moves. Unsupported combinations are refused.
+TEST(AdamW, StateFormatOverrides) {
+  std::mt19937 rng(9);
+  const size_t n = 4099;
+  const std::vector<float> w = normal(n, 0.02f, rng), g = normal(n, 1e-3f, rng);
+  std::vector<uint8_t> gq(n);
+  const float s = 256.0f / kernels::amax(g.data(), n);
+  kernels::quantize(gq.data(), DType::kE4M3, g.data(), n, s);
+  float g_inv = 1.0f / s;
+  const ScaledView gv = tensor_view(static_cast<const void*>(gq.data()), DType::kE4M3,
+                                    Shape{static_cast<int64_t>(n)}, &g_inv);
+  auto min_snr = [](DType t) { return t == DType::kE4M3 ? 20.0 : t == DType::kBF16 ? 40.0 : 55.0; };
+  const StateFormats o2 = level_plan(PrecisionLevel::kO2).states;
+  for (StateFormats f : {StateFormats{DType::kBF16, o2.m1, o2.m2, o2.grad},
+                         StateFormats{DType::kE4M3, o2.m1, o2.m2, o2.grad},
+                         StateFormats{o2.master, o2.m1, DType::kE4M3, o2.grad}}) {
+    AdamWConfig cfg;
+    cfg.states = f;
+    AdamW opt(PrecisionLevel::kO2, cfg, {"w"}, {n}, {true}, {w.data()});
+    EXPECT_EQ(opt.params()[0].master.data.dtype(), f.master);
+    EXPECT_EQ(opt.params()[0].m2.data.dtype(), f.m2);
+    QuantProbe probe;
+    opt.set_probe(&probe);
+    probe.arm(true);
+    for (int t = 0; t < 3; ++t) ASSERT_FALSE(opt.step({gv}, 1e-3f).skipped);
+    const std::vector<QuantRecord> r = probe.take();
+    ASSERT_EQ(r.size(), 3u);
+    const DType want[] = {f.master, f.m1, f.m2};
+    for (size_t k = 0; k < 3; ++k) {
+      const std::string what = r[k].role + " as " + std::string(dtype_name(r[k].dtype));
+      EXPECT_EQ(r[k].dtype, want[k]) << what;
+      EXPECT_GT(r[k].stats.snr_db(), min_snr(want[k])) << what;
+      EXPECT_EQ(r[k].stats.saturated, 0u) << what;
+    }
+    std::vector<float> now(n);
+    opt.master_values(0, now.data());
+    double moved = 0;
+    for (size_t i = 0; i < n; ++i) moved += std::fabs(now[i] - w[i]);
+    EXPECT_GT(moved / n, 1e-4) << dtype_name(f.master);  // ~3 steps of lr 1e-3
+  }
+  AdamWConfig bad;
+  bad.states = StateFormats{DType::kE4M3, DType::kE4M3, DType::kE4M3, DType::kE4M3};
+  EXPECT_THROW(AdamW(PrecisionLevel::kO2, bad, {"w"}, {n}, {true}, {w.data()}), Error);
+  bad.states = StateFormats{DType::kBF16, DType::kF32, DType::kF32, DType::kF32};
+  EXPECT_THROW(AdamW(PrecisionLevel::kFP32, bad, {"w"}, {n}, {true}, {w.data()}), Error);
+}
+
 TEST(AdamW, SumSquaresOfScaledGradients) {
   std::mt19937 rng(3);
   const std::vector<float> g = normal(100003, 1.0f, rng);

@@ -87,10 +87,16 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
     const SafetensorsEntry* si = masters.find(s.name + ".master_scale_inv");
     if (e == nullptr || si == nullptr) fail(opt_path, ": missing ", s.name, ".master");
     const DType dt = e->view.dtype;
-    if ((dt != DType::kF32 && dt != DType::kF16) || e->view.numel() != s.numel() ||
+    // The levels' masters (f32, f16) and the precision-decoupling ones (bf16; e4m3 for an
+    // fp8 model).
+    const bool fp8 = level_plan(level).compute == ComputeMode::kFP8;
+    if ((dt != DType::kF32 && dt != DType::kF16 && dt != DType::kBF16 &&
+         !(dt == DType::kE4M3 && fp8)) ||
+        e->view.numel() != s.numel() ||
         reinterpret_cast<uintptr_t>(e->view.data) % dtype_size(dt) != 0)
       fail(opt_path, ": ", s.name, ".master is ", dtype_name(dt), " ", e->view.shape.str(),
-           ", the model needs f32 or f16 [", s.numel(), "], aligned");
+           ", the model needs f32, f16, bf16", fp8 ? " or e4m3" : "", " [", s.numel(),
+           "], aligned");
     if (si->view.dtype != DType::kF32 || si->view.numel() != 1)
       fail(opt_path, ": ", s.name, ".master_scale_inv must be an F32 scalar");
     float scale_inv;

@@ -49,6 +49,9 @@ void check_same(const fp8lm::TrainConfig& a, const fp8lm::TrainConfig& b,
   FUZZ_SAME_FIELD(margin);
   FUZZ_SAME_FIELD(grad_scaling);
   FUZZ_SAME_FIELD(mx_grad_format);
+  FUZZ_SAME_FIELD(master_format);
+  FUZZ_SAME_FIELD(m1_format);
+  FUZZ_SAME_FIELD(m2_format);
   FUZZ_SAME_FIELD(telemetry_every);
   FUZZ_SAME_FIELD(what_if);
   FUZZ_SAME_FIELD(underflow_alarm);

@@ -198,6 +198,9 @@ recipe = "delayed"
 amax_window = 16
 margin = 0
 grad_scaling = "auto"
+master = "level"
+m1 = "level"
+m2 = "level"
 
 [telemetry]
 every = 25
@@ -216,6 +219,7 @@ def config_corpus():
     put(t, "valid_tiny", '[model]\npreset = "tiny"\nseq_len = 32\n\n[train]\nsteps = 5\n'
                          'lr = 3e-4\nmin_lr = 0.0\n\n[precision]\nlevel = "O3"\n'
                          'recipe = "jit"\ngrad_scaling = "sqrt"\n')
+    put(t, "valid_decoupling", '[precision]\nlevel = "O2"\nm2 = "e4m3"\n')
     put(t, "valid_byte", '[data]\ntokenizer = "byte"\ntrain = \'runs/x y/train.bin\'\n'
                          '[train]\nweight_decay = 0\nbeta2 = 0.999\ngrad_clip = 0\n'
                          'seed = -9223372036854775808\n')

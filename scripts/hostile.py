@@ -1259,6 +1259,8 @@ def safetensors_mutations():
                                                                  resume=MAY_ACCEPT), False),
         ("meta:level=fp32", O, hedit(add_meta("level", "fp32")), O_EXP_READERS(("resume",)), False),
         ("meta:level=bogus", O, hedit(add_meta("level", "bogus")), O_EXP_READERS(("resume",)), True),
+        ("meta:m2=e4m3", O, hedit(add_meta("m2", "e4m3")), O_EXP_READERS(("resume",)), False),
+        ("meta:master=bogus", O, hedit(add_meta("master", "bogus")), O_EXP_READERS(("resume",)), False),
         ("meta:steps=-1", O, hedit(add_meta("steps", "-1")), O_EXP_READERS(("resume",)), False),
         ("meta:steps=abc", O, hedit(add_meta("steps", "abc")), O_EXP_READERS(("resume",)), False),
         ("meta:steps=1e30", O, hedit(add_meta("steps", "99999999999999999999999999999")),
@@ -1384,6 +1386,8 @@ def class_config(h):
     for key, v in [("model.preset", "bogus"), ("data.tokenizer", "bogus"), ("precision.level", "O9"),
                    ("precision.recipe", "bogus"), ("precision.grad_scaling", "bogus"),
                    ("telemetry.what_if", "bogus"), ("telemetry.stop_on_alarm", "maybe"),
+                   ("precision.master", "e5m2"), ("precision.m1", "bogus"), ("precision.m2", "f8"),
+                   ("precision.m1", "bf16"),
                    ("train.out_dir", "''"), ("data.train", "''"), ("model.preset", "[1,2]"),
                    ("data.train", "{a=1}"), ("precision.level", "o2")]:
         set_case(key, v, MUST_REFUSE)

@@ -29,6 +29,7 @@ struct GradOptions {
   std::string out;
   // The simulated model: GPT-2's vocabulary (its LM head makes most of the gradient).
   int layers = 2, width = 64, seq = 64;  // heads of 32 dimensions
+  std::string sum = "ring";  // order of the FP8 partial sums: ring | tree
 };
 
 nlohmann::json stats_json(const QuantStats& s) {
@@ -51,6 +52,8 @@ void run_grad_experiment(const GradOptions& o) {
   s.seq = static_cast<size_t>(o.seq);
   s.ranks = o.ranks;
   s.steps = o.steps;
+  s.order = o.sum == "tree" ? dist::Fp8GradReducer::SumOrder::kTree
+                            : dist::Fp8GradReducer::SumOrder::kRing;
   if (o.name == "grad-scaling") {
     s.modes = {dist::Fp8Scaling::kPre, dist::Fp8Scaling::kPost, dist::Fp8Scaling::kAuto,
                dist::Fp8Scaling::kSqrt};
@@ -63,8 +66,8 @@ void run_grad_experiment(const GradOptions& o) {
     fail(o.data, ": no such token file (run `bash scripts/run.sh` once, or fp8lm prepare)");
   const TokenFile train(o.data, s.model.vocab_size);
   std::printf("experiment %s: %d steps; model %d layers × %d wide, %d tokens per simulated rank; "
-              "ranks",
-              o.name.c_str(), s.steps, o.layers, o.width, o.seq);
+              "%s sums; ranks",
+              o.name.c_str(), s.steps, o.layers, o.width, o.seq, o.sum.c_str());
   for (int n : s.ranks) std::printf(" %d", n);
   std::printf("\n");
   const auto t0 = std::chrono::steady_clock::now();
@@ -135,7 +138,8 @@ void run_grad_experiment(const GradOptions& o) {
       {"seconds", seconds},
       {"setup",
        {{"steps", s.steps}, {"ranks", s.ranks}, {"layers", o.layers}, {"width", o.width},
-        {"heads", s.model.n_head}, {"tokens_per_rank", o.seq}, {"data", o.data}}},
+        {"heads", s.model.n_head}, {"tokens_per_rank", o.seq}, {"data", o.data},
+        {"sum", o.sum}}},
       {"losses", losses},
       {"summary_from_step", first},
       {"summary", summary},
@@ -158,6 +162,10 @@ void add_grad_experiment(CLI::App& exp, const std::string& name, const std::stri
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   sub->add_option("--data", o->data, "Training token file")->capture_default_str();
+  sub->add_option("--sum", o->sum, "Order of the FP8 partial sums: ring (one rank at a time) or "
+                                   "tree (pairs of pairs)")
+      ->check(CLI::IsMember({"ring", "tree"}))
+      ->capture_default_str();
   sub->add_option("--out", o->out, "Output folder (default runs/experiments/NAME)");
   sub->add_option("--layers", o->layers, "Model layers")->check(CLI::Range(1, 48))->capture_default_str();
   sub->add_option("--width", o->width, "Model width")->check(CLI::Range(8, 4096))->capture_default_str();

@@ -163,7 +163,8 @@ Fp8ReduceStats Fp8GradReducer::reduce(std::span<const MutableScaledView> grads, 
 }
 
 Fp8ReduceStats Fp8GradReducer::allreduce_in_process(std::span<const std::vector<ScaledView>> ranks,
-                                                    std::span<const MutableScaledView> out) {
+                                                    std::span<const MutableScaledView> out,
+                                                    SumOrder order) {
   const int n_ranks = static_cast<int>(ranks.size());
   FP8LM_CHECK(n_ranks >= 1, "allreduce_in_process: no ranks");
   const size_t T = out.size();
@@ -193,18 +194,33 @@ Fp8ReduceStats Fp8GradReducer::allreduce_in_process(std::span<const std::vector<
   Fp8ReduceStats stats;
   stats.multiplier = multiplier;
   std::vector<uint8_t> term;
+  std::vector<std::vector<uint8_t>> partial;  // kTree: every rank's requantized codes
   for (size_t t = 0; t < T; ++t) {
     const DType f = out[t].data.dtype;
     const size_t n = out[t].numel();
     float shared = 1.0f / ranks[0][t].tensor_scale();  // min over ranks of the scales
     for (const auto& r : ranks) shared = std::min(shared, 1.0f / r[t].tensor_scale());
     auto* acc = static_cast<uint8_t*>(out[t].data.data);
-    term.resize(n);
-    for (int r = 0; r < n_ranks; ++r) {
+    auto requantized = [&](int r, uint8_t* dst) {
       const ScaledView& g = ranks[static_cast<size_t>(r)][t];
-      const float factor = requant_factor(shared, multiplier, g.tensor_scale());
-      kernels::fp8_rescale(f, r == 0 ? acc : term.data(), codes(g), n, factor);
-      if (r > 0) kernels::fp8_add(f, acc, term.data(), n);
+      kernels::fp8_rescale(f, dst, codes(g), n, requant_factor(shared, multiplier, g.tensor_scale()));
+    };
+    if (order == SumOrder::kRing) {
+      term.resize(n);
+      for (int r = 0; r < n_ranks; ++r) {
+        requantized(r, r == 0 ? acc : term.data());
+        if (r > 0) kernels::fp8_add(f, acc, term.data(), n);
+      }
+    } else {
+      partial.resize(static_cast<size_t>(n_ranks));
+      for (int r = 0; r < n_ranks; ++r) {
+        partial[static_cast<size_t>(r)].resize(n);
+        requantized(r, partial[static_cast<size_t>(r)].data());
+      }
+      for (size_t stride = 1; stride < partial.size(); stride *= 2)
+        for (size_t r = 0; r + stride < partial.size(); r += 2 * stride)
+          kernels::fp8_add(f, partial[r].data(), partial[r + stride].data(), n);
+      std::memcpy(acc, partial[0].data(), n);
     }
     out[t].set_tensor_scale(result_scale_inv(shared, multiplier, n_ranks));
     stats.elements += static_cast<int64_t>(n);

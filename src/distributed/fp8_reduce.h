@@ -60,11 +60,15 @@ class Fp8GradReducer {
   // numerics lab's grad-scaling and formats experiments): ranks[r][t] is rank r's tensor t
   // (E4M3 or E5M2, scaled per tensor, one format and shape per t across ranks); out[t]
   // receives the average every rank would hold (payload and scale; inputs unchanged).
-  // Same shared scales, multiplier, requantization, sums and μ rule as allreduce(); the
-  // sums are a left fold in rank order, which is MPI's result at N = 2 bit for bit (at
-  // N > 2 MPI may order the partial sums differently). Needs no MPI.
+  // Same shared scales, multiplier, requantization, sums and μ rule as allreduce(). The
+  // FP8 partial sums depend on the order: kRing folds ranks 0, 1, …, N−1 one at a time (as a
+  // ring reduce-scatter accumulates a chunk), kTree adds pairs, then pairs of pairs (as
+  // recursive doubling does). Both are MPI's result at N = 2 bit for bit; at N > 2 which one
+  // MPI uses depends on its algorithm choice. Needs no MPI.
+  enum class SumOrder : uint8_t { kRing, kTree };
   Fp8ReduceStats allreduce_in_process(std::span<const std::vector<ScaledView>> ranks,
-                                      std::span<const MutableScaledView> out);
+                                      std::span<const MutableScaledView> out,
+                                      SumOrder order = SumOrder::kRing);
 
   Fp8Scaling mode() const { return mode_; }
   // Auto mode's μ for the next call (checkpoint state; starts at 1). Every call uses the

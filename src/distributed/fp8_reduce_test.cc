@@ -241,9 +241,10 @@ TEST(Fp8AllReduceInProcess, EqualsMpiAtTwoRanks) {
   for (Fp8Scaling mode : {Fp8Scaling::kAuto, Fp8Scaling::kPre, Fp8Scaling::kPost,
                           Fp8Scaling::kSqrt}) {
     const std::string name(fp8_scaling_name(mode));
-    Fp8GradReducer mpi(mode, kBucket), sim(mode);
+    Fp8GradReducer mpi(mode, kBucket), sim(mode), tree(mode);
     mpi.set_mu(64.0f);  // large enough that sums saturate and auto mode halves μ
     sim.set_mu(64.0f);
+    tree.set_mu(64.0f);
     for (uint32_t call = 0; call < 4; ++call) {
       std::vector<std::vector<HostFp8>> all = {test::make_fp8(0, kSizes, 10 + call),
                                                test::make_fp8(1, kSizes, 10 + call)};
@@ -255,8 +256,13 @@ TEST(Fp8AllReduceInProcess, EqualsMpiAtTwoRanks) {
       std::vector<HostFp8> out(kSizes.size());
       for (size_t t = 0; t < kSizes.size(); ++t) out[t].codes.assign(kSizes[t], test::kPoison);
       const Fp8ReduceStats b = sim.allreduce_in_process(ranks, test::spans(out));
+      std::vector<HostFp8> out_tree(kSizes.size());
+      for (size_t t = 0; t < kSizes.size(); ++t) out_tree[t].codes.assign(kSizes[t], test::kPoison);
+      tree.allreduce_in_process(ranks, test::spans(out_tree), Fp8GradReducer::SumOrder::kTree);
       for (size_t t = 0; t < kSizes.size(); ++t) {
         test::expect_codes_eq(out[t].codes, mine[t].codes, name + " codes");
+        test::expect_codes_eq(out_tree[t].codes, mine[t].codes, name + " codes (tree)");
+        EXPECT_EQ(out_tree[t].scale_inv, mine[t].scale_inv);
         EXPECT_EQ(out[t].scale_inv, mine[t].scale_inv) << name << " tensor " << t;
         for (size_t r = 0; r < 2; ++r) {
           test::expect_codes_eq(all[r][t].codes, before[r][t].codes, name + " input changed");
@@ -268,15 +274,18 @@ TEST(Fp8AllReduceInProcess, EqualsMpiAtTwoRanks) {
       EXPECT_EQ(a.elements, b.elements) << name;
       EXPECT_EQ(a.saturated, b.saturated) << name;
       EXPECT_EQ(mpi.mu(), sim.mu()) << name << " call " << call;
+      EXPECT_EQ(mpi.mu(), tree.mu()) << name << " call " << call;
     }
     if (mode == Fp8Scaling::kAuto) EXPECT_LT(sim.mu(), 64.0f) << "the test should halve μ";
   }
 }
 
-// At N = 5 the result is the left fold of the reference E4M3 and E5M2 sums of the codes
-// requantized to the shared scale, computed here with the scalar reference codec.
-TEST(Fp8AllReduceInProcess, FiveRanksMatchTheReferenceFold) {
+// At N = 5 the result is the reference E4M3 and E5M2 sums of the codes requantized to the
+// shared scale, in ring order ((((r0 + r1) + r2) + r3) + r4) or tree order
+// (((r0 + r1) + (r2 + r3)) + r4), computed here with the scalar reference codec.
+TEST(Fp8AllReduceInProcess, FiveRanksMatchTheReferenceSums) {
   const std::vector<size_t> sizes = {300, 1, 77};
+  for (const bool tree_order : {false, true})
   for (DType format : {DType::kE4M3, DType::kE5M2}) {
     const FloatFormat& f = float_format(format);
     std::vector<std::vector<HostFp8>> all;
@@ -302,22 +311,27 @@ TEST(Fp8AllReduceInProcess, FiveRanksMatchTheReferenceFold) {
                                  Shape{static_cast<int64_t>(sizes[t])}, &out[t].scale_inv));
     }
     Fp8GradReducer sim(Fp8Scaling::kSqrt);
-    sim.allreduce_in_process(ranks, outs);
+    sim.allreduce_in_process(ranks, outs,
+                             tree_order ? Fp8GradReducer::SumOrder::kTree : Fp8GradReducer::SumOrder::kRing);
     const double m = static_cast<float>(1.0 / std::sqrt(5.0));
     for (size_t t = 0; t < sizes.size(); ++t) {
       float shared = INFINITY;
       for (auto& r : all) shared = std::min(shared, 1.0f / r[t].scale_inv);
       std::vector<uint8_t> want(sizes[t]);
+      auto add = [&](float a, float b) { return decode_ref(encode_ref(a + b, f), f); };
       for (size_t i = 0; i < sizes[t]; ++i) {
-        float acc = 0;
+        float term[5];
         for (size_t r = 0; r < all.size(); ++r) {
           const float factor = static_cast<float>(double{shared} * m * all[r][t].scale_inv);
-          const float term = decode_ref(encode_ref(decode_ref(all[r][t].codes[i], f) * factor, f), f);
-          acc = r == 0 ? term : decode_ref(encode_ref(acc + term, f), f);
+          term[r] = decode_ref(encode_ref(decode_ref(all[r][t].codes[i], f) * factor, f), f);
         }
-        want[i] = static_cast<uint8_t>(encode_ref(acc, f));
+        const float sum = tree_order
+                              ? add(add(add(term[0], term[1]), add(term[2], term[3])), term[4])
+                              : add(add(add(add(term[0], term[1]), term[2]), term[3]), term[4]);
+        want[i] = static_cast<uint8_t>(encode_ref(sum, f));
       }
-      test::expect_codes_eq(out[t].codes, want, std::string(dtype_name(format)) + " fold");
+      test::expect_codes_eq(out[t].codes, want,
+                            std::string(dtype_name(format)) + (tree_order ? " tree" : " ring"));
       EXPECT_EQ(out[t].scale_inv, static_cast<float>(1.0 / (double{shared} * m * 5)));
     }
   }

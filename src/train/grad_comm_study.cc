@@ -93,7 +93,7 @@ std::vector<GradCommPoint> run_grad_comm_study(
         for (ScaledTensor& g : result[f]) out.push_back(g.mut_view());
         for (size_t m = 0; m < s.modes.size(); ++m) {
           dist::Fp8GradReducer& red = reducers.at({n, m, f});
-          const dist::Fp8ReduceStats rs = red.allreduce_in_process(in, out);
+          const dist::Fp8ReduceStats rs = red.allreduce_in_process(in, out, s.order);
           GradCommPoint p{step, n, s.modes[m], s.formats[f], n > 1 ? rs.multiplier : 1.0f, {}};
           for (size_t t = 0; t < P; ++t)
             p.stats = merge(p.stats, quant_stats(mean[t].data(), result[f][t].view()));

@@ -27,6 +27,7 @@ struct GradCommStudy {
   std::vector<int> ranks = {2, 8, 32, 128};
   std::vector<dist::Fp8Scaling> modes;
   std::vector<DType> formats = {DType::kE4M3};
+  dist::Fp8GradReducer::SumOrder order = dist::Fp8GradReducer::SumOrder::kRing;  // of the FP8 partial sums
   int steps = 20;
   float lr = 1e-3f;
   uint64_t seed = 1;

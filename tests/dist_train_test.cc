@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -133,6 +134,37 @@ TEST_F(DistTrain, O2TwoRanksFollowOneProcessWithQuarterTheBytes) {
   const double fp8 = summary("two")["comm_bytes_per_step"]["allreduce_fp8"].get<double>();
   const double f32 = summary("two32")["comm_bytes_per_step"]["allreduce_f32"].get<double>();
   EXPECT_LE(fp8 / f32, 0.27);
+}
+
+// Telemetry of the gradient on the wire: on sampled steps every tensor's FP8 average is
+// compared with the exact mean (role "wire"); measuring changes nothing in training, and its
+// FP32 all-reduce is counted as its own traffic. At O3 rank 0 records the tensors it owns.
+TEST_F(DistTrain, WireTelemetryMeasuresTheFp8Average) {
+  for (const std::string level : {"O2", "O3"}) {
+    const std::string common = "--set precision.level=" + level + " --set train.steps=6";
+    ASSERT_EQ(train(2, "plain" + level, common + " --set telemetry.every=0"), 0) << log("plain" + level);
+    ASSERT_EQ(train(2, "wire" + level, common + " --set telemetry.every=2"), 0) << log("wire" + level);
+    EXPECT_EQ(losses("wire" + level), losses("plain" + level)) << level;
+    std::ifstream f(path("wire" + level + "/telemetry.jsonl"));
+    std::map<int, int> per_step;
+    for (std::string line; std::getline(f, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j["role"] != "wire") continue;
+      ++per_step[j["step"].get<int>()];
+      ASSERT_TRUE(j["snr_db"].is_number()) << line;
+      EXPECT_GT(j["snr_db"].get<double>(), 10.0) << line;
+      EXPECT_EQ(j["dtype"], "e4m3");
+    }
+    const auto s = summary("wire" + level);
+    ASSERT_EQ(per_step.size(), 3u) << level;  // steps 2, 4, 6
+    const int tensors = 2 + 12 * 2 + 2;      // tiny: wte, wpe, 2 blocks of 12, ln_f
+    for (const auto& [step, n] : per_step) {
+      if (level == "O2") EXPECT_EQ(n, tensors) << "step " << step;
+      else EXPECT_TRUE(n > 0 && n < tensors) << "step " << step << ": " << n;  // rank 0's share
+    }
+    // The last step measured: the exact means travelled as FP32, 4 bytes per parameter.
+    EXPECT_EQ(s["comm_bytes_per_step"]["telemetry_f32"].get<double>(), 4.0 * s["params"].get<double>());
+  }
 }
 
 // Checkpoints are the single-process format: a 2-rank run resumes in one process and the

@@ -22,7 +22,7 @@ void describe(std::span<const F32Span> tensors, std::vector<size_t>& numel,
 
 }  // namespace
 
-void allreduce_mean_f32(std::span<const F32Span> tensors, size_t bucket_bytes) {
+void allreduce_mean_f32(std::span<const F32Span> tensors, size_t bucket_bytes, const char* kind) {
   if (size() == 1) return;
   std::vector<size_t> numel, order;
   describe(tensors, numel, order);
@@ -32,7 +32,7 @@ void allreduce_mean_f32(std::span<const F32Span> tensors, size_t bucket_bytes) {
   detail::for_each_window(numel, order, staging.capacity(), [&](auto pieces, size_t n) {
     for (const detail::Piece& p : pieces)
       std::memcpy(buf + p.offset, tensors[p.tensor].data + p.begin, p.count * sizeof(float));
-    detail::allreduce(buf, n, MPI_FLOAT, MPI_SUM, "allreduce_f32");
+    detail::allreduce(buf, n, MPI_FLOAT, MPI_SUM, kind);
     for (const detail::Piece& p : pieces)
       kernels::dequantize(tensors[p.tensor].data + p.begin, buf + p.offset, DType::kF32, p.count,
                           inv_n);

@@ -21,9 +21,11 @@ struct F32Span {
   size_t numel;
 };
 
-// tensors[i] ← (Σ over ranks) · (1/N): MPI_SUM on MPI_FLOAT.
+// tensors[i] ← (Σ over ranks) · (1/N): MPI_SUM on MPI_FLOAT. `kind` names the traffic in
+// the byte counts (world.h comm_bytes).
 void allreduce_mean_f32(std::span<const F32Span> tensors,
-                        size_t bucket_bytes = kDefaultBucketBytes);
+                        size_t bucket_bytes = kDefaultBucketBytes,
+                        const char* kind = "allreduce_f32");
 
 // tensors[i] ← f32(Σ over ranks of bf16(tensors[i])) · (1/N): each rank rounds to BF16
 // (nearest even, IEEE overflow), the sum runs on BF16 payloads, partial sums rounded to BF16.

@@ -5,6 +5,7 @@
 #include "core/check.h"
 #include "distributed/collectives.h"
 #include "distributed/world.h"
+#include "kernels/cast.h"
 
 namespace fp8lm {
 
@@ -22,7 +23,14 @@ dist::Fp8Scaling scaling_of(const std::string& name) {
 GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner)
     : level_(level), fp8_(scaling_of(grad_scaling)), owner_(std::move(owner)) {}
 
-void GradSync::average(const std::vector<MutableScaledView>& g) {
+void GradSync::average(Gpt& model, bool measure) {
+  std::vector<std::string> names;
+  for (const ParamSpec& s : model.specs()) names.push_back(s.name);
+  average(model.grad_buffers(), names, measure);
+}
+
+void GradSync::average(const std::vector<MutableScaledView>& g,
+                       const std::vector<std::string>& names, bool measure) {
   if (dist::size() == 1) return;
   const LevelPlan& plan = level_plan(level_);
   if (plan.grad_wire != DType::kE4M3) {
@@ -38,12 +46,30 @@ void GradSync::average(const std::vector<MutableScaledView>& g) {
       dist::allreduce_mean_bf16(spans);
     return;
   }
+  // Telemetry: the exact mean of the E4M3 gradients as they enter the reduction (a
+  // collective: `measure` is the same on every rank).
+  const bool probing = measure && names.size() == g.size();
+  std::vector<std::vector<float>> exact;
+  if (probing) {
+    std::vector<dist::F32Span> spans;
+    exact.resize(g.size());
+    for (size_t t = 0; t < g.size(); ++t) {
+      exact[t].resize(g[t].numel());
+      kernels::dequantize(exact[t].data(), g[t]);
+      spans.push_back({exact[t].data(), exact[t].size()});
+    }
+    dist::allreduce_mean_f32(spans, dist::kDefaultBucketBytes, "telemetry_f32");
+  }
   if (plan.sharded) {
     FP8LM_CHECK(owner_.size() == g.size(), "a sharded level needs an owner per tensor");
     fp8_.reduce_to_owners(g, owner_);
   } else {
     fp8_.allreduce(g);
   }
+  if (probing && probe_ != nullptr && probe_->wants())
+    for (size_t t = 0; t < g.size(); ++t)
+      if (!plan.sharded || owner_[t] == dist::rank())
+        probe_->record(names[t], "wire", exact[t].data(), g[t]);
 }
 
 }  // namespace fp8lm

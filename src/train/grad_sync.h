@@ -18,10 +18,17 @@ class GradSync {
  public:
   // `owner` (O3): the rank that owns each tensor.
   GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner = {});
-  void average(Gpt& model) { average(model.grad_buffers()); }
+  // `measure`: telemetry of the gradient on the wire this step (role "wire",
+  // docs/telemetry.md) — every rank must pass the same value: an FP8 average is also
+  // compared with the exact mean of the gradients that went in (an extra FP32 all-reduce of
+  // those values, counted as "telemetry_f32" traffic), recorded into the probe where it is
+  // armed (rank 0; at O3 the tensors rank 0 owns).
+  void average(Gpt& model, bool measure = false);
   // The same on gradient buffers in the level's format (f32, or e4m3 scaled per tensor),
-  // replaced in place.
-  void average(const std::vector<MutableScaledView>& grads);
+  // replaced in place; `names` (one per buffer) label the telemetry.
+  void average(const std::vector<MutableScaledView>& grads,
+               const std::vector<std::string>& names = {}, bool measure = false);
+  void set_probe(QuantProbe* probe) { probe_ = probe; }
   // The FP8 all-reduce's auto-scaling multiplier μ (checkpoint state).
   float mu() const { return fp8_.mu(); }
   void set_mu(float mu) { fp8_.set_mu(mu); }
@@ -30,6 +37,7 @@ class GradSync {
   PrecisionLevel level_;
   dist::Fp8GradReducer fp8_;
   std::vector<int> owner_;
+  QuantProbe* probe_ = nullptr;
 };
 
 }  // namespace fp8lm

@@ -179,13 +179,16 @@ struct Session {
       probe.set_what_if(c.what_if);
       model.set_probe(&probe);
       opt->set_probe(&probe);
+      sync->set_probe(&probe);
     }
   }
 
   // Telemetry samples the lead rank's casts on every telemetry.every-th step.
-  bool samples(int64_t step) const {
-    return rank == 0 && cfg.telemetry_every > 0 && (step + 1) % cfg.telemetry_every == 0;
+  // Telemetry steps (every rank: collectives that measure run on all of them); rank 0 records.
+  bool telemetry_step(int64_t step) const {
+    return cfg.telemetry_every > 0 && (step + 1) % cfg.telemetry_every == 0;
   }
+  bool samples(int64_t step) const { return rank == 0 && telemetry_step(step); }
 
   // The model reads live views of the masters (or of O3's replicas, rebuilt after each update
   // by refresh_replicas): the optimizer's in-place updates need no new set_weights.
@@ -409,7 +412,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
         loss += s.model.forward_backward(in.data(), tgt.data(), micro > 0);
       }
       loss /= cfg.grad_accum;
-      s.sync->average(s.model);
+      s.sync->average(s.model, s.telemetry_step(step));
       if (world > 1) {
         dist::allreduce_scalars(&loss, 1, dist::ScalarOp::kSum);
         loss /= world;

@@ -43,8 +43,8 @@ constexpr DecouplingRow kRows[] = {
 // default corpus, so all six rows train in minutes on two cores.
 const std::vector<std::string> kDefaults = {
     "model.n_layer=2",       "model.n_embd=256",       "model.n_head=4",
-    "train.batch_size=8",    "train.steps=80",         "train.warmup_steps=10",
-    "train.eval_every=20",   "train.checkpoint_every=0"};
+    "train.batch_size=8",    "train.steps=50",         "train.warmup_steps=10",
+    "train.eval_every=10",   "train.checkpoint_every=0"};
 
 struct DecouplingOptions {
   std::vector<std::string> sets;

@@ -198,12 +198,15 @@ std::string heat_map(const std::string& title, const std::vector<std::string>& r
     }
     o += "\n";
   }
-  if (!cols.empty()) {  // first and last column labels
+  if (!cols.empty()) {  // first and (when there is room) last column labels
     const double y = top + cell_h * static_cast<double>(rows.size()) + 14;
     o += "<text x=\"" + fmt(label_w) + "\" y=\"" + fmt(y) + "\" class=\"small\">" +
-         html_escape(cols.front()) + "</text><text x=\"" +
-         fmt(label_w + cell_w * static_cast<double>(cols.size())) + "\" y=\"" + fmt(y) +
-         "\" text-anchor=\"end\" class=\"small\">" + html_escape(cols.back()) + "</text>\n";
+         html_escape(cols.front()) + "</text>";
+    if (cell_w * static_cast<double>(cols.size()) > 100)
+      o += "<text x=\"" + fmt(label_w + cell_w * static_cast<double>(cols.size())) + "\" y=\"" +
+           fmt(y) + "\" text-anchor=\"end\" class=\"small\">" + html_escape(cols.back()) +
+           "</text>";
+    o += "\n";
   }
   return o + "</svg>\n";
 }

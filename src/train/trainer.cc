@@ -357,6 +357,7 @@ std::string fmt_val(double v) {
 
 TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool overwrite) {
   cfg.validate();
+  mem_reset_peaks();  // peaks per category are this run's (a process may train several)
   start_ranks(cfg, resume_from);
   const GptConfig mcfg = cfg.model();
   const int world = dist::size(), rank = dist::rank();

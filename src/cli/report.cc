@@ -54,7 +54,7 @@ double num(const json& j, const char* key) {
 }
 
 struct Run {
-  std::string name, dir;
+  std::string name;
   std::vector<json> metrics, telemetry;
   json summary;
 };
@@ -330,7 +330,6 @@ void run_report(const ReportOptions& o) {
     if (!fs::exists(dir + "/metrics.jsonl"))
       fail(dir, ": neither a run folder (metrics.jsonl) nor an experiment (experiment.json)");
     Run r;
-    r.dir = dir;
     r.name = fs::path(dir).filename().string();
     if (r.name.empty()) r.name = fs::path(dir).parent_path().filename().string();
     r.metrics = read_jsonl(dir + "/metrics.jsonl");

@@ -119,7 +119,9 @@ TEST(ScaledTensor, QuantizeJitAndDelayed) {
 
 TEST(ScalingMeta, RejectsBadRecipes) {
   ScalingRecipe r;
-  r.format = DType::kBF16;
+  r.format = DType::kI32;  // not a float format (BF16 is taken: an unscaled optimizer state)
+  EXPECT_THROW(ScalingMeta{r}, Error);
+  r.format = DType::kE8M0;
   EXPECT_THROW(ScalingMeta{r}, Error);
   r.format = DType::kE5M2;
   r.window = 0;

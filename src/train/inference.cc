@@ -81,6 +81,14 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
   const Fp8Options fp8 = fp8_options(t.recipe, t.amax_window, t.margin, t.mx_grad_format);
   const std::string opt_path = dir + "/optimizer.safetensors";
   const SafetensorsFile masters(opt_path);
+  // The masters' format: the level's, or the one the file's metadata records
+  // (precision.master); every master tensor must have it.
+  DType master_format = level_plan(level).states.master;
+  if (const auto it = masters.metadata().find("master"); it != masters.metadata().end()) {
+    const std::optional<DType> t = dtype_from_name(it->second);
+    if (!t) fail(opt_path, ": metadata master = '", it->second, "' is not a dtype");
+    master_format = *t;
+  }
   std::vector<ScaledView> views;
   for (const ParamSpec& s : param_layout(c)) {
     const SafetensorsEntry* e = masters.find(s.name + ".master");
@@ -97,6 +105,9 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
       fail(opt_path, ": ", s.name, ".master is ", dtype_name(dt), " ", e->view.shape.str(),
            ", the model needs f32, f16, bf16", fp8 ? " or e4m3" : "", " [", s.numel(),
            "], aligned");
+    if (dt != master_format)
+      fail(opt_path, ": ", s.name, ".master is ", dtype_name(dt), ", the checkpoint's masters are ",
+           dtype_name(master_format), " (level ", t.level, ")");
     if (si->view.dtype != DType::kF32 || si->view.numel() != 1)
       fail(opt_path, ": ", s.name, ".master_scale_inv must be an F32 scalar");
     float scale_inv;

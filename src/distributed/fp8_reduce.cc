@@ -185,7 +185,7 @@ Fp8ReduceStats Fp8GradReducer::allreduce_in_process(std::span<const std::vector<
   auto codes = [](const ScaledView& v) { return static_cast<const uint8_t*>(v.data.data); };
   if (n_ranks == 1) {  // nothing to average: the gradient as it is, μ unchanged
     for (size_t t = 0; t < T; ++t) {
-      std::memcpy(out[t].data.data, codes(ranks[0][t]), out[t].numel());
+      if (out[t].numel() > 0) std::memcpy(out[t].data.data, codes(ranks[0][t]), out[t].numel());
       out[t].set_tensor_scale(ranks[0][t].tensor_scale());
     }
     return {};
@@ -220,7 +220,7 @@ Fp8ReduceStats Fp8GradReducer::allreduce_in_process(std::span<const std::vector<
       for (size_t stride = 1; stride < partial.size(); stride *= 2)
         for (size_t r = 0; r + stride < partial.size(); r += 2 * stride)
           kernels::fp8_add(f, partial[r].data(), partial[r + stride].data(), n);
-      std::memcpy(acc, partial[0].data(), n);
+      if (n > 0) std::memcpy(acc, partial[0].data(), n);
     }
     out[t].set_tensor_scale(result_scale_inv(shared, multiplier, n_ranks));
     stats.elements += static_cast<int64_t>(n);

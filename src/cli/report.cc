@@ -3,6 +3,7 @@
 // folders (experiment.json): losses of several runs overlaid, learning rate, grad norm and
 // skipped steps, scale and amax histories and underflow/saturation heat maps per role,
 // memory per category, communication bytes, and the experiments' figures.
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <map>

@@ -24,8 +24,9 @@ GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::v
     : level_(level), fp8_(scaling_of(grad_scaling)), owner_(std::move(owner)) {}
 
 void GradSync::average(Gpt& model, bool measure) {
-  std::vector<std::string> names;
-  for (const ParamSpec& s : model.specs()) names.push_back(s.name);
+  std::vector<std::string> names;  // only telemetry labels records
+  if (measure)
+    for (const ParamSpec& s : model.specs()) names.push_back(s.name);
   average(model.grad_buffers(), names, measure);
 }
 

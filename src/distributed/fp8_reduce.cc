@@ -36,8 +36,8 @@ std::string_view fp8_scaling_name(Fp8Scaling mode) {
   return "?";
 }
 
-Fp8GradReducer::Fp8GradReducer(Fp8Scaling mode, size_t bucket_bytes)
-    : mode_(mode), bucket_bytes_(bucket_bytes) {}
+Fp8GradReducer::Fp8GradReducer(Fp8Scaling mode, size_t bucket_bytes, Group group)
+    : mode_(mode), bucket_bytes_(bucket_bytes), group_(group) {}
 
 void Fp8GradReducer::set_mu(float mu) {
   FP8LM_CHECK(mu > 0.0f && mu <= kMaxMu, "mu = ", mu);
@@ -90,9 +90,9 @@ Fp8ReduceStats Fp8GradReducer::reduce_to_owners(std::span<const MutableScaledVie
 
 Fp8ReduceStats Fp8GradReducer::reduce(std::span<const MutableScaledView> grads, std::span<const int> owner,
                                       bool to_owner) {
-  const int n_ranks = size();
+  const int n_ranks = group_.size();
   if (n_ranks == 1 || grads.empty()) return {};
-  const int me = rank();
+  const int me = group_.rank();
   const size_t T = grads.size();
   std::vector<float> scale_inv(T);
   for (size_t t = 0; t < T; ++t) {
@@ -111,7 +111,7 @@ Fp8ReduceStats Fp8GradReducer::reduce(std::span<const MutableScaledView> grads, 
   std::vector<float> shared(T + (is_auto ? 1 : 0));
   for (size_t t = 0; t < T; ++t) shared[t] = 1.0f / scale_inv[t];
   if (is_auto) shared[T] = mu_;
-  detail::allreduce(shared.data(), shared.size(), MPI_FLOAT, MPI_MIN, "scalar");
+  detail::allreduce(shared.data(), shared.size(), MPI_FLOAT, MPI_MIN, "scalar", group_);
 
   const float multiplier = this->multiplier(is_auto ? shared[T] : mu_, n_ranks);
   std::vector<float> factor(T), result(T);
@@ -141,9 +141,10 @@ Fp8ReduceStats Fp8GradReducer::reduce(std::span<const MutableScaledView> grads, 
                               factor[p.tensor]);
       if (to_owner)
         detail::reduce(buf, w, detail::e4m3_type(), detail::e4m3_sum(), static_cast<int>(root),
-                       "reduce_fp8");
+                       "reduce_fp8", group_);
       else
-        detail::allreduce(buf, w, detail::e4m3_type(), detail::e4m3_sum(), "allreduce_fp8");
+        detail::allreduce(buf, w, detail::e4m3_type(), detail::e4m3_sum(), "allreduce_fp8",
+                          group_);
       if (!receives) return;
       for (const detail::Piece& p : pieces)
         std::memcpy(codes(p.tensor) + p.begin, buf + p.offset, p.count);
@@ -156,7 +157,7 @@ Fp8ReduceStats Fp8GradReducer::reduce(std::span<const MutableScaledView> grads, 
 
   if (is_auto) {
     double counts[2] = {static_cast<double>(stats.saturated), static_cast<double>(stats.elements)};
-    if (to_owner) allreduce_scalars(counts, 2, ScalarOp::kSum);
+    if (to_owner) allreduce_scalars(counts, 2, ScalarOp::kSum, group_);
     update_mu(multiplier, counts[0], counts[1]);
   }
   return stats;

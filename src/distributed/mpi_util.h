@@ -7,6 +7,8 @@
 
 #include <cstddef>
 
+#include "distributed/world.h"
+
 namespace fp8lm::dist::detail {
 
 // Largest element count one MPI call takes (counts are int); windows stay below it.
@@ -23,11 +25,27 @@ MPI_Datatype bf16_type();
 MPI_Op e4m3_sum();
 MPI_Op bf16_sum();
 
-// Checked, accounted collectives on `count` elements of `type`, in place, on
-// MPI_COMM_WORLD; `kind` names the CommBytes entry.
-void allreduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, const char* kind);
-// The result lands on `root`; other ranks' buffers are only read.
-void reduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, int root, const char* kind);
-void bcast(void* buf, size_t count, MPI_Datatype type, int root, const char* kind);
+// The communicator of a group (MPI_COMM_NULL for a one-rank group made without MPI).
+MPI_Comm comm(const Group& g);
+// Adds a communicator to the table; returns its group.
+Group add_group(MPI_Comm comm, const char* name);
+
+// Checked, accounted collectives on `count` elements of `type`, in place, over `g`; `kind`
+// names the CommBytes entry (prefixed with the group's name for tp and pp).
+void allreduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, const char* kind,
+               const Group& g = {});
+// The result lands on `root` (a rank of g); other ranks' buffers are only read.
+void reduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, int root, const char* kind,
+            const Group& g = {});
+void bcast(void* buf, size_t count, MPI_Datatype type, int root, const char* kind,
+           const Group& g = {});
+// out (g.size() × count elements, rank order) ← every rank's `in` (count elements).
+void allgather(const void* in, void* out, size_t count, MPI_Datatype type, const char* kind,
+               const Group& g = {});
+// out (count elements) ← op over the ranks of in[rank·count, (rank+1)·count).
+void reduce_scatter(const void* in, void* out, size_t count, MPI_Datatype type, MPI_Op op,
+                    const char* kind, const Group& g = {});
+// Counts `bytes` under `kind` for group g (the one place names are prefixed).
+void record(const char* kind, size_t bytes, const Group& g);
 
 }  // namespace fp8lm::dist::detail

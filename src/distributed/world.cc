@@ -13,6 +13,7 @@
 #include <initializer_list>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/check.h"
 #include "distributed/mpi_util.h"
@@ -21,11 +22,19 @@
 namespace fp8lm::dist {
 namespace {
 
+// One communicator of the table Group ids index.
+struct GroupEntry {
+  MPI_Comm comm;
+  int rank, size;
+  std::string name;
+};
+
 struct State {
   bool initialized = false;  // init() has run
   bool mpi = false;          // ... and started MPI
   int rank = 0;
   int size = 1;
+  std::vector<GroupEntry> groups;  // [0]: the world
   MPI_Datatype e4m3 = MPI_DATATYPE_NULL;
   MPI_Datatype bf16 = MPI_DATATYPE_NULL;
   MPI_Op e4m3_sum = MPI_OP_NULL;
@@ -70,11 +79,6 @@ void finalize() {
   MPI_Finalize();
 }
 
-void record(const char* kind, size_t bytes) {
-  CommBytes& c = state().comm;
-  c.bytes[kind] += static_cast<int64_t>(bytes);
-  c.calls[kind] += 1;
-}
 
 // The liveness bound: the main thread marks each blocking MPI call; a watchdog thread ends
 // the process when one has waited longer than the timeout (a peer stopped or hung), and
@@ -143,6 +147,7 @@ void init() {
   State& s = state();
   if (s.initialized) return;
   if (!launched_by_mpi()) {
+    s.groups = {{MPI_COMM_NULL, 0, 1, "world"}};
     s.initialized = true;
     return;
   }
@@ -162,6 +167,7 @@ void init() {
                     "MPI_Comm_set_errhandler");
   detail::check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &s.rank), "MPI_Comm_rank");
   detail::check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &s.size), "MPI_Comm_size");
+  s.groups = {{MPI_COMM_WORLD, s.rank, s.size, "world"}};
   make_type(1, "fp8lm_e4m3", &s.e4m3);
   make_type(2, "fp8lm_bf16", &s.bf16);
   // Both sums are commutative (float32 addition is), though not associative.
@@ -195,9 +201,32 @@ void abort(int code, std::string_view message) {
   std::exit(code);
 }
 
-void barrier() {
-  if (!distributed()) return;
-  blocking("MPI_Barrier", [] { return MPI_Barrier(MPI_COMM_WORLD); });
+int Group::rank() const {
+  init();
+  return state().groups.at(static_cast<size_t>(id_)).rank;
+}
+
+int Group::size() const {
+  init();
+  return state().groups.at(static_cast<size_t>(id_)).size;
+}
+
+const std::string& Group::name() const {
+  init();
+  return state().groups.at(static_cast<size_t>(id_)).name;
+}
+
+Group Group::from_id(int id) {
+  init();
+  FP8LM_CHECK(id >= 0 && static_cast<size_t>(id) < state().groups.size(), "no group ", id);
+  Group g;
+  g.id_ = id;
+  return g;
+}
+
+void barrier(const Group& g) {
+  if (g.size() == 1) return;
+  blocking("MPI_Barrier", [&] { return MPI_Barrier(detail::comm(g)); });
 }
 
 void set_timeout(double seconds) {
@@ -206,10 +235,10 @@ void set_timeout(double seconds) {
   if (seconds > 0 && distributed() && !w.running.exchange(true)) std::thread(watch_loop).detach();
 }
 
-void allreduce_scalars(double* values, size_t n, ScalarOp op) {
-  if (size() == 1 || n == 0) return;
+void allreduce_scalars(double* values, size_t n, ScalarOp op, const Group& g) {
+  if (g.size() == 1 || n == 0) return;
   const MPI_Op mpi_op = op == ScalarOp::kSum ? MPI_SUM : op == ScalarOp::kMin ? MPI_MIN : MPI_MAX;
-  detail::allreduce(values, n, MPI_DOUBLE, mpi_op, "scalar");
+  detail::allreduce(values, n, MPI_DOUBLE, mpi_op, "scalar", g);
 }
 
 void require_same(uint64_t value, const std::string& what) {
@@ -232,25 +261,25 @@ int64_t CommBytes::total_bytes() const {
 const CommBytes& comm_bytes() { return state().comm; }
 void reset_comm_bytes() { state().comm = {}; }
 
-void send_bytes(int dest, const void* data, size_t bytes) {
+void send_bytes(int dest, const void* data, size_t bytes, const Group& g) {
   const auto* p = static_cast<const uint8_t*>(data);
   for (size_t off = 0; off < bytes || off == 0; off += detail::kMaxCount) {
     const size_t n = std::min(detail::kMaxCount, bytes - off);
     blocking("MPI_Send",
-             [&] { return MPI_Send(p + off, as_count(n), MPI_BYTE, dest, 0, MPI_COMM_WORLD); });
-    record("p2p", n);
+             [&] { return MPI_Send(p + off, as_count(n), MPI_BYTE, dest, 0, detail::comm(g)); });
+    detail::record("p2p", n, g);
     if (bytes == 0) break;
   }
 }
 
-void recv_bytes(int src, void* data, size_t bytes) {
+void recv_bytes(int src, void* data, size_t bytes, const Group& g) {
   auto* p = static_cast<uint8_t*>(data);
   for (size_t off = 0; off < bytes || off == 0; off += detail::kMaxCount) {
     const size_t n = std::min(detail::kMaxCount, bytes - off);
     blocking("MPI_Recv", [&] {
-      return MPI_Recv(p + off, as_count(n), MPI_BYTE, src, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      return MPI_Recv(p + off, as_count(n), MPI_BYTE, src, 0, detail::comm(g), MPI_STATUS_IGNORE);
     });
-    record("p2p", n);
+    detail::record("p2p", n, g);
     if (bytes == 0) break;
   }
 }
@@ -273,26 +302,67 @@ MPI_Datatype bf16_type() { return state().bf16; }
 MPI_Op e4m3_sum() { return state().e4m3_sum; }
 MPI_Op bf16_sum() { return state().bf16_sum; }
 
-void allreduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, const char* kind) {
-  blocking("MPI_Allreduce", [&] {
-    return MPI_Allreduce(MPI_IN_PLACE, buf, as_count(count), type, op, MPI_COMM_WORLD);
-  });
-  record(kind, count * type_bytes(type));
+MPI_Comm comm(const Group& g) { return state().groups.at(static_cast<size_t>(g.id())).comm; }
+
+Group add_group(MPI_Comm c, const char* name) {
+  State& s = state();
+  GroupEntry e{c, 0, 1, name};
+  if (c != MPI_COMM_NULL) {
+    check_mpi(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check_mpi(MPI_Comm_rank(c, &e.rank), "MPI_Comm_rank");
+    check_mpi(MPI_Comm_size(c, &e.size), "MPI_Comm_size");
+  }
+  s.groups.push_back(std::move(e));
+  return Group::from_id(static_cast<int>(s.groups.size() - 1));
 }
 
-void reduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, int root, const char* kind) {
-  const bool is_root = state().rank == root;
+void record(const char* kind, size_t bytes, const Group& g) {
+  const std::string& group = g.name();
+  const std::string key =
+      group == "world" || group == "dp" ? std::string(kind) : group + "." + kind;
+  CommBytes& c = state().comm;
+  c.bytes[key] += static_cast<int64_t>(bytes);
+  c.calls[key] += 1;
+}
+
+void allreduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, const char* kind,
+               const Group& g) {
+  blocking("MPI_Allreduce", [&] {
+    return MPI_Allreduce(MPI_IN_PLACE, buf, as_count(count), type, op, comm(g));
+  });
+  record(kind, count * type_bytes(type), g);
+}
+
+void reduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, int root, const char* kind,
+            const Group& g) {
+  const bool is_root = g.rank() == root;
   blocking("MPI_Reduce", [&] {
     return MPI_Reduce(is_root ? MPI_IN_PLACE : buf, is_root ? buf : nullptr, as_count(count), type,
-                      op, root, MPI_COMM_WORLD);
+                      op, root, comm(g));
   });
-  record(kind, count * type_bytes(type));
+  record(kind, count * type_bytes(type), g);
 }
 
-void bcast(void* buf, size_t count, MPI_Datatype type, int root, const char* kind) {
-  blocking("MPI_Bcast",
-           [&] { return MPI_Bcast(buf, as_count(count), type, root, MPI_COMM_WORLD); });
-  record(kind, count * type_bytes(type));
+void bcast(void* buf, size_t count, MPI_Datatype type, int root, const char* kind,
+           const Group& g) {
+  blocking("MPI_Bcast", [&] { return MPI_Bcast(buf, as_count(count), type, root, comm(g)); });
+  record(kind, count * type_bytes(type), g);
+}
+
+void allgather(const void* in, void* out, size_t count, MPI_Datatype type, const char* kind,
+               const Group& g) {
+  blocking("MPI_Allgather", [&] {
+    return MPI_Allgather(in, as_count(count), type, out, as_count(count), type, comm(g));
+  });
+  record(kind, count * type_bytes(type), g);
+}
+
+void reduce_scatter(const void* in, void* out, size_t count, MPI_Datatype type, MPI_Op op,
+                    const char* kind, const Group& g) {
+  blocking("MPI_Reduce_scatter_block", [&] {
+    return MPI_Reduce_scatter_block(in, out, as_count(count), type, op, comm(g));
+  });
+  record(kind, count * type_bytes(type) * static_cast<size_t>(g.size()), g);
 }
 
 }  // namespace detail

@@ -1,5 +1,5 @@
-// The process group of data-parallel training, and the bytes it has communicated.
-// Launched by mpirun the group is MPI_COMM_WORLD; otherwise it is this process alone and no
+// The ranks of a job, the groups they communicate in, and the bytes they have communicated.
+// Launched by mpirun the world is MPI_COMM_WORLD; otherwise it is this process alone and no
 // MPI function is ever called, so single-process commands need no launcher. MPI errors
 // become fp8lm::Error naming the rank and the call. Collectives are called from the main
 // thread only (MPI_THREAD_FUNNELED); kernels inside them may use OpenMP threads.
@@ -27,7 +27,25 @@ int size();
 // Without MPI it prints the same line and exits the process.
 [[noreturn]] void abort(int code, std::string_view message);
 
-void barrier();
+// A set of ranks that communicate together (an MPI communicator): the world, or one of the
+// tensor-, pipeline- or data-parallel groups of a Grid (distributed/grid.h). A small handle;
+// the communicator lives until exit. Every collective takes a group (default: the world).
+class Group {
+ public:
+  Group() = default;  // the world
+  int rank() const;
+  int size() const;
+  // "world", "tp", "pp" or "dp": traffic of the tp and pp groups is counted under
+  // "tp.KIND" / "pp.KIND" (CommBytes); the world's and the dp group's under KIND.
+  const std::string& name() const;
+  int id() const { return id_; }  // index in the table of communicators (0: the world)
+  static Group from_id(int id);
+
+ private:
+  int id_ = 0;
+};
+
+void barrier(const Group& g = {});
 
 // Liveness bound of every blocking call (collectives, send, receive): one that waits more
 // than `seconds` for the other ranks prints "fp8lm: rank R of N: error: CALL has waited …"
@@ -37,13 +55,14 @@ void set_timeout(double seconds);
 
 // Point-to-point bytes (checkpoints of sharded states reach rank 0 this way); both sides
 // must agree on the sizes. Recorded as kind "p2p".
-void send_bytes(int dest, const void* data, size_t bytes);
-void recv_bytes(int src, void* data, size_t bytes);
+// `dest` and `src` are ranks within `g`.
+void send_bytes(int dest, const void* data, size_t bytes, const Group& g = {});
+void recv_bytes(int src, void* data, size_t bytes, const Group& g = {});
 
 enum class ScalarOp : uint8_t { kSum, kMin, kMax };
 // values[i] = op over the ranks of values[i] (doubles: counts below 2^53 are exact).
 // Recorded as kind "scalar"; with one rank, no call.
-void allreduce_scalars(double* values, size_t n, ScalarOp op);
+void allreduce_scalars(double* values, size_t n, ScalarOp op, const Group& g = {});
 
 // Fails on every rank (Error) unless all ranks pass the same value: ranks started with
 // different configurations would otherwise exchange buffers of different sizes or formats.
@@ -51,7 +70,7 @@ void require_same(uint64_t value, const std::string& what);
 
 // What this rank handed to MPI, per collective kind: "allreduce_f32", "allreduce_bf16",
 // "allreduce_fp8", "reduce_fp8", "allgather" (O3 weights from their owners), "scalar"
-// (scales, counts). bytes = count × datatype size of each call's buffer, as passed (the
+// (scales, counts); tensor-parallel traffic as "tp.allreduce_f32", "tp.allgather_e4m3", ... bytes = count × datatype size of each call's buffer, as passed (the
 // payload one rank contributes or receives, not the algorithm's wire traffic); calls = MPI
 // calls. Reset per step to get per-step figures (summary.json: comm_bytes_per_step).
 struct CommBytes {

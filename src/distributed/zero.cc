@@ -33,10 +33,10 @@ Placement placement(std::span<const int64_t> sizes_in_bytes, int world_size) {
 }
 
 void gather_from_owners(std::span<const MutableScaledView> weights, std::span<const int> owner,
-                        size_t bucket_bytes) {
+                        size_t bucket_bytes, const Group& group) {
   FP8LM_CHECK(owner.size() == weights.size(), owner.size(), " owners for ", weights.size(),
               " tensors");
-  const int n_ranks = size();
+  const int n_ranks = group.size();
   if (n_ranks == 1) return;
   // A byte stream per owner: for each of its tensors t, entry 2t (t's scales, none when
   // unscaled) then entry 2t + 1 (its payload).
@@ -62,7 +62,7 @@ void gather_from_owners(std::span<const MutableScaledView> weights, std::span<co
   }
   detail::Staging staging(bucket_bytes, 1, largest);
   uint8_t* buf = staging.as<uint8_t>();
-  const int me = rank();
+  const int me = group.rank();
   for (int root = 0; root < n_ranks; ++root) {
     const std::vector<size_t>& g = groups[static_cast<size_t>(root)];
     if (g.empty()) continue;
@@ -73,7 +73,7 @@ void gather_from_owners(std::span<const MutableScaledView> weights, std::span<co
       if (sends)
         for (const detail::Piece& p : pieces)
           std::memcpy(buf + p.offset, piece_data(p.tensor) + p.begin, p.count);
-      detail::bcast(buf, w, MPI_BYTE, root, "allgather");
+      detail::bcast(buf, w, MPI_BYTE, root, "allgather", group);
       if (!sends)
         for (const detail::Piece& p : pieces)
           std::memcpy(piece_data(p.tensor) + p.begin, buf + p.offset, p.count);

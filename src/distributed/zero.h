@@ -26,8 +26,8 @@ Placement placement(std::span<const int64_t> sizes_in_bytes, int world_size);
 // Every rank ends with each tensor's payload and scales as its owner holds them (any dtype
 // and scaling: a per-tensor scale is 4 bytes, a block grid its bytes): per owner, one
 // broadcast stream of its tensors' scales and payloads, bucketed. Recorded as "allgather".
-// With one rank nothing moves.
+// With one rank nothing moves. Owners are ranks of `g` (the data-parallel group).
 void gather_from_owners(std::span<const MutableScaledView> weights, std::span<const int> owner,
-                        size_t bucket_bytes = kDefaultBucketBytes);
+                        size_t bucket_bytes = kDefaultBucketBytes, const Group& g = {});
 
 }  // namespace fp8lm::dist

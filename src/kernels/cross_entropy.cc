@@ -16,9 +16,48 @@ namespace HWY_NAMESPACE {
 using DF = hn::ScalableTag<float>;
 constexpr size_t kLanes = hn::MaxLanes(DF());
 
+// Row statistics over the first V columns: the max m (−inf when V = 0) and Σ exp(x − m).
+void RowStats(const float* x, size_t V, float* max, float* sumexp) {
+  const DF df;
+  const auto neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
+  auto vmax = neg_inf;
+  for (size_t c = 0; c < V; c += kLanes) {
+    const size_t n = std::min(kLanes, V - c);
+    auto v = LoadPart(df, x + c, n);
+    if (n < kLanes) v = hn::IfThenElse(hn::FirstN(df, n), v, neg_inf);
+    vmax = hn::Max(vmax, v);
+  }
+  const float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  *max = m;
+  if (V == 0) {
+    *sumexp = 0.0f;
+    return;
+  }
+  const auto vm = hn::Set(df, m);
+  auto vsum = hn::Zero(df);
+  for (size_t c = 0; c < V; c += kLanes) {
+    const size_t n = std::min(kLanes, V - c);
+    auto e = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, x + c, n), vm));
+    if (n < kLanes) e = hn::IfThenElseZero(hn::FirstN(df, n), e);
+    vsum = hn::Add(vsum, e);
+  }
+  *sumexp = hn::GetLane(hn::SumOfLanes(df, vsum));
+}
+
+// x[0, V) ← grad_scale · exp(x − lse); x[V, Vp) ← 0.
+void SoftmaxRow(float* x, size_t V, size_t Vp, float lse, float grad_scale) {
+  const DF df;
+  const auto vlse = hn::Set(df, lse), vg = hn::Set(df, grad_scale);
+  for (size_t c = 0; c < V; c += kLanes) {
+    const size_t n = std::min(kLanes, V - c);
+    const auto p = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, x + c, n), vlse));
+    StorePart(df, hn::Mul(p, vg), x + c, n);
+  }
+  std::fill(x + V, x + Vp, 0.0f);
+}
+
 void CrossEntropyRows(float* logits, float* losses, const int32_t* targets, size_t rows, size_t V,
                       size_t Vp, float grad_scale) {
-  const DF df;
   for (size_t r = 0; r < rows; ++r) {
     float* x = logits + r * Vp;
     const int32_t target = targets[r];
@@ -27,36 +66,24 @@ void CrossEntropyRows(float* logits, float* losses, const int32_t* targets, size
       if (grad_scale != 0.0f) std::fill(x, x + Vp, 0.0f);
       continue;
     }
-    auto vmax = hn::Set(df, -std::numeric_limits<float>::infinity());
-    for (size_t c = 0; c < V; c += kLanes) {
-      const size_t n = std::min(kLanes, V - c);
-      auto v = LoadPart(df, x + c, n);
-      if (n < kLanes)
-        v = hn::IfThenElse(hn::FirstN(df, n), v, hn::Set(df, -std::numeric_limits<float>::infinity()));
-      vmax = hn::Max(vmax, v);
-    }
-    const float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
-    const auto vm = hn::Set(df, m);
-    auto vsum = hn::Zero(df);
-    for (size_t c = 0; c < V; c += kLanes) {
-      const size_t n = std::min(kLanes, V - c);
-      auto e = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, x + c, n), vm));
-      if (n < kLanes) e = hn::IfThenElseZero(hn::FirstN(df, n), e);
-      vsum = hn::Add(vsum, e);
-    }
-    const float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+    float m, sum;
+    RowStats(x, V, &m, &sum);
     const float lse = m + std::log(sum);
     losses[r] = lse - x[target];
     if (grad_scale == 0.0f) continue;
-    const auto vlse = hn::Set(df, lse), vg = hn::Set(df, grad_scale);
-    for (size_t c = 0; c < V; c += kLanes) {
-      const size_t n = std::min(kLanes, V - c);
-      const auto p = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, x + c, n), vlse));
-      StorePart(df, hn::Mul(p, vg), x + c, n);
-    }
+    SoftmaxRow(x, V, Vp, lse, grad_scale);
     x[target] -= grad_scale;
-    std::fill(x + V, x + Vp, 0.0f);
   }
+}
+
+void LogitStatsRows(const float* logits, size_t rows, size_t V, size_t Vp, float* max,
+                    float* sumexp) {
+  for (size_t r = 0; r < rows; ++r) RowStats(logits + r * Vp, V, max + r, sumexp + r);
+}
+
+void SoftmaxGradRows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
+                     float grad_scale) {
+  for (size_t r = 0; r < rows; ++r) SoftmaxRow(logits + r * Vp, V, Vp, lse[r], grad_scale);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -70,6 +97,8 @@ HWY_AFTER_NAMESPACE();
 
 namespace fp8lm {
 HWY_EXPORT(CrossEntropyRows);
+HWY_EXPORT(LogitStatsRows);
+HWY_EXPORT(SoftmaxGradRows);
 
 namespace kernels {
 
@@ -82,6 +111,22 @@ void softmax_cross_entropy(float* logits, float* losses, const int32_t* targets,
   parallel_for(rows, 1, 1, [&](size_t, size_t r0, size_t r1) {
     HWY_DYNAMIC_DISPATCH(CrossEntropyRows)(logits + r0 * Vp, losses + r0, targets + r0, r1 - r0,
                                            V, Vp, grad_scale);
+  });
+}
+
+void logit_row_stats(const float* logits, size_t rows, size_t V, size_t Vp, float* max,
+                     float* sumexp) {
+  FP8LM_CHECK(V <= Vp, "logit_row_stats: V = ", V, " > Vp = ", Vp);
+  parallel_for(rows, 1, 1, [&](size_t, size_t r0, size_t r1) {
+    HWY_DYNAMIC_DISPATCH(LogitStatsRows)(logits + r0 * Vp, r1 - r0, V, Vp, max + r0, sumexp + r0);
+  });
+}
+
+void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
+                       float grad_scale) {
+  FP8LM_CHECK(V <= Vp, "softmax_grad_rows: V = ", V, " > Vp = ", Vp);
+  parallel_for(rows, 1, 1, [&](size_t, size_t r0, size_t r1) {
+    HWY_DYNAMIC_DISPATCH(SoftmaxGradRows)(logits + r0 * Vp, lse + r0, r1 - r0, V, Vp, grad_scale);
   });
 }
 

@@ -46,4 +46,14 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 void softmax_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
                            size_t V, size_t Vp, float grad_scale);
 
+// The two halves of it for a vocabulary split over ranks (the caller combines the rows'
+// statistics across the ranks): per row of logits [rows, Vp], the max over the first V
+// columns (−inf when V = 0) and Σ exp(x − max); then, given each row's log-sum-exp,
+// logits ← grad_scale · softmax (the caller subtracts grad_scale at the target), zero in
+// the padded columns. softmax_cross_entropy is these two with one rank.
+void logit_row_stats(const float* logits, size_t rows, size_t V, size_t Vp, float* max,
+                     float* sumexp);
+void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
+                       float grad_scale);
+
 }  // namespace fp8lm::kernels

@@ -1,7 +1,9 @@
 #include "model/gpt.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/check.h"
 #include "core/memory.h"
@@ -24,25 +26,28 @@ struct Gpt::Block {
   ScaledTensor g_attn, g_proj, g_fc, g_fcproj;
   Tensor resid_in, ln1_mean, ln1_rstd, qkv, lse, att16, resid_mid, ln2_mean, ln2_rstd, fch;
 
-  Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, const LinearWorkspace& ws,
-        const Fp8Options& fp8, bool with_grads)
-      : attn(mode, C, 3 * C, B * T, ws, fp8),
-        proj(mode, C, C, B * T, ws, fp8),
-        fc(mode, C, 4 * C, B * T, ws, fp8),
-        fcproj(mode, 4 * C, C, B * T, ws, fp8) {
+  // C: the model's width; tp: the tensor-parallel ranks (the heads, c_attn's and c_fc's
+  // outputs and the c_proj inputs are split tp ways; NH: this rank's heads).
+  Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, size_t tp,
+        const LinearWorkspace& ws, const Fp8Options& fp8, bool with_grads)
+      : attn(mode, C, 3 * C / tp, B * T, ws, fp8),
+        proj(mode, C / tp, C, B * T, ws, fp8),
+        fc(mode, C, 4 * C / tp, B * T, ws, fp8),
+        fcproj(mode, 4 * C / tp, C, B * T, ws, fp8) {
+    const size_t Cl = C / tp;
     const int64_t BT = i64(B * T);
     const auto act = MemCategory::kActivations;
     const DType wide = mode == ComputeMode::kF32 ? DType::kF32 : DType::kBF16;
     resid_in = Tensor(DType::kF32, {BT, i64(C)}, act);
     ln1_mean = Tensor(DType::kF32, {BT}, act);
     ln1_rstd = Tensor(DType::kF32, {BT}, act);
-    qkv = Tensor(wide, {BT, i64(3 * C)}, act);
+    qkv = Tensor(wide, {BT, i64(3 * Cl)}, act);
     lse = Tensor(DType::kF32, {i64(B * NH * T)}, act);
-    if (mode == ComputeMode::kFP8) att16 = Tensor(DType::kBF16, {BT, i64(C)}, act);
+    if (mode == ComputeMode::kFP8) att16 = Tensor(DType::kBF16, {BT, i64(Cl)}, act);
     resid_mid = Tensor(DType::kF32, {BT, i64(C)}, act);
     ln2_mean = Tensor(DType::kF32, {BT}, act);
     ln2_rstd = Tensor(DType::kF32, {BT}, act);
-    fch = Tensor(wide, {BT, i64(4 * C)}, act);
+    fch = Tensor(wide, {BT, i64(4 * Cl)}, act);
     if (!with_grads) return;
     g_attn = attn.make_grad();
     g_proj = proj.make_grad();
@@ -52,9 +57,11 @@ struct Gpt::Block {
 };
 
 Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8,
-         bool with_grads)
+         bool with_grads, TpComm* tp)
     : cfg_(cfg),
-      specs_(param_layout(cfg)),
+      tp_(tp != nullptr && tp->shard().size > 1 ? tp : nullptr),
+      shard_(tp_ != nullptr ? tp->shard() : TpShard{}),
+      specs_(param_layout(cfg, shard_)),
       mode_(mode),
       B_(B),
       T_(T),
@@ -63,7 +70,12 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   if (B < 1 || T < 1 || T > static_cast<size_t>(cfg.seq_len))
     fail("batch shape ", B, "x", T, " does not fit the model (seq_len ", cfg.seq_len, ")");
   const size_t C = static_cast<size_t>(cfg.n_embd), NH = static_cast<size_t>(cfg.n_head);
-  const size_t Vp = static_cast<size_t>(cfg.padded_vocab());
+  const size_t tps = static_cast<size_t>(shard_.size);
+  Cl_ = C / tps;
+  NHl_ = NH / tps;
+  Vpl_ = static_cast<size_t>(cfg.padded_vocab()) / tps;
+  v0_ = static_cast<size_t>(shard_.rank) * Vpl_;
+  Vl_ = std::min(Vpl_, static_cast<size_t>(cfg.vocab_size) - std::min(v0_, size_t(cfg.vocab_size)));
   const auto ws = MemCategory::kWorkspace;
 
   // Layer staging, shared: the largest weight gradient in FP32 (fp8 accumulation) and the
@@ -105,7 +117,7 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   }
   const int64_t before = mem_stats(MemCategory::kActivations).current;
   for (int l = 0; l < cfg.n_layer; ++l)
-    blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NH, lws, fp8, with_grads));
+    blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NHl_, tps, lws, fp8, with_grads));
   const auto act = MemCategory::kActivations;
   resid_final_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);
   lnf_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);
@@ -146,10 +158,11 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   ws_qkv_ = Tensor(DType::kF32, {i64(BT_), i64(3 * C)}, ws);
   ws_dres_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, ws);
   // Equal chunks (a thin last one would cost as many wte packs as a full one).
-  const size_t max_rows = std::clamp<size_t>(kLogitChunkFloats / Vp, 1, std::max<size_t>(1, BT_ / 2));
+  const size_t max_rows =
+      std::clamp<size_t>(kLogitChunkFloats / Vpl_, 1, std::max<size_t>(1, BT_ / 2));
   const size_t chunks = (BT_ + max_rows - 1) / max_rows;
   chunk_rows_ = (BT_ + chunks - 1) / chunks;
-  ws_logits_ = Tensor(DType::kF32, {i64(chunk_rows_), i64(Vp)}, ws);
+  ws_logits_ = Tensor(DType::kF32, {i64(chunk_rows_), i64(Vpl_)}, ws);
   ws_losses_ = Tensor(DType::kF32, {i64(BT_)}, ws);
 }
 
@@ -204,20 +217,38 @@ void Gpt::embed(const int32_t* tokens) {
   const float wte_s = wte.tensor_scale();
   const float* wpe = small(1);
   float* x = blocks_[0]->resid_in.as<float>();
-  for (size_t i = 0; i < BT_; ++i) {
+  for (size_t i = 0; i < BT_; ++i)
     if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
       fail("token ", tokens[i], " at position ", i, " is outside the vocabulary (", cfg_.vocab_size,
            ")");
-    const auto* row =
-        static_cast<const uint8_t*>(wte.data.data) + static_cast<size_t>(tokens[i]) * C * es;
+  // Each rank holds the rows [v0_, v0_ + Vpl_) of wte: the others' tokens are zero here and
+  // the sum over the group leaves every row exactly as one process reads it.
+  for (size_t i = 0; i < BT_; ++i) {
+    const size_t t = static_cast<size_t>(tokens[i]);
+    if (t < v0_ || t >= v0_ + Vpl_) {
+      std::fill(x + i * C, x + (i + 1) * C, 0.0f);
+      continue;
+    }
+    const auto* row = static_cast<const uint8_t*>(wte.data.data) + (t - v0_) * C * es;
     kernels::dequantize(x + i * C, row, wte.data.dtype, C, wte_s);
+  }
+  tp_sum(x, BT_ * C);
+  for (size_t i = 0; i < BT_; ++i) {
     const float* pe = wpe + (i % T_) * C;
     for (size_t c = 0; c < C; ++c) x[i * C + c] += pe[c];
   }
 }
 
+void Gpt::finish_row_parallel(float* y, const float* bias) {
+  if (tp_ == nullptr) return;  // the bias was added by the GEMM
+  const size_t C = static_cast<size_t>(cfg_.n_embd);
+  tp_->allreduce_sum(y, BT_ * C);
+  for (size_t i = 0; i < BT_; ++i)
+    for (size_t c = 0; c < C; ++c) y[i * C + c] += bias[c];
+}
+
 void Gpt::forward_blocks() {
-  const size_t C = static_cast<size_t>(cfg_.n_embd), NH = static_cast<size_t>(cfg_.n_head);
+  const size_t C = static_cast<size_t>(cfg_.n_embd);
   const DType wide = mode_ == ComputeMode::kF32 ? DType::kF32 : DType::kBF16;
   float* a = ws_a_.as<float>();
   float* b = ws_b_.as<float>();
@@ -237,11 +268,12 @@ void Gpt::forward_blocks() {
 
     const float* qkv = as_f32(k.qkv, ws_qkv_.as<float>());
     float* att = k.proj.input_buffer(a);
-    kernels::attention_forward(att, k.lse.as<float>(), qkv, B_, T_, C, NH);
+    kernels::attention_forward(att, k.lse.as<float>(), qkv, B_, T_, Cl_, NHl_);
     if (mode_ == ComputeMode::kFP8)
-      kernels::quantize(k.att16.data(), DType::kBF16, att, BT_ * C, 1.0f, false);
+      kernels::quantize(k.att16.data(), DType::kBF16, att, BT_ * Cl_, 1.0f, false);
     k.proj.commit_input(att);
-    k.proj.forward(b, DType::kF32, small(s.proj_b));
+    k.proj.forward(b, DType::kF32, tp_ ? nullptr : small(s.proj_b));
+    finish_row_parallel(b, small(s.proj_b));
     kernels::add(k.resid_mid.as<float>(), k.resid_in.as<float>(), b, BT_ * C);
 
     float* ln2 = k.fc.input_buffer(a);
@@ -252,9 +284,10 @@ void Gpt::forward_blocks() {
 
     const float* fch = as_f32(k.fch, b);
     float* g = k.fcproj.input_buffer(a);
-    kernels::gelu_forward(g, fch, BT_ * 4 * C);
+    kernels::gelu_forward(g, fch, BT_ * 4 * Cl_);
     k.fcproj.commit_input(g);
-    k.fcproj.forward(b, DType::kF32, small(s.fcproj_b));
+    k.fcproj.forward(b, DType::kF32, tp_ ? nullptr : small(s.fcproj_b));
+    finish_row_parallel(b, small(s.fcproj_b));
     float* next =
         l + 1 < blocks_.size() ? blocks_[l + 1]->resid_in.as<float>() : resid_final_.as<float>();
     kernels::add(next, k.resid_mid.as<float>(), b, BT_ * C);
@@ -264,9 +297,48 @@ void Gpt::forward_blocks() {
                              resid_final_.as<float>(), small(nf - 2), small(nf - 1), BT_, C);
 }
 
+void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* targets,
+                                 size_t rows, float grad_scale) {
+  const size_t V = static_cast<size_t>(cfg_.vocab_size);
+  if (tp_ == nullptr) {
+    kernels::softmax_cross_entropy(logits, losses, targets, rows, V, Vpl_, grad_scale);
+    return;
+  }
+  // Per row: max m and Σexp(x − m) over this rank's columns, then over the group:
+  // M = max m, S = Σ Σexp · exp(m − M); the target's logit comes from the rank holding it.
+  std::vector<float> m(rows), s(rows), xt(rows, 0.0f);
+  kernels::logit_row_stats(logits, rows, Vl_, Vpl_, m.data(), s.data());
+  std::vector<float> M = m;
+  tp_->allreduce_max(M.data(), rows);
+  for (size_t r = 0; r < rows; ++r) {
+    s[r] = s[r] == 0.0f ? 0.0f : s[r] * std::exp(m[r] - M[r]);
+    const int32_t t = targets[r];
+    if (t >= 0 && static_cast<size_t>(t) >= v0_ && static_cast<size_t>(t) < v0_ + Vl_)
+      xt[r] = logits[r * Vpl_ + (static_cast<size_t>(t) - v0_)];
+  }
+  tp_->allreduce_sum(s.data(), rows);
+  tp_->allreduce_sum(xt.data(), rows);
+  std::vector<float> lse(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    lse[r] = M[r] + std::log(s[r]);
+    losses[r] = targets[r] < 0 ? 0.0f : lse[r] - xt[r];
+  }
+  if (grad_scale == 0.0f) return;
+  kernels::softmax_grad_rows(logits, lse.data(), rows, Vl_, Vpl_, grad_scale);
+  for (size_t r = 0; r < rows; ++r) {
+    const int32_t t = targets[r];
+    float* x = logits + r * Vpl_;
+    if (t < 0) {
+      std::fill(x, x + Vpl_, 0.0f);
+    } else if (static_cast<size_t>(t) >= v0_ && static_cast<size_t>(t) < v0_ + Vl_) {
+      x[static_cast<size_t>(t) - v0_] -= grad_scale;
+    }
+  }
+}
+
 float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
   const size_t C = static_cast<size_t>(cfg_.n_embd), V = static_cast<size_t>(cfg_.vocab_size);
-  const size_t Vp = static_cast<size_t>(cfg_.padded_vocab());
+  const size_t Vp = Vpl_;  // this rank's rows of wte (all of them without TP)
   const kernels::GemmOperand wte = kernels::gemm_operand(weights_[0]);
   kernels::GemmOperand wte_t = wte;
   wte_t.transposed = true;
@@ -282,13 +354,26 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
     const float* x = lnf_.as<float>() + r0 * C;
     kernels::gemm(rows, Vp, C, 1.0f, {x, DType::kF32}, wte_t, 0.0f, {logits, DType::kF32});
     if (logits_out != nullptr) {
+      const float* all = logits;  // [rank][rows][Vp]: every rank's columns of the chunk
+      if (tp_ != nullptr) {
+        if (ws_gather_.data() == nullptr)
+          ws_gather_ = Tensor(DType::kF32, {i64(chunk_rows_ * Vp), shard_.size},
+                              MemCategory::kWorkspace);
+        tp_->allgather(logits, ws_gather_.as<float>(), rows * Vp);
+        all = ws_gather_.as<float>();
+      }
       for (size_t r = 0; r < rows; ++r)
-        std::memcpy(logits_out + (r0 + r) * V, logits + r * Vp, V * sizeof(float));
+        for (size_t q = 0; q < static_cast<size_t>(shard_.size); ++q) {
+          const size_t v = q * Vp;  // first vocabulary row of rank q
+          if (v >= V) break;
+          std::memcpy(logits_out + (r0 + r) * V + v, all + (q * rows + r) * Vp,
+                      std::min(Vp, V - v) * sizeof(float));
+        }
       continue;
     }
     const float grad_scale = grads ? 1.0f / static_cast<float>(BT_) : 0.0f;
     float* losses = ws_losses_.as<float>() + r0;
-    kernels::softmax_cross_entropy(logits, losses, t + r0, rows, V, Vp, grad_scale);
+    parallel_cross_entropy(logits, losses, t + r0, rows, grad_scale);
     for (size_t r = 0; r < rows; ++r) loss += losses[r];
     if (!grads) continue;
     // dlnf rows = dlogits · wte;  dwte += dlogitsᵀ · lnf rows
@@ -297,11 +382,12 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
     kernels::gemm(Vp, C, rows, 1.0f, {logits, DType::kF32, true}, {x, DType::kF32}, 1.0f,
                   {dwte, DType::kF32});
   }
+  if (grads) tp_sum(dlnf, BT_ * C);  // each rank's vocabulary rows contributed a part
   return static_cast<float>(loss / static_cast<double>(BT_));
 }
 
 void Gpt::backward(const int32_t* tokens, bool acc) {
-  const size_t C = static_cast<size_t>(cfg_.n_embd), NH = static_cast<size_t>(cfg_.n_head);
+  const size_t C = static_cast<size_t>(cfg_.n_embd);
   const size_t nf = specs_.size();
   float* a = ws_a_.as<float>();
   float* b = ws_b_.as<float>();
@@ -316,8 +402,9 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
 
     k.fcproj.backward(a, dres, k.g_fcproj, grad_buf(s.fcproj_b), acc);  // d GELU out
     const float* fch = as_f32(k.fch, b);
-    kernels::gelu_backward(a, fch, a, BT_ * 4 * C);
-    k.fc.backward(b, a, k.g_fc, grad_buf(s.fc_b), acc);  // d ln_2 out
+    kernels::gelu_backward(a, fch, a, BT_ * 4 * Cl_);
+    k.fc.backward(b, a, k.g_fc, grad_buf(s.fc_b), acc);  // d ln_2 out (partial with TP)
+    tp_sum(b, BT_ * C);
     kernels::layernorm_backward(dres, grad_buf(s.ln2_w), grad_buf(s.ln2_b), b, k.resid_mid.as<float>(),
                                 k.ln2_mean.as<float>(), k.ln2_rstd.as<float>(), small(s.ln2_w), BT_,
                                 C);
@@ -327,26 +414,27 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
     // The attention output as FP32: the fp32 c_proj input itself, else a bf16 copy.
     const float* att;
     if (mode_ == ComputeMode::kFP8) {
-      kernels::dequantize(b, k.att16.data(), DType::kBF16, BT_ * C, 1.0f);
+      kernels::dequantize(b, k.att16.data(), DType::kBF16, BT_ * Cl_, 1.0f);
       att = b;
     } else {
       att = k.proj.saved_input_f32(b);
     }
-    float* dqkv = b + BT_ * C;
-    kernels::attention_backward(dqkv, a, qkv, att, k.lse.as<float>(), B_, T_, C, NH);
-    k.attn.backward(a, dqkv, k.g_attn, grad_buf(s.attn_b), acc);  // d ln_1 out
+    float* dqkv = b + BT_ * Cl_;
+    kernels::attention_backward(dqkv, a, qkv, att, k.lse.as<float>(), B_, T_, Cl_, NHl_);
+    k.attn.backward(a, dqkv, k.g_attn, grad_buf(s.attn_b), acc);  // d ln_1 out (partial)
+    tp_sum(a, BT_ * C);
     kernels::layernorm_backward(dres, grad_buf(s.ln1_w), grad_buf(s.ln1_b), a, k.resid_in.as<float>(),
                                 k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(), small(s.ln1_w), BT_, C);
   }
   float* dwte = grad_buf(0);
   float* dwpe = grad_buf(1);
   for (size_t i = 0; i < BT_; ++i) {
-    float* te = dwte + static_cast<size_t>(tokens[i]) * C;
+    const size_t t = static_cast<size_t>(tokens[i]);
     float* pe = dwpe + (i % T_) * C;
-    for (size_t c = 0; c < C; ++c) {
-      te[c] += dres[i * C + c];
-      pe[c] += dres[i * C + c];
-    }
+    for (size_t c = 0; c < C; ++c) pe[c] += dres[i * C + c];
+    if (t < v0_ || t >= v0_ + Vpl_) continue;  // another rank's row of wte
+    float* te = dwte + (t - v0_) * C;
+    for (size_t c = 0; c < C; ++c) te[c] += dres[i * C + c];
   }
   // fp8: the non-Linear gradients are stored as E4M3 with just-in-time scales.
   const bool probing = probe_ != nullptr && probe_->wants();

@@ -6,6 +6,13 @@
 // held at once). Linear layers run in the compute mode (model/linear.h); LayerNorm,
 // attention, GELU, residuals, embeddings, the LM head and the loss stay in FP32.
 //
+// Tensor parallelism (docs/parallelism.md; with a TpComm): c_attn and c_fc are column-parallel
+// (heads split), both c_proj row-parallel (their partial outputs summed over the group before
+// the bias), wte split by vocabulary rows (the embedding sums the owners' rows; the LM head
+// computes its logit columns and the cross-entropy combines the rows' max and Σexp over the
+// group, so the B·T × V logits are never gathered). LayerNorms, residuals and the other
+// parameters are replicated and their gradients equal on every rank.
+//
 // Saved activations (what backward needs), per block and token, in C-sized units:
 //   residual in (f32), ln_1 out (c_attn input, mode format), qkv (f32 | bf16 in bf16/fp8),
 //   attention out (c_proj input, mode format; fp8 also keeps a bf16 copy for the softmax
@@ -21,6 +28,7 @@
 #include "model/config.h"
 #include "model/linear.h"
 #include "model/params.h"
+#include "model/tensor_parallel.h"
 
 namespace fp8lm {
 
@@ -30,8 +38,10 @@ class Gpt {
   // `with_grads` (evaluation, sampling) no gradient buffers are, and only forward/logits
   // may be called. The weights are read through set_weights(), which must come before the
   // first forward.
+  // With `tp` (outliving the model) the model holds rank tp->shard()'s part of every
+  // parameter (param_layout) and every rank of the group must make the same calls.
   Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {},
-      bool with_grads = true);
+      bool with_grads = true, TpComm* tp = nullptr);
   // On the FP32 values of `params` (read at every forward: later changes are seen).
   Gpt(const GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {},
       bool with_grads = true);
@@ -40,7 +50,9 @@ class Gpt {
   Gpt& operator=(const Gpt&) = delete;
 
   const GptConfig& config() const { return cfg_; }
+  // This rank's shard of each parameter (all of it without tensor parallelism).
   const std::vector<ParamSpec>& specs() const { return specs_; }
+  TpShard shard() const { return shard_; }
   ComputeMode mode() const { return mode_; }
   size_t batch() const { return B_; }
   size_t seq() const { return T_; }
@@ -90,10 +102,25 @@ class Gpt {
   float head(const int32_t* targets, bool grads, float* logits_out);
   void backward(const int32_t* tokens, bool accumulate);
 
+  // Row-parallel outputs: y (partial sums) ← Σ over the group, then + bias.
+  void finish_row_parallel(float* y, const float* bias);
+  void tp_sum(float* x, size_t n) {
+    if (tp_ != nullptr) tp_->allreduce_sum(x, n);
+  }
+  // The vocabulary-parallel cross-entropy of one chunk of rows (losses, and the logits
+  // overwritten with their gradient when grad_scale != 0).
+  void parallel_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
+                              float grad_scale);
+
   GptConfig cfg_;
+  TpComm* tp_;
+  TpShard shard_;
   std::vector<ParamSpec> specs_;
   ComputeMode mode_;
   size_t B_, T_, BT_;
+  // Per rank: embedding width and heads of the attention, vocabulary rows of wte [v0_,
+  // v0_ + Vpl_), of which the first Vl_ are real tokens (the rest padding).
+  size_t Cl_, NHl_, v0_, Vpl_, Vl_;
   bool with_grads_;
   std::vector<ScaledView> weights_;
   // FP32 values of the parameters that are neither Linear weights nor wte (positions,
@@ -109,6 +136,7 @@ class Gpt {
   std::vector<ScaledTensor> grad8_;
   // Workspace (not saved): staging and activation gradients.
   Tensor ws_a_, ws_b_, ws_qkv_, ws_dres_, ws_logits_, ws_losses_, ws_w_, ws_dy_;
+  Tensor ws_gather_;  // logits() with TP: every rank's columns of a chunk (made on first use)
   Tensor ws_w8_, ws_w8_scales_, ws_dyt8_, ws_dy_scales_;  // fine-grained scaling staging
   // Positions in specs_ of each block's tensors, found by name.
   struct BlockSpecs {

@@ -11,35 +11,80 @@
 
 namespace fp8lm {
 
-std::vector<ParamSpec> param_layout(const GptConfig& cfg) {
+std::vector<ParamSpec> param_layout(const GptConfig& cfg, TpShard tp) {
   cfg.validate();
+  FP8LM_CHECK(tp.size >= 1 && tp.rank >= 0 && tp.rank < tp.size, "tensor-parallel rank ", tp.rank,
+              " of ", tp.size);
+  if (cfg.n_head % tp.size != 0 || cfg.padded_vocab() % tp.size != 0)
+    fail("parallel.tp = ", tp.size, " must divide model.n_head (", cfg.n_head,
+         ") and the padded vocabulary (", cfg.padded_vocab(), ")");
   const int64_t C = cfg.n_embd;
   std::vector<ParamSpec> specs;
   size_t offset = 0;
-  auto add = [&](std::string name, Shape shape, bool linear = false) {
-    specs.push_back({std::move(name), shape, offset, linear});
+  auto add = [&](std::string name, Shape full, Split split = Split::kNone, bool linear = false) {
+    std::vector<int64_t> dims(full.begin(), full.end());
+    if (split == Split::kRows) dims.front() /= tp.size;
+    if (split == Split::kCols || split == Split::kQkv) dims.back() /= tp.size;
+    const Shape shape(dims.begin(), dims.end());
+    specs.push_back({std::move(name), shape, offset, linear, split, full});
     offset += static_cast<size_t>(shape.numel());
   };
-  add("wte.weight", {cfg.padded_vocab(), C});
+  add("wte.weight", {cfg.padded_vocab(), C}, Split::kRows);
   add("wpe.weight", {cfg.seq_len, C});
   for (int l = 0; l < cfg.n_layer; ++l) {
     const std::string p = "h." + std::to_string(l) + ".";
     add(p + "ln_1.weight", {C});
     add(p + "ln_1.bias", {C});
-    add(p + "attn.c_attn.weight", {C, 3 * C}, true);
-    add(p + "attn.c_attn.bias", {3 * C});
-    add(p + "attn.c_proj.weight", {C, C}, true);
+    add(p + "attn.c_attn.weight", {C, 3 * C}, Split::kQkv, true);
+    add(p + "attn.c_attn.bias", {3 * C}, Split::kQkv);
+    add(p + "attn.c_proj.weight", {C, C}, Split::kRows, true);
     add(p + "attn.c_proj.bias", {C});
     add(p + "ln_2.weight", {C});
     add(p + "ln_2.bias", {C});
-    add(p + "mlp.c_fc.weight", {C, 4 * C}, true);
-    add(p + "mlp.c_fc.bias", {4 * C});
-    add(p + "mlp.c_proj.weight", {4 * C, C}, true);
+    add(p + "mlp.c_fc.weight", {C, 4 * C}, Split::kCols, true);
+    add(p + "mlp.c_fc.bias", {4 * C}, Split::kCols);
+    add(p + "mlp.c_proj.weight", {4 * C, C}, Split::kRows, true);
     add(p + "mlp.c_proj.bias", {C});
   }
   add("ln_f.weight", {C});
   add("ln_f.bias", {C});
   return specs;
+}
+
+namespace {
+
+// Calls copy(full_elem, shard_elem, n) for each contiguous run of the shard.
+template <typename Copy>
+void for_each_run(const ParamSpec& s, TpShard tp, Copy&& copy) {
+  const size_t n = s.numel();
+  if (s.split == Split::kNone || tp.size == 1) return copy(0, 0, n);
+  if (s.split == Split::kRows) return copy(static_cast<size_t>(tp.rank) * n, 0, n);
+  // Column splits: per row, one run (kCols) or one per q, k, v section (kQkv).
+  const size_t cols = static_cast<size_t>(s.full_shape[s.full_shape.rank() - 1]);
+  const size_t rows = static_cast<size_t>(s.full_shape.numel()) / cols;
+  const size_t sections = s.split == Split::kQkv ? 3 : 1;
+  const size_t run = cols / sections / static_cast<size_t>(tp.size);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t q = 0; q < sections; ++q)
+      copy(r * cols + q * (cols / sections) + static_cast<size_t>(tp.rank) * run,
+           r * (cols / static_cast<size_t>(tp.size)) + q * run, run);
+}
+
+}  // namespace
+
+void extract_shard(const ParamSpec& s, TpShard tp, const void* full, void* shard,
+                   size_t elem_bytes) {
+  for_each_run(s, tp, [&](size_t f, size_t h, size_t n) {
+    std::memcpy(static_cast<uint8_t*>(shard) + h * elem_bytes,
+                static_cast<const uint8_t*>(full) + f * elem_bytes, n * elem_bytes);
+  });
+}
+
+void place_shard(const ParamSpec& s, TpShard tp, const void* shard, void* full, size_t elem_bytes) {
+  for_each_run(s, tp, [&](size_t f, size_t h, size_t n) {
+    std::memcpy(static_cast<uint8_t*>(full) + f * elem_bytes,
+                static_cast<const uint8_t*>(shard) + h * elem_bytes, n * elem_bytes);
+  });
 }
 
 namespace {

@@ -15,16 +15,39 @@
 
 namespace fp8lm {
 
+// How a tensor-parallel rank holds a parameter (docs/parallelism.md, Megatron's split).
+enum class Split : uint8_t {
+  kNone,  // replicated: every rank holds all of it
+  kRows,  // dim 0 split: wte's vocabulary rows; row-parallel weights [in, out] by in
+  kCols,  // the last dim split: column-parallel weights [in, out] by out, and their biases
+  kQkv,   // c_attn's last dim: q, k and v each split by heads, held as [q_r | k_r | v_r]
+};
+
+// Rank `rank` of a tensor-parallel group of `size` (the default: one process, no split).
+struct TpShard {
+  int rank = 0;
+  int size = 1;
+};
+
 struct ParamSpec {
   std::string name;    // e.g. "h.3.mlp.c_fc.weight"
-  Shape shape;         // in memory (wte: [padded_vocab, C])
+  Shape shape;         // in memory, this rank's shard (wte: [padded_vocab / tp, C])
   size_t offset;       // elements from the start of the flat buffer
   bool linear_weight;  // weight of one of the four FP8 Linear layers of a block
+  Split split = Split::kNone;
+  Shape full_shape;    // the whole tensor (= shape without tensor parallelism)
   size_t numel() const { return static_cast<size_t>(shape.numel()); }
 };
 
-// The layout of a config's parameters (no storage): specs in file order.
-std::vector<ParamSpec> param_layout(const GptConfig& cfg);
+// The layout of a config's parameters (no storage): specs in file order, each holding the
+// shard of rank tp.rank. Throws Error (naming parallel.tp) when the config cannot be split
+// tp.size ways: heads, 4·n_embd and the padded vocabulary must divide.
+std::vector<ParamSpec> param_layout(const GptConfig& cfg, TpShard tp = {});
+// Copies between a whole tensor and rank tp.rank's shard of it (elements of elem_bytes):
+// extract_shard copies the shard out of `full`, place_shard puts it back into its place.
+void extract_shard(const ParamSpec& s, TpShard tp, const void* full, void* shard,
+                   size_t elem_bytes);
+void place_shard(const ParamSpec& s, TpShard tp, const void* shard, void* full, size_t elem_bytes);
 
 // GPT-2 initialisation: N(0, 0.02) weights (residual projections scaled by
 // 1/sqrt(2·n_layer)), LayerNorm weights 1, biases 0; deterministic in `seed`. Produces one

@@ -73,7 +73,8 @@ AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::strin
 
 AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
              const std::vector<size_t>& numels, const std::vector<bool>& decay,
-             const InitFn& initial, const std::vector<bool>& owned)
+             const InitFn& initial, const std::vector<bool>& owned,
+             const ScaleAmaxFn& scale_amax)
     : level_(level), cfg_(cfg) {
   FP8LM_CHECK(owned.empty() || owned.size() == names.size(), "AdamW: ", owned.size(),
               " ownership flags for ", names.size(), " parameters");
@@ -111,7 +112,8 @@ AdamW::AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::strin
       // FP32 values of one tensor at a time; just-in-time scale from their amax.
       values.resize(numels[i]);
       initial(i, values.data());
-      set_scale(p.master, storage_scale(p.master, kernels::amax(values.data(), numels[i])));
+      const float own = kernels::amax(values.data(), numels[i]);
+      set_scale(p.master, storage_scale(p.master, scale_amax ? scale_amax(i, own) : own));
       kernels::quantize(p.master.data.data(), f.master, values.data(), numels[i],
                         p.master.meta.scale);
     }
@@ -133,7 +135,7 @@ StepResult AdamW::step(const std::vector<ScaledView>& grads, float lr, float gra
   for (size_t i = 0; i < grads.size(); ++i)
     if (params_[i].owned)
       sq_t[i] = kernels::sum_squares(grads[i]);
-  if (reduce_sq_) reduce_sq_(sq_t.data(), sq_t.size());
+  if (reduce_.squares) reduce_.squares(sq_t.data(), sq_t.size());
   double sq = 0;
   for (double v : sq_t) sq += v;
   const double norm = std::sqrt(sq) * grad_mul;
@@ -164,11 +166,17 @@ StepResult AdamW::step(const std::vector<ScaledView>& grads, float lr, float gra
     if (!std::isfinite(m.master) || !std::isfinite(m.m1) || !std::isfinite(m.m2)) bad = 1;
     amaxes[i] = m;
   }
-  if (reduce_sq_) reduce_sq_(&bad, 1);  // sharded: every rank skips together
+  if (reduce_.flags) reduce_.flags(&bad, 1);  // sharded: every rank skips together
   if (bad != 0) {
     --t_;
     ++skipped_;
     return {norm, true};
+  }
+  if (reduce_.amax) {
+    std::vector<float> flat;
+    for (const kernels::AdamWScales& m : amaxes) flat.insert(flat.end(), {m.master, m.m1, m.m2});
+    reduce_.amax(flat.data(), flat.size());
+    for (size_t i = 0; i < amaxes.size(); ++i) amaxes[i] = {flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]};
   }
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];

@@ -62,16 +62,33 @@ class AdamW {
   // writes numel(i) floats (only one tensor's FP32 values exist at a time).
   // `owned` (empty: all) says which parameters this rank keeps; the others have no states
   // and are skipped by step(); their initial values are still produced, in order.
+  // `scale_amax` (optional) gives the amax a narrow master's first scale is chosen from,
+  // given parameter i's values' own amax: a tensor-parallel shard takes its whole tensor's,
+  // so the shards of one tensor share one scale from the start (Reductions::amax keeps it so).
   using InitFn = std::function<void(size_t i, float* out)>;
+  using ScaleAmaxFn = std::function<float(size_t i, float own_amax)>;
   AdamW(PrecisionLevel level, AdamWConfig cfg, const std::vector<std::string>& names,
         const std::vector<size_t>& numels, const std::vector<bool>& decay, const InitFn& initial,
-        const std::vector<bool>& owned = {});
+        const std::vector<bool>& owned = {}, const ScaleAmaxFn& scale_amax = {});
 
-  // Sums per-tensor squared gradient norms over the ranks (a sharded optimizer sees only its
-  // owned gradients; the others' entries are 0, so the sums are exact and the global norm
-  // is the one every rank of an unsharded run computes). Default: nothing to sum.
+  // How an optimizer that holds part of the model agrees with the ranks holding the rest
+  // (default: it holds all of it, nothing to reduce).
   using SumFn = std::function<void(double* values, size_t n)>;
-  void set_norm_reduction(SumFn fn) { reduce_sq_ = std::move(fn); }
+  using MaxFn = std::function<void(float* values, size_t n)>;
+  struct Reductions {
+    // Per-tensor squared gradient norms (one per parameter) into the global ones: the sums
+    // over the ranks holding distinct parts (O3's owners; tensor-parallel shards), each
+    // part counted once, so every rank computes the norm of an unsharded run.
+    SumFn squares;
+    // One flag (a rank's update would make a state non-finite) summed over every rank, so
+    // all skip the step together.
+    SumFn flags;
+    // The new states' amax (master, m1, m2 of each parameter: 3 per parameter) → the max over
+    // the ranks holding shards of the same tensor, so the shards share one scale (and a
+    // checkpoint joins them without requantizing).
+    MaxFn amax;
+  };
+  void set_reductions(Reductions r) { reduce_ = std::move(r); }
 
   PrecisionLevel level() const { return level_; }
   // The storage of master, m1, m2 (the level's unless AdamWConfig::states says otherwise).
@@ -109,7 +126,7 @@ class AdamW {
   std::vector<Param> params_;
   int64_t t_ = 0;
   int64_t skipped_ = 0;
-  SumFn reduce_sq_;
+  Reductions reduce_;
   QuantProbe* probe_ = nullptr;
 };
 

@@ -192,35 +192,61 @@ const ScaledTensor& stored(const AdamW::Param& p, int which) {
   return which == 0 ? p.master : which == 1 ? p.m1 : p.m2;
 }
 
+bool tp_split(const StateLayout& l, size_t i) {
+  return l.tp.size > 1 && l.specs.at(i).split != Split::kNone;
+}
+
 // By pointer: the view may point into the State itself.
-std::unique_ptr<State> fetch(const AdamW& opt, const std::vector<int>& owner, size_t i,
-                             int which) {
+std::unique_ptr<State> fetch(const AdamW& opt, const StateLayout& l, size_t i, int which) {
   const AdamW::Param& p = opt.params()[i];
   auto s = std::make_unique<State>();
-  if (owner.empty() || owner[i] == dist::rank()) {
+  const DType t = state_dtype(opt, which);
+  const size_t es = dtype_size(t);
+  if (tp_split(l, i)) {  // the whole tensor: every rank's shard in its place, one scale
+    const ParamSpec& spec = l.specs[i];
+    const ScaledTensor& mine = stored(p, which);
+    s->received.resize(static_cast<size_t>(spec.full_shape.numel()) * es);
+    s->received_scale = mine.view().tensor_scale();
+    std::vector<uint8_t> shard(p.numel * es);
+    for (int q = 0; q < l.tp.size; ++q) {
+      const void* src = mine.data.data();
+      if (q != l.tp.rank) {
+        float scale = 0.0f;
+        dist::recv_bytes(q, &scale, sizeof scale, l.tp_group);
+        dist::recv_bytes(q, shard.data(), shard.size(), l.tp_group);
+        FP8LM_CHECK(scale == s->received_scale, p.name, ": tensor-parallel shards with scales ",
+                    s->received_scale, " and ", scale, " (they must share one)");
+        src = shard.data();
+      }
+      place_shard(spec, TpShard{q, l.tp.size}, src, s->received.data(), es);
+    }
+    s->view = tensor_view(static_cast<const void*>(s->received.data()), t, spec.full_shape,
+                          &s->received_scale);
+    return s;
+  }
+  if (l.owner.empty() || l.owner[i] == dist::rank()) {
     s->view = stored(p, which).view();
     return s;
   }
-  const DType t = state_dtype(opt, which);
-  dist::recv_bytes(owner[i], &s->received_scale, sizeof s->received_scale);
-  s->received.resize(p.numel * dtype_size(t));
-  dist::recv_bytes(owner[i], s->received.data(), s->received.size());
+  dist::recv_bytes(l.owner[i], &s->received_scale, sizeof s->received_scale);
+  s->received.resize(p.numel * es);
+  dist::recv_bytes(l.owner[i], s->received.data(), s->received.size());
   s->view = tensor_view(static_cast<const void*>(s->received.data()), t,
                         Shape{static_cast<int64_t>(p.numel)}, &s->received_scale);
   return s;
 }
 
-void send_state(const AdamW::Param& p, int which) {
+void send_state(const AdamW::Param& p, int which, const dist::Group& g = {}) {
   const ScaledTensor& st = stored(p, which);
   const float scale = st.view().tensor_scale();
-  dist::send_bytes(0, &scale, sizeof scale);
-  dist::send_bytes(0, st.data.data(), st.data.bytes());
+  dist::send_bytes(0, &scale, sizeof scale, g);
+  dist::send_bytes(0, st.data.data(), st.data.bytes(), g);
 }
 
 // model.safetensors in GptParams::save's layout (Hugging Face names, F32, wte without its
 // padding rows), from the optimizer's masters, converted in chunks while writing.
 void save_model_values(const std::string& path, const GptConfig& cfg, const AdamW& opt,
-                       const std::vector<int>& owner) {
+                       const StateLayout& layout) {
   const std::vector<ParamSpec> specs = param_layout(cfg);
   FP8LM_CHECK(specs.size() == opt.params().size(), "checkpoint: optimizer of ", opt.params().size(),
               " tensors for a model of ", specs.size());
@@ -228,7 +254,7 @@ void save_model_values(const std::string& path, const GptConfig& cfg, const Adam
   for (size_t i = 0; i < specs.size(); ++i) {
     const Shape shape = i == 0 ? Shape{cfg.vocab_size, cfg.n_embd} : specs[i].shape;
     sources.push_back({specs[i].name, DType::kF32, shape, [&, i, shape](const WriteFn& w) {
-                         const auto m = fetch(opt, owner, i, 0);
+                         const auto m = fetch(opt, layout, i, 0);
                          constexpr size_t kChunk = size_t{1} << 16;
                          std::vector<float> buf(kChunk);
                          const size_t n = static_cast<size_t>(shape.numel());
@@ -248,21 +274,34 @@ void save_model_values(const std::string& path, const GptConfig& cfg, const Adam
 
 }  // namespace
 
-void send_checkpoint_states(const AdamW& opt, const std::vector<int>& owner) {
+void send_checkpoint_states(const AdamW& opt, const StateLayout& l) {
   const int me = dist::rank();
-  FP8LM_CHECK(me != 0 && owner.size() == opt.params().size(), "send_checkpoint_states");
-  for (size_t i = 0; i < owner.size(); ++i)  // model.safetensors: masters
-    if (owner[i] == me) send_state(opt.params()[i], 0);
-  for (size_t i = 0; i < owner.size(); ++i)  // optimizer.safetensors: master, m1, m2
-    if (owner[i] == me)
+  const size_t n = opt.params().size();
+  FP8LM_CHECK(me != 0, "send_checkpoint_states: rank 0 writes the checkpoint");
+  if (l.tp.size > 1) {
+    // Only the shards of rank 0's group are written (the others' hold the same values).
+    if (l.tp_group.rank() == 0 || dist::rank() != l.tp_group.rank()) return;
+    for (size_t i = 0; i < n; ++i)  // model.safetensors: masters
+      if (tp_split(l, i)) send_state(opt.params()[i], 0, l.tp_group);
+    for (size_t i = 0; i < n; ++i)  // optimizer.safetensors: master, m1, m2
+      if (tp_split(l, i))
+        for (int which = 0; which < 3; ++which) send_state(opt.params()[i], which, l.tp_group);
+    return;
+  }
+  if (l.owner.empty()) return;
+  FP8LM_CHECK(l.owner.size() == n, "send_checkpoint_states: ", l.owner.size(), " owners");
+  for (size_t i = 0; i < n; ++i)  // model.safetensors: masters
+    if (l.owner[i] == me) send_state(opt.params()[i], 0);
+  for (size_t i = 0; i < n; ++i)  // optimizer.safetensors: master, m1, m2
+    if (l.owner[i] == me)
       for (int which = 0; which < 3; ++which) send_state(opt.params()[i], which);
 }
 
 namespace {
 
 void write_checkpoint_files(const fs::path& tmp, const GptConfig& cfg, const AdamW& opt,
-                            const nlohmann::json& trainer, const std::vector<int>& owner) {
-  save_model_values((tmp / "model.safetensors").string(), cfg, opt, owner);
+                            const nlohmann::json& trainer, const StateLayout& layout) {
+  save_model_values((tmp / "model.safetensors").string(), cfg, opt, layout);
   if (std::getenv("FP8LM_TEST_CRASH_IN_CHECKPOINT") != nullptr) std::abort();  // tests only
 
   // Optimizer states in their own dtypes; scalars NAME.{master,m1,m2}_scale_inv beside them
@@ -274,10 +313,13 @@ void write_checkpoint_files(const fs::path& tmp, const GptConfig& cfg, const Ada
     const AdamW::Param& p = opt.params()[i];
     for (int which = 0; which < 3; ++which) {
       float* scale = &scales[i * 3 + static_cast<size_t>(which)];
+      const size_t numel = tp_split(layout, i)
+                               ? static_cast<size_t>(layout.specs[i].full_shape.numel())
+                               : p.numel;
       sources.push_back({p.name + "." + what[which], state_dtype(opt, which),
-                         Shape{static_cast<int64_t>(p.numel)},
+                         Shape{static_cast<int64_t>(numel)},
                          [&, i, which, scale](const WriteFn& w) {
-                           const auto st = fetch(opt, owner, i, which);
+                           const auto st = fetch(opt, layout, i, which);
                            *scale = st->view.tensor_scale();
                            w(st->view.data.data, st->view.data.bytes());
                          }});
@@ -308,7 +350,7 @@ void remove_stale_checkpoint_temps(const std::string& out_dir) {
 
 std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptConfig& cfg,
                             const AdamW& opt, const nlohmann::json& trainer,
-                            const std::vector<int>& owner) {
+                            const StateLayout& layout) {
   const fs::path root = fs::path(out_dir) / "checkpoints";
   fs::create_directories(root);
   const std::string name = "step-" + std::to_string(step);
@@ -317,7 +359,7 @@ std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptC
   const fs::path tmp = root / ("." + name + ".tmp-" + std::to_string(::getpid()));
   fs::create_directories(tmp);
   try {
-    write_checkpoint_files(tmp, cfg, opt, trainer, owner);
+    write_checkpoint_files(tmp, cfg, opt, trainer, layout);
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);
@@ -488,7 +530,10 @@ nlohmann::json read_trainer_json(const std::string& dir) {
 
 
 
-void load_optimizer(const std::string& dir, AdamW& opt) {
+void load_optimizer(const std::string& dir, AdamW& opt, const std::vector<ParamSpec>& shards,
+                    TpShard tp) {
+  FP8LM_CHECK(tp.size == 1 || shards.size() == opt.params().size(),
+              "load_optimizer: one shard spec per parameter");
   const std::string path = dir + "/optimizer.safetensors";
   const SafetensorsFile f(path);
   const auto& meta = f.metadata();
@@ -515,8 +560,11 @@ void load_optimizer(const std::string& dir, AdamW& opt) {
          "/", dtype_name(a.m2), " (level ", level_name(saved), "), the run uses ",
          dtype_name(b.master), "/", dtype_name(b.m1), "/", dtype_name(b.m2), " (level ",
          level_name(opt.level()), ")");
-  for (AdamW::Param& p : opt.params()) {
+  for (size_t i = 0; i < opt.params().size(); ++i) {
+    AdamW::Param& p = opt.params()[i];
     if (!p.owned) continue;  // O3: another rank loads it
+    const bool split = tp.size > 1 && shards[i].split != Split::kNone;
+    const size_t numel = split ? static_cast<size_t>(shards[i].full_shape.numel()) : p.numel;
     const std::pair<const char*, ScaledTensor*> states[] = {
         {"master", &p.master}, {"m1", &p.m1}, {"m2", &p.m2}};
     for (const auto& [what, st] : states) {
@@ -524,9 +572,9 @@ void load_optimizer(const std::string& dir, AdamW& opt) {
       const SafetensorsEntry* e = f.find(name);
       const SafetensorsEntry* s = f.find(name + "_scale_inv");
       if (e == nullptr || s == nullptr) fail(path, ": missing ", name);
-      if (e->view.dtype != st->data.dtype() || e->view.numel() != st->data.numel())
+      if (e->view.dtype != st->data.dtype() || static_cast<size_t>(e->view.numel()) != numel)
         fail(path, ": ", name, " is ", dtype_name(e->view.dtype), " ", e->view.shape.str(),
-             ", the run needs ", dtype_name(st->data.dtype()), " [", st->data.numel(), "]");
+             ", the run needs ", dtype_name(st->data.dtype()), " [", numel, "]");
       if (s->view.dtype != DType::kF32 || s->view.numel() != 1)
         fail(path, ": ", name, "_scale_inv must be an F32 scalar");
       float scale_inv;
@@ -534,7 +582,10 @@ void load_optimizer(const std::string& dir, AdamW& opt) {
       check_state_values(path, name, e->view.data, e->view.dtype, e->view.numel(), scale_inv);
       if (std::strcmp(what, "m2") == 0 && any_negative(e->view))
         fail(path, ": ", name, " has negative values (a second moment is >= 0)");
-      std::memcpy(st->data.data(), e->view.data, e->view.bytes());
+      if (split)  // this rank's shard of the whole tensor (shards share its scale)
+        extract_shard(shards[i], tp, e->view.data, st->data.data(), dtype_size(e->view.dtype));
+      else
+        std::memcpy(st->data.data(), e->view.data, e->view.bytes());
       st->meta.scale_inv = scale_inv;  // in place: views of the state stay valid
       st->meta.scale = 1.0f / scale_inv;
     }

@@ -10,23 +10,39 @@
 #include <string>
 #include <vector>
 
+#include "distributed/world.h"
 #include "model/params.h"
 #include "optim/adamw.h"
 #include "tensor/scaling.h"
 
 namespace fp8lm {
 
+// Where the optimizer's states live when rank 0 does not hold them all.
+struct StateLayout {
+  std::vector<int> owner;  // O3: the rank keeping each tensor (empty: every rank keeps all)
+  // Tensor parallelism: this rank's shard of each tensor (empty: whole tensors), its place
+  // in its group, and the group. The shards of one tensor share one scale (AdamW keeps them
+  // so), so whole tensors are their shards side by side.
+  std::vector<ParamSpec> specs;
+  TpShard tp;
+  dist::Group tp_group;
+  bool sharded() const { return !owner.empty() || tp.size > 1; }
+};
+
 // Writes out_dir/checkpoints/step-N atomically; returns its path. With the environment
 // variable FP8LM_TEST_CRASH_IN_CHECKPOINT set (tests), the process aborts after the first
 // file, to exercise interrupted checkpoints.
 // model.safetensors holds the optimizer's master values converted to F32 tensor by tensor
-// (no full-size copy). With `owner` (O3, on rank 0), the states of tensors other ranks own
-// are received from them one at a time while writing: those ranks call
-// send_checkpoint_states at the same step. The format does not depend on the world size.
+// (no full-size copy). With a sharded `layout` (on rank 0), the states of tensors other
+// ranks own (O3) and the other tensor-parallel shards are received one at a time while
+// writing: those ranks call send_checkpoint_states at the same step. The format does not
+// depend on the layout.
 std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptConfig& cfg,
                             const AdamW& opt, const nlohmann::json& trainer,
-                            const std::vector<int>& owner = {});
-void send_checkpoint_states(const AdamW& opt, const std::vector<int>& owner);
+                            const StateLayout& layout = {});
+// The part of send_checkpoint_states' work a rank has: O3 owners send their tensors, the
+// other ranks of rank 0's tensor-parallel group their shards; the rest send nothing.
+void send_checkpoint_states(const AdamW& opt, const StateLayout& layout);
 
 // Removes out_dir/checkpoints/.step-* (temporary folders of interrupted writes).
 void remove_stale_checkpoint_temps(const std::string& out_dir);
@@ -64,8 +80,10 @@ nlohmann::json read_trainer_json(const std::string& dir);
 // The model configuration recorded in trainer.json (`where`: the checkpoint folder).
 GptConfig model_config_of(const nlohmann::json& trainer, const std::string& where);
 // Loads optimizer.safetensors into `opt` (shapes and state formats must match; O2 and O3
-// checkpoints are interchangeable); O3 loads only the tensors this rank owns.
-void load_optimizer(const std::string& dir, AdamW& opt);
+// checkpoints are interchangeable); O3 loads only the tensors this rank owns; with
+// tensor-parallel `shards` (this rank's specs) each rank takes its shard of every tensor.
+void load_optimizer(const std::string& dir, AdamW& opt, const std::vector<ParamSpec>& shards = {},
+                    TpShard tp = {});
 
 nlohmann::json scaling_to_json(const ScalingMeta& m);
 // Restores one scaling state, checking types, ranges and the invariants that tie the ring

@@ -91,6 +91,7 @@ const std::vector<Key>& keys() {
       key("train.out_dir", &TrainConfig::out_dir),
       key("train.threads", &TrainConfig::threads),
       key("train.comm_timeout", &TrainConfig::comm_timeout),
+      key("parallel.tp", &TrainConfig::tp),
       key("precision.level", &TrainConfig::level),
       key("precision.recipe", &TrainConfig::recipe),
       key("precision.mx_grad_format", &TrainConfig::mx_grad_format),
@@ -163,6 +164,16 @@ void TrainConfig::validate() const {
   int_range("train.threads", threads, 0, kMaxThreads, " (0: all cores)");
   if (out_dir.empty()) fail("train.out_dir: must not be empty");
   precision_level();
+  int_range("parallel.tp", tp, 1, 1024);
+  if (tp > 1) {
+    const GptConfig m = model();
+    if (m.n_head % tp != 0 || m.padded_vocab() % tp != 0)
+      fail("parallel.tp = ", tp, ": must divide model.n_head (", m.n_head,
+           ") and the padded vocabulary (", m.padded_vocab(), ")");
+    if (level_plan(precision_level()).sharded)
+      fail("parallel.tp = ", tp, " with precision.level = ", level,
+           ": FP8 ZeRO does not yet shard tensor-parallel states (use O2 with tp > 1)");
+  }
   if (tokenizer != "gpt2" && tokenizer != "byte")
     fail("data.tokenizer = '", tokenizer, "': must be gpt2 or byte");
   try {

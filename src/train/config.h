@@ -39,6 +39,9 @@ struct TrainConfig {
   std::string out_dir = "runs/default";
   int threads = 0;
   double comm_timeout = 900;  // seconds a rank waits for the others in one call (0: no bound)
+  // [parallel] (docs/parallelism.md): tensor-parallel ranks per model copy; the others of the
+  // world (mpirun -n N) are data-parallel, dp = N / tp.
+  int tp = 1;
   // [precision]
   std::string level = "O2";
   // delayed | jit: per-tensor scales of activations and output gradients (history or just in

@@ -3,23 +3,37 @@
 #include <string>
 
 #include "core/check.h"
+#include "kernels/cast.h"
 
 namespace fp8lm {
 
 std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
                                           const AdamWConfig& acfg, uint64_t seed,
-                                          const std::vector<bool>& owned) {
+                                          const std::vector<bool>& owned, TpShard tp) {
   std::vector<std::string> names;
   std::vector<size_t> numels;
   std::vector<bool> decay;
-  for (const ParamSpec& s : param_layout(cfg)) {
+  const std::vector<ParamSpec> specs = param_layout(cfg, tp);
+  for (const ParamSpec& s : specs) {
     names.push_back(s.name);
     numels.push_back(s.numel());
     decay.push_back(s.shape.rank() == 2);  // matrices and embeddings; not biases or LayerNorm
   }
   Gpt2Init init(cfg, seed);
-  return std::make_unique<AdamW>(
-      level, acfg, names, numels, decay, [&](size_t i, float* out) { init.next(i, out); }, owned);
+  std::vector<float> full;
+  float full_amax = 0.0f;
+  auto initial = [&](size_t i, float* out) {
+    const ParamSpec& s = specs[i];
+    if (s.split == Split::kNone || tp.size == 1) return init.next(i, out);
+    full.resize(static_cast<size_t>(s.full_shape.numel()));
+    init.next(i, full.data());
+    full_amax = kernels::amax(full.data(), full.size());
+    extract_shard(s, tp, full.data(), out, sizeof(float));
+  };
+  auto scale_amax = [&](size_t i, float own) {
+    return specs[i].split == Split::kNone || tp.size == 1 ? own : full_amax;
+  };
+  return std::make_unique<AdamW>(level, acfg, names, numels, decay, initial, owned, scale_amax);
 }
 
 std::vector<ScaledView> master_views(const AdamW& opt) {

@@ -20,8 +20,12 @@ dist::Fp8Scaling scaling_of(const std::string& name) {
 
 }  // namespace
 
-GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner)
-    : level_(level), fp8_(scaling_of(grad_scaling)), owner_(std::move(owner)) {}
+GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner,
+                   dist::Group group)
+    : level_(level),
+      group_(group),
+      fp8_(scaling_of(grad_scaling), dist::kDefaultBucketBytes, group),
+      owner_(std::move(owner)) {}
 
 void GradSync::average(Gpt& model, bool measure) {
   std::vector<std::string> names;  // only telemetry labels records
@@ -32,7 +36,7 @@ void GradSync::average(Gpt& model, bool measure) {
 
 void GradSync::average(const std::vector<MutableScaledView>& g,
                        const std::vector<std::string>& names, bool measure) {
-  if (dist::size() == 1) return;
+  if (group_.size() == 1) return;
   const LevelPlan& plan = level_plan(level_);
   if (plan.grad_wire != DType::kE4M3) {
     std::vector<dist::F32Span> spans;
@@ -42,9 +46,9 @@ void GradSync::average(const std::vector<MutableScaledView>& g,
       spans.push_back({static_cast<float*>(b.data.data), b.numel()});
     }
     if (plan.grad_wire == DType::kF32)
-      dist::allreduce_mean_f32(spans);
+      dist::allreduce_mean_f32(spans, dist::kDefaultBucketBytes, "allreduce_f32", group_);
     else
-      dist::allreduce_mean_bf16(spans);
+      dist::allreduce_mean_bf16(spans, dist::kDefaultBucketBytes, group_);
     return;
   }
   // Telemetry: the exact mean of the E4M3 gradients as they enter the reduction (a
@@ -59,7 +63,7 @@ void GradSync::average(const std::vector<MutableScaledView>& g,
       kernels::dequantize(exact[t].data(), g[t]);
       spans.push_back({exact[t].data(), exact[t].size()});
     }
-    dist::allreduce_mean_f32(spans, dist::kDefaultBucketBytes, "telemetry_f32");
+    dist::allreduce_mean_f32(spans, dist::kDefaultBucketBytes, "telemetry_f32", group_);
   }
   if (plan.sharded) {
     FP8LM_CHECK(owner_.size() == g.size(), "a sharded level needs an owner per tensor");
@@ -69,7 +73,7 @@ void GradSync::average(const std::vector<MutableScaledView>& g,
   }
   if (probing && probe_ != nullptr && probe_->wants())
     for (size_t t = 0; t < g.size(); ++t)
-      if (!plan.sharded || owner_[t] == dist::rank())
+      if (!plan.sharded || owner_[t] == group_.rank())
         probe_->record(names[t], "wire", exact[t].data(), g[t]);
 }
 

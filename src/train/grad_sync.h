@@ -16,8 +16,10 @@ namespace fp8lm {
 
 class GradSync {
  public:
-  // `owner` (O3): the rank that owns each tensor.
-  GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner = {});
+  // `owner` (O3): the rank of `group` that owns each tensor. Gradients are averaged over
+  // `group` (the data-parallel group; default the world).
+  GradSync(PrecisionLevel level, const std::string& grad_scaling, std::vector<int> owner = {},
+           dist::Group group = {});
   // `measure`: telemetry of the gradient on the wire this step (role "wire",
   // docs/telemetry.md) — every rank must pass the same value: an FP8 average is also
   // compared with the exact mean of the gradients that went in (an extra FP32 all-reduce of
@@ -35,6 +37,7 @@ class GradSync {
 
  private:
   PrecisionLevel level_;
+  dist::Group group_;
   dist::Fp8GradReducer fp8_;
   std::vector<int> owner_;
   QuantProbe* probe_ = nullptr;

@@ -21,6 +21,8 @@
 #include "data/loader.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
+#include "distributed/collectives.h"
+#include "distributed/grid.h"
 #include "distributed/world.h"
 #include "model/gpt.h"
 #include "train/checkpoint.h"
@@ -69,9 +71,10 @@ void maybe_fail_for_test(int rank, int64_t step) {
 // Fails early, with the figures, when the run cannot fit: the model (allocated, most pages
 // not yet touched) plus the optimizer states about to be allocated, against what this
 // process has plus what the machine can still give.
-void check_memory(const GptConfig& mcfg, PrecisionLevel level, const StateFormats& f) {
+// `tp`: the tensor-parallel ranks sharing the parameters (each holds its shard's states).
+void check_memory(const GptConfig& mcfg, PrecisionLevel level, const StateFormats& f, int tp) {
   size_t numel = 0, largest = 0;
-  for (const ParamSpec& s : param_layout(mcfg)) {
+  for (const ParamSpec& s : param_layout(mcfg, TpShard{0, tp})) {
     numel += s.numel();
     largest = std::max(largest, s.numel());
   }
@@ -147,40 +150,101 @@ struct Inputs {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
+// The model's tensor-parallel collectives over the grid's tp group.
+class GroupTpComm final : public TpComm {
+ public:
+  explicit GroupTpComm(const dist::Grid& g) : g_(g.tp_group), shard_{g.tp_rank, g.tp} {}
+  TpShard shard() const override { return shard_; }
+  void allreduce_sum(float* x, size_t n) override { dist::allreduce_sum(x, n, g_); }
+  void allreduce_max(float* x, size_t n) override {
+    dist::allreduce_max(x, n, g_, "allreduce_max_f32");
+  }
+  void allgather(const float* in, float* out, size_t n) override {
+    dist::allgather_bytes(in, out, n * sizeof(float), g_, "allgather_f32");
+  }
+
+ private:
+  dist::Group g_;
+  TpShard shard_;
+};
+
 // Phase 3: what trains: the model, the optimizer that owns its masters (O3: sharded, with
-// replicated weights) and the gradient averaging of the level.
+// replicated weights; tensor parallelism: this rank's shards) and the gradient averaging of
+// the level over the data-parallel group.
 struct Session {
-  Session(const TrainConfig& c, const GptConfig& m, int world_size, int my_rank)
+  Session(const TrainConfig& c, const GptConfig& m, const dist::Grid& g)
       : cfg(c),
         mcfg(m),
         level(c.precision_level()),
-        world(world_size),
-        rank(my_rank),
+        grid(g),
+        world(dist::size()),
+        rank(dist::rank()),
+        tp_comm(g),
         model(m, level_plan(level).compute, static_cast<size_t>(c.batch_size),
               static_cast<size_t>(m.seq_len),
-              fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format)) {
+              fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format), true,
+              &tp_comm) {
     AdamWConfig acfg;
     acfg.beta1 = static_cast<float>(c.beta1);
     acfg.beta2 = static_cast<float>(c.beta2);
     acfg.weight_decay = static_cast<float>(c.weight_decay);
     acfg.states = c.state_formats();
-    check_memory(mcfg, level, acfg.states.value_or(level_plan(level).states));
+    check_memory(mcfg, level, acfg.states.value_or(level_plan(level).states), grid.tp);
     if (level_plan(level).sharded)
-      replica = std::make_unique<ZeroReplica>(mcfg, world, rank,
+      replica = std::make_unique<ZeroReplica>(mcfg, grid.dp, grid.dp_rank,
                                               recipe_plan(c.recipe).weight_replica);
     opt = make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
-                             replica ? replica->owned() : std::vector<bool>{});
-    if (replica && world > 1)
-      opt->set_norm_reduction(
-          [](double* v, size_t n) { dist::allreduce_scalars(v, n, dist::ScalarOp::kSum); });
+                             replica ? replica->owned() : std::vector<bool>{}, model.shard());
+    set_reductions();
     sync = std::make_unique<GradSync>(level, c.grad_scaling,
-                                      replica ? replica->owner() : std::vector<int>{});
+                                      replica ? replica->owner() : std::vector<int>{},
+                                      grid.dp_group);
     if (c.telemetry_every > 0) {
       probe.set_what_if(c.what_if);
       model.set_probe(&probe);
       opt->set_probe(&probe);
       sync->set_probe(&probe);
     }
+  }
+
+  // How the optimizer's per-tensor figures combine across ranks: O3's owners each hold whole
+  // tensors (sum over the data-parallel group); tensor-parallel shards hold parts of the
+  // split tensors and copies of the others (sum the split ones' squares over the tp group,
+  // count the copies once; shared scales: max of the amaxes over the tp group).
+  void set_reductions() {
+    AdamW::Reductions r;
+    const bool zero = replica && grid.dp > 1, tp = grid.tp > 1;
+    if (zero || tp) {
+      std::vector<bool> split;
+      for (const ParamSpec& s : model.specs()) split.push_back(s.split != Split::kNone);
+      const dist::Grid g = grid;
+      r.squares = [g, split, zero, tp](double* v, size_t n) {
+        if (zero) dist::allreduce_scalars(v, n, dist::ScalarOp::kSum, g.dp_group);
+        if (!tp) return;
+        for (size_t i = 0; i < n; ++i)
+          if (!split[i] && g.tp_rank != 0) v[i] = 0.0;
+        dist::allreduce_scalars(v, n, dist::ScalarOp::kSum, g.tp_group);
+      };
+      r.flags = [](double* v, size_t n) {
+        dist::allreduce_scalars(v, n, dist::ScalarOp::kSum);
+      };
+    }
+    if (tp) {
+      const dist::Group tg = grid.tp_group;
+      r.amax = [tg](float* v, size_t n) { dist::allreduce_max(v, n, tg); };
+    }
+    opt->set_reductions(std::move(r));
+  }
+
+  StateLayout layout() const {
+    StateLayout l;
+    if (replica && grid.dp > 1) l.owner = replica->owner();
+    if (grid.tp > 1) {
+      l.specs = model.specs();
+      l.tp = model.shard();
+      l.tp_group = grid.tp_group;
+    }
+    return l;
   }
 
   // Telemetry samples the lead rank's casts on every telemetry.every-th step.
@@ -222,19 +286,20 @@ struct Session {
   }
 
   void checkpoint(const std::string& out, int64_t done) {
-    const bool sharded = replica && world > 1;
+    const StateLayout l = layout();
     if (rank != 0) {
-      if (sharded) send_checkpoint_states(*opt, replica->owner());
+      if (l.sharded()) send_checkpoint_states(*opt, l);
       return;
     }
-    save_checkpoint(out, done, mcfg, *opt, trainer_json(state(done)),
-                    sharded ? replica->owner() : std::vector<int>{});
+    save_checkpoint(out, done, mcfg, *opt, trainer_json(state(done)), l);
   }
 
   const TrainConfig& cfg;
   const GptConfig mcfg;
   const PrecisionLevel level;
-  const int world, rank;
+  const dist::Grid grid;
+  const int world, rank;  // of the whole job
+  GroupTpComm tp_comm;
   Gpt model;
   std::unique_ptr<ZeroReplica> replica;
   std::unique_ptr<AdamW> opt;
@@ -266,13 +331,13 @@ int64_t resume(Session& s, const std::string& resume_from, RunFolder* folder) {
          " heads, seq ", saved.seq_len, ", vocab ", saved.vocab_size, "), the config describes ",
          m.n_layer, "x", m.n_embd, " (", m.n_head, " heads, seq ", m.seq_len, ", vocab ",
          m.vocab_size, ")");
-  load_optimizer(dir, *s.opt);
+  load_optimizer(dir, *s.opt, s.model.specs(), s.model.shard());
   restore_scaling(t, s.model.scaling_metas(), dir);
   s.sync->set_mu(t.grad_scaling_mu);
   if (folder != nullptr) {
     folder->truncate_metrics(t.step);
-    std::printf("resumed from %s at step %lld (saved at %d ranks, now %d)\n", dir.c_str(),
-                static_cast<long long>(t.step), t.world_size, s.world);
+    std::printf("resumed from %s at step %lld (saved at %d ranks, now %d: %s)\n", dir.c_str(),
+                static_cast<long long>(t.step), t.world_size, s.world, s.grid.str().c_str());
   }
   return t.step;
 }
@@ -373,7 +438,8 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
   TrainResult result;
   result.steps = cfg.steps;
   {  // scoped so that the model and the optimizer are gone before the closing sample
-    Session s(cfg, mcfg, world, rank);
+    const dist::Grid grid = dist::make_grid(cfg.tp, 1);
+    Session s(cfg, mcfg, grid);
     const int64_t start = resume_from.empty() ? 0 : resume(s, resume_from, folder.get());
     if (start >= cfg.steps) {  // a finished run: its summary and checkpoints stay as they are
       if (lead)
@@ -387,11 +453,12 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       write_text_atomic(out + "/config.toml", cfg.to_toml());
       std::printf("training %s (%zu parameters) at level %s on %s: %d steps of %dx%zu tokens%s\n",
                   mcfg.preset.c_str(), mcfg.num_params(), std::string(level_name(s.level)).c_str(),
-                  cfg.train_path.c_str(), cfg.steps, cfg.batch_size * cfg.grad_accum * world, T,
-                  world > 1 ? (" on " + std::to_string(world) + " ranks").c_str() : "");
+                  cfg.train_path.c_str(), cfg.steps, cfg.batch_size * cfg.grad_accum * grid.dp, T,
+                  world > 1 ? (" on " + std::to_string(world) + " ranks (" + grid.str() + ")").c_str()
+                            : "");
     }
     const bool tty = lead && ::isatty(STDOUT_FILENO) != 0;
-    const size_t tokens_per_step = B * T * static_cast<size_t>(cfg.grad_accum * world);
+    const size_t tokens_per_step = B * T * static_cast<size_t>(cfg.grad_accum * grid.dp);
     dist::CommBytes step_comm;
     std::vector<int32_t> in(B * T), tgt(B * T);
     std::vector<double> tok_rates;
@@ -403,20 +470,21 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
     for (int64_t step = start; step < cfg.steps; ++step) {
       const auto t0 = std::chrono::steady_clock::now();
       dist::reset_comm_bytes();
-      // Rank r takes micro-batches [r·accum, (r+1)·accum) of the step's world·accum: the
-      // same global batch as one process accumulating world·accum micro-batches.
+      // Data-parallel rank r takes micro-batches [r·accum, (r+1)·accum) of the step's
+      // dp·accum: the same global batch as one process accumulating dp·accum micro-batches
+      // (the ranks of a tensor-parallel group share theirs).
       double loss = 0;
       s.probe.arm(s.samples(step));
       for (int micro = 0; micro < cfg.grad_accum; ++micro) {
-        const int64_t index = (step * world + rank) * cfg.grad_accum + micro;
+        const int64_t index = (step * grid.dp + grid.dp_rank) * cfg.grad_accum + micro;
         loader.train_batch(static_cast<uint64_t>(index), in.data(), tgt.data());
         loss += s.model.forward_backward(in.data(), tgt.data(), micro > 0);
       }
       loss /= cfg.grad_accum;
       s.sync->average(s.model, s.telemetry_step(step));
-      if (world > 1) {
-        dist::allreduce_scalars(&loss, 1, dist::ScalarOp::kSum);
-        loss /= world;
+      if (grid.dp > 1) {  // equal within a tensor-parallel group
+        dist::allreduce_scalars(&loss, 1, dist::ScalarOp::kSum, grid.dp_group);
+        loss /= grid.dp;
       }
       const double lr = lr_at(cfg, step);
       const StepResult r = s.opt->step(grad_views(s.model), static_cast<float>(lr),
@@ -438,6 +506,10 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       const bool save =
           (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) || last;
       if (save) maybe_fail_for_test(rank, step + 1);
+      // Evaluation runs on rank 0's tensor-parallel group (its collectives need every shard).
+      const bool eval = (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0) || last;
+      if (eval && grid.dp_rank == 0 && grid.pp_rank == 0)
+        last_val = evaluate(s.model, inputs.val, cfg.eval_batches);
       if (!lead) {
         if (save && !last) s.checkpoint(out, step + 1);
         continue;
@@ -462,10 +534,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       // The lead rank judges (a stop ends every rank: errors abort the MPI job).
       if (auto spike = s.alarms.check_loss(step + 1, loss)) alarms.push_back(*spike);
       for (const std::string& a : alarms) s.alarm(a, out, tty);
-      if ((cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0) || last) {
-        last_val = evaluate(s.model, inputs.val, cfg.eval_batches);
-        folder->append_metrics({{"step", step + 1}, {"val_loss", last_val}});
-      }
+      if (eval) folder->append_metrics({{"step", step + 1}, {"val_loss", last_val}});
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count();
       const double eta = elapsed / static_cast<double>(step + 1 - start) *

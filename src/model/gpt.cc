@@ -118,6 +118,18 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   const int64_t before = mem_stats(MemCategory::kActivations).current;
   for (int l = 0; l < cfg.n_layer; ++l)
     blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NHl_, tps, lws, fp8, with_grads));
+  if (tp_ != nullptr && mode == ComputeMode::kFP8) {  // shards scale as one tensor
+    AmaxShare share = [this](float a) {
+      tp_->allreduce_max(&a, 1);
+      return a;
+    };
+    for (auto& k : blocks_) {
+      k->attn.set_amax_share(share, false, true);  // column-parallel: dy split
+      k->proj.set_amax_share(share, true, false);  // row-parallel: x split
+      k->fc.set_amax_share(share, false, true);
+      k->fcproj.set_amax_share(share, true, false);
+    }
+  }
   const auto act = MemCategory::kActivations;
   resid_final_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);
   lnf_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);

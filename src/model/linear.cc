@@ -134,7 +134,8 @@ void Linear::prepare_weight(const ScaledView& w) {
               "the weight in those blocks");
   w_ = w;
   if (mode_ == ComputeMode::kFP8 && t != DType::kE4M3 && !fine()) {  // as quantize() does, JIT
-    const float amax = kernels::amax(w.data.data, t, in_ * out_, w.tensor_scale());
+    float amax = kernels::amax(w.data.data, t, in_ * out_, w.tensor_scale());
+    if (share_) amax = share_(amax);
     w8_meta_.set_scale_from_amax(amax);
     w8_meta_.record_amax(amax);
   }
@@ -171,8 +172,8 @@ void Linear::commit_input(const float* x) {
   if (mode_ == ComputeMode::kBF16) {
     kernels::quantize(x_.data(), DType::kBF16, x, rows_ * in_, 1.0f, /*saturate=*/false);
   } else if (mode_ == ComputeMode::kFP8) {
-    quantize(x8_, x);
-    if (fine()) quantize(xt8_, x);
+    quantize(x8_, x, input_share());
+    if (fine()) quantize(xt8_, x, input_share());
     if (probing()) {
       probe_->record(name_, "x", x, x8_.view());
       if (fine()) probe_->record(name_, "x.wgrad", x, xt8_.view());
@@ -223,7 +224,7 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
       break;
     case ComputeMode::kFP8:
       if (!fine()) {
-        quantize(dy8_meta_, ws_.dy, dy, rows_ * out_);
+        quantize(dy8_meta_, ws_.dy, dy, rows_ * out_, output_share());
         const ScaledView v = tensor_view(static_cast<const void*>(ws_.dy), fp8_.dy,
                                          {i64(rows_), i64(out_)}, &dy8_meta_.scale_inv);
         if (probing()) probe_->record(name_, "dy", dy, v);
@@ -235,6 +236,7 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
                                            fp8_.recipe->dy_dgrad, &amax);
         if (probing()) probe_->record(name_, "dy", dy, v);
         g = kernels::gemm_operand(v);
+        if (output_split_ && share_) amax = share_(amax);
         dy8_meta_.record_amax(amax);
       }
       break;

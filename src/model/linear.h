@@ -98,6 +98,15 @@ class Linear {
   // empty otherwise), for checkpoints.
   std::vector<ScalingMeta*> scaling_metas();
 
+  // Tensor parallelism (fp8 per-tensor scales): the weight is a shard, and so is the input
+  // (row-parallel layers) or the output gradient (column-parallel ones); their amaxes go
+  // through `share` so every rank of the group scales them alike (tensor/scaling.h).
+  void set_amax_share(AmaxShare share, bool input_split, bool output_split) {
+    share_ = std::move(share);
+    input_split_ = input_split;
+    output_split_ = output_split;
+  }
+
   // Reports this layer's FP8 casts (x, W, dy, dW; fine recipes also x.wgrad, dy.wgrad) to
   // `probe` under `name` whenever the probe is armed (telemetry, docs/telemetry.md).
   void set_probe(QuantProbe* probe, std::string name);
@@ -123,6 +132,11 @@ class Linear {
   ScalingMeta dy8_meta_;  // e5m2 output gradient, delayed (payload in ws_.dy)
   QuantProbe* probe_ = nullptr;
   std::string name_;
+  AmaxShare share_;
+  bool input_split_ = false, output_split_ = false;
+  const AmaxShare& input_share() const { return input_split_ ? share_ : kNoShare; }
+  const AmaxShare& output_share() const { return output_split_ ? share_ : kNoShare; }
+  static inline const AmaxShare kNoShare{};
 };
 
 }  // namespace fp8lm

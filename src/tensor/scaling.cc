@@ -74,15 +74,17 @@ void ScalingMeta::record_amax(float amax) {
   history_filled = std::min(history_filled + 1, recipe.window);
 }
 
-float quantize(ScalingMeta& m, void* dst, const float* src, size_t n) {
+float quantize(ScalingMeta& m, void* dst, const float* src, size_t n, const AmaxShare& share) {
   float amax;
   if (m.needs_jit()) {
     amax = kernels::amax(src, n);
+    if (share) amax = share(amax);
     m.set_scale_from_amax(amax);
     kernels::quantize(dst, m.recipe.format, src, n, m.scale, m.recipe.saturate);
   } else {
     m.set_scale_from_history();
     amax = kernels::quantize(dst, m.recipe.format, src, n, m.scale, m.recipe.saturate);
+    if (share) amax = share(amax);
   }
   m.record_amax(amax);
   return amax;
@@ -106,9 +108,12 @@ MutableScaledView ScaledTensor::mut_view() {
   return {data.view(), mode, scales.view()};
 }
 
-float quantize(ScaledTensor& t, const float* src) {
-  if (t.mode == ScalingMode::kTensor) return quantize(t.meta, t.data.data(), src, t.data.numel());
-  const float amax = kernels::quantize_blocks(t.mut_view(), src, t.meta.recipe.saturate);
+float quantize(ScaledTensor& t, const float* src, const AmaxShare& share) {
+  if (t.mode == ScalingMode::kTensor)
+    return quantize(t.meta, t.data.data(), src, t.data.numel(), share);
+  // Block scales are per block: nothing to share but the recorded amax.
+  float amax = kernels::quantize_blocks(t.mut_view(), src, t.meta.recipe.saturate);
+  if (share) amax = share(amax);
   t.meta.record_amax(amax);
   return amax;
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -83,13 +84,19 @@ struct ScaledTensor {
   MutableScaledView mut_view();
 };
 
+// A tensor split over ranks shares one scale: `share` turns this rank's amax into the
+// group's (the max over the ranks holding its parts), so every rank derives the same scale
+// and history, the one an unsplit tensor would have. Empty: the tensor is whole here.
+using AmaxShare = std::function<float(float)>;
+
 // Casts src (f32, same element count) into t: per tensor following t.meta's recipe, updating
 // the meta; per block with just-in-time block scales (the amax is recorded in t.meta).
-// Returns the amax of src.
-float quantize(ScaledTensor& t, const float* src);
+// Returns the amax of src (the group's, with `share`).
+float quantize(ScaledTensor& t, const float* src, const AmaxShare& share = {});
 // The same into a caller's buffer of n elements in m.recipe.format (a payload that several
 // tensors share in turn, each keeping its own scaling state).
-float quantize(ScalingMeta& m, void* dst, const float* src, size_t n);
+float quantize(ScalingMeta& m, void* dst, const float* src, size_t n,
+               const AmaxShare& share = {});
 // dst = the values of t, in f32.
 void dequantize(float* dst, const ScaledTensor& t);
 

@@ -1,0 +1,227 @@
+// Tensor parallelism inside one process: the ranks of a group are threads whose collectives
+// meet in shared memory, so a sharded Gpt is checked against the whole one without MPI.
+// Each rank's loss must be the one-process loss and its gradients its shards of the
+// one-process gradients; logits() must gather the whole vocabulary; in fp8 mode the shards
+// of a tensor must derive one scale.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "core/parallel.h"
+#include "model/gpt.h"
+#include "model/params.h"
+#include "model/tensor_parallel.h"
+
+namespace fp8lm {
+namespace {
+
+// The group's meeting point: every rank posts its buffer, all read all, then each writes
+// its own result (two barriers: nobody writes before everybody has read).
+struct Meeting {
+  explicit Meeting(int n) : size(n), sync(n), in(static_cast<size_t>(n)) {}
+  int size;
+  std::barrier<> sync;
+  std::vector<const float*> in;
+};
+
+class ThreadTpComm final : public TpComm {
+ public:
+  ThreadTpComm(Meeting& m, int rank) : m_(m), rank_(rank) {}
+  TpShard shard() const override { return {rank_, m_.size}; }
+  void allreduce_sum(float* x, size_t n) override {
+    combine(x, n, [](float a, float b) { return a + b; });
+  }
+  void allreduce_max(float* x, size_t n) override {
+    combine(x, n, [](float a, float b) { return std::max(a, b); });
+  }
+  void allgather(const float* in, float* out, size_t n) override {
+    m_.in[static_cast<size_t>(rank_)] = in;
+    m_.sync.arrive_and_wait();
+    for (int r = 0; r < m_.size; ++r)
+      std::copy(m_.in[static_cast<size_t>(r)], m_.in[static_cast<size_t>(r)] + n,
+                out + static_cast<size_t>(r) * n);
+    m_.sync.arrive_and_wait();
+  }
+
+ private:
+  void combine(float* x, size_t n, const std::function<float(float, float)>& op) {
+    m_.in[static_cast<size_t>(rank_)] = x;
+    m_.sync.arrive_and_wait();
+    std::vector<float> out(m_.in[0], m_.in[0] + n);  // ranks in order: every rank alike
+    for (int r = 1; r < m_.size; ++r)
+      for (size_t i = 0; i < n; ++i) out[i] = op(out[i], m_.in[static_cast<size_t>(r)][i]);
+    m_.sync.arrive_and_wait();
+    std::copy(out.begin(), out.end(), x);
+  }
+  Meeting& m_;
+  int rank_;
+};
+
+constexpr size_t kB = 2, kT = 16;
+
+GptConfig config() {
+  GptConfig c = gpt_preset("tiny");
+  c.n_head = 4;        // head size 16; 1, 2 or 4 ranks
+  c.vocab_size = 500;  // padded to 512: the last rank's shard holds padding rows
+  return c;
+}
+
+std::vector<int32_t> tokens(size_t n, uint32_t seed, int vocab) {
+  std::vector<int32_t> t(n);
+  for (size_t i = 0; i < n; ++i)
+    t[i] = static_cast<int32_t>((i * 7919u + seed * 104729u) % static_cast<uint32_t>(vocab));
+  return t;
+}
+
+struct RankResult {
+  float loss = 0;
+  std::vector<std::vector<float>> grads;  // per spec, this rank's shard
+  std::vector<float> logits;              // [B·T, V], gathered
+  std::vector<float> scales;              // fp8: every scaling state's scale, in order
+};
+
+// Runs `tp` ranks (threads) of a sharded model on the shards of `full`.
+std::vector<RankResult> run_sharded(const GptParams& full, int tp, ComputeMode mode,
+                                    const std::vector<int32_t>& in,
+                                    const std::vector<int32_t>& tgt) {
+  const GptConfig cfg = full.config();
+  Meeting meeting(tp);
+  std::vector<RankResult> out(static_cast<size_t>(tp));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < tp; ++r)
+    threads.emplace_back([&, r] {
+      set_num_threads(1);
+      ThreadTpComm comm(meeting, r);
+      const TpShard shard{r, tp};
+      const std::vector<ParamSpec> specs = param_layout(cfg, shard);
+      std::vector<std::vector<float>> local(specs.size());
+      std::vector<ScaledView> views;
+      for (size_t i = 0; i < specs.size(); ++i) {
+        local[i].resize(specs[i].numel());
+        extract_shard(specs[i], shard, full.at(i), local[i].data(), sizeof(float));
+        views.push_back(tensor_view(static_cast<const void*>(local[i].data()), DType::kF32,
+                                    specs[i].shape, nullptr));
+      }
+      Gpt model(cfg, mode, kB, kT, {}, true, &comm);
+      model.set_weights(views);
+      RankResult& res = out[static_cast<size_t>(r)];
+      res.loss = model.forward_backward(in.data(), tgt.data());
+      for (size_t i = 0; i < specs.size(); ++i) {
+        res.grads.emplace_back(specs[i].numel());
+        model.grad_values(i, res.grads.back().data());
+      }
+      for (ScalingMeta* m : model.scaling_metas()) res.scales.push_back(m->scale);
+      res.logits.resize(kB * kT * static_cast<size_t>(cfg.vocab_size));
+      model.logits(in.data(), res.logits.data());
+    });
+  for (std::thread& t : threads) t.join();
+  return out;
+}
+
+class TensorParallel : public ::testing::TestWithParam<int> {};
+
+TEST_P(TensorParallel, Fp32ShardsEqualTheOneProcessModel) {
+  const int tp = GetParam();
+  const GptConfig cfg = config();
+  GptParams full(cfg);
+  full.init_gpt2(7);
+  const auto in = tokens(kB * kT, 1, cfg.vocab_size), tgt = tokens(kB * kT, 2, cfg.vocab_size);
+  set_num_threads(1);
+  Gpt one(full, ComputeMode::kF32, kB, kT);
+  const float loss = one.forward_backward(in.data(), tgt.data());
+  std::vector<float> logits(kB * kT * static_cast<size_t>(cfg.vocab_size));
+  one.logits(in.data(), logits.data());
+
+  const auto ranks = run_sharded(full, tp, ComputeMode::kF32, in, tgt);
+  for (int r = 0; r < tp; ++r) {
+    const RankResult& res = ranks[static_cast<size_t>(r)];
+    EXPECT_NEAR(res.loss, loss, 1e-6 * std::fabs(loss)) << "rank " << r;
+    const std::vector<ParamSpec> specs = param_layout(cfg, {r, tp});
+    for (size_t i = 0; i < specs.size(); ++i) {
+      std::vector<float> g(one.specs()[i].numel()), want(specs[i].numel());
+      one.grad_values(i, g.data());
+      extract_shard(specs[i], {r, tp}, g.data(), want.data(), sizeof(float));
+      float top = 0, worst = 0;
+      for (size_t k = 0; k < want.size(); ++k) {
+        top = std::max(top, std::fabs(want[k]));
+        worst = std::max(worst, std::fabs(res.grads[i][k] - want[k]));
+      }
+      EXPECT_LE(worst, 1e-5f * top + 1e-9f) << specs[i].name << " rank " << r;
+    }
+    float worst = 0;
+    for (size_t k = 0; k < logits.size(); ++k)
+      worst = std::max(worst, std::fabs(res.logits[k] - logits[k]));
+    EXPECT_LE(worst, 1e-5f) << "logits, rank " << r;
+  }
+}
+
+TEST_P(TensorParallel, Fp8ShardsShareTheirScales) {
+  const int tp = GetParam();
+  const GptConfig cfg = config();
+  GptParams full(cfg);
+  full.init_gpt2(7);
+  const auto in = tokens(kB * kT, 1, cfg.vocab_size), tgt = tokens(kB * kT, 2, cfg.vocab_size);
+  set_num_threads(1);
+  Gpt one(full, ComputeMode::kFP8, kB, kT);
+  const float loss = one.forward_backward(in.data(), tgt.data());
+  std::vector<float> one_scales;
+  for (ScalingMeta* m : one.scaling_metas()) one_scales.push_back(m->scale);
+
+  const auto ranks = run_sharded(full, tp, ComputeMode::kFP8, in, tgt);
+  for (int r = 0; r < tp; ++r) {
+    const RankResult& res = ranks[static_cast<size_t>(r)];
+    EXPECT_NEAR(res.loss, loss, 1e-3 * std::fabs(loss)) << "rank " << r;
+    // Every rank derives the one-process scales (the amaxes of the split x and dy are the
+    // max over the shards, which is the whole tensor's).
+    EXPECT_EQ(res.scales, one_scales) << "rank " << r;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, TensorParallel, ::testing::Values(2, 4));
+
+TEST(TensorParallelLayout, ShardsTileEveryTensorAndBadSplitsAreRefused) {
+  const GptConfig cfg = config();
+  const std::vector<ParamSpec> whole = param_layout(cfg);
+  for (int tp : {1, 2, 4}) {
+    const auto specs0 = param_layout(cfg, {0, tp});
+    ASSERT_EQ(specs0.size(), whole.size());
+    for (size_t i = 0; i < whole.size(); ++i) {
+      std::vector<float> full(whole[i].numel()), back(whole[i].numel(), -1.0f);
+      for (size_t k = 0; k < full.size(); ++k) full[k] = static_cast<float>(k);
+      size_t covered = 0;
+      for (int r = 0; r < tp; ++r) {
+        const ParamSpec s = param_layout(cfg, {r, tp})[i];
+        EXPECT_EQ(s.full_shape, whole[i].shape) << s.name;
+        std::vector<float> shard(s.numel());
+        extract_shard(s, {r, tp}, full.data(), shard.data(), sizeof(float));
+        place_shard(s, {r, tp}, shard.data(), back.data(), sizeof(float));
+        covered += s.split == Split::kNone ? (r == 0 ? s.numel() : 0) : s.numel();
+      }
+      EXPECT_EQ(back, full) << whole[i].name << " tp " << tp;
+      EXPECT_EQ(covered, whole[i].numel()) << whole[i].name << " tp " << tp;
+    }
+  }
+  // c_attn's shard of rank 1 at tp 2 is [q heads 2-3 | k heads 2-3 | v heads 2-3].
+  const ParamSpec attn = param_layout(cfg, {1, 2})[4];
+  ASSERT_EQ(attn.name, "h.0.attn.c_attn.weight");
+  const size_t C = static_cast<size_t>(cfg.n_embd);
+  std::vector<float> full(3 * C * C), shard(attn.numel());
+  for (size_t k = 0; k < full.size(); ++k) full[k] = static_cast<float>(k);
+  extract_shard(attn, {1, 2}, full.data(), shard.data(), sizeof(float));
+  EXPECT_EQ(shard[0], static_cast<float>(C / 2));          // q, first column of rank 1
+  EXPECT_EQ(shard[C / 2], static_cast<float>(C + C / 2));  // k
+  EXPECT_EQ(shard[C], static_cast<float>(2 * C + C / 2));  // v
+  EXPECT_THROW(param_layout(cfg, {0, 3}), Error);          // 4 heads
+  GptConfig odd = cfg;  // 3 heads divide, the padded vocabulary (512) does not
+  odd.n_embd = 48;
+  odd.n_head = 3;
+  EXPECT_THROW(param_layout(odd, {0, 3}), Error);
+}
+
+}  // namespace
+}  // namespace fp8lm

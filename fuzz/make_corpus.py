@@ -192,6 +192,9 @@ out_dir = "runs/default"
 threads = 0
 comm_timeout = 900
 
+[parallel]
+tp = 1
+
 [precision]
 level = "O2"
 recipe = "delayed"

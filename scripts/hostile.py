@@ -1318,6 +1318,7 @@ INT_KEYS = {
     "precision.amax_window": ([1, 1024], [0, -1, 1025]),
     "precision.margin": ([0, 8], [-1, 9]),
     "telemetry.every": ([0, 2147483647], [-1]),
+    "parallel.tp": ([1], [0, -1, 1025, 2147483647]),
 }
 FLOAT_KEYS = {
     # key: (valid special values, invalid values); every non-finite value is invalid.

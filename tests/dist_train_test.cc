@@ -91,6 +91,24 @@ class DistTrain : public ::testing::Test {
     }
     return v;
   }
+  std::vector<double> val_losses(const std::string& out) const {
+    std::vector<double> v;
+    std::ifstream f(path(out + "/metrics.jsonl"));
+    std::string line;
+    while (std::getline(f, line)) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("val_loss")) v.push_back(j["val_loss"].get<double>());
+    }
+    return v;
+  }
+  // Every step's loss of `b` within rel · |a| of `a`'s (same count).
+  void expect_close(const std::vector<double>& a, const std::vector<double>& b, double rel,
+                    size_t count) const {
+    ASSERT_EQ(a.size(), count);
+    ASSERT_EQ(b.size(), count);
+    for (size_t i = 0; i < a.size(); ++i)
+      EXPECT_NEAR(b[i], a[i], rel * std::fabs(a[i])) << "step " << i + 1;
+  }
   nlohmann::json summary(const std::string& out) const {
     std::ifstream f(path(out + "/summary.json"));
     return nlohmann::json::parse(f);
@@ -304,6 +322,89 @@ TEST_F(DistTrain, RanksWithDifferentConfigurationsAreRefused) {
     EXPECT_NE(log("mixed").find("disagree on the training configuration"), std::string::npos)
         << log("mixed");
     EXPECT_FALSE(fs::exists(path("mixed/metrics.jsonl")));
+  }
+}
+
+// Tensor parallelism (docs/parallelism.md): two ranks holding halves of every split tensor
+// train the one-process model; its checkpoints are the one-process format, resumed on one
+// process, on two data-parallel ranks, and back on two tensor-parallel ranks.
+TEST_F(DistTrain, TensorParallelFp32EqualsOneProcessAndResumesAtAnyLayout) {
+  // Two micro-batches per step, so that two data-parallel ranks of one each take the same.
+  const std::string base = "--set precision.level=fp32 --set train.steps=20"
+                           " --set train.grad_accum=2 --set train.checkpoint_every=10"
+                           " --set train.eval_every=10";
+  ASSERT_EQ(train(0, "one", base), 0) << log("one");
+  ASSERT_EQ(train(2, "tp2", base + " --set parallel.tp=2"), 0) << log("tp2");
+  expect_close(losses("one"), losses("tp2"), 1e-5, 20);
+  expect_close(val_losses("one"), val_losses("tp2"), 1e-5, 2);
+  const auto s = summary("tp2");
+  // Activations summed in the group, no gradient all-reduce (one data-parallel rank).
+  EXPECT_GT(s["comm_bytes_per_step"]["tp.allreduce_f32"].get<double>(), 0.0);
+  EXPECT_FALSE(s["comm_bytes_per_step"].contains("allreduce_f32"));
+  // Each rank keeps half of the split tensors' states.
+  const double one_master = summary("one")["per_rank_peak_mib"][0]["master"].get<double>();
+  EXPECT_LT(s["per_rank_peak_mib"][1]["master"].get<double>(), 0.6 * one_master);
+
+  const std::string ckpt = " --resume " + path("tp2/checkpoints/step-10");
+  ASSERT_EQ(train(0, "tp2_one", base + ckpt), 0) << log("tp2_one");
+  ASSERT_EQ(train(2, "tp2_dp2", base + " --set train.grad_accum=1" + ckpt), 0) << log("tp2_dp2");
+  ASSERT_EQ(train(2, "one_tp2", base + " --set parallel.tp=2 --resume " +
+                                    path("one/checkpoints/step-10")), 0)
+      << log("one_tp2");
+  const auto tail = [&](const std::string& out) {
+    const auto l = losses(out);
+    return std::vector<double>(l.end() - 10, l.end());
+  };
+  expect_close(tail("tp2"), losses("tp2_one"), 1e-6, 10);
+  expect_close(tail("tp2"), losses("tp2_dp2"), 1e-6, 10);
+  expect_close(tail("one"), losses("one_tp2"), 1e-6, 10);
+}
+
+// 2 tensor-parallel × 2 data-parallel ranks = one process accumulating 2 micro-batches.
+TEST_F(DistTrain, TensorTimesDataParallelEqualsOneProcessAccumulating) {
+  const std::string base = "--set precision.level=fp32 --set train.steps=20";
+  ASSERT_EQ(train(0, "one", base + " --set train.grad_accum=2"), 0) << log("one");
+  ASSERT_EQ(train(4, "tp2dp2", base + " --set parallel.tp=2"), 0) << log("tp2dp2");
+  expect_close(losses("one"), losses("tp2dp2"), 1e-5, 20);
+  EXPECT_NE(log("tp2dp2").find("tp 2 x pp 1 x dp 2"), std::string::npos) << log("tp2dp2");
+  const auto s = summary("tp2dp2");
+  EXPECT_GT(s["comm_bytes_per_step"]["allreduce_f32"].get<double>(), 0.0);  // gradients, dp
+  EXPECT_GT(s["comm_bytes_per_step"]["tp.allreduce_f32"].get<double>(), 0.0);
+}
+
+// In FP8 the shards share their scales (docs/parallelism.md): O1 and O2 at tp 2 end within
+// 1% of one process.
+TEST_F(DistTrain, TensorParallelFp8FollowsOneProcess) {
+  for (const std::string level : {"O1", "O2"}) {
+    const std::string base = "--set precision.level=" + level +
+                             " --set train.steps=40 --set train.eval_every=40";
+    ASSERT_EQ(train(0, "one_" + level, base), 0) << log("one_" + level);
+    ASSERT_EQ(train(2, "tp2_" + level, base + " --set parallel.tp=2"), 0) << log("tp2_" + level);
+    const auto a = val_losses("one_" + level), b = val_losses("tp2_" + level);
+    ASSERT_EQ(a.size(), 1u);
+    ASSERT_EQ(b.size(), 1u);
+    EXPECT_NEAR(b[0], a[0], 0.01 * a[0]) << level;
+  }
+}
+
+// Layouts that cannot run are one-line errors before training starts.
+TEST_F(DistTrain, BadTensorParallelLayoutsAreRefused) {
+  const struct {
+    int ranks;
+    const char* extra;
+    const char* message;
+  } cases[] = {
+      {0, "--set parallel.tp=2", "does not divide the 1 rank"},
+      {2, "--set parallel.tp=4 --set model.n_head=4", "does not divide the 2 ranks"},
+      {2, "--set parallel.tp=2 --set model.n_head=1 --set model.n_embd=64",
+       "must divide model.n_head"},
+      {2, "--set parallel.tp=2 --set precision.level=O3", "FP8 ZeRO"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.extra);
+    EXPECT_NE(train(c.ranks, "bad", std::string(c.extra) + " --set train.steps=2"), 0);
+    EXPECT_NE(log("bad").find(c.message), std::string::npos) << log("bad");
+    EXPECT_FALSE(fs::exists(path("bad/metrics.jsonl")));
   }
 }
 

@@ -78,7 +78,9 @@ void allgather_bytes(const void* in, void* out, size_t bytes, const Group& g, co
     return;
   }
   FP8LM_CHECK(bytes <= detail::kMaxCount, "allgather of ", bytes, " bytes per rank");
-  detail::allgather(in, out, bytes, MPI_BYTE, kind, g);
+  // In place when `in` is this rank's part of `out`.
+  const bool in_place = in == static_cast<const uint8_t*>(out) + static_cast<size_t>(g.rank()) * bytes;
+  detail::allgather(in_place ? MPI_IN_PLACE : in, out, bytes, MPI_BYTE, kind, g);
 }
 
 void reduce_scatter_sum(const float* in, float* out, size_t n, const Group& g, const char* kind) {

@@ -38,7 +38,8 @@ void allreduce_mean_bf16(std::span<const F32Span> tensors,
 void allreduce_sum(float* x, size_t n, const Group& g, const char* kind = "allreduce_f32");
 // x[0, n) ← max over the ranks of g.
 void allreduce_max(float* x, size_t n, const Group& g, const char* kind = "scalar");
-// out[r·bytes, (r+1)·bytes) ← rank r's `in` (bytes each), for every rank r of g.
+// out[r·bytes, (r+1)·bytes) ← rank r's `in` (bytes each), for every rank r of g; `in` may
+// be this rank's part of `out` (in place).
 void allgather_bytes(const void* in, void* out, size_t bytes, const Group& g, const char* kind);
 // out[0, n) ← Σ over the ranks of in[rank·n, (rank+1)·n), FP32 sums.
 void reduce_scatter_sum(const float* in, float* out, size_t n, const Group& g,

@@ -28,7 +28,8 @@ struct Gpt::Block {
 
   // C: the model's width; tp: the tensor-parallel ranks (the heads, c_attn's and c_fc's
   // outputs and the c_proj inputs are split tp ways; NH: this rank's heads).
-  Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, size_t tp,
+  // Rl: the rows of the residual stream this rank holds (B·T / tp with sequence parallelism).
+  Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, size_t tp, size_t Rl,
         const LinearWorkspace& ws, const Fp8Options& fp8, bool with_grads)
       : attn(mode, C, 3 * C / tp, B * T, ws, fp8),
         proj(mode, C / tp, C, B * T, ws, fp8),
@@ -38,15 +39,16 @@ struct Gpt::Block {
     const int64_t BT = i64(B * T);
     const auto act = MemCategory::kActivations;
     const DType wide = mode == ComputeMode::kF32 ? DType::kF32 : DType::kBF16;
-    resid_in = Tensor(DType::kF32, {BT, i64(C)}, act);
-    ln1_mean = Tensor(DType::kF32, {BT}, act);
-    ln1_rstd = Tensor(DType::kF32, {BT}, act);
+    const int64_t R = i64(Rl);
+    resid_in = Tensor(DType::kF32, {R, i64(C)}, act);
+    ln1_mean = Tensor(DType::kF32, {R}, act);
+    ln1_rstd = Tensor(DType::kF32, {R}, act);
     qkv = Tensor(wide, {BT, i64(3 * Cl)}, act);
     lse = Tensor(DType::kF32, {i64(B * NH * T)}, act);
     if (mode == ComputeMode::kFP8) att16 = Tensor(DType::kBF16, {BT, i64(Cl)}, act);
-    resid_mid = Tensor(DType::kF32, {BT, i64(C)}, act);
-    ln2_mean = Tensor(DType::kF32, {BT}, act);
-    ln2_rstd = Tensor(DType::kF32, {BT}, act);
+    resid_mid = Tensor(DType::kF32, {R, i64(C)}, act);
+    ln2_mean = Tensor(DType::kF32, {R}, act);
+    ln2_rstd = Tensor(DType::kF32, {R}, act);
     fch = Tensor(wide, {BT, i64(4 * Cl)}, act);
     if (!with_grads) return;
     g_attn = attn.make_grad();
@@ -75,6 +77,15 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   NHl_ = NH / tps;
   Vpl_ = static_cast<size_t>(cfg.padded_vocab()) / tps;
   v0_ = static_cast<size_t>(shard_.rank) * Vpl_;
+  const TpOptions opt = tp_ != nullptr ? tp_->options() : TpOptions{};
+  sp_ = tp_ != nullptr && opt.sequence;
+  if (sp_ && BT_ % tps != 0)
+    fail("sequence parallelism: ", BT_, " rows (batch ", B, " x ", T, ") do not split into ", tps,
+         " parts");
+  Rl_ = sp_ ? BT_ / tps : BT_;
+  r0_ = sp_ ? static_cast<size_t>(shard_.rank) * Rl_ : 0;
+  wire_ = mode == ComputeMode::kF32 ? DType::kF32 : opt.wire;
+  gather_bf16_ = opt.gather_bf16 && mode != ComputeMode::kF32;
   Vl_ = std::min(Vpl_, static_cast<size_t>(cfg.vocab_size) - std::min(v0_, size_t(cfg.vocab_size)));
   const auto ws = MemCategory::kWorkspace;
 
@@ -117,7 +128,8 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   }
   const int64_t before = mem_stats(MemCategory::kActivations).current;
   for (int l = 0; l < cfg.n_layer; ++l)
-    blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NHl_, tps, lws, fp8, with_grads));
+    blocks_.push_back(
+        std::make_unique<Block>(mode, B, T, C, NHl_, tps, Rl_, lws, fp8, with_grads));
   if (tp_ != nullptr && mode == ComputeMode::kFP8) {  // shards scale as one tensor
     AmaxShare share = [this](float a) {
       tp_->allreduce_max(&a, 1);
@@ -131,10 +143,10 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
     }
   }
   const auto act = MemCategory::kActivations;
-  resid_final_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);
-  lnf_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);
-  lnf_mean_ = Tensor(DType::kF32, {i64(BT_)}, act);
-  lnf_rstd_ = Tensor(DType::kF32, {i64(BT_)}, act);
+  resid_final_ = Tensor(DType::kF32, {i64(Rl_), i64(C)}, act);
+  lnf_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);  // gathered: the LM head's input
+  lnf_mean_ = Tensor(DType::kF32, {i64(Rl_)}, act);
+  lnf_rstd_ = Tensor(DType::kF32, {i64(Rl_)}, act);
   activation_bytes_ = static_cast<size_t>(mem_stats(MemCategory::kActivations).current - before);
 
   // Non-Linear parameters: FP32 values (all but wte) and gradients, packed in spec order.
@@ -169,6 +181,11 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   ws_b_ = Tensor(DType::kF32, {i64(BT_), i64(4 * C)}, ws);
   ws_qkv_ = Tensor(DType::kF32, {i64(BT_), i64(3 * C)}, ws);
   ws_dres_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, ws);
+  if (sp_) ws_full_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, ws);  // gathered rows
+  // Sequence parallelism: the replicated parameters whose gradients come from this rank's
+  // rows only (the LayerNorms'), summed over the group after backward.
+  for (size_t i = 0; sp_ && i < specs_.size(); ++i)
+    if (specs_[i].name.find("ln_") != std::string::npos) sp_sum_specs_.push_back(i);
   // Equal chunks (a thin last one would cost as many wte packs as a full one).
   const size_t max_rows =
       std::clamp<size_t>(kLogitChunkFloats / Vpl_, 1, std::max<size_t>(1, BT_ / 2));
@@ -228,7 +245,8 @@ void Gpt::embed(const int32_t* tokens) {
   const size_t es = dtype_size(wte.data.dtype);
   const float wte_s = wte.tensor_scale();
   const float* wpe = small(1);
-  float* x = blocks_[0]->resid_in.as<float>();
+  // Every row's embedding (this rank's vocabulary part), then this rank's rows of the sum.
+  float* x = sp_ ? ws_a_.as<float>() : blocks_[0]->resid_in.as<float>();
   for (size_t i = 0; i < BT_; ++i)
     if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
       fail("token ", tokens[i], " at position ", i, " is outside the vocabulary (", cfg_.vocab_size,
@@ -244,19 +262,78 @@ void Gpt::embed(const int32_t* tokens) {
     const auto* row = static_cast<const uint8_t*>(wte.data.data) + (t - v0_) * C * es;
     kernels::dequantize(x + i * C, row, wte.data.dtype, C, wte_s);
   }
-  tp_sum(x, BT_ * C);
-  for (size_t i = 0; i < BT_; ++i) {
-    const float* pe = wpe + (i % T_) * C;
+  if (sp_) {
+    tp_->reduce_scatter(x, blocks_[0]->resid_in.as<float>(), Rl_ * C, DType::kF32);
+    x = blocks_[0]->resid_in.as<float>();
+  } else {
+    tp_sum(x, BT_ * C);
+  }
+  for (size_t i = 0; i < Rl_; ++i) {
+    const float* pe = wpe + ((r0_ + i) % T_) * C;
     for (size_t c = 0; c < C; ++c) x[i * C + c] += pe[c];
   }
 }
 
-void Gpt::finish_row_parallel(float* y, const float* bias) {
-  if (tp_ == nullptr) return;  // the bias was added by the GEMM
+float* Gpt::exit_tp(float* y, const float* bias, float* out) {
+  if (tp_ == nullptr) return y;  // the bias was added by the GEMM
   const size_t C = static_cast<size_t>(cfg_.n_embd);
-  tp_->allreduce_sum(y, BT_ * C);
-  for (size_t i = 0; i < BT_; ++i)
-    for (size_t c = 0; c < C; ++c) y[i * C + c] += bias[c];
+  float* rows = y;
+  if (sp_) {
+    tp_->reduce_scatter(y, out, Rl_ * C, wire_);
+    rows = out;
+  } else {
+    tp_->allreduce_sum(y, BT_ * C);
+  }
+  for (size_t i = 0; i < Rl_; ++i)
+    for (size_t c = 0; c < C; ++c) rows[i * C + c] += bias[c];
+  return rows;
+}
+
+void Gpt::gather_rows(float* full, DType format, void* scratch) {
+  const size_t C = static_cast<size_t>(cfg_.n_embd), n = Rl_ * C;
+  if (format == DType::kF32) {
+    tp_->allgather_parts(full, n * sizeof(float), DType::kF32);
+    return;
+  }
+  auto* staged = static_cast<uint16_t*>(scratch);  // this rank's rows too: every rank alike
+  kernels::quantize(staged + r0_ * C, DType::kBF16, full + r0_ * C, n, 1.0f, /*saturate=*/false);
+  tp_->allgather_parts(staged, n * sizeof(uint16_t), DType::kBF16);
+  kernels::dequantize(full, staged, DType::kBF16, BT_ * C, 1.0f);
+}
+
+void Gpt::enter_tp(Linear& lin, float* full, void* scratch) {
+  if (!sp_) {
+    lin.commit_input(full);
+    return;
+  }
+  const size_t C = static_cast<size_t>(cfg_.n_embd);
+  if (lin.gathers_fp8_rows() && !gather_bf16_) {  // cast, then gather the narrow payload
+    lin.commit_input_rows(full + r0_ * C, r0_, Rl_, [this](void* base, size_t bytes, DType f) {
+      tp_->allgather_parts(base, bytes, f);
+    });
+    return;
+  }
+  // Fine recipes (tiles along rows span ranks) and the BF16 baseline: gather the values.
+  gather_rows(full, gather_bf16_ ? DType::kBF16 : DType::kF32, scratch);
+  lin.commit_input(full);
+}
+
+const float* Gpt::full_rows(const float* rows) {
+  if (!sp_) return rows;
+  const size_t C = static_cast<size_t>(cfg_.n_embd);
+  float* full = ws_full_.as<float>();
+  std::memcpy(full + r0_ * C, rows, Rl_ * C * sizeof(float));
+  gather_rows(full, wire_, ws_qkv_.data());
+  return full;
+}
+
+const float* Gpt::enter_sp(float* partial, float* out) {
+  if (!sp_) {
+    tp_sum(partial, BT_ * static_cast<size_t>(cfg_.n_embd));
+    return partial;
+  }
+  tp_->reduce_scatter(partial, out, Rl_ * static_cast<size_t>(cfg_.n_embd), wire_);
+  return out;
 }
 
 void Gpt::forward_blocks() {
@@ -272,10 +349,11 @@ void Gpt::forward_blocks() {
     k.fc.prepare_weight(weights_[s.fc_w]);
     k.fcproj.prepare_weight(weights_[s.fcproj_w]);
 
+    // ln_1 of this rank's rows, in their place of c_attn's whole input.
     float* ln1 = k.attn.input_buffer(a);
-    kernels::layernorm_forward(ln1, k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(),
-                               k.resid_in.as<float>(), small(s.ln1_w), small(s.ln1_b), BT_, C);
-    k.attn.commit_input(ln1);
+    kernels::layernorm_forward(ln1 + r0_ * C, k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(),
+                               k.resid_in.as<float>(), small(s.ln1_w), small(s.ln1_b), Rl_, C);
+    enter_tp(k.attn, ln1, b);
     k.attn.forward(k.qkv.data(), wide, small(s.attn_b));
 
     const float* qkv = as_f32(k.qkv, ws_qkv_.as<float>());
@@ -285,13 +363,13 @@ void Gpt::forward_blocks() {
       kernels::quantize(k.att16.data(), DType::kBF16, att, BT_ * Cl_, 1.0f, false);
     k.proj.commit_input(att);
     k.proj.forward(b, DType::kF32, tp_ ? nullptr : small(s.proj_b));
-    finish_row_parallel(b, small(s.proj_b));
-    kernels::add(k.resid_mid.as<float>(), k.resid_in.as<float>(), b, BT_ * C);
+    const float* y = exit_tp(b, small(s.proj_b), a);
+    kernels::add(k.resid_mid.as<float>(), k.resid_in.as<float>(), y, Rl_ * C);
 
     float* ln2 = k.fc.input_buffer(a);
-    kernels::layernorm_forward(ln2, k.ln2_mean.as<float>(), k.ln2_rstd.as<float>(),
-                               k.resid_mid.as<float>(), small(s.ln2_w), small(s.ln2_b), BT_, C);
-    k.fc.commit_input(ln2);
+    kernels::layernorm_forward(ln2 + r0_ * C, k.ln2_mean.as<float>(), k.ln2_rstd.as<float>(),
+                               k.resid_mid.as<float>(), small(s.ln2_w), small(s.ln2_b), Rl_, C);
+    enter_tp(k.fc, ln2, b);
     k.fc.forward(k.fch.data(), wide, small(s.fc_b));
 
     const float* fch = as_f32(k.fch, b);
@@ -299,14 +377,16 @@ void Gpt::forward_blocks() {
     kernels::gelu_forward(g, fch, BT_ * 4 * Cl_);
     k.fcproj.commit_input(g);
     k.fcproj.forward(b, DType::kF32, tp_ ? nullptr : small(s.fcproj_b));
-    finish_row_parallel(b, small(s.fcproj_b));
+    const float* y2 = exit_tp(b, small(s.fcproj_b), a);
     float* next =
         l + 1 < blocks_.size() ? blocks_[l + 1]->resid_in.as<float>() : resid_final_.as<float>();
-    kernels::add(next, k.resid_mid.as<float>(), b, BT_ * C);
+    kernels::add(next, k.resid_mid.as<float>(), y2, Rl_ * C);
   }
   const size_t nf = specs_.size();
-  kernels::layernorm_forward(lnf_.as<float>(), lnf_mean_.as<float>(), lnf_rstd_.as<float>(),
-                             resid_final_.as<float>(), small(nf - 2), small(nf - 1), BT_, C);
+  kernels::layernorm_forward(lnf_.as<float>() + r0_ * C, lnf_mean_.as<float>(),
+                             lnf_rstd_.as<float>(), resid_final_.as<float>(), small(nf - 2),
+                             small(nf - 1), Rl_, C);
+  if (sp_) gather_rows(lnf_.as<float>(), DType::kF32, nullptr);  // the LM head reads all rows
 }
 
 void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* targets,
@@ -394,7 +474,14 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
     kernels::gemm(Vp, C, rows, 1.0f, {logits, DType::kF32, true}, {x, DType::kF32}, 1.0f,
                   {dwte, DType::kF32});
   }
-  if (grads) tp_sum(dlnf, BT_ * C);  // each rank's vocabulary rows contributed a part
+  // Each rank's vocabulary rows contributed a part of every row's dlnf.
+  if (grads && sp_) {
+    float* rows = ws_b_.as<float>();
+    tp_->reduce_scatter(dlnf, rows, Rl_ * C, DType::kF32);
+    std::memcpy(dlnf, rows, Rl_ * C * sizeof(float));
+  } else if (grads) {
+    tp_sum(dlnf, BT_ * C);
+  }
   return static_cast<float>(loss / static_cast<double>(BT_));
 }
 
@@ -403,25 +490,29 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
   const size_t nf = specs_.size();
   float* a = ws_a_.as<float>();
   float* b = ws_b_.as<float>();
-  float* dres = ws_dres_.as<float>();
+  float* dres = ws_dres_.as<float>();  // this rank's rows of the residual gradient
+  float* rows = b + BT_ * C;           // reduce-scatter results (b holds their input)
 
-  std::memset(dres, 0, BT_ * C * sizeof(float));
+  // Sequence parallelism: the LayerNorm gradients are sums over every rank's rows; an
+  // accumulated gradient (equal on every rank) is counted once, on rank 0.
+  if (sp_ && acc && shard_.rank != 0)
+    for (size_t i : sp_sum_specs_) std::memset(grad_buf(i), 0, specs_[i].numel() * sizeof(float));
+  std::memset(dres, 0, Rl_ * C * sizeof(float));
   kernels::layernorm_backward(dres, grad_buf(nf - 2), grad_buf(nf - 1), a, resid_final_.as<float>(),
-                              lnf_mean_.as<float>(), lnf_rstd_.as<float>(), small(nf - 2), BT_, C);
+                              lnf_mean_.as<float>(), lnf_rstd_.as<float>(), small(nf - 2), Rl_, C);
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& k = *blocks_[l];
     const BlockSpecs& s = block_specs_[l];
 
-    k.fcproj.backward(a, dres, k.g_fcproj, grad_buf(s.fcproj_b), acc);  // d GELU out
+    k.fcproj.backward(a, full_rows(dres), k.g_fcproj, grad_buf(s.fcproj_b), acc);  // d GELU out
     const float* fch = as_f32(k.fch, b);
     kernels::gelu_backward(a, fch, a, BT_ * 4 * Cl_);
     k.fc.backward(b, a, k.g_fc, grad_buf(s.fc_b), acc);  // d ln_2 out (partial with TP)
-    tp_sum(b, BT_ * C);
-    kernels::layernorm_backward(dres, grad_buf(s.ln2_w), grad_buf(s.ln2_b), b, k.resid_mid.as<float>(),
-                                k.ln2_mean.as<float>(), k.ln2_rstd.as<float>(), small(s.ln2_w), BT_,
-                                C);
+    kernels::layernorm_backward(dres, grad_buf(s.ln2_w), grad_buf(s.ln2_b), enter_sp(b, rows),
+                                k.resid_mid.as<float>(), k.ln2_mean.as<float>(),
+                                k.ln2_rstd.as<float>(), small(s.ln2_w), Rl_, C);
 
-    k.proj.backward(a, dres, k.g_proj, grad_buf(s.proj_b), acc);  // d attention out
+    k.proj.backward(a, full_rows(dres), k.g_proj, grad_buf(s.proj_b), acc);  // d attention out
     const float* qkv = as_f32(k.qkv, ws_qkv_.as<float>());
     // The attention output as FP32: the fp32 c_proj input itself, else a bf16 copy.
     const float* att;
@@ -434,19 +525,31 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
     float* dqkv = b + BT_ * Cl_;
     kernels::attention_backward(dqkv, a, qkv, att, k.lse.as<float>(), B_, T_, Cl_, NHl_);
     k.attn.backward(a, dqkv, k.g_attn, grad_buf(s.attn_b), acc);  // d ln_1 out (partial)
-    tp_sum(a, BT_ * C);
-    kernels::layernorm_backward(dres, grad_buf(s.ln1_w), grad_buf(s.ln1_b), a, k.resid_in.as<float>(),
-                                k.ln1_mean.as<float>(), k.ln1_rstd.as<float>(), small(s.ln1_w), BT_, C);
+    kernels::layernorm_backward(dres, grad_buf(s.ln1_w), grad_buf(s.ln1_b), enter_sp(a, rows),
+                                k.resid_in.as<float>(), k.ln1_mean.as<float>(),
+                                k.ln1_rstd.as<float>(), small(s.ln1_w), Rl_, C);
   }
+  // The embeddings' gradients from every row (this rank's vocabulary part of wte).
+  const float* d = full_rows(dres);
   float* dwte = grad_buf(0);
   float* dwpe = grad_buf(1);
   for (size_t i = 0; i < BT_; ++i) {
     const size_t t = static_cast<size_t>(tokens[i]);
     float* pe = dwpe + (i % T_) * C;
-    for (size_t c = 0; c < C; ++c) pe[c] += dres[i * C + c];
+    for (size_t c = 0; c < C; ++c) pe[c] += d[i * C + c];
     if (t < v0_ || t >= v0_ + Vpl_) continue;  // another rank's row of wte
     float* te = dwte + (t - v0_) * C;
-    for (size_t c = 0; c < C; ++c) te[c] += dres[i * C + c];
+    for (size_t c = 0; c < C; ++c) te[c] += d[i * C + c];
+  }
+  if (sp_) {  // the LayerNorm gradients summed over the ranks' rows, in one call
+    std::vector<float> packed;
+    for (size_t i : sp_sum_specs_) packed.insert(packed.end(), grad_buf(i), grad_buf(i) + specs_[i].numel());
+    tp_->allreduce_sum(packed.data(), packed.size());
+    size_t off = 0;
+    for (size_t i : sp_sum_specs_) {
+      std::memcpy(grad_buf(i), packed.data() + off, specs_[i].numel() * sizeof(float));
+      off += specs_[i].numel();
+    }
   }
   // fp8: the non-Linear gradients are stored as E4M3 with just-in-time scales.
   const bool probing = probe_ != nullptr && probe_->wants();

@@ -102,8 +102,21 @@ class Gpt {
   float head(const int32_t* targets, bool grads, float* logits_out);
   void backward(const int32_t* tokens, bool accumulate);
 
-  // Row-parallel outputs: y (partial sums) ← Σ over the group, then + bias.
-  void finish_row_parallel(float* y, const float* bias);
+  // Tensor-parallel transitions (no-ops without tensor parallelism; docs/parallelism.md).
+  // TP → SP: y [B·T, C] holds this rank's partial sums of a row-parallel layer's output;
+  // returns this rank's rows of the sum (all rows without SP; `out` holds them with SP) plus
+  // the bias — or y itself without TP (the GEMM added the bias).
+  float* exit_tp(float* y, const float* bias, float* out);
+  // SP → TP: `full` [B·T, C] holds this rank's rows in their place; lin's whole input is
+  // gathered (cast first where the layer saves FP8) and committed. scratch: BF16 staging.
+  void enter_tp(Linear& lin, float* full, void* scratch);
+  // Gathers every rank's rows of `full` in place, through f32 or bf16 (staged in scratch).
+  void gather_rows(float* full, DType format, void* scratch);
+  // Backward: every row of the residual gradient whose rows this rank holds in `rows`.
+  const float* full_rows(const float* rows);
+  // Backward: this rank's rows of the sum over the group of `partial` [B·T, C] (in `out`
+  // with SP; in place, all rows, without).
+  const float* enter_sp(float* partial, float* out);
   void tp_sum(float* x, size_t n) {
     if (tp_ != nullptr) tp_->allreduce_sum(x, n);
   }
@@ -121,6 +134,13 @@ class Gpt {
   // Per rank: embedding width and heads of the attention, vocabulary rows of wte [v0_,
   // v0_ + Vpl_), of which the first Vl_ are real tokens (the rest padding).
   size_t Cl_, NHl_, v0_, Vpl_, Vl_;
+  // Sequence parallelism: this rank's rows [r0_, r0_ + Rl_) of B·T (all of them without);
+  // the wire of reduce-scatters and backward gathers; the BF16 gather baseline.
+  bool sp_ = false;
+  size_t Rl_ = 0, r0_ = 0;
+  DType wire_ = DType::kF32;
+  bool gather_bf16_ = false;
+  std::vector<size_t> sp_sum_specs_;  // LayerNorm parameters: gradients summed over the rows
   bool with_grads_;
   std::vector<ScaledView> weights_;
   // FP32 values of the parameters that are neither Linear weights nor wte (positions,
@@ -137,6 +157,7 @@ class Gpt {
   // Workspace (not saved): staging and activation gradients.
   Tensor ws_a_, ws_b_, ws_qkv_, ws_dres_, ws_logits_, ws_losses_, ws_w_, ws_dy_;
   Tensor ws_gather_;  // logits() with TP: every rank's columns of a chunk (made on first use)
+  Tensor ws_full_;    // sequence parallelism: every rank's rows of the residual gradient
   Tensor ws_w8_, ws_w8_scales_, ws_dyt8_, ws_dy_scales_;  // fine-grained scaling staging
   // Positions in specs_ of each block's tensors, found by name.
   struct BlockSpecs {

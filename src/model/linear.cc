@@ -181,6 +181,35 @@ void Linear::commit_input(const float* x) {
   }
 }
 
+void Linear::commit_input_rows(const float* x, size_t r0, size_t n, const RowGather& gather) {
+  FP8LM_CHECK(gathers_fp8_rows() && r0 + n <= rows_, "commit_input_rows: rows ", r0, "+", n,
+              " of ", rows_, (gathers_fp8_rows() ? "" : " (fine recipes gather the whole input)"));
+  const size_t count = n * in_;
+  switch (mode_) {
+    case ComputeMode::kF32: {
+      float* slot = x_.as<float>() + r0 * in_;
+      if (slot != x) std::memcpy(slot, x, count * sizeof(float));
+      gather(x_.data(), count * sizeof(float), DType::kF32);
+      break;
+    }
+    case ComputeMode::kBF16:
+      kernels::quantize(static_cast<uint16_t*>(x_.data()) + r0 * in_, DType::kBF16, x, count,
+                        1.0f, /*saturate=*/false);
+      gather(x_.data(), count * sizeof(uint16_t), DType::kBF16);
+      break;
+    case ComputeMode::kFP8: {
+      auto* slot = static_cast<uint8_t*>(x8_.data.data()) + r0 * in_;
+      quantize(x8_.meta, slot, x, count, share_);  // one scale for every rank's rows
+      if (probing())
+        probe_->record(name_, "x", x,
+                       tensor_view(static_cast<const void*>(slot), DType::kE4M3,
+                                   Shape{i64(n), i64(in_)}, &x8_.meta.scale_inv));
+      gather(x8_.data.data(), count, DType::kE4M3);
+      break;
+    }
+  }
+}
+
 const float* Linear::saved_input_f32(float* scratch) const {
   FP8LM_CHECK(mode_ != ComputeMode::kFP8, "the fp8 saved input is E4M3; keep a wider copy");
   if (mode_ == ComputeMode::kF32) return x_.as<float>();

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,16 @@ class Linear {
   // saved input itself; otherwise `scratch`, converted by commit_input().
   float* input_buffer(float* scratch);
   void commit_input(const float* x);
+
+  // Sequence parallelism (docs/parallelism.md): `x` holds rows [r0, r0 + n) of the input (this
+  // rank's part, the rows every other rank holds follow the same split). The layer casts them
+  // to its saved format — f32, bf16, or e4m3 with the group's shared scale (the amax goes
+  // through the share of set_amax_share) — into their place in the saved input, and
+  // `gather(base, bytes_per_rank, format)` collects every rank's part in place. Per-tensor
+  // formats only (fine recipes commit the gathered whole input).
+  using RowGather = std::function<void(void* base, size_t bytes_per_rank, DType format)>;
+  void commit_input_rows(const float* x, size_t r0, size_t n, const RowGather& gather);
+  bool gathers_fp8_rows() const { return mode_ != ComputeMode::kFP8 || !fine(); }
 
   // The saved input as FP32 (fp32/bf16 modes): the buffer itself, or dequantized to scratch.
   const float* saved_input_f32(float* scratch) const;

@@ -7,12 +7,14 @@
 
 #include <algorithm>
 #include <barrier>
+#include <tuple>
 #include <cmath>
 #include <functional>
 #include <thread>
 #include <vector>
 
 #include "core/parallel.h"
+#include "kernels/cast.h"
 #include "model/gpt.h"
 #include "model/params.h"
 #include "model/tensor_parallel.h"
@@ -31,8 +33,9 @@ struct Meeting {
 
 class ThreadTpComm final : public TpComm {
  public:
-  ThreadTpComm(Meeting& m, int rank) : m_(m), rank_(rank) {}
+  ThreadTpComm(Meeting& m, int rank, TpOptions options) : m_(m), rank_(rank), options_(options) {}
   TpShard shard() const override { return {rank_, m_.size}; }
+  TpOptions options() const override { return options_; }
   void allreduce_sum(float* x, size_t n) override {
     combine(x, n, [](float a, float b) { return a + b; });
   }
@@ -47,8 +50,42 @@ class ThreadTpComm final : public TpComm {
                 out + static_cast<size_t>(r) * n);
     m_.sync.arrive_and_wait();
   }
+  void allgather_parts(void* base, size_t bytes, DType) override {
+    m_.in[static_cast<size_t>(rank_)] = static_cast<const float*>(base);
+    m_.sync.arrive_and_wait();
+    std::vector<uint8_t> all(bytes * static_cast<size_t>(m_.size));
+    for (int r = 0; r < m_.size; ++r) {
+      const auto* part = reinterpret_cast<const uint8_t*>(m_.in[static_cast<size_t>(r)]) +
+                         static_cast<size_t>(r) * bytes;
+      std::copy(part, part + bytes, all.begin() + static_cast<long>(static_cast<size_t>(r) * bytes));
+    }
+    m_.sync.arrive_and_wait();
+    std::copy(all.begin(), all.end(), static_cast<uint8_t*>(base));
+  }
+  // BF16: each rank's values rounded to BF16, partial sums rounded to BF16, in rank order.
+  void reduce_scatter(const float* in, float* out, size_t n, DType wire) override {
+    m_.in[static_cast<size_t>(rank_)] = in;
+    m_.sync.arrive_and_wait();
+    auto round = [wire](float v) { return wire == DType::kBF16 ? bf16(v) : v; };
+    std::vector<float> sum(n);
+    const size_t off = static_cast<size_t>(rank_) * n;
+    for (size_t i = 0; i < n; ++i) {
+      float acc = round(m_.in[0][off + i]);
+      for (int r = 1; r < m_.size; ++r) acc = round(acc + round(m_.in[static_cast<size_t>(r)][off + i]));
+      sum[i] = acc;
+    }
+    m_.sync.arrive_and_wait();
+    std::copy(sum.begin(), sum.end(), out);
+  }
 
  private:
+  static float bf16(float v) {
+    uint16_t h;
+    kernels::quantize(&h, DType::kBF16, &v, 1, 1.0f, false);
+    float back;
+    kernels::dequantize(&back, &h, DType::kBF16, 1, 1.0f);
+    return back;
+  }
   void combine(float* x, size_t n, const std::function<float(float, float)>& op) {
     m_.in[static_cast<size_t>(rank_)] = x;
     m_.sync.arrive_and_wait();
@@ -60,6 +97,7 @@ class ThreadTpComm final : public TpComm {
   }
   Meeting& m_;
   int rank_;
+  TpOptions options_;
 };
 
 constexpr size_t kB = 2, kT = 16;
@@ -88,7 +126,7 @@ struct RankResult {
 // Runs `tp` ranks (threads) of a sharded model on the shards of `full`.
 std::vector<RankResult> run_sharded(const GptParams& full, int tp, ComputeMode mode,
                                     const std::vector<int32_t>& in,
-                                    const std::vector<int32_t>& tgt) {
+                                    const std::vector<int32_t>& tgt, TpOptions options) {
   const GptConfig cfg = full.config();
   Meeting meeting(tp);
   std::vector<RankResult> out(static_cast<size_t>(tp));
@@ -96,7 +134,7 @@ std::vector<RankResult> run_sharded(const GptParams& full, int tp, ComputeMode m
   for (int r = 0; r < tp; ++r)
     threads.emplace_back([&, r] {
       set_num_threads(1);
-      ThreadTpComm comm(meeting, r);
+      ThreadTpComm comm(meeting, r, options);
       const TpShard shard{r, tp};
       const std::vector<ParamSpec> specs = param_layout(cfg, shard);
       std::vector<std::vector<float>> local(specs.size());
@@ -110,7 +148,9 @@ std::vector<RankResult> run_sharded(const GptParams& full, int tp, ComputeMode m
       Gpt model(cfg, mode, kB, kT, {}, true, &comm);
       model.set_weights(views);
       RankResult& res = out[static_cast<size_t>(r)];
-      res.loss = model.forward_backward(in.data(), tgt.data());
+      // Two micro-batches: the second accumulates (LayerNorm gradients counted once).
+      model.forward_backward(tgt.data(), in.data());
+      res.loss = model.forward_backward(in.data(), tgt.data(), /*accumulate=*/true);
       for (size_t i = 0; i < specs.size(); ++i) {
         res.grads.emplace_back(specs[i].numel());
         model.grad_values(i, res.grads.back().data());
@@ -123,21 +163,32 @@ std::vector<RankResult> run_sharded(const GptParams& full, int tp, ComputeMode m
   return out;
 }
 
-class TensorParallel : public ::testing::TestWithParam<int> {};
+// (ranks, sequence parallelism)
+class TensorParallel : public ::testing::TestWithParam<std::tuple<int, bool>> {
+ protected:
+  int tp() const { return std::get<0>(GetParam()); }
+  TpOptions options(DType wire = DType::kF32) const {
+    TpOptions o;
+    o.sequence = std::get<1>(GetParam());
+    o.wire = wire;
+    return o;
+  }
+};
 
 TEST_P(TensorParallel, Fp32ShardsEqualTheOneProcessModel) {
-  const int tp = GetParam();
+  const int tp = this->tp();
   const GptConfig cfg = config();
   GptParams full(cfg);
   full.init_gpt2(7);
   const auto in = tokens(kB * kT, 1, cfg.vocab_size), tgt = tokens(kB * kT, 2, cfg.vocab_size);
   set_num_threads(1);
   Gpt one(full, ComputeMode::kF32, kB, kT);
-  const float loss = one.forward_backward(in.data(), tgt.data());
+  one.forward_backward(tgt.data(), in.data());
+  const float loss = one.forward_backward(in.data(), tgt.data(), true);
   std::vector<float> logits(kB * kT * static_cast<size_t>(cfg.vocab_size));
   one.logits(in.data(), logits.data());
 
-  const auto ranks = run_sharded(full, tp, ComputeMode::kF32, in, tgt);
+  const auto ranks = run_sharded(full, tp, ComputeMode::kF32, in, tgt, options());
   for (int r = 0; r < tp; ++r) {
     const RankResult& res = ranks[static_cast<size_t>(r)];
     EXPECT_NEAR(res.loss, loss, 1e-6 * std::fabs(loss)) << "rank " << r;
@@ -161,18 +212,19 @@ TEST_P(TensorParallel, Fp32ShardsEqualTheOneProcessModel) {
 }
 
 TEST_P(TensorParallel, Fp8ShardsShareTheirScales) {
-  const int tp = GetParam();
+  const int tp = this->tp();
   const GptConfig cfg = config();
   GptParams full(cfg);
   full.init_gpt2(7);
   const auto in = tokens(kB * kT, 1, cfg.vocab_size), tgt = tokens(kB * kT, 2, cfg.vocab_size);
   set_num_threads(1);
   Gpt one(full, ComputeMode::kFP8, kB, kT);
-  const float loss = one.forward_backward(in.data(), tgt.data());
+  one.forward_backward(tgt.data(), in.data());
+  const float loss = one.forward_backward(in.data(), tgt.data(), true);
   std::vector<float> one_scales;
   for (ScalingMeta* m : one.scaling_metas()) one_scales.push_back(m->scale);
 
-  const auto ranks = run_sharded(full, tp, ComputeMode::kFP8, in, tgt);
+  const auto ranks = run_sharded(full, tp, ComputeMode::kFP8, in, tgt, options());
   for (int r = 0; r < tp; ++r) {
     const RankResult& res = ranks[static_cast<size_t>(r)];
     EXPECT_NEAR(res.loss, loss, 1e-3 * std::fabs(loss)) << "rank " << r;
@@ -180,9 +232,20 @@ TEST_P(TensorParallel, Fp8ShardsShareTheirScales) {
     // max over the shards, which is the whole tensor's).
     EXPECT_EQ(res.scales, one_scales) << "rank " << r;
   }
+  // BF16 on the wire and the BF16 gather baseline: the same loss within BF16's rounding.
+  TpOptions bf16 = options(DType::kBF16);
+  bf16.gather_bf16 = true;
+  for (const TpOptions& o : {options(DType::kBF16), bf16}) {
+    const auto approx = run_sharded(full, tp, ComputeMode::kFP8, in, tgt, o);
+    for (int r = 0; r < tp; ++r) {
+      EXPECT_NEAR(approx[static_cast<size_t>(r)].loss, loss, 1e-2 * std::fabs(loss)) << "rank " << r;
+      EXPECT_EQ(approx[static_cast<size_t>(r)].loss, approx[0].loss);  // every rank alike
+    }
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, TensorParallel, ::testing::Values(2, 4));
+INSTANTIATE_TEST_SUITE_P(Ranks, TensorParallel,
+                         ::testing::Combine(::testing::Values(2, 4), ::testing::Bool()));
 
 TEST(TensorParallelLayout, ShardsTileEveryTensorAndBadSplitsAreRefused) {
   const GptConfig cfg = config();

@@ -92,6 +92,9 @@ const std::vector<Key>& keys() {
       key("train.threads", &TrainConfig::threads),
       key("train.comm_timeout", &TrainConfig::comm_timeout),
       key("parallel.tp", &TrainConfig::tp),
+      key("parallel.sequence", &TrainConfig::sequence),
+      key("parallel.gather", &TrainConfig::gather),
+      key("parallel.wire", &TrainConfig::wire),
       key("precision.level", &TrainConfig::level),
       key("precision.recipe", &TrainConfig::recipe),
       key("precision.mx_grad_format", &TrainConfig::mx_grad_format),
@@ -125,6 +128,14 @@ const Key* find_key(const std::string& name) {
 }
 
 }  // namespace
+
+TpOptions TrainConfig::tp_options() const {
+  TpOptions o;
+  o.sequence = sequence;
+  o.gather_bf16 = gather == "bf16";
+  o.wire = wire == "f32" ? DType::kF32 : DType::kBF16;
+  return o;
+}
 
 GptConfig TrainConfig::model() const {
   GptConfig c = gpt_preset(preset);
@@ -165,8 +176,14 @@ void TrainConfig::validate() const {
   if (out_dir.empty()) fail("train.out_dir: must not be empty");
   precision_level();
   int_range("parallel.tp", tp, 1, 1024);
+  if (gather != "level" && gather != "bf16")
+    fail("parallel.gather = '", gather, "': must be level or bf16");
+  if (wire != "bf16" && wire != "f32") fail("parallel.wire = '", wire, "': must be bf16 or f32");
   if (tp > 1) {
     const GptConfig m = model();
+    if (sequence && (static_cast<int64_t>(batch_size) * m.seq_len) % tp != 0)
+      fail("parallel.sequence with parallel.tp = ", tp, ": train.batch_size x model.seq_len (",
+           static_cast<int64_t>(batch_size) * m.seq_len, " rows) must divide into tp parts");
     if (m.n_head % tp != 0 || m.padded_vocab() % tp != 0)
       fail("parallel.tp = ", tp, ": must divide model.n_head (", m.n_head,
            ") and the padded vocabulary (", m.padded_vocab(), ")");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/tensor_parallel.h"
 #include "optim/adamw.h"
 
 namespace fp8lm {
@@ -42,6 +43,9 @@ struct TrainConfig {
   // [parallel] (docs/parallelism.md): tensor-parallel ranks per model copy; the others of the
   // world (mpirun -n N) are data-parallel, dp = N / tp.
   int tp = 1;
+  bool sequence = true;        // sequence parallelism within the tp group
+  std::string gather = "level";  // SP → TP gathers: level (e4m3 in fp8) | bf16
+  std::string wire = "bf16";     // TP → SP reduce-scatters, backward gathers: bf16 | f32
   // [precision]
   std::string level = "O2";
   // delayed | jit: per-tensor scales of activations and output gradients (history or just in
@@ -71,6 +75,7 @@ struct TrainConfig {
   bool stop_on_alarm = false;
 
   GptConfig model() const;  // the preset with overrides applied, validated
+  TpOptions tp_options() const;
   PrecisionLevel precision_level() const { return level_from_name(level); }
   // The level's state formats with precision.master/m1/m2 applied; nullopt when none is set.
   std::optional<StateFormats> state_formats() const;

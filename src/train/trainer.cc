@@ -30,6 +30,7 @@
 #include "train/grad_sync.h"
 #include "train/run_folder.h"
 #include "train/telemetry.h"
+#include "train/tp_comm.h"
 #include "train/zero_replica.h"
 
 namespace fp8lm {
@@ -150,24 +151,6 @@ struct Inputs {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
-// The model's tensor-parallel collectives over the grid's tp group.
-class GroupTpComm final : public TpComm {
- public:
-  explicit GroupTpComm(const dist::Grid& g) : g_(g.tp_group), shard_{g.tp_rank, g.tp} {}
-  TpShard shard() const override { return shard_; }
-  void allreduce_sum(float* x, size_t n) override { dist::allreduce_sum(x, n, g_); }
-  void allreduce_max(float* x, size_t n) override {
-    dist::allreduce_max(x, n, g_, "allreduce_max_f32");
-  }
-  void allgather(const float* in, float* out, size_t n) override {
-    dist::allgather_bytes(in, out, n * sizeof(float), g_, "allgather_f32");
-  }
-
- private:
-  dist::Group g_;
-  TpShard shard_;
-};
-
 // Phase 3: what trains: the model, the optimizer that owns its masters (O3: sharded, with
 // replicated weights; tensor parallelism: this rank's shards) and the gradient averaging of
 // the level over the data-parallel group.
@@ -179,7 +162,7 @@ struct Session {
         grid(g),
         world(dist::size()),
         rank(dist::rank()),
-        tp_comm(g),
+        tp_comm(g, c.tp_options()),
         model(m, level_plan(level).compute, static_cast<size_t>(c.batch_size),
               static_cast<size_t>(m.seq_len),
               fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format), true,

@@ -44,6 +44,9 @@ void check_same(const fp8lm::TrainConfig& a, const fp8lm::TrainConfig& b,
   FUZZ_SAME_FIELD(threads);
   FUZZ_SAME_FIELD(comm_timeout);
   FUZZ_SAME_FIELD(tp);
+  FUZZ_SAME_FIELD(sequence);
+  FUZZ_SAME_FIELD(gather);
+  FUZZ_SAME_FIELD(wire);
   FUZZ_SAME_FIELD(level);
   FUZZ_SAME_FIELD(recipe);
   FUZZ_SAME_FIELD(amax_window);

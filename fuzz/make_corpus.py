@@ -194,6 +194,9 @@ comm_timeout = 900
 
 [parallel]
 tp = 1
+sequence = true
+gather = "level"
+wire = "bf16"
 
 [precision]
 level = "O2"

@@ -1387,6 +1387,8 @@ def class_config(h):
     for key, v in [("model.preset", "bogus"), ("data.tokenizer", "bogus"), ("precision.level", "O9"),
                    ("precision.recipe", "bogus"), ("precision.grad_scaling", "bogus"),
                    ("telemetry.what_if", "bogus"), ("telemetry.stop_on_alarm", "maybe"),
+                   ("parallel.sequence", "maybe"), ("parallel.gather", "e4m3"),
+                   ("parallel.wire", "fp8"),
                    ("precision.master", "e5m2"), ("precision.m1", "bogus"), ("precision.m2", "f8"),
                    ("precision.m1", "bf16"),
                    ("train.out_dir", "''"), ("data.train", "''"), ("model.preset", "[1,2]"),

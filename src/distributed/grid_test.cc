@@ -98,7 +98,7 @@ TEST(Grid, TensorParallelCollectivesAreExactAndCounted) {
     EXPECT_EQ(c.total_bytes(), 0);
   } else {
     EXPECT_EQ(c.bytes.at("tp.allreduce_f32"), static_cast<int64_t>(n * 4));
-    EXPECT_EQ(c.bytes.at("tp.allgather_f32"), static_cast<int64_t>(n * 4));
+    EXPECT_EQ(c.bytes.at("tp.allgather_f32"), static_cast<int64_t>(n * 4 * 2));
     EXPECT_EQ(c.bytes.at("tp.reduce_scatter_f32"), static_cast<int64_t>(n * 4 * 2));
     EXPECT_EQ(c.bytes.at("tp.reduce_scatter_bf16"), static_cast<int64_t>(n * 2 * 2));
     EXPECT_EQ(c.bytes.count("allreduce_f32"), 0u);  // nothing counted as data-parallel

@@ -39,7 +39,8 @@ void reduce(void* buf, size_t count, MPI_Datatype type, MPI_Op op, int root, con
             const Group& g = {});
 void bcast(void* buf, size_t count, MPI_Datatype type, int root, const char* kind,
            const Group& g = {});
-// out (g.size() × count elements, rank order) ← every rank's `in` (count elements).
+// out (g.size() × count elements, rank order) ← every rank's `in` (count elements);
+// `in` may be MPI_IN_PLACE. Counted as the whole of `out`.
 void allgather(const void* in, void* out, size_t count, MPI_Datatype type, const char* kind,
                const Group& g = {});
 // out (count elements) ← op over the ranks of in[rank·count, (rank+1)·count).

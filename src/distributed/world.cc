@@ -354,7 +354,7 @@ void allgather(const void* in, void* out, size_t count, MPI_Datatype type, const
   blocking("MPI_Allgather", [&] {
     return MPI_Allgather(in, as_count(count), type, out, as_count(count), type, comm(g));
   });
-  record(kind, count * type_bytes(type), g);
+  record(kind, count * type_bytes(type) * static_cast<size_t>(g.size()), g);
 }
 
 void reduce_scatter(const void* in, void* out, size_t count, MPI_Datatype type, MPI_Op op,

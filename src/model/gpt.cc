@@ -183,9 +183,13 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   ws_dres_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, ws);
   if (sp_) ws_full_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, ws);  // gathered rows
   // Sequence parallelism: the replicated parameters whose gradients come from this rank's
-  // rows only (the LayerNorms'), summed over the group after backward.
+  // rows only, summed over the group after backward: the LayerNorms', and the c_proj biases'
+  // where the c_proj layers gather their output gradient as FP8 from every rank's rows.
+  fp8_grad_rows_ = sp_ && mode == ComputeMode::kFP8 && !fine && !gather_bf16_;
   for (size_t i = 0; sp_ && i < specs_.size(); ++i)
-    if (specs_[i].name.find("ln_") != std::string::npos) sp_sum_specs_.push_back(i);
+    if (specs_[i].name.find("ln_") != std::string::npos ||
+        (fp8_grad_rows_ && specs_[i].name.ends_with("c_proj.bias")))
+      sp_sum_specs_.push_back(i);
   // Equal chunks (a thin last one would cost as many wte packs as a full one).
   const size_t max_rows =
       std::clamp<size_t>(kLogitChunkFloats / Vpl_, 1, std::max<size_t>(1, BT_ / 2));
@@ -325,6 +329,18 @@ const float* Gpt::full_rows(const float* rows) {
   std::memcpy(full + r0_ * C, rows, Rl_ * C * sizeof(float));
   gather_rows(full, wire_, ws_qkv_.data());
   return full;
+}
+
+void Gpt::back_row_parallel(Linear& lin, float* dx, const float* dres, ScaledTensor& dw,
+                            float* dbias, bool acc) {
+  if (!fp8_grad_rows_) {
+    lin.backward(dx, full_rows(dres), dw, dbias, acc);
+    return;
+  }
+  const Linear::GradRows rows{r0_, Rl_, [this](void* base, size_t bytes, DType f) {
+                                tp_->allgather_parts(base, bytes, f);
+                              }};
+  lin.backward(dx, dres, dw, dbias, acc, &rows);
 }
 
 const float* Gpt::enter_sp(float* partial, float* out) {
@@ -504,7 +520,7 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
     Block& k = *blocks_[l];
     const BlockSpecs& s = block_specs_[l];
 
-    k.fcproj.backward(a, full_rows(dres), k.g_fcproj, grad_buf(s.fcproj_b), acc);  // d GELU out
+    back_row_parallel(k.fcproj, a, dres, k.g_fcproj, grad_buf(s.fcproj_b), acc);  // d GELU out
     const float* fch = as_f32(k.fch, b);
     kernels::gelu_backward(a, fch, a, BT_ * 4 * Cl_);
     k.fc.backward(b, a, k.g_fc, grad_buf(s.fc_b), acc);  // d ln_2 out (partial with TP)
@@ -512,7 +528,7 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
                                 k.resid_mid.as<float>(), k.ln2_mean.as<float>(),
                                 k.ln2_rstd.as<float>(), small(s.ln2_w), Rl_, C);
 
-    k.proj.backward(a, full_rows(dres), k.g_proj, grad_buf(s.proj_b), acc);  // d attention out
+    back_row_parallel(k.proj, a, dres, k.g_proj, grad_buf(s.proj_b), acc);  // d attention out
     const float* qkv = as_f32(k.qkv, ws_qkv_.as<float>());
     // The attention output as FP32: the fp32 c_proj input itself, else a bf16 copy.
     const float* att;

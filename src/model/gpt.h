@@ -114,6 +114,10 @@ class Gpt {
   void gather_rows(float* full, DType format, void* scratch);
   // Backward: every row of the residual gradient whose rows this rank holds in `rows`.
   const float* full_rows(const float* rows);
+  // Backward of a row-parallel layer from this rank's rows of the residual gradient: the
+  // layer gathers its E5M2 output gradient (fp8 per-tensor recipes) or takes full_rows().
+  void back_row_parallel(Linear& lin, float* dx, const float* dres, ScaledTensor& dw,
+                         float* dbias, bool acc);
   // Backward: this rank's rows of the sum over the group of `partial` [B·T, C] (in `out`
   // with SP; in place, all rows, without).
   const float* enter_sp(float* partial, float* out);
@@ -140,6 +144,7 @@ class Gpt {
   size_t Rl_ = 0, r0_ = 0;
   DType wire_ = DType::kF32;
   bool gather_bf16_ = false;
+  bool fp8_grad_rows_ = false;  // c_proj layers gather their E5M2 output gradient rows
   std::vector<size_t> sp_sum_specs_;  // LayerNorm parameters: gradients summed over the rows
   bool with_grads_;
   std::vector<ScaledView> weights_;

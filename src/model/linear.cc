@@ -239,7 +239,9 @@ void Linear::forward(void* y, DType y_type, const float* bias) {
 }
 
 void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias,
-                      bool accumulate) {
+                      bool accumulate, const GradRows* rows) {
+  FP8LM_CHECK(rows == nullptr || (mode_ == ComputeMode::kFP8 && !fine()),
+              "Linear::backward: gathered output-gradient rows need an fp8 per-tensor recipe");
   kernels::GemmOperand g, x;  // dy, saved x
   switch (mode_) {
     case ComputeMode::kF32:
@@ -252,7 +254,18 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
       x = {x_.data(), DType::kBF16};
       break;
     case ComputeMode::kFP8:
-      if (!fine()) {
+      if (rows != nullptr) {  // this rank's rows, one scale for all, then the payload gathered
+        auto* slot = static_cast<uint8_t*>(ws_.dy) + rows->r0 * out_;
+        quantize(dy8_meta_, slot, dy, rows->n * out_, share_);
+        if (probing())
+          probe_->record(name_, "dy", dy,
+                         tensor_view(static_cast<const void*>(slot), fp8_.dy,
+                                     {i64(rows->n), i64(out_)}, &dy8_meta_.scale_inv));
+        rows->gather(ws_.dy, rows->n * out_, fp8_.dy);
+        g = kernels::gemm_operand(tensor_view(static_cast<const void*>(ws_.dy), fp8_.dy,
+                                              {i64(rows_), i64(out_)}, &dy8_meta_.scale_inv));
+        x = kernels::gemm_operand(x8_.view());
+      } else if (!fine()) {
         quantize(dy8_meta_, ws_.dy, dy, rows_ * out_, output_share());
         const ScaledView v = tensor_view(static_cast<const void*>(ws_.dy), fp8_.dy,
                                          {i64(rows_), i64(out_)}, &dy8_meta_.scale_inv);
@@ -295,7 +308,7 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
                   {dw.data.data(), DType::kF32});
   }
   if (!accumulate) std::memset(dbias, 0, out_ * sizeof(float));
-  kernels::column_sum(dbias, dy, rows_, out_);
+  kernels::column_sum(dbias, dy, rows != nullptr ? rows->n : rows_, out_);
 }
 
 }  // namespace fp8lm

@@ -66,6 +66,10 @@ class Linear {
   Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const LinearWorkspace& ws,
          const Fp8Options& fp8 = {});
 
+  // Collects every rank's part of a payload in place (sequence parallelism): base holds this
+  // rank's part at its offset; every part is bytes_per_rank of `format`.
+  using RowGather = std::function<void(void* base, size_t bytes_per_rank, DType format)>;
+
   size_t in() const { return in_; }
   size_t out() const { return out_; }
 
@@ -87,7 +91,6 @@ class Linear {
   // through the share of set_amax_share) — into their place in the saved input, and
   // `gather(base, bytes_per_rank, format)` collects every rank's part in place. Per-tensor
   // formats only (fine recipes commit the gathered whole input).
-  using RowGather = std::function<void(void* base, size_t bytes_per_rank, DType format)>;
   void commit_input_rows(const float* x, size_t r0, size_t n, const RowGather& gather);
   bool gathers_fp8_rows() const { return mode_ != ComputeMode::kFP8 || !fine(); }
 
@@ -98,8 +101,16 @@ class Linear {
   void forward(void* y, DType y_type, const float* bias);
 
   // dx [rows, in] = dy·Wᵀ (overwritten); dW and dbias get the gradient, added to what they
-  // hold when `accumulate`. dy is FP32 [rows, out].
-  void backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias, bool accumulate);
+  // hold when `accumulate`. dy is FP32 [rows, out] — or, with `rows` (sequence parallelism,
+  // fp8 per-tensor recipes: gathers_fp8_rows()), only rows [r0, r0 + n) of it: the layer
+  // casts them to the output-gradient format with the group's scale and gathers the payload
+  // for both GEMMs; dbias then gets these rows' part (the caller sums it over the group).
+  struct GradRows {
+    size_t r0, n;
+    RowGather gather;
+  };
+  void backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias, bool accumulate,
+                const GradRows* rows = nullptr);
 
   // A gradient buffer of the right format for this layer's weight: FP32 (scale 1), or E4M3
   // with a just-in-time scale in fp8 mode.

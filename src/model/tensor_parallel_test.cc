@@ -231,6 +231,20 @@ TEST_P(TensorParallel, Fp8ShardsShareTheirScales) {
     // Every rank derives the one-process scales (the amaxes of the split x and dy are the
     // max over the shards, which is the whole tensor's).
     EXPECT_EQ(res.scales, one_scales) << "rank " << r;
+    // Gradients (E4M3): each shard within E4M3's error of the one-process shard, in norm; a
+    // part summed over too few or too many ranks' rows would be off by ≥ 1/tp.
+    const std::vector<ParamSpec> specs = param_layout(cfg, {r, tp});
+    for (size_t i = 0; i < specs.size(); ++i) {
+      std::vector<float> g(one.specs()[i].numel()), want(specs[i].numel());
+      one.grad_values(i, g.data());
+      extract_shard(specs[i], {r, tp}, g.data(), want.data(), sizeof(float));
+      double err = 0, norm = 0;
+      for (size_t k = 0; k < want.size(); ++k) {
+        err += std::pow(res.grads[i][k] - want[k], 2.0);
+        norm += std::pow(want[k], 2.0);
+      }
+      EXPECT_LE(std::sqrt(err), 0.1 * std::sqrt(norm) + 1e-12) << specs[i].name << " rank " << r;
+    }
   }
   // BF16 on the wire and the BF16 gather baseline: the same loss within BF16's rounding.
   TpOptions bf16 = options(DType::kBF16);

@@ -18,7 +18,8 @@ void GroupTpComm::allgather(const float* in, float* out, size_t n) {
 }
 
 void GroupTpComm::allgather_parts(void* base, size_t bytes_per_rank, DType format) {
-  const char* kind = format == DType::kE4M3 ? "allgather_e4m3"
+  const char* kind = format == DType::kE4M3   ? "allgather_e4m3"
+                     : format == DType::kE5M2 ? "allgather_e5m2"
                      : format == DType::kBF16 ? "allgather_bf16"
                                               : "allgather_f32";
   const auto* mine = static_cast<const uint8_t*>(base) + static_cast<size_t>(shard_.rank) * bytes_per_rank;

@@ -36,8 +36,9 @@ std::string_view fp8_scaling_name(Fp8Scaling mode) {
   return "?";
 }
 
-Fp8GradReducer::Fp8GradReducer(Fp8Scaling mode, size_t bucket_bytes, Group group)
-    : mode_(mode), bucket_bytes_(bucket_bytes), group_(group) {}
+Fp8GradReducer::Fp8GradReducer(Fp8Scaling mode, size_t bucket_bytes, Group group,
+                               Group mu_group)
+    : mode_(mode), bucket_bytes_(bucket_bytes), group_(group), mu_group_(mu_group) {}
 
 void Fp8GradReducer::set_mu(float mu) {
   FP8LM_CHECK(mu > 0.0f && mu <= kMaxMu, "mu = ", mu);
@@ -157,7 +158,12 @@ Fp8ReduceStats Fp8GradReducer::reduce(std::span<const MutableScaledView> grads, 
 
   if (is_auto) {
     double counts[2] = {static_cast<double>(stats.saturated), static_cast<double>(stats.elements)};
-    if (to_owner) allreduce_scalars(counts, 2, ScalarOp::kSum, group_);
+    // The fraction over every rank of mu_group (ranks of one data-parallel group hold equal
+    // counts after an all-reduce: duplicates leave the fraction as it is).
+    if (mu_group_.size() != n_ranks)
+      allreduce_scalars(counts, 2, ScalarOp::kSum, mu_group_);
+    else if (to_owner)
+      allreduce_scalars(counts, 2, ScalarOp::kSum, group_);
     update_mu(multiplier, counts[0], counts[1]);
   }
   return stats;

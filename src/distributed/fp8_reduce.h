@@ -45,9 +45,13 @@ class Fp8GradReducer {
   // No floor is needed: with μ < 1/(2N) no requantized sum can reach 448, so μ grows again.
   static constexpr float kMaxMu = 0x1p32f;
 
-  // Reduces over the ranks of `group` (the data-parallel group; default the world).
+  // Reduces over the ranks of `group` (the data-parallel group; default the world). μ
+  // follows the saturation over every rank of `mu_group` (default the world: with tensor
+  // parallelism each data-parallel group reduces other shards, and one μ for all keeps the
+  // ranks in step and a checkpoint's μ valid for every rank).
   explicit Fp8GradReducer(Fp8Scaling mode = Fp8Scaling::kAuto,
-                          size_t bucket_bytes = kDefaultBucketBytes, Group group = {});
+                          size_t bucket_bytes = kDefaultBucketBytes, Group group = {},
+                          Group mu_group = {});
 
   // Every rank ends with the average of every tensor (payload and scale replaced in place).
   // Tensors are E4M3 scaled per tensor, scales finite and positive; all ranks list the same tensors in the same order.
@@ -84,7 +88,7 @@ class Fp8GradReducer {
 
   Fp8Scaling mode_;
   size_t bucket_bytes_;
-  Group group_;
+  Group group_, mu_group_;
   float mu_ = 1.0f;
 };
 

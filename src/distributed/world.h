@@ -70,7 +70,7 @@ void require_same(uint64_t value, const std::string& what);
 
 // What this rank handed to MPI, per collective kind: "allreduce_f32", "allreduce_bf16",
 // "allreduce_fp8", "reduce_fp8", "allgather" (O3 weights from their owners), "scalar"
-// (scales, counts); tensor-parallel traffic as "tp.allreduce_f32", "tp.allgather_e4m3", ...
+// (scales, counts), "amax" (FP8 amaxes shared by every rank); tensor-parallel traffic as "tp.allreduce_f32", "tp.allgather_e4m3", ...
 // An all-gather counts the whole gathered tensor, a reduce-scatter its whole input (the
 // same measure for a collective and its backward twin). bytes = count × datatype size of each call's buffer, as passed (the
 // payload one rank contributes or receives, not the algorithm's wire traffic); calls = MPI

@@ -130,16 +130,18 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   for (int l = 0; l < cfg.n_layer; ++l)
     blocks_.push_back(
         std::make_unique<Block>(mode, B, T, C, NHl_, tps, Rl_, lws, fp8, with_grads));
-  if (tp_ != nullptr && mode == ComputeMode::kFP8) {  // shards scale as one tensor
-    AmaxShare share = [this](float a) {
-      tp_->allreduce_max(&a, 1);
-      return a;
-    };
+  // FP8 scales shared by every rank that casts a part of the same tensor: the shards of a
+  // tensor-parallel group and, across data-parallel copies, the micro-batches' activations
+  // and gradients, so every rank derives one scale and one amax history (and a checkpoint
+  // holds the state of all of them).
+  if (tp != nullptr && tp->scaling_ranks() > 1 && mode == ComputeMode::kFP8) {
+    AmaxShare share = [tp](float a) { return tp->max_amax(a); };
+    const bool copies = tp->scaling_ranks() > static_cast<int>(tps);  // data-parallel
     for (auto& k : blocks_) {
-      k->attn.set_amax_share(share, false, true);  // column-parallel: dy split
-      k->proj.set_amax_share(share, true, false);  // row-parallel: x split
-      k->fc.set_amax_share(share, false, true);
-      k->fcproj.set_amax_share(share, true, false);
+      k->attn.set_amax_share(share, copies, true);  // column-parallel: dy split
+      k->proj.set_amax_share(share, true, copies);  // row-parallel: x split
+      k->fc.set_amax_share(share, copies, true);
+      k->fcproj.set_amax_share(share, true, copies);
     }
   }
   const auto act = MemCategory::kActivations;

@@ -1,5 +1,6 @@
 // Tensor parallelism inside the model (docs/parallelism.md): a Gpt whose parameters are split
-// over a group (param_layout's TpShard) calls these collectives on the group while it runs.
+// over a group (param_layout's TpShard) calls these collectives on the group while it runs;
+// a Gpt with data-parallel copies (a group of one) shares its FP8 scales through them.
 // model/ knows no MPI: the trainer supplies them over its tensor-parallel process group.
 #pragma once
 
@@ -41,6 +42,11 @@ class TpComm {
   virtual void allgather_parts(void* base, size_t bytes_per_rank, DType format) = 0;
   // out[0, n) ← Σ over the ranks of in[rank·n, (rank+1)·n), with f32 or bf16 payloads.
   virtual void reduce_scatter(const float* in, float* out, size_t n, DType wire) = 0;
+
+  // The ranks that cast parts of the same FP8 tensors — this group and the data-parallel
+  // copies of the model — and the max of an amax over them (one scale for all).
+  virtual int scaling_ranks() const = 0;
+  virtual float max_amax(float amax) = 0;
 };
 
 }  // namespace fp8lm

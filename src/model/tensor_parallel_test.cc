@@ -36,6 +36,11 @@ class ThreadTpComm final : public TpComm {
   ThreadTpComm(Meeting& m, int rank, TpOptions options) : m_(m), rank_(rank), options_(options) {}
   TpShard shard() const override { return {rank_, m_.size}; }
   TpOptions options() const override { return options_; }
+  int scaling_ranks() const override { return m_.size; }
+  float max_amax(float a) override {
+    allreduce_max(&a, 1);
+    return a;
+  }
   void allreduce_sum(float* x, size_t n) override {
     combine(x, n, [](float a, float b) { return a + b; });
   }

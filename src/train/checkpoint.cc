@@ -196,51 +196,65 @@ bool tp_split(const StateLayout& l, size_t i) {
   return l.tp.size > 1 && l.specs.at(i).split != Split::kNone;
 }
 
+// The data-parallel rank keeping tensor i, and the global rank of (that dp rank, tp rank q).
+int keeper(const StateLayout& l, size_t i) { return l.owner.empty() ? 0 : l.owner[i]; }
+int global_rank(const StateLayout& l, int dp, int q) { return dp * l.tp.size + q; }
+
+// Receives one state (scale, then payload) from `src` into `bytes`.
+float receive_state(int src, void* data, size_t bytes) {
+  float scale = 0.0f;
+  dist::recv_bytes(src, &scale, sizeof scale);
+  dist::recv_bytes(src, data, bytes);
+  return scale;
+}
+
 // By pointer: the view may point into the State itself.
 std::unique_ptr<State> fetch(const AdamW& opt, const StateLayout& l, size_t i, int which) {
   const AdamW::Param& p = opt.params()[i];
   auto s = std::make_unique<State>();
   const DType t = state_dtype(opt, which);
   const size_t es = dtype_size(t);
-  if (tp_split(l, i)) {  // the whole tensor: every rank's shard in its place, one scale
+  const int me = dist::rank(), dp = keeper(l, i);
+  if (tp_split(l, i)) {  // the whole tensor: every shard in its place, one scale
     const ParamSpec& spec = l.specs[i];
-    const ScaledTensor& mine = stored(p, which);
     s->received.resize(static_cast<size_t>(spec.full_shape.numel()) * es);
-    s->received_scale = mine.view().tensor_scale();
     std::vector<uint8_t> shard(p.numel * es);
     for (int q = 0; q < l.tp.size; ++q) {
-      const void* src = mine.data.data();
-      if (q != l.tp.rank) {
-        float scale = 0.0f;
-        dist::recv_bytes(q, &scale, sizeof scale, l.tp_group);
-        dist::recv_bytes(q, shard.data(), shard.size(), l.tp_group);
-        FP8LM_CHECK(scale == s->received_scale, p.name, ": tensor-parallel shards with scales ",
-                    s->received_scale, " and ", scale, " (they must share one)");
-        src = shard.data();
+      const int src = global_rank(l, dp, q);
+      float scale;
+      const void* data = shard.data();
+      if (src == me) {
+        scale = stored(p, which).view().tensor_scale();
+        data = stored(p, which).data.data();
+      } else {
+        scale = receive_state(src, shard.data(), shard.size());
       }
-      place_shard(spec, TpShard{q, l.tp.size}, src, s->received.data(), es);
+      if (q == 0) s->received_scale = scale;
+      FP8LM_CHECK(scale == s->received_scale, p.name, ": tensor-parallel shards with scales ",
+                  s->received_scale, " and ", scale, " (they must share one)");
+      place_shard(spec, TpShard{q, l.tp.size}, data, s->received.data(), es);
     }
     s->view = tensor_view(static_cast<const void*>(s->received.data()), t, spec.full_shape,
                           &s->received_scale);
     return s;
   }
-  if (l.owner.empty() || l.owner[i] == dist::rank()) {
+  const int src = global_rank(l, dp, 0);
+  if (src == me) {
     s->view = stored(p, which).view();
     return s;
   }
-  dist::recv_bytes(l.owner[i], &s->received_scale, sizeof s->received_scale);
   s->received.resize(p.numel * es);
-  dist::recv_bytes(l.owner[i], s->received.data(), s->received.size());
+  s->received_scale = receive_state(src, s->received.data(), s->received.size());
   s->view = tensor_view(static_cast<const void*>(s->received.data()), t,
                         Shape{static_cast<int64_t>(p.numel)}, &s->received_scale);
   return s;
 }
 
-void send_state(const AdamW::Param& p, int which, const dist::Group& g = {}) {
+void send_state(const AdamW::Param& p, int which) {
   const ScaledTensor& st = stored(p, which);
   const float scale = st.view().tensor_scale();
-  dist::send_bytes(0, &scale, sizeof scale, g);
-  dist::send_bytes(0, st.data.data(), st.data.bytes(), g);
+  dist::send_bytes(0, &scale, sizeof scale);
+  dist::send_bytes(0, st.data.data(), st.data.bytes());
 }
 
 // model.safetensors in GptParams::save's layout (Hugging Face names, F32, wte without its
@@ -276,24 +290,21 @@ void save_model_values(const std::string& path, const GptConfig& cfg, const Adam
 
 void send_checkpoint_states(const AdamW& opt, const StateLayout& l) {
   const int me = dist::rank();
-  const size_t n = opt.params().size();
   FP8LM_CHECK(me != 0, "send_checkpoint_states: rank 0 writes the checkpoint");
-  if (l.tp.size > 1) {
-    // Only the shards of rank 0's group are written (the others' hold the same values).
-    if (l.tp_group.rank() == 0 || dist::rank() != l.tp_group.rank()) return;
-    for (size_t i = 0; i < n; ++i)  // model.safetensors: masters
-      if (tp_split(l, i)) send_state(opt.params()[i], 0, l.tp_group);
-    for (size_t i = 0; i < n; ++i)  // optimizer.safetensors: master, m1, m2
-      if (tp_split(l, i))
-        for (int which = 0; which < 3; ++which) send_state(opt.params()[i], which, l.tp_group);
-    return;
-  }
-  if (l.owner.empty()) return;
-  FP8LM_CHECK(l.owner.size() == n, "send_checkpoint_states: ", l.owner.size(), " owners");
+  FP8LM_CHECK(l.owner.empty() || l.owner.size() == opt.params().size(),
+              "send_checkpoint_states: ", l.owner.size(), " owners");
+  const int my_dp = me / l.tp.size, my_tp = me % l.tp.size;
+  // Tensor i from this rank: its shard if i is split, the whole if this is tp rank 0 —
+  // when this rank's data-parallel rank keeps i. In the order fetch() receives them.
+  auto sends = [&](size_t i) {
+    if (keeper(l, i) != my_dp) return false;
+    return tp_split(l, i) || my_tp == 0;
+  };
+  const size_t n = opt.params().size();
   for (size_t i = 0; i < n; ++i)  // model.safetensors: masters
-    if (l.owner[i] == me) send_state(opt.params()[i], 0);
+    if (sends(i)) send_state(opt.params()[i], 0);
   for (size_t i = 0; i < n; ++i)  // optimizer.safetensors: master, m1, m2
-    if (l.owner[i] == me)
+    if (sends(i))
       for (int which = 0; which < 3; ++which) send_state(opt.params()[i], which);
 }
 

@@ -10,22 +10,22 @@
 #include <string>
 #include <vector>
 
-#include "distributed/world.h"
 #include "model/params.h"
 #include "optim/adamw.h"
 #include "tensor/scaling.h"
 
 namespace fp8lm {
 
-// Where the optimizer's states live when rank 0 does not hold them all.
+// Where the optimizer's states live when rank 0 does not hold them all. Ranks are placed as
+// the grid places them (distributed/grid.h, pp = 1): rank = dp_rank · tp + tp_rank.
 struct StateLayout {
-  std::vector<int> owner;  // O3: the rank keeping each tensor (empty: every rank keeps all)
-  // Tensor parallelism: this rank's shard of each tensor (empty: whole tensors), its place
-  // in its group, and the group. The shards of one tensor share one scale (AdamW keeps them
-  // so), so whole tensors are their shards side by side.
+  // O3: the data-parallel rank keeping each tensor (empty: every rank keeps all).
+  std::vector<int> owner;
+  // Tensor parallelism: this rank's shard of each tensor (empty: whole tensors) and its place
+  // in its group. The shards of one tensor share one scale (AdamW keeps them so), so whole
+  // tensors are their shards side by side.
   std::vector<ParamSpec> specs;
   TpShard tp;
-  dist::Group tp_group;
   bool sharded() const { return !owner.empty() || tp.size > 1; }
 };
 
@@ -40,8 +40,9 @@ struct StateLayout {
 std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptConfig& cfg,
                             const AdamW& opt, const nlohmann::json& trainer,
                             const StateLayout& layout = {});
-// The part of send_checkpoint_states' work a rank has: O3 owners send their tensors, the
-// other ranks of rank 0's tensor-parallel group their shards; the rest send nothing.
+// What a rank other than 0 sends while rank 0 writes: the states of the tensors it keeps
+// (O3: its data-parallel rank owns them; otherwise data-parallel rank 0 holds them all) —
+// its shard of each split tensor, and the whole of the others from tensor-parallel rank 0.
 void send_checkpoint_states(const AdamW& opt, const StateLayout& layout);
 
 // Removes out_dir/checkpoints/.step-* (temporary folders of interrupted writes).

@@ -187,9 +187,6 @@ void TrainConfig::validate() const {
     if (m.n_head % tp != 0 || m.padded_vocab() % tp != 0)
       fail("parallel.tp = ", tp, ": must divide model.n_head (", m.n_head,
            ") and the padded vocabulary (", m.padded_vocab(), ")");
-    if (level_plan(precision_level()).sharded)
-      fail("parallel.tp = ", tp, " with precision.level = ", level,
-           ": FP8 ZeRO does not yet shard tensor-parallel states (use O2 with tp > 1)");
   }
   if (tokenizer != "gpt2" && tokenizer != "byte")
     fail("data.tokenizer = '", tokenizer, "': must be gpt2 or byte");

@@ -13,6 +13,11 @@ void GroupTpComm::allreduce_max(float* x, size_t n) {
   dist::allreduce_max(x, n, g_, "allreduce_max_f32");
 }
 
+float GroupTpComm::max_amax(float amax) {
+  dist::allreduce_max(&amax, 1, dist::Group{}, "amax");
+  return amax;
+}
+
 void GroupTpComm::allgather(const float* in, float* out, size_t n) {
   dist::allgather_bytes(in, out, n * sizeof(float), g_, "allgather_f32");
 }

@@ -18,6 +18,9 @@ class GroupTpComm final : public TpComm {
   void allgather(const float* in, float* out, size_t n) override;
   void allgather_parts(void* base, size_t bytes_per_rank, DType format) override;
   void reduce_scatter(const float* in, float* out, size_t n, DType wire) override;
+  // Every rank of the job (one pipeline stage: pp = 1).
+  int scaling_ranks() const override { return dist::size(); }
+  float max_amax(float amax) override;
 
  private:
   dist::Group g_;

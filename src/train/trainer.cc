@@ -174,8 +174,9 @@ struct Session {
     acfg.states = c.state_formats();
     check_memory(mcfg, level, acfg.states.value_or(level_plan(level).states), grid.tp);
     if (level_plan(level).sharded)
-      replica = std::make_unique<ZeroReplica>(mcfg, grid.dp, grid.dp_rank,
-                                              recipe_plan(c.recipe).weight_replica);
+      replica = std::make_unique<ZeroReplica>(
+          mcfg, grid.dp, grid.dp_rank, recipe_plan(c.recipe).weight_replica, model.shard(),
+          grid.dp_group, grid.tp > 1 ? tp_amax_share() : AmaxShare{});
     opt = make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
                              replica ? replica->owned() : std::vector<bool>{}, model.shard());
     set_reductions();
@@ -219,13 +220,19 @@ struct Session {
     opt->set_reductions(std::move(r));
   }
 
+  AmaxShare tp_amax_share() {
+    return [this](float a) {
+      tp_comm.allreduce_max(&a, 1);
+      return a;
+    };
+  }
+
   StateLayout layout() const {
     StateLayout l;
     if (replica && grid.dp > 1) l.owner = replica->owner();
     if (grid.tp > 1) {
       l.specs = model.specs();
       l.tp = model.shard();
-      l.tp_group = grid.tp_group;
     }
     return l;
   }
@@ -489,10 +496,10 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       const bool save =
           (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) || last;
       if (save) maybe_fail_for_test(rank, step + 1);
-      // Evaluation runs on rank 0's tensor-parallel group (its collectives need every shard).
+      // Every rank evaluates the same batches (its shards need the group's collectives, the
+      // FP8 scales every rank's); rank 0 records. The others would only wait for it.
       const bool eval = (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0) || last;
-      if (eval && grid.dp_rank == 0 && grid.pp_rank == 0)
-        last_val = evaluate(s.model, inputs.val, cfg.eval_batches);
+      if (eval) last_val = evaluate(s.model, inputs.val, cfg.eval_batches);
       if (!lead) {
         if (save && !last) s.checkpoint(out, step + 1);
         continue;

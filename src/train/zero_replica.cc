@@ -9,8 +9,9 @@
 
 namespace fp8lm {
 
-ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank, ScalingMode linear_mode)
-    : specs_(param_layout(cfg)), rank_(rank) {
+ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank, ScalingMode linear_mode,
+                         TpShard tp, dist::Group group, AmaxShare share)
+    : specs_(param_layout(cfg, tp)), rank_(rank), group_(group), share_(std::move(share)) {
   const StateFormats f = level_plan(PrecisionLevel::kO3).states;
   const size_t per_elem = dtype_size(f.master) + dtype_size(f.m1) + dtype_size(f.m2);
   std::vector<int64_t> bytes;
@@ -60,7 +61,9 @@ void ZeroReplica::refresh(const AdamW& opt) {
     values.resize(n);
     kernels::dequantize(values.data(), m.view());
     if (r.mode == ScalingMode::kTensor) {
-      r.meta.set_scale_from_amax(kernels::amax(m.data.data(), DType::kF16, n, m.meta.scale_inv));
+      float amax = kernels::amax(m.data.data(), DType::kF16, n, m.meta.scale_inv);
+      if (share_) amax = share_(amax);  // a tensor-parallel shard: the whole tensor's
+      r.meta.set_scale_from_amax(amax);
       kernels::quantize(r.data.data(), DType::kE4M3, values.data(), n, r.meta.scale, true);
     } else {
       quantize(r, values.data());
@@ -72,7 +75,7 @@ void ZeroReplica::refresh(const AdamW& opt) {
 void ZeroReplica::gather() {
   std::vector<MutableScaledView> views;
   for (ScaledTensor& r : replica_) views.push_back(r.mut_view());
-  dist::gather_from_owners(views, owner_);
+  dist::gather_from_owners(views, owner_, dist::kDefaultBucketBytes, group_);
 }
 
 std::vector<ScaledView> ZeroReplica::views() const {

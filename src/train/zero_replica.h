@@ -11,6 +11,7 @@
 
 #include <vector>
 
+#include "distributed/world.h"
 #include "model/gpt.h"
 #include "optim/adamw.h"
 
@@ -19,8 +20,13 @@ namespace fp8lm {
 class ZeroReplica {
  public:
   // `linear_mode`: the recipe's weight_replica (kTensor, a block mode, or kNone for FP16).
+  // Owners are ranks of `group` (the data-parallel group, of `world_size` ranks, this one
+  // `rank`). With tensor parallelism (`tp`) the replicas are this rank's shards and the
+  // E4M3 scale of a Linear weight comes from `share` (the max over the shards' amaxes): the
+  // ranks of a tensor-parallel group own the same tensors and refresh them together.
   ZeroReplica(const GptConfig& cfg, int world_size, int rank,
-              ScalingMode linear_mode = ScalingMode::kTensor);
+              ScalingMode linear_mode = ScalingMode::kTensor, TpShard tp = {},
+              dist::Group group = {}, AmaxShare share = {});
 
   const std::vector<int>& owner() const { return owner_; }
   std::vector<bool> owned() const;
@@ -38,6 +44,8 @@ class ZeroReplica {
  private:
   std::vector<ParamSpec> specs_;
   int rank_;
+  dist::Group group_;
+  AmaxShare share_;
   std::vector<int> owner_;
   std::vector<int64_t> rank_bytes_;
   std::vector<ScaledTensor> replica_;  // per tensor, in the format above

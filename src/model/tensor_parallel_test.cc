@@ -10,6 +10,7 @@
 #include <tuple>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -178,20 +179,38 @@ class TensorParallel : public ::testing::TestWithParam<std::tuple<int, bool>> {
     o.wire = wire;
     return o;
   }
+  // The whole model on `mode` after two micro-batches (the second accumulated): its loss.
+  float run_one(ComputeMode mode) {
+    set_num_threads(1);
+    one = std::make_unique<Gpt>(full, mode, kB, kT);
+    one->forward_backward(tgt.data(), in.data());
+    return one->forward_backward(in.data(), tgt.data(), true);
+  }
+  // The one-process gradient of parameter i, cut to rank r's shard.
+  std::vector<float> one_grad_shard(size_t i, int r) const {
+    const ParamSpec spec = param_layout(cfg, {r, tp()})[i];
+    std::vector<float> g(one->specs()[i].numel()), want(spec.numel());
+    one->grad_values(i, g.data());
+    extract_shard(spec, {r, tp()}, g.data(), want.data(), sizeof(float));
+    return want;
+  }
+
+  const GptConfig cfg = config();
+  GptParams full = [this] {
+    GptParams p(cfg);
+    p.init_gpt2(7);
+    return p;
+  }();
+  const std::vector<int32_t> in = tokens(kB * kT, 1, cfg.vocab_size);
+  const std::vector<int32_t> tgt = tokens(kB * kT, 2, cfg.vocab_size);
+  std::unique_ptr<Gpt> one;
 };
 
 TEST_P(TensorParallel, Fp32ShardsEqualTheOneProcessModel) {
   const int tp = this->tp();
-  const GptConfig cfg = config();
-  GptParams full(cfg);
-  full.init_gpt2(7);
-  const auto in = tokens(kB * kT, 1, cfg.vocab_size), tgt = tokens(kB * kT, 2, cfg.vocab_size);
-  set_num_threads(1);
-  Gpt one(full, ComputeMode::kF32, kB, kT);
-  one.forward_backward(tgt.data(), in.data());
-  const float loss = one.forward_backward(in.data(), tgt.data(), true);
+  const float loss = run_one(ComputeMode::kF32);
   std::vector<float> logits(kB * kT * static_cast<size_t>(cfg.vocab_size));
-  one.logits(in.data(), logits.data());
+  one->logits(in.data(), logits.data());
 
   const auto ranks = run_sharded(full, tp, ComputeMode::kF32, in, tgt, options());
   for (int r = 0; r < tp; ++r) {
@@ -199,9 +218,7 @@ TEST_P(TensorParallel, Fp32ShardsEqualTheOneProcessModel) {
     EXPECT_NEAR(res.loss, loss, 1e-6 * std::fabs(loss)) << "rank " << r;
     const std::vector<ParamSpec> specs = param_layout(cfg, {r, tp});
     for (size_t i = 0; i < specs.size(); ++i) {
-      std::vector<float> g(one.specs()[i].numel()), want(specs[i].numel());
-      one.grad_values(i, g.data());
-      extract_shard(specs[i], {r, tp}, g.data(), want.data(), sizeof(float));
+      const std::vector<float> want = one_grad_shard(i, r);
       float top = 0, worst = 0;
       for (size_t k = 0; k < want.size(); ++k) {
         top = std::max(top, std::fabs(want[k]));
@@ -218,16 +235,9 @@ TEST_P(TensorParallel, Fp32ShardsEqualTheOneProcessModel) {
 
 TEST_P(TensorParallel, Fp8ShardsShareTheirScales) {
   const int tp = this->tp();
-  const GptConfig cfg = config();
-  GptParams full(cfg);
-  full.init_gpt2(7);
-  const auto in = tokens(kB * kT, 1, cfg.vocab_size), tgt = tokens(kB * kT, 2, cfg.vocab_size);
-  set_num_threads(1);
-  Gpt one(full, ComputeMode::kFP8, kB, kT);
-  one.forward_backward(tgt.data(), in.data());
-  const float loss = one.forward_backward(in.data(), tgt.data(), true);
+  const float loss = run_one(ComputeMode::kFP8);
   std::vector<float> one_scales;
-  for (ScalingMeta* m : one.scaling_metas()) one_scales.push_back(m->scale);
+  for (ScalingMeta* m : one->scaling_metas()) one_scales.push_back(m->scale);
 
   const auto ranks = run_sharded(full, tp, ComputeMode::kFP8, in, tgt, options());
   for (int r = 0; r < tp; ++r) {
@@ -240,9 +250,7 @@ TEST_P(TensorParallel, Fp8ShardsShareTheirScales) {
     // part summed over too few or too many ranks' rows would be off by ≥ 1/tp.
     const std::vector<ParamSpec> specs = param_layout(cfg, {r, tp});
     for (size_t i = 0; i < specs.size(); ++i) {
-      std::vector<float> g(one.specs()[i].numel()), want(specs[i].numel());
-      one.grad_values(i, g.data());
-      extract_shard(specs[i], {r, tp}, g.data(), want.data(), sizeof(float));
+      const std::vector<float> want = one_grad_shard(i, r);
       double err = 0, norm = 0;
       for (size_t k = 0; k < want.size(); ++k) {
         err += std::pow(res.grads[i][k] - want[k], 2.0);

@@ -81,26 +81,19 @@ class DistTrain : public ::testing::Test {
     ss << f.rdbuf();
     return ss.str();
   }
-  std::vector<double> losses(const std::string& out) const {
+  // Every value of `key` in the run's metrics.jsonl, in order.
+  std::vector<double> metric(const std::string& out, const char* key) const {
     std::vector<double> v;
     std::ifstream f(path(out + "/metrics.jsonl"));
     std::string line;
     while (std::getline(f, line)) {
       const auto j = nlohmann::json::parse(line);
-      if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+      if (j.contains(key)) v.push_back(j[key].get<double>());
     }
     return v;
   }
-  std::vector<double> val_losses(const std::string& out) const {
-    std::vector<double> v;
-    std::ifstream f(path(out + "/metrics.jsonl"));
-    std::string line;
-    while (std::getline(f, line)) {
-      const auto j = nlohmann::json::parse(line);
-      if (j.contains("val_loss")) v.push_back(j["val_loss"].get<double>());
-    }
-    return v;
-  }
+  std::vector<double> losses(const std::string& out) const { return metric(out, "loss"); }
+  std::vector<double> val_losses(const std::string& out) const { return metric(out, "val_loss"); }
   // Every step's loss of `b` within rel · |a| of `a`'s (same count).
   void expect_close(const std::vector<double>& a, const std::vector<double>& b, double rel,
                     size_t count) const {

@@ -34,6 +34,14 @@ Grid make_grid(int tp, int pp) {
   g.tp_group = split(g.dp_rank * pp + g.pp_rank, g.tp_rank, "tp");
   g.pp_group = split(g.dp_rank * tp + g.tp_rank, g.pp_rank, "pp");
   g.dp_group = split(g.pp_rank * tp + g.tp_rank, g.dp_rank, "dp");
+  if (pp == 1) {
+    g.stage_group = Group{};
+    return g;
+  }
+  g.stage_group = split(g.pp_rank, g.dp_rank * tp + g.tp_rank, "stage");
+  const bool ends = g.pp_rank == 0 || g.pp_rank == pp - 1;
+  g.tied_group = split(ends ? g.dp_rank * tp + g.tp_rank : MPI_UNDEFINED, g.pp_rank, "pp");
+  return g;
   return g;
 }
 

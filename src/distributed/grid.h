@@ -15,6 +15,10 @@ struct Grid {
   int tp = 1, pp = 1, dp = 1;
   int tp_rank = 0, pp_rank = 0, dp_rank = 0;
   Group tp_group, pp_group, dp_group;  // this rank's groups (the world when the size is 1 of 1)
+  // The ranks of this rank's pipeline stage (tp × dp: they cast parts of the same FP8
+  // tensors), and the first and last stage of this rank's pipeline (they hold the tied wte;
+  // only there, with pp > 1).
+  Group stage_group, tied_group;
   std::string str() const;  // "tp 2 × pp 1 × dp 2"
 };
 

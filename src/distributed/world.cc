@@ -284,6 +284,64 @@ void recv_bytes(int src, void* data, size_t bytes, const Group& g) {
   }
 }
 
+struct AsyncSends::Impl {
+  struct Slot {
+    std::vector<uint8_t> data;
+    MPI_Request request = MPI_REQUEST_NULL;
+  };
+  std::vector<Slot> slots;
+  size_t staged = 0;  // the slot of the last buffer() call
+};
+
+AsyncSends::AsyncSends(Group g) : g_(g), impl_(new Impl) {}
+
+AsyncSends::~AsyncSends() {
+  try {
+    wait();
+  } catch (const std::exception&) {  // MPI failed: the job is ending anyway
+  }
+  delete impl_;
+}
+
+void* AsyncSends::buffer(size_t bytes) {
+  FP8LM_CHECK(bytes <= detail::kMaxCount, "pipeline message of ", bytes, " bytes");
+  size_t i = 0;
+  for (; i < impl_->slots.size(); ++i) {  // a slot whose send is delivered
+    auto& s = impl_->slots[i];
+    if (s.request == MPI_REQUEST_NULL) break;
+    int done = 0;
+    detail::check_mpi(MPI_Test(&s.request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) break;
+  }
+  if (i == impl_->slots.size()) impl_->slots.emplace_back();
+  impl_->slots[i].data.resize(bytes);
+  impl_->staged = i;
+  return impl_->slots[i].data.data();
+}
+
+void AsyncSends::post(int dest, int tag, const char* kind) {
+  auto& s = impl_->slots.at(impl_->staged);
+  FP8LM_CHECK(s.request == MPI_REQUEST_NULL, "AsyncSends::post without buffer()");
+  detail::check_mpi(MPI_Isend(s.data.data(), as_count(s.data.size()), MPI_BYTE, dest, tag,
+                              detail::comm(g_), &s.request),
+                    "MPI_Isend");
+  detail::record(kind, s.data.size(), g_);
+}
+
+void AsyncSends::wait() {
+  for (auto& s : impl_->slots)
+    if (s.request != MPI_REQUEST_NULL)
+      blocking("MPI_Wait", [&] { return MPI_Wait(&s.request, MPI_STATUS_IGNORE); });
+}
+
+void recv_message(int src, int tag, void* data, size_t bytes, const char* kind, const Group& g) {
+  FP8LM_CHECK(bytes <= detail::kMaxCount, "pipeline message of ", bytes, " bytes");
+  blocking("MPI_Recv", [&] {
+    return MPI_Recv(data, as_count(bytes), MPI_BYTE, src, tag, detail::comm(g), MPI_STATUS_IGNORE);
+  });
+  detail::record(kind, bytes, g);
+}
+
 namespace detail {
 
 void check_mpi(int rc, const char* call) {

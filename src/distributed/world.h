@@ -59,6 +59,32 @@ void set_timeout(double seconds);
 void send_bytes(int dest, const void* data, size_t bytes, const Group& g = {});
 void recv_bytes(int src, void* data, size_t bytes, const Group& g = {});
 
+// The pipeline's messages (activations forward, their gradients backward): a send returns at
+// once — a stage that blocked until its peer received would deadlock the 1F1B schedule, where
+// both neighbours send before they receive. The payload is staged in a buffer of this object,
+// reused once MPI has delivered it. Messages of one (peer, tag) arrive in order. Counted as
+// `kind` per message (one MPI call). Buffers stay valid until wait() or destruction.
+class AsyncSends {
+ public:
+  explicit AsyncSends(Group g);
+  ~AsyncSends();  // waits for every posted send
+  AsyncSends(const AsyncSends&) = delete;
+  AsyncSends& operator=(const AsyncSends&) = delete;
+  // A buffer of `bytes` for the next post().
+  void* buffer(size_t bytes);
+  // Sends the buffer of the last buffer() call to rank `dest` of the group.
+  void post(int dest, int tag, const char* kind);
+  // Blocks until every posted send is delivered.
+  void wait();
+
+ private:
+  struct Impl;
+  Group g_;
+  Impl* impl_;
+};
+// Receives one AsyncSends message of exactly `bytes` from rank `src` of g with `tag`.
+void recv_message(int src, int tag, void* data, size_t bytes, const char* kind, const Group& g);
+
 enum class ScalarOp : uint8_t { kSum, kMin, kMax };
 // values[i] = op over the ranks of values[i] (doubles: counts below 2^53 are exact).
 // Recorded as kind "scalar"; with one rank, no call.

@@ -59,11 +59,13 @@ struct Gpt::Block {
 };
 
 Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8,
-         bool with_grads, TpComm* tp)
+         bool with_grads, TpComm* tp, PpComm* pp)
     : cfg_(cfg),
       tp_(tp != nullptr && tp->shard().size > 1 ? tp : nullptr),
       shard_(tp_ != nullptr ? tp->shard() : TpShard{}),
-      specs_(param_layout(cfg, shard_)),
+      pp_(pp != nullptr && pp->stage().size > 1 ? pp : nullptr),
+      stage_(pp_ != nullptr ? pp->stage() : PpStage{}),
+      specs_(param_layout(cfg, shard_, stage_)),
       mode_(mode),
       B_(B),
       T_(T),
@@ -112,13 +114,23 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
     }
   }
 
-  // Each block's tensors by name (Hugging Face's: h.L.attn.c_attn.weight, ...).
-  for (int l = 0; l < cfg.n_layer; ++l) {
+  // Each tensor by name (Hugging Face's: h.L.attn.c_attn.weight, ...).
+  auto find = [&](const std::string& name) {
+    for (size_t i = 0; i < specs_.size(); ++i)
+      if (specs_[i].name == name) return i;
+    return npos;
+  };
+  wte_ = find("wte.weight");
+  wpe_ = find("wpe.weight");
+  lnf_w_ = find("ln_f.weight");
+  lnf_b_ = find("ln_f.bias");
+  const auto [l0, l1] = stage_layers(cfg, stage_);
+  for (int l = l0; l < l1; ++l) {
     const std::string h = "h." + std::to_string(l) + ".";
     auto at = [&](const char* name) {
-      for (size_t i = 0; i < specs_.size(); ++i)
-        if (specs_[i].name == h + name) return i;
-      fail("the parameter layout has no ", h, name);
+      const size_t i = find(h + name);
+      if (i == npos) fail("the parameter layout has no ", h, name);
+      return i;
     };
     block_specs_.push_back({at("ln_1.weight"), at("ln_1.bias"), at("attn.c_attn.weight"),
                             at("attn.c_attn.bias"), at("attn.c_proj.weight"),
@@ -127,7 +139,7 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
                             at("mlp.c_proj.bias")});
   }
   const int64_t before = mem_stats(MemCategory::kActivations).current;
-  for (int l = 0; l < cfg.n_layer; ++l)
+  for (int l = l0; l < l1; ++l)
     blocks_.push_back(
         std::make_unique<Block>(mode, B, T, C, NHl_, tps, Rl_, lws, fp8, with_grads));
   // FP8 scales shared by every rank that casts a part of the same tensor: the shards of a
@@ -145,10 +157,12 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
     }
   }
   const auto act = MemCategory::kActivations;
-  resid_final_ = Tensor(DType::kF32, {i64(Rl_), i64(C)}, act);
-  lnf_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);  // gathered: the LM head's input
-  lnf_mean_ = Tensor(DType::kF32, {i64(Rl_)}, act);
-  lnf_rstd_ = Tensor(DType::kF32, {i64(Rl_)}, act);
+  resid_final_ = Tensor(DType::kF32, {i64(Rl_), i64(C)}, act);  // sent on by other stages
+  if (last()) {
+    lnf_ = Tensor(DType::kF32, {i64(BT_), i64(C)}, act);  // gathered: the LM head's input
+    lnf_mean_ = Tensor(DType::kF32, {i64(Rl_)}, act);
+    lnf_rstd_ = Tensor(DType::kF32, {i64(Rl_)}, act);
+  }
   activation_bytes_ = static_cast<size_t>(mem_stats(MemCategory::kActivations).current - before);
 
   // Non-Linear parameters: FP32 values (all but wte) and gradients, packed in spec order.
@@ -160,7 +174,7 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   for (size_t i = 0; i < specs_.size(); ++i) {
     const ParamSpec& s = specs_[i];
     if (s.linear_weight) continue;
-    if (i != 0) {
+    if (i != wte_) {
       small_off_[i] = n_small;
       n_small += s.numel();
     }
@@ -197,8 +211,50 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
       std::clamp<size_t>(kLogitChunkFloats / Vpl_, 1, std::max<size_t>(1, BT_ / 2));
   const size_t chunks = (BT_ + max_rows - 1) / max_rows;
   chunk_rows_ = (BT_ + chunks - 1) / chunks;
-  ws_logits_ = Tensor(DType::kF32, {i64(chunk_rows_), i64(Vpl_)}, ws);
-  ws_losses_ = Tensor(DType::kF32, {i64(BT_)}, ws);
+  if (last()) {
+    ws_logits_ = Tensor(DType::kF32, {i64(chunk_rows_), i64(Vpl_)}, ws);
+    ws_losses_ = Tensor(DType::kF32, {i64(BT_)}, ws);
+  }
+
+  // Every saved activation, for the pipeline's slots.
+  for (auto& k : blocks_) {
+    for (Tensor* t : {&k->resid_in, &k->ln1_mean, &k->ln1_rstd, &k->qkv, &k->lse, &k->att16,
+                      &k->resid_mid, &k->ln2_mean, &k->ln2_rstd, &k->fch})
+      if (t->data() != nullptr) live_.push_back(t);
+    for (Linear* lin : {&k->attn, &k->proj, &k->fc, &k->fcproj})
+      lin->saved_state(live_, live_scales_);
+  }
+  for (Tensor* t : {&resid_final_, &lnf_, &lnf_mean_, &lnf_rstd_})
+    if (t->data() != nullptr) live_.push_back(t);
+  stash_.resize(1);
+}
+
+void Gpt::set_slots(size_t n) {
+  FP8LM_CHECK(n >= 1, "set_slots: at least one slot");
+  select_slot(0);
+  while (stash_.size() > n) stash_.pop_back();
+  const int64_t before = mem_stats(MemCategory::kActivations).current;
+  while (stash_.size() < n) {
+    Saved s;
+    for (const Tensor* t : live_) s.tensors.emplace_back(t->dtype(), t->shape(), t->category());
+    s.scales.assign(live_scales_.size(), 1.0f);
+    stash_.push_back(std::move(s));
+  }
+  activation_bytes_ += static_cast<size_t>(mem_stats(MemCategory::kActivations).current - before);
+}
+
+void Gpt::select_slot(size_t slot) {
+  FP8LM_CHECK(slot < stash_.size(), "activation slot ", slot, " of ", stash_.size());
+  if (slot == held_) return;
+  // Swap the held slot out into its (empty) stash entry, then the wanted one in.
+  for (size_t from : {held_, slot}) {
+    Saved& s = stash_[from];
+    s.tensors.resize(live_.size());
+    s.scales.resize(live_scales_.size(), 1.0f);
+    for (size_t i = 0; i < live_.size(); ++i) std::swap(*live_[i], s.tensors[i]);
+    for (size_t i = 0; i < live_scales_.size(); ++i) std::swap(*live_scales_[i], s.scales[i]);
+  }
+  held_ = slot;
 }
 
 Gpt::Gpt(const GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8,
@@ -241,16 +297,15 @@ const float* as_f32(const Tensor& t, float* scratch) {
 }  // namespace
 
 void Gpt::embed(const int32_t* tokens) {
-  FP8LM_CHECK(!weights_.empty(), "Gpt: set_weights() was not called");
-  for (size_t i = 1; i < specs_.size(); ++i) {
-    if (specs_[i].linear_weight) continue;
-    kernels::dequantize(small_.as<float>() + small_off_[i], weights_[i]);
-  }
   const size_t C = static_cast<size_t>(cfg_.n_embd);
-  const ScaledView& wte = weights_[0];
+  if (!first()) {  // the previous stage's output
+    pp_->recv_forward(blocks_[0]->resid_in.as<float>(), Rl_ * C);
+    return;
+  }
+  const ScaledView& wte = weights_[wte_];
   const size_t es = dtype_size(wte.data.dtype);
   const float wte_s = wte.tensor_scale();
-  const float* wpe = small(1);
+  const float* wpe = small(wpe_);
   // Every row's embedding (this rank's vocabulary part), then this rank's rows of the sum.
   float* x = sp_ ? ws_a_.as<float>() : blocks_[0]->resid_in.as<float>();
   for (size_t i = 0; i < BT_; ++i)
@@ -400,10 +455,13 @@ void Gpt::forward_blocks() {
         l + 1 < blocks_.size() ? blocks_[l + 1]->resid_in.as<float>() : resid_final_.as<float>();
     kernels::add(next, k.resid_mid.as<float>(), y2, Rl_ * C);
   }
-  const size_t nf = specs_.size();
+  if (!last()) {
+    pp_->send_forward(resid_final_.as<float>(), Rl_ * C);
+    return;
+  }
   kernels::layernorm_forward(lnf_.as<float>() + r0_ * C, lnf_mean_.as<float>(),
-                             lnf_rstd_.as<float>(), resid_final_.as<float>(), small(nf - 2),
-                             small(nf - 1), Rl_, C);
+                             lnf_rstd_.as<float>(), resid_final_.as<float>(), small(lnf_w_),
+                             small(lnf_b_), Rl_, C);
   if (sp_) gather_rows(lnf_.as<float>(), DType::kF32, nullptr);  // the LM head reads all rows
 }
 
@@ -449,10 +507,10 @@ void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* ta
 float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
   const size_t C = static_cast<size_t>(cfg_.n_embd), V = static_cast<size_t>(cfg_.vocab_size);
   const size_t Vp = Vpl_;  // this rank's rows of wte (all of them without TP)
-  const kernels::GemmOperand wte = kernels::gemm_operand(weights_[0]);
+  const kernels::GemmOperand wte = kernels::gemm_operand(weights_[wte_]);
   kernels::GemmOperand wte_t = wte;
   wte_t.transposed = true;
-  float* dwte = grad_buf(0);
+  float* dwte = grads ? grad_buf(wte_) : nullptr;
   float* dlnf = ws_a_.as<float>();
   std::vector<int32_t> no_targets;
   if (targets == nullptr) no_targets.assign(BT_, 0);
@@ -505,7 +563,6 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
 
 void Gpt::backward(const int32_t* tokens, bool acc) {
   const size_t C = static_cast<size_t>(cfg_.n_embd);
-  const size_t nf = specs_.size();
   float* a = ws_a_.as<float>();
   float* b = ws_b_.as<float>();
   float* dres = ws_dres_.as<float>();  // this rank's rows of the residual gradient
@@ -515,9 +572,14 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
   // accumulated gradient (equal on every rank) is counted once, on rank 0.
   if (sp_ && acc && shard_.rank != 0)
     for (size_t i : sp_sum_specs_) std::memset(grad_buf(i), 0, specs_[i].numel() * sizeof(float));
-  std::memset(dres, 0, Rl_ * C * sizeof(float));
-  kernels::layernorm_backward(dres, grad_buf(nf - 2), grad_buf(nf - 1), a, resid_final_.as<float>(),
-                              lnf_mean_.as<float>(), lnf_rstd_.as<float>(), small(nf - 2), Rl_, C);
+  if (last()) {  // from dlnf, which the LM head left in a
+    std::memset(dres, 0, Rl_ * C * sizeof(float));
+    kernels::layernorm_backward(dres, grad_buf(lnf_w_), grad_buf(lnf_b_), a,
+                                resid_final_.as<float>(), lnf_mean_.as<float>(),
+                                lnf_rstd_.as<float>(), small(lnf_w_), Rl_, C);
+  } else {  // the next stage's gradient of this stage's output
+    pp_->recv_backward(dres, Rl_ * C);
+  }
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& k = *blocks_[l];
     const BlockSpecs& s = block_specs_[l];
@@ -547,11 +609,13 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
                                 k.resid_in.as<float>(), k.ln1_mean.as<float>(),
                                 k.ln1_rstd.as<float>(), small(s.ln1_w), Rl_, C);
   }
-  // The embeddings' gradients from every row (this rank's vocabulary part of wte).
-  const float* d = full_rows(dres);
-  float* dwte = grad_buf(0);
-  float* dwpe = grad_buf(1);
-  for (size_t i = 0; i < BT_; ++i) {
+  // The embeddings' gradients from every row (this rank's vocabulary part of wte), or the
+  // gradient of this stage's input to the previous stage.
+  const float* d = first() ? full_rows(dres) : nullptr;
+  if (!first()) pp_->send_backward(dres, Rl_ * C);
+  float* dwte = first() ? grad_buf(wte_) : nullptr;
+  float* dwpe = first() ? grad_buf(wpe_) : nullptr;
+  for (size_t i = 0; d != nullptr && i < BT_; ++i) {
     const size_t t = static_cast<size_t>(tokens[i]);
     float* pe = dwpe + (i % T_) * C;
     for (size_t c = 0; c < C; ++c) pe[c] += d[i * C + c];
@@ -579,13 +643,17 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
 }
 
 float Gpt::run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits) {
+  FP8LM_CHECK(!weights_.empty(), "Gpt: set_weights() was not called");
+  for (size_t i = 0; i < specs_.size(); ++i)
+    if (!specs_[i].linear_weight && i != wte_)
+      kernels::dequantize(small_.as<float>() + small_off_[i], weights_[i]);
   // Without gradients this is evaluation: the delayed-scaling state is put back after.
   std::vector<ScalingMeta> saved;
   if (!grads)
     for (ScalingMeta* m : scaling_metas()) saved.push_back(*m);
   embed(tokens);
   forward_blocks();
-  const float loss = head(targets, grads, logits);
+  const float loss = last() ? head(targets, grads, logits) : 0.0f;
   if (!grads) {
     const std::vector<ScalingMeta*> metas = scaling_metas();
     for (size_t i = 0; i < metas.size(); ++i) *metas[i] = saved[i];
@@ -594,24 +662,57 @@ float Gpt::run_forward(const int32_t* tokens, const int32_t* targets, bool grads
 }
 
 float Gpt::forward(const int32_t* tokens, const int32_t* targets) {
-  return run_forward(tokens, targets, false, nullptr);
+  select_slot(0);
+  const float loss = run_forward(tokens, targets, false, nullptr);
+  return pp_ != nullptr ? static_cast<float>(pp_->share_loss(loss)) : loss;
+}
+
+void Gpt::begin_grads(bool accumulate) {
+  if (!accumulate) {
+    std::memset(grads_.data(), 0, grads_.bytes());
+    return;
+  }
+  for (size_t i = 0; i < grad8_.size(); ++i)
+    if (grad8_[i].data.data() != nullptr) dequantize(grad_buf(i), grad8_[i]);
+}
+
+float Gpt::stage_forward(const int32_t* tokens, const int32_t* targets, size_t slot, bool grads,
+                         bool accumulate) {
+  FP8LM_CHECK(with_grads_ || !grads, "gradients from a model built without them");
+  select_slot(slot);
+  // The LM head adds to wte's gradient while it runs: the gradients start here on the last
+  // stage (and in backward on the others).
+  if (grads && last()) begin_grads(accumulate);
+  return run_forward(tokens, targets, grads, nullptr);
+}
+
+void Gpt::stage_backward(const int32_t* tokens, size_t slot, bool accumulate) {
+  FP8LM_CHECK(with_grads_, "backward on a model built without gradients");
+  select_slot(slot);
+  if (!last()) begin_grads(accumulate);
+  backward(tokens, accumulate);
 }
 
 float Gpt::forward_backward(const int32_t* tokens, const int32_t* targets, bool accumulate) {
-  FP8LM_CHECK(with_grads_, "forward_backward on a model built without gradients");
-  // The FP32 gradients start at zero, or at the gradient so far (fp8: dequantized).
-  if (!accumulate) {
-    std::memset(grads_.data(), 0, grads_.bytes());
-  } else {
-    for (size_t i = 0; i < grad8_.size(); ++i)
-      if (grad8_[i].data.data() != nullptr) dequantize(grad_buf(i), grad8_[i]);
-  }
-  const float loss = run_forward(tokens, targets, true, nullptr);
-  backward(tokens, accumulate);
-  return loss;
+  const float loss = stage_forward(tokens, targets, 0, true, accumulate);
+  stage_backward(tokens, 0, accumulate);
+  return pp_ != nullptr ? static_cast<float>(pp_->share_loss(loss)) : loss;
 }
 
-void Gpt::logits(const int32_t* tokens, float* out) { run_forward(tokens, nullptr, false, out); }
+void Gpt::sum_tied_grads() {
+  if (pp_ == nullptr || wte_ == npos) return;
+  // The FP32 gradient is still in its staging after the last backward (fp8 stores it as E4M3
+  // too: the sum is stored again, from the exact sum).
+  float* g = grad_buf(wte_);
+  pp_->tied_sum(g, specs_[wte_].numel());
+  if (grad8_[wte_].data.data() != nullptr) quantize(grad8_[wte_], g);
+}
+
+void Gpt::logits(const int32_t* tokens, float* out) {
+  FP8LM_CHECK(pp_ == nullptr, "logits: a pipeline-parallel model has no whole LM head here");
+  select_slot(0);
+  run_forward(tokens, nullptr, false, out);
+}
 
 MutableScaledView Gpt::grad_buffer(size_t i) {
   FP8LM_CHECK(i < specs_.size(), "no parameter ", i);
@@ -659,7 +760,8 @@ std::vector<ScalingMeta*> Gpt::scaling_metas() {
   for (auto& b : blocks_)
     for (Linear* l : {&b->attn, &b->proj, &b->fc, &b->fcproj})
       for (ScalingMeta* m : l->scaling_metas()) out.push_back(m);
-  FP8LM_CHECK(out.size() == scaling_meta_count(cfg_, mode_), "scaling_meta_count is stale");
+  FP8LM_CHECK(out.size() == (mode_ == ComputeMode::kFP8 ? 8 * blocks_.size() : 0),
+              "scaling_meta_count is stale");
   return out;
 }
 

@@ -13,6 +13,11 @@
 // group, so the B·T × V logits are never gathered). LayerNorms, residuals and the other
 // parameters are replicated and their gradients equal on every rank.
 //
+// Pipeline parallelism (docs/parallelism.md; with a PpComm): the model holds one stage's
+// layers (param_layout); the first stage embeds, the last runs ln_f, the LM head and the loss,
+// and the residual stream and its gradient cross the stage boundaries through the PpComm.
+// Micro-batches in flight (the 1F1B schedule) keep their saved activations in slots.
+//
 // Saved activations (what backward needs), per block and token, in C-sized units:
 //   residual in (f32), ln_1 out (c_attn input, mode format), qkv (f32 | bf16 in bf16/fp8),
 //   attention out (c_proj input, mode format; fp8 also keeps a bf16 copy for the softmax
@@ -28,6 +33,7 @@
 #include "model/config.h"
 #include "model/linear.h"
 #include "model/params.h"
+#include "model/pipeline.h"
 #include "model/tensor_parallel.h"
 
 namespace fp8lm {
@@ -40,8 +46,10 @@ class Gpt {
   // first forward.
   // With `tp` (outliving the model) the model holds rank tp->shard()'s part of every
   // parameter (param_layout) and every rank of the group must make the same calls.
+  // With `pp` (outliving the model) it holds stage pp->stage()'s layers; every rank of the
+  // pipeline makes the matching calls (forward on every stage, backward on every stage).
   Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {},
-      bool with_grads = true, TpComm* tp = nullptr);
+      bool with_grads = true, TpComm* tp = nullptr, PpComm* pp = nullptr);
   // On the FP32 values of `params` (read at every forward: later changes are seen).
   Gpt(const GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {},
       bool with_grads = true);
@@ -53,6 +61,7 @@ class Gpt {
   // This rank's shard of each parameter (all of it without tensor parallelism).
   const std::vector<ParamSpec>& specs() const { return specs_; }
   TpShard shard() const { return shard_; }
+  PpStage stage() const { return stage_; }
   ComputeMode mode() const { return mode_; }
   size_t batch() const { return B_; }
   size_t seq() const { return T_; }
@@ -70,8 +79,25 @@ class Gpt {
   // forward + backward: the gradients of the mean loss are written (or added, with
   // `accumulate`) into the gradient buffers.
   float forward_backward(const int32_t* tokens, const int32_t* targets, bool accumulate = false);
-  // Logits [B·T, V] (unpadded) for tokens; for sampling and tests.
+  // Logits [B·T, V] (unpadded) for tokens; for sampling and tests (one stage only).
   void logits(const int32_t* tokens, float* out);
+
+  // The pipeline's steps, one micro-batch at a time (forward() and forward_backward() are
+  // these on slot 0, with the loss shared). Slots hold the saved activations of the
+  // micro-batches in flight: `slot` < slots(). stage_forward returns the loss on the last
+  // stage (0 elsewhere); with `grads`, stage_backward of the same slot must follow before
+  // the slot is used again. `accumulate`: add to the gradients (the step's later
+  // micro-batches). The first stage reads tokens (forward and backward), the last targets.
+  float stage_forward(const int32_t* tokens, const int32_t* targets, size_t slot, bool grads,
+                      bool accumulate);
+  void stage_backward(const int32_t* tokens, size_t slot, bool accumulate);
+  // Activation slots (1 at construction); more allocate copies of every saved activation.
+  void set_slots(size_t n);
+  size_t slots() const { return stash_.size(); }
+  // After the step's last backward: wte's gradient summed over the first and last stage
+  // (the tied embedding and LM head), so both copies take the same update. No-op without
+  // a pipeline.
+  void sum_tied_grads();
 
   // Gradient of parameter `spec` as FP32 values.
   void grad_values(size_t spec, float* out) const;
@@ -96,6 +122,12 @@ class Gpt {
   const float* small(size_t spec) const { return small_.as<float>() + small_off_[spec]; }
   float* grad_buf(size_t spec) const { return grads_.as<float>() + grad_off_[spec]; }
   float run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits);
+  // Zeroes the FP32 gradients, or (accumulate) sets them to the gradient so far.
+  void begin_grads(bool accumulate);
+  // The saved activations of `slot` into the layers (swapped with those they hold).
+  void select_slot(size_t slot);
+  bool first() const { return stage_.first(); }
+  bool last() const { return stage_.last(); }
   void embed(const int32_t* tokens);
   void forward_blocks();
   // LM head + loss over row chunks; with grads, also dlnf and dwte.
@@ -132,7 +164,12 @@ class Gpt {
   GptConfig cfg_;
   TpComm* tp_;
   TpShard shard_;
+  PpComm* pp_;
+  PpStage stage_;
   std::vector<ParamSpec> specs_;
+  // Positions in specs_ of the tensors outside blocks (npos on stages without them).
+  static constexpr size_t npos = ~size_t{0};
+  size_t wte_ = npos, wpe_ = npos, lnf_w_ = npos, lnf_b_ = npos;
   ComputeMode mode_;
   size_t B_, T_, BT_;
   // Per rank: embedding width and heads of the attention, vocabulary rows of wte [v0_,
@@ -172,6 +209,17 @@ class Gpt {
   std::vector<BlockSpecs> block_specs_;
   size_t activation_bytes_ = 0;
   size_t chunk_rows_ = 0;
+  // Activation slots: live_ lists every saved activation the layers hold (tensors, and the
+  // per-tensor scales of FP8 ones); stash_[s] holds slot s's while the layers hold slot
+  // held_'s (stash_[held_] is then empty).
+  struct Saved {
+    std::vector<Tensor> tensors;
+    std::vector<float> scales;
+  };
+  std::vector<Tensor*> live_;
+  std::vector<float*> live_scales_;
+  std::vector<Saved> stash_;
+  size_t held_ = 0;
   QuantProbe* probe_ = nullptr;
 };
 

@@ -114,6 +114,12 @@ void Linear::probe_weight() {
                              &w8_meta_.scale_inv));
 }
 
+void Linear::saved_state(std::vector<Tensor*>& tensors, std::vector<float*>& scales) {
+  for (Tensor* t : {&x_, &x8_.data, &x8_.scales, &xt8_.data, &xt8_.scales})
+    if (t->data() != nullptr) tensors.push_back(t);
+  for (ScalingMeta* m : {&x8_.meta, &xt8_.meta}) scales.insert(scales.end(), {&m->scale, &m->scale_inv});
+}
+
 std::vector<ScalingMeta*> Linear::scaling_metas() {
   if (mode_ != ComputeMode::kFP8) return {};
   return {&x8_.meta, &dy8_meta_};

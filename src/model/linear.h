@@ -116,6 +116,10 @@ class Linear {
   // with a just-in-time scale in fp8 mode.
   ScaledTensor make_grad() const;
 
+  // Pipeline slots: the tensors and per-tensor scales that make up the saved input (what
+  // forward leaves for backward), appended to `tensors` and `scales`.
+  void saved_state(std::vector<Tensor*>& tensors, std::vector<float*>& scales);
+
   // The delayed-scaling state of the saved input and of the output gradient (fp8 mode;
   // empty otherwise), for checkpoints.
   std::vector<ScalingMeta*> scaling_metas();

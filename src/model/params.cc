@@ -11,7 +11,18 @@
 
 namespace fp8lm {
 
-std::vector<ParamSpec> param_layout(const GptConfig& cfg, TpShard tp) {
+std::pair<int, int> stage_layers(const GptConfig& cfg, PpStage pp) {
+  FP8LM_CHECK(pp.size >= 1 && pp.rank >= 0 && pp.rank < pp.size, "pipeline stage ", pp.rank,
+              " of ", pp.size);
+  if (pp.size > cfg.n_layer)
+    fail("parallel.pp = ", pp.size, " stages for ", cfg.n_layer, " layers (model.n_layer): each "
+         "stage needs at least one");
+  const int base = cfg.n_layer / pp.size, extra = cfg.n_layer % pp.size;
+  const int first = pp.rank * base + std::min(pp.rank, extra);
+  return {first, first + base + (pp.rank < extra ? 1 : 0)};
+}
+
+std::vector<ParamSpec> param_layout(const GptConfig& cfg, TpShard tp, PpStage pp) {
   cfg.validate();
   FP8LM_CHECK(tp.size >= 1 && tp.rank >= 0 && tp.rank < tp.size, "tensor-parallel rank ", tp.rank,
               " of ", tp.size);
@@ -19,9 +30,12 @@ std::vector<ParamSpec> param_layout(const GptConfig& cfg, TpShard tp) {
     fail("parallel.tp = ", tp.size, " must divide model.n_head (", cfg.n_head,
          ") and the padded vocabulary (", cfg.padded_vocab(), ")");
   const int64_t C = cfg.n_embd;
+  const auto [l0, l1] = stage_layers(cfg, pp);
   std::vector<ParamSpec> specs;
   size_t offset = 0;
+  bool here = true;  // the tensor belongs to this stage
   auto add = [&](std::string name, Shape full, Split split = Split::kNone, bool linear = false) {
+    if (!here) return;
     std::vector<int64_t> dims(full.begin(), full.end());
     if (split == Split::kRows) dims.front() /= tp.size;
     if (split == Split::kCols || split == Split::kQkv) dims.back() /= tp.size;
@@ -29,9 +43,12 @@ std::vector<ParamSpec> param_layout(const GptConfig& cfg, TpShard tp) {
     specs.push_back({std::move(name), shape, offset, linear, split, full});
     offset += static_cast<size_t>(shape.numel());
   };
+  here = pp.first() || pp.last();
   add("wte.weight", {cfg.padded_vocab(), C}, Split::kRows);
+  here = pp.first();
   add("wpe.weight", {cfg.seq_len, C});
-  for (int l = 0; l < cfg.n_layer; ++l) {
+  here = true;
+  for (int l = l0; l < l1; ++l) {
     const std::string p = "h." + std::to_string(l) + ".";
     add(p + "ln_1.weight", {C});
     add(p + "ln_1.bias", {C});
@@ -46,6 +63,7 @@ std::vector<ParamSpec> param_layout(const GptConfig& cfg, TpShard tp) {
     add(p + "mlp.c_proj.weight", {4 * C, C}, Split::kRows, true);
     add(p + "mlp.c_proj.bias", {C});
   }
+  here = pp.last();
   add("ln_f.weight", {C});
   add("ln_f.bias", {C});
   return specs;
@@ -126,6 +144,16 @@ void Gpt2Init::next(size_t i, float* out) {
         i == 0 ? static_cast<size_t>(cfg_.vocab_size) * static_cast<size_t>(cfg_.n_embd) : n;
     for (size_t k = 0; k < drawn; ++k) out[k] = d(rng_);
   }
+}
+
+void Gpt2Init::next_named(const std::string& name, float* out) {
+  std::vector<float> dropped;
+  for (size_t i = next_; i < specs_.size(); ++i) {
+    if (specs_[i].name == name) return next(i, out);
+    dropped.resize(specs_[i].numel());
+    next(i, dropped.data());
+  }
+  fail("Gpt2Init: no tensor ", name, " after tensor ", next_);
 }
 
 void GptParams::init_gpt2(uint64_t seed) {

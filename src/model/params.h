@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,19 @@ struct TpShard {
   int size = 1;
 };
 
+// Stage `rank` of a pipeline of `size` stages (the default: one process, every layer).
+// Stages hold contiguous blocks of layers (earlier stages one more when they do not divide);
+// the first also wte and wpe, the last ln_f and wte again (the LM head's tied copy).
+struct PpStage {
+  int rank = 0;
+  int size = 1;
+  bool first() const { return rank == 0; }
+  bool last() const { return rank == size - 1; }
+};
+// The layers [first, second) of a stage. Throws Error (naming parallel.pp) when there are
+// fewer layers than stages.
+std::pair<int, int> stage_layers(const GptConfig& cfg, PpStage pp);
+
 struct ParamSpec {
   std::string name;    // e.g. "h.3.mlp.c_fc.weight"
   Shape shape;         // in memory, this rank's shard (wte: [padded_vocab / tp, C])
@@ -40,9 +54,10 @@ struct ParamSpec {
 };
 
 // The layout of a config's parameters (no storage): specs in file order, each holding the
-// shard of rank tp.rank. Throws Error (naming parallel.tp) when the config cannot be split
-// tp.size ways: heads, 4·n_embd and the padded vocabulary must divide.
-std::vector<ParamSpec> param_layout(const GptConfig& cfg, TpShard tp = {});
+// shard of rank tp.rank, of the tensors of pipeline stage `pp`. Throws Error (naming
+// parallel.tp) when the config cannot be split tp.size ways: heads, 4·n_embd and the padded
+// vocabulary must divide.
+std::vector<ParamSpec> param_layout(const GptConfig& cfg, TpShard tp = {}, PpStage pp = {});
 // Copies between a whole tensor and rank tp.rank's shard of it (elements of elem_bytes):
 // extract_shard copies the shard out of `full`, place_shard puts it back into its place.
 void extract_shard(const ParamSpec& s, TpShard tp, const void* full, void* shard,
@@ -57,6 +72,9 @@ class Gpt2Init {
   Gpt2Init(const GptConfig& cfg, uint64_t seed);
   // Writes the values of spec i (which must be the next one) into out[0..numel).
   void next(size_t i, float* out);
+  // The values of the tensor named `name` (at or after the next one: the tensors before it
+  // are drawn and dropped, so a pipeline stage starts from the values one process does).
+  void next_named(const std::string& name, float* out);
 
  private:
   GptConfig cfg_;

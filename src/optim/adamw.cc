@@ -138,6 +138,7 @@ StepResult AdamW::step(const std::vector<ScaledView>& grads, float lr, float gra
   if (reduce_.squares) reduce_.squares(sq_t.data(), sq_t.size());
   double sq = 0;
   for (double v : sq_t) sq += v;
+  if (reduce_.norm) reduce_.norm(&sq, 1);
   const double norm = std::sqrt(sq) * grad_mul;
   if (!std::isfinite(norm)) {
     ++skipped_;

@@ -80,6 +80,9 @@ class AdamW {
     // over the ranks holding distinct parts (O3's owners; tensor-parallel shards), each
     // part counted once, so every rank computes the norm of an unsharded run.
     SumFn squares;
+    // The squared norm of this rank's tensors (after `squares`) into the whole model's:
+    // pipeline stages hold different tensors, and add their sums.
+    SumFn norm;
     // One flag (a rank's update would make a state non-finite) summed over every rank, so
     // all skip the step together.
     SumFn flags;

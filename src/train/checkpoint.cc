@@ -192,13 +192,32 @@ const ScaledTensor& stored(const AdamW::Param& p, int which) {
   return which == 0 ? p.master : which == 1 ? p.m1 : p.m2;
 }
 
-bool tp_split(const StateLayout& l, size_t i) {
-  return l.tp.size > 1 && l.specs.at(i).split != Split::kNone;
+// Where tensor `name` (of the whole model) lives: its pipeline stage, its index there, whether
+// it is split over the tensor-parallel ranks, and the data-parallel rank keeping it.
+struct Place {
+  int stage;
+  size_t index;
+  bool split;
+  int dp;
+};
+
+Place place_of(const StateLayout& l, const std::string& name) {
+  const int stages = static_cast<int>(l.stage_specs.size());
+  for (int st = 0; st < stages; ++st) {  // the first holder (stage 0 for the tied wte)
+    const std::vector<ParamSpec>& specs = l.stage_specs[static_cast<size_t>(st)];
+    for (size_t j = 0; j < specs.size(); ++j) {
+      if (specs[j].name != name) continue;
+      const std::vector<int>& owner = l.stage_owner[static_cast<size_t>(st)];
+      return {st, j, l.tp.size > 1 && specs[j].split != Split::kNone,
+              owner.empty() ? 0 : owner[j]};
+    }
+  }
+  fail("checkpoint: no stage holds ", name);
 }
 
-// The data-parallel rank keeping tensor i, and the global rank of (that dp rank, tp rank q).
-int keeper(const StateLayout& l, size_t i) { return l.owner.empty() ? 0 : l.owner[i]; }
-int global_rank(const StateLayout& l, int dp, int q) { return dp * l.tp.size + q; }
+int global_rank(const StateLayout& l, const Place& p, int q) {
+  return (p.dp * l.pp.size + p.stage) * l.tp.size + q;
+}
 
 // Receives one state (scale, then payload) from `src` into `bytes`.
 float receive_state(int src, void* data, size_t bytes) {
@@ -208,29 +227,32 @@ float receive_state(int src, void* data, size_t bytes) {
   return scale;
 }
 
-// By pointer: the view may point into the State itself.
-std::unique_ptr<State> fetch(const AdamW& opt, const StateLayout& l, size_t i, int which) {
-  const AdamW::Param& p = opt.params()[i];
+// State `which` of the whole tensor `full` (rank 0). By pointer: the view may point into the
+// State itself.
+std::unique_ptr<State> fetch(const AdamW& opt, const StateLayout& l, const ParamSpec& full,
+                             int which) {
   auto s = std::make_unique<State>();
   const DType t = state_dtype(opt, which);
   const size_t es = dtype_size(t);
-  const int me = dist::rank(), dp = keeper(l, i);
-  if (tp_split(l, i)) {  // the whole tensor: every shard in its place, one scale
-    const ParamSpec& spec = l.specs[i];
+  const int me = dist::rank();
+  const Place at = place_of(l, full.name);
+  const ParamSpec& spec = l.stage_specs[static_cast<size_t>(at.stage)][at.index];
+  if (at.split) {  // the whole tensor: every shard in its place, one scale
     s->received.resize(static_cast<size_t>(spec.full_shape.numel()) * es);
-    std::vector<uint8_t> shard(p.numel * es);
+    std::vector<uint8_t> shard(spec.numel() * es);
     for (int q = 0; q < l.tp.size; ++q) {
-      const int src = global_rank(l, dp, q);
+      const int src = global_rank(l, at, q);
       float scale;
       const void* data = shard.data();
       if (src == me) {
-        scale = stored(p, which).view().tensor_scale();
-        data = stored(p, which).data.data();
+        const ScaledTensor& st = stored(opt.params()[at.index], which);
+        scale = st.view().tensor_scale();
+        data = st.data.data();
       } else {
         scale = receive_state(src, shard.data(), shard.size());
       }
       if (q == 0) s->received_scale = scale;
-      FP8LM_CHECK(scale == s->received_scale, p.name, ": tensor-parallel shards with scales ",
+      FP8LM_CHECK(scale == s->received_scale, full.name, ": tensor-parallel shards with scales ",
                   s->received_scale, " and ", scale, " (they must share one)");
       place_shard(spec, TpShard{q, l.tp.size}, data, s->received.data(), es);
     }
@@ -238,15 +260,15 @@ std::unique_ptr<State> fetch(const AdamW& opt, const StateLayout& l, size_t i, i
                           &s->received_scale);
     return s;
   }
-  const int src = global_rank(l, dp, 0);
+  const int src = global_rank(l, at, 0);
   if (src == me) {
-    s->view = stored(p, which).view();
+    s->view = stored(opt.params()[at.index], which).view();
     return s;
   }
-  s->received.resize(p.numel * es);
+  s->received.resize(spec.numel() * es);
   s->received_scale = receive_state(src, s->received.data(), s->received.size());
   s->view = tensor_view(static_cast<const void*>(s->received.data()), t,
-                        Shape{static_cast<int64_t>(p.numel)}, &s->received_scale);
+                        Shape{static_cast<int64_t>(spec.numel())}, &s->received_scale);
   return s;
 }
 
@@ -257,18 +279,27 @@ void send_state(const AdamW::Param& p, int which) {
   dist::send_bytes(0, st.data.data(), st.data.bytes());
 }
 
+// The layout of a one-process optimizer (rank 0 holds every tensor).
+StateLayout whole(const AdamW& opt, const GptConfig& cfg, const StateLayout& l) {
+  if (!l.stage_specs.empty()) return l;
+  StateLayout w;
+  w.stage_specs = {param_layout(cfg)};
+  w.stage_owner = {{}};
+  FP8LM_CHECK(w.stage_specs[0].size() == opt.params().size(), "checkpoint: optimizer of ",
+              opt.params().size(), " tensors for a model of ", w.stage_specs[0].size());
+  return w;
+}
+
 // model.safetensors in GptParams::save's layout (Hugging Face names, F32, wte without its
 // padding rows), from the optimizer's masters, converted in chunks while writing.
 void save_model_values(const std::string& path, const GptConfig& cfg, const AdamW& opt,
                        const StateLayout& layout) {
   const std::vector<ParamSpec> specs = param_layout(cfg);
-  FP8LM_CHECK(specs.size() == opt.params().size(), "checkpoint: optimizer of ", opt.params().size(),
-              " tensors for a model of ", specs.size());
   std::vector<SafetensorsSource> sources;
   for (size_t i = 0; i < specs.size(); ++i) {
     const Shape shape = i == 0 ? Shape{cfg.vocab_size, cfg.n_embd} : specs[i].shape;
     sources.push_back({specs[i].name, DType::kF32, shape, [&, i, shape](const WriteFn& w) {
-                         const auto m = fetch(opt, layout, i, 0);
+                         const auto m = fetch(opt, layout, specs[i], 0);
                          constexpr size_t kChunk = size_t{1} << 16;
                          std::vector<float> buf(kChunk);
                          const size_t n = static_cast<size_t>(shape.numel());
@@ -288,24 +319,22 @@ void save_model_values(const std::string& path, const GptConfig& cfg, const Adam
 
 }  // namespace
 
-void send_checkpoint_states(const AdamW& opt, const StateLayout& l) {
+void send_checkpoint_states(const GptConfig& cfg, const AdamW& opt, const StateLayout& l) {
   const int me = dist::rank();
   FP8LM_CHECK(me != 0, "send_checkpoint_states: rank 0 writes the checkpoint");
-  FP8LM_CHECK(l.owner.empty() || l.owner.size() == opt.params().size(),
-              "send_checkpoint_states: ", l.owner.size(), " owners");
-  const int my_dp = me / l.tp.size, my_tp = me % l.tp.size;
-  // Tensor i from this rank: its shard if i is split, the whole if this is tp rank 0 —
-  // when this rank's data-parallel rank keeps i. In the order fetch() receives them.
-  auto sends = [&](size_t i) {
-    if (keeper(l, i) != my_dp) return false;
-    return tp_split(l, i) || my_tp == 0;
-  };
-  const size_t n = opt.params().size();
-  for (size_t i = 0; i < n; ++i)  // model.safetensors: masters
-    if (sends(i)) send_state(opt.params()[i], 0);
-  for (size_t i = 0; i < n; ++i)  // optimizer.safetensors: master, m1, m2
-    if (sends(i))
-      for (int which = 0; which < 3; ++which) send_state(opt.params()[i], which);
+  const int my_tp = me % l.tp.size, my_dp = me / (l.tp.size * l.pp.size);
+  // Each whole tensor from this rank: its shard if split, the whole from tp rank 0 — when
+  // this rank's stage (the first holding it) and data-parallel rank keep it. In the order
+  // fetch() receives them.
+  std::vector<size_t> mine;
+  for (const ParamSpec& full : param_layout(cfg)) {
+    const Place at = place_of(l, full.name);
+    if (at.stage == l.pp.rank && at.dp == my_dp && (at.split || my_tp == 0))
+      mine.push_back(at.index);
+  }
+  for (size_t j : mine) send_state(opt.params().at(j), 0);  // model.safetensors: masters
+  for (size_t j : mine)  // optimizer.safetensors: master, m1, m2
+    for (int which = 0; which < 3; ++which) send_state(opt.params().at(j), which);
 }
 
 namespace {
@@ -317,20 +346,18 @@ void write_checkpoint_files(const fs::path& tmp, const GptConfig& cfg, const Ada
 
   // Optimizer states in their own dtypes; scalars NAME.{master,m1,m2}_scale_inv beside them
   // (each written right after its state, whose fetch supplies it).
+  const std::vector<ParamSpec> specs = param_layout(cfg);
   std::vector<SafetensorsSource> sources;
-  std::vector<float> scales(opt.params().size() * 3, 1.0f);
+  std::vector<float> scales(specs.size() * 3, 1.0f);
   const char* what[] = {"master", "m1", "m2"};
-  for (size_t i = 0; i < opt.params().size(); ++i) {
-    const AdamW::Param& p = opt.params()[i];
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& p = specs[i];
     for (int which = 0; which < 3; ++which) {
       float* scale = &scales[i * 3 + static_cast<size_t>(which)];
-      const size_t numel = tp_split(layout, i)
-                               ? static_cast<size_t>(layout.specs[i].full_shape.numel())
-                               : p.numel;
       sources.push_back({p.name + "." + what[which], state_dtype(opt, which),
-                         Shape{static_cast<int64_t>(numel)},
-                         [&, i, which, scale](const WriteFn& w) {
-                           const auto st = fetch(opt, layout, i, which);
+                         Shape{static_cast<int64_t>(p.numel())},
+                         [&, which, scale](const WriteFn& w) {
+                           const auto st = fetch(opt, layout, p, which);
                            *scale = st->view.tensor_scale();
                            w(st->view.data.data, st->view.data.bytes());
                          }});
@@ -370,7 +397,7 @@ std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptC
   const fs::path tmp = root / ("." + name + ".tmp-" + std::to_string(::getpid()));
   fs::create_directories(tmp);
   try {
-    write_checkpoint_files(tmp, cfg, opt, trainer, layout);
+    write_checkpoint_files(tmp, cfg, opt, trainer, whole(opt, cfg, layout));
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);

@@ -17,16 +17,23 @@
 namespace fp8lm {
 
 // Where the optimizer's states live when rank 0 does not hold them all. Ranks are placed as
-// the grid places them (distributed/grid.h, pp = 1): rank = dp_rank · tp + tp_rank.
+// the grid places them (distributed/grid.h): rank = (dp_rank · pp + pp_rank) · tp + tp_rank.
 struct StateLayout {
-  // O3: the data-parallel rank keeping each tensor (empty: every rank keeps all).
-  std::vector<int> owner;
-  // Tensor parallelism: this rank's shard of each tensor (empty: whole tensors) and its place
-  // in its group. The shards of one tensor share one scale (AdamW keeps them so), so whole
-  // tensors are their shards side by side.
-  std::vector<ParamSpec> specs;
+  // Per pipeline stage (one entry without a pipeline): a tensor-parallel rank's specs of the
+  // stage's tensors (param_layout; every tp rank's have the same shapes), and O3's owners of
+  // them (the data-parallel rank keeping each; empty: every rank keeps all).
+  std::vector<std::vector<ParamSpec>> stage_specs;
+  std::vector<std::vector<int>> stage_owner;
+  // This rank's place. The shards of one tensor share one scale (AdamW keeps them so), so
+  // whole tensors are their shards side by side. The tied wte is written from stage 0.
   TpShard tp;
-  bool sharded() const { return !owner.empty() || tp.size > 1; }
+  PpStage pp;
+  bool sharded() const {
+    if (tp.size > 1 || pp.size > 1) return true;
+    for (const auto& o : stage_owner)
+      if (!o.empty()) return true;
+    return false;
+  }
 };
 
 // Writes out_dir/checkpoints/step-N atomically; returns its path. With the environment
@@ -41,9 +48,10 @@ std::string save_checkpoint(const std::string& out_dir, int64_t step, const GptC
                             const AdamW& opt, const nlohmann::json& trainer,
                             const StateLayout& layout = {});
 // What a rank other than 0 sends while rank 0 writes: the states of the tensors it keeps
-// (O3: its data-parallel rank owns them; otherwise data-parallel rank 0 holds them all) —
-// its shard of each split tensor, and the whole of the others from tensor-parallel rank 0.
-void send_checkpoint_states(const AdamW& opt, const StateLayout& layout);
+// (its pipeline stage; O3: its data-parallel rank owns them, otherwise data-parallel rank 0
+// holds them all) — its shard of each split tensor, the whole of the others from
+// tensor-parallel rank 0.
+void send_checkpoint_states(const GptConfig& cfg, const AdamW& opt, const StateLayout& layout);
 
 // Removes out_dir/checkpoints/.step-* (temporary folders of interrupted writes).
 void remove_stale_checkpoint_temps(const std::string& out_dir);

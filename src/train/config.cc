@@ -92,6 +92,8 @@ const std::vector<Key>& keys() {
       key("train.threads", &TrainConfig::threads),
       key("train.comm_timeout", &TrainConfig::comm_timeout),
       key("parallel.tp", &TrainConfig::tp),
+      key("parallel.pp", &TrainConfig::pp),
+      key("parallel.pp_wire", &TrainConfig::pp_wire),
       key("parallel.sequence", &TrainConfig::sequence),
       key("parallel.gather", &TrainConfig::gather),
       key("parallel.wire", &TrainConfig::wire),
@@ -137,6 +139,12 @@ TpOptions TrainConfig::tp_options() const {
   return o;
 }
 
+DType TrainConfig::pp_wire_dtype() const {
+  if (level_plan(precision_level()).compute == ComputeMode::kF32 || pp_wire == "f32")
+    return DType::kF32;
+  return pp_wire == "e4m3" ? DType::kE4M3 : DType::kBF16;
+}
+
 GptConfig TrainConfig::model() const {
   GptConfig c = gpt_preset(preset);
   if (n_layer) c.n_layer = n_layer;
@@ -179,6 +187,12 @@ void TrainConfig::validate() const {
   if (gather != "level" && gather != "bf16")
     fail("parallel.gather = '", gather, "': must be level or bf16");
   if (wire != "bf16" && wire != "f32") fail("parallel.wire = '", wire, "': must be bf16 or f32");
+  int_range("parallel.pp", pp, 1, 1024);
+  if (pp_wire != "bf16" && pp_wire != "e4m3" && pp_wire != "f32")
+    fail("parallel.pp_wire = '", pp_wire, "': must be bf16, e4m3 or f32");
+  if (pp > model().n_layer)
+    fail("parallel.pp = ", pp, ": more stages than model.n_layer (", model().n_layer,
+         "); each stage needs at least one layer");
   if (tp > 1) {
     const GptConfig m = model();
     if (sequence && (static_cast<int64_t>(batch_size) * m.seq_len) % tp != 0)

@@ -40,9 +40,11 @@ struct TrainConfig {
   std::string out_dir = "runs/default";
   int threads = 0;
   double comm_timeout = 900;  // seconds a rank waits for the others in one call (0: no bound)
-  // [parallel] (docs/parallelism.md): tensor-parallel ranks per model copy; the others of the
-  // world (mpirun -n N) are data-parallel, dp = N / tp.
+  // [parallel] (docs/parallelism.md): tensor-parallel ranks per stage and pipeline stages per
+  // model copy; the others of the world (mpirun -n N) are data-parallel, dp = N / (tp · pp).
   int tp = 1;
+  int pp = 1;
+  std::string pp_wire = "bf16";  // activations between stages: bf16 | e4m3 | f32 (fp32: f32)
   bool sequence = true;        // sequence parallelism within the tp group
   std::string gather = "level";  // SP → TP gathers: level (e4m3 in fp8) | bf16
   std::string wire = "bf16";     // TP → SP reduce-scatters, backward gathers: bf16 | f32
@@ -76,6 +78,8 @@ struct TrainConfig {
 
   GptConfig model() const;  // the preset with overrides applied, validated
   TpOptions tp_options() const;
+  // The pipeline's wire format (f32 when the level computes in fp32).
+  DType pp_wire_dtype() const;
   PrecisionLevel precision_level() const { return level_from_name(level); }
   // The level's state formats with precision.master/m1/m2 applied; nullopt when none is set.
   std::optional<StateFormats> state_formats() const;

@@ -9,11 +9,12 @@ namespace fp8lm {
 
 std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
                                           const AdamWConfig& acfg, uint64_t seed,
-                                          const std::vector<bool>& owned, TpShard tp) {
+                                          const std::vector<bool>& owned, TpShard tp,
+                                          PpStage pp) {
   std::vector<std::string> names;
   std::vector<size_t> numels;
   std::vector<bool> decay;
-  const std::vector<ParamSpec> specs = param_layout(cfg, tp);
+  const std::vector<ParamSpec> specs = param_layout(cfg, tp, pp);
   for (const ParamSpec& s : specs) {
     names.push_back(s.name);
     numels.push_back(s.numel());
@@ -24,9 +25,9 @@ std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel l
   float full_amax = 0.0f;
   auto initial = [&](size_t i, float* out) {
     const ParamSpec& s = specs[i];
-    if (s.split == Split::kNone || tp.size == 1) return init.next(i, out);
+    if (s.split == Split::kNone || tp.size == 1) return init.next_named(s.name, out);
     full.resize(static_cast<size_t>(s.full_shape.numel()));
-    init.next(i, full.data());
+    init.next_named(s.name, full.data());
     full_amax = kernels::amax(full.data(), full.size());
     extract_shard(s, tp, full.data(), out, sizeof(float));
   };

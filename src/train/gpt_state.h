@@ -16,10 +16,11 @@ namespace fp8lm {
 // `seed` (produced one tensor at a time). Weight decay on matrices and embeddings only.
 // `owned` (O3): the tensors whose states this rank keeps (empty: all). `tp`: this rank's
 // tensor-parallel shard of each tensor (the same values one process starts from; narrow
-// masters scaled from the whole tensor's amax).
+// masters scaled from the whole tensor's amax). `pp`: the tensors of this pipeline stage.
 std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
                                           const AdamWConfig& acfg, uint64_t seed,
-                                          const std::vector<bool>& owned = {}, TpShard tp = {});
+                                          const std::vector<bool>& owned = {}, TpShard tp = {},
+                                          PpStage pp = {});
 
 // The masters as the model reads them (FP32, or FP16 with their scales): live views, valid
 // for the optimizer's life (its updates are seen without a new set_weights).

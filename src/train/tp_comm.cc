@@ -14,7 +14,7 @@ void GroupTpComm::allreduce_max(float* x, size_t n) {
 }
 
 float GroupTpComm::max_amax(float amax) {
-  dist::allreduce_max(&amax, 1, dist::Group{}, "amax");
+  dist::allreduce_max(&amax, 1, stage_, "amax");
   return amax;
 }
 

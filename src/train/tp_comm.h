@@ -10,7 +10,7 @@ namespace fp8lm {
 class GroupTpComm final : public TpComm {
  public:
   GroupTpComm(const dist::Grid& g, TpOptions options)
-      : g_(g.tp_group), shard_{g.tp_rank, g.tp}, options_(options) {}
+      : g_(g.tp_group), stage_(g.stage_group), shard_{g.tp_rank, g.tp}, options_(options) {}
   TpShard shard() const override { return shard_; }
   TpOptions options() const override { return options_; }
   void allreduce_sum(float* x, size_t n) override;
@@ -18,12 +18,12 @@ class GroupTpComm final : public TpComm {
   void allgather(const float* in, float* out, size_t n) override;
   void allgather_parts(void* base, size_t bytes_per_rank, DType format) override;
   void reduce_scatter(const float* in, float* out, size_t n, DType wire) override;
-  // Every rank of the job (one pipeline stage: pp = 1).
-  int scaling_ranks() const override { return dist::size(); }
+  // The ranks of this pipeline stage (tp × dp; the world without a pipeline).
+  int scaling_ranks() const override { return stage_.size(); }
   float max_amax(float amax) override;
 
  private:
-  dist::Group g_;
+  dist::Group g_, stage_;
   TpShard shard_;
   TpOptions options_;
 };

@@ -30,6 +30,7 @@
 #include "train/grad_sync.h"
 #include "train/run_folder.h"
 #include "train/telemetry.h"
+#include "train/pp_comm.h"
 #include "train/tp_comm.h"
 #include "train/zero_replica.h"
 
@@ -72,10 +73,12 @@ void maybe_fail_for_test(int rank, int64_t step) {
 // Fails early, with the figures, when the run cannot fit: the model (allocated, most pages
 // not yet touched) plus the optimizer states about to be allocated, against what this
 // process has plus what the machine can still give.
-// `tp`: the tensor-parallel ranks sharing the parameters (each holds its shard's states).
-void check_memory(const GptConfig& mcfg, PrecisionLevel level, const StateFormats& f, int tp) {
+// `tp`: the tensor-parallel ranks sharing the parameters (each holds its shard's states);
+// `pp`: this rank's pipeline stage.
+void check_memory(const GptConfig& mcfg, PrecisionLevel level, const StateFormats& f, int tp,
+                  PpStage pp) {
   size_t numel = 0, largest = 0;
-  for (const ParamSpec& s : param_layout(mcfg, TpShard{0, tp})) {
+  for (const ParamSpec& s : param_layout(mcfg, TpShard{0, tp}, pp)) {
     numel += s.numel();
     largest = std::max(largest, s.numel());
   }
@@ -163,22 +166,27 @@ struct Session {
         world(dist::size()),
         rank(dist::rank()),
         tp_comm(g, c.tp_options()),
+        pp_comm(g, c.pp_wire_dtype()),
         model(m, level_plan(level).compute, static_cast<size_t>(c.batch_size),
               static_cast<size_t>(m.seq_len),
               fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format), true,
-              &tp_comm) {
+              &tp_comm, &pp_comm) {
+    // 1F1B: stage s has at most pp − s micro-batches in flight.
+    model.set_slots(static_cast<size_t>(std::min(g.pp - g.pp_rank, c.grad_accum)));
     AdamWConfig acfg;
     acfg.beta1 = static_cast<float>(c.beta1);
     acfg.beta2 = static_cast<float>(c.beta2);
     acfg.weight_decay = static_cast<float>(c.weight_decay);
     acfg.states = c.state_formats();
-    check_memory(mcfg, level, acfg.states.value_or(level_plan(level).states), grid.tp);
+    check_memory(mcfg, level, acfg.states.value_or(level_plan(level).states), grid.tp,
+                 model.stage());
     if (level_plan(level).sharded)
       replica = std::make_unique<ZeroReplica>(
           mcfg, grid.dp, grid.dp_rank, recipe_plan(c.recipe).weight_replica, model.shard(),
-          grid.dp_group, grid.tp > 1 ? tp_amax_share() : AmaxShare{});
+          grid.dp_group, grid.tp > 1 ? tp_amax_share() : AmaxShare{}, model.stage());
     opt = make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
-                             replica ? replica->owned() : std::vector<bool>{}, model.shard());
+                             replica ? replica->owned() : std::vector<bool>{}, model.shard(),
+                             model.stage());
     set_reductions();
     sync = std::make_unique<GradSync>(level, c.grad_scaling,
                                       replica ? replica->owner() : std::vector<int>{},
@@ -194,21 +202,31 @@ struct Session {
   // How the optimizer's per-tensor figures combine across ranks: O3's owners each hold whole
   // tensors (sum over the data-parallel group); tensor-parallel shards hold parts of the
   // split tensors and copies of the others (sum the split ones' squares over the tp group,
-  // count the copies once; shared scales: max of the amaxes over the tp group).
+  // count the copies once; shared scales: max of the amaxes over the tp group). Pipeline
+  // stages add their norms, the tied wte counted on the first stage only.
   void set_reductions() {
     AdamW::Reductions r;
-    const bool zero = replica && grid.dp > 1, tp = grid.tp > 1;
-    if (zero || tp) {
-      std::vector<bool> split;
-      for (const ParamSpec& s : model.specs()) split.push_back(s.split != Split::kNone);
+    const bool zero = replica && grid.dp > 1, tp = grid.tp > 1, pp = grid.pp > 1;
+    if (zero || tp || pp) {
+      std::vector<bool> split, tied_copy;
+      for (const ParamSpec& s : model.specs()) {
+        split.push_back(s.split != Split::kNone);
+        tied_copy.push_back(pp && grid.pp_rank != 0 && s.name == "wte.weight");
+      }
       const dist::Grid g = grid;
-      r.squares = [g, split, zero, tp](double* v, size_t n) {
+      r.squares = [g, split, tied_copy, zero, tp](double* v, size_t n) {
+        for (size_t i = 0; i < n; ++i)
+          if (tied_copy[i]) v[i] = 0.0;
         if (zero) dist::allreduce_scalars(v, n, dist::ScalarOp::kSum, g.dp_group);
         if (!tp) return;
         for (size_t i = 0; i < n; ++i)
           if (!split[i] && g.tp_rank != 0) v[i] = 0.0;
         dist::allreduce_scalars(v, n, dist::ScalarOp::kSum, g.tp_group);
       };
+      if (pp)
+        r.norm = [g](double* v, size_t n) {
+          dist::allreduce_scalars(v, n, dist::ScalarOp::kSum, g.pp_group);
+        };
       r.flags = [](double* v, size_t n) {
         dist::allreduce_scalars(v, n, dist::ScalarOp::kSum);
       };
@@ -227,12 +245,15 @@ struct Session {
     };
   }
 
+  // Every stage's tensors and O3 owners (as each stage places them), for checkpoints.
   StateLayout layout() const {
     StateLayout l;
-    if (replica && grid.dp > 1) l.owner = replica->owner();
-    if (grid.tp > 1) {
-      l.specs = model.specs();
-      l.tp = model.shard();
+    l.tp = model.shard();
+    l.pp = model.stage();
+    for (int st = 0; st < grid.pp; ++st) {
+      l.stage_specs.push_back(param_layout(mcfg, l.tp, PpStage{st, grid.pp}));
+      l.stage_owner.push_back(replica && grid.dp > 1 ? zero_owners(l.stage_specs.back(), grid.dp)
+                                                     : std::vector<int>{});
     }
     return l;
   }
@@ -271,14 +292,39 @@ struct Session {
     s.tokenizer_dir = std::filesystem::absolute(cfg.tokenizer_path()).lexically_normal().string();
     s.world_size = world;
     s.grad_scaling_mu = sync->mu();
-    for (ScalingMeta* m : model.scaling_metas()) s.scaling.push_back(scaling_to_json(*m));
+    s.scaling = stage_scaling();
     return s;
+  }
+
+  // Every layer's scaling states on rank 0, in layer order: each later stage's lead rank
+  // (tp 0, dp 0; its stage's ranks share the states) sends its layers'.
+  nlohmann::json stage_scaling() {
+    nlohmann::json all = nlohmann::json::array();
+    for (ScalingMeta* m : model.scaling_metas()) all.push_back(scaling_to_json(*m));
+    if (grid.pp == 1 || (rank != 0 && (grid.tp_rank != 0 || grid.dp_rank != 0))) return all;
+    if (rank != 0) {
+      const std::string text = all.dump();
+      const uint64_t n = text.size();
+      dist::send_bytes(0, &n, sizeof n);
+      dist::send_bytes(0, text.data(), text.size());
+      return all;
+    }
+    for (int st = 1; st < grid.pp; ++st) {
+      uint64_t n = 0;
+      const int src = st * grid.tp;
+      dist::recv_bytes(src, &n, sizeof n);
+      std::string text(n, '\0');
+      dist::recv_bytes(src, text.data(), n);
+      for (const auto& m : nlohmann::json::parse(text)) all.push_back(m);
+    }
+    return all;
   }
 
   void checkpoint(const std::string& out, int64_t done) {
     const StateLayout l = layout();
     if (rank != 0) {
-      if (l.sharded()) send_checkpoint_states(*opt, l);
+      stage_scaling();
+      if (l.sharded()) send_checkpoint_states(mcfg, *opt, l);
       return;
     }
     save_checkpoint(out, done, mcfg, *opt, trainer_json(state(done)), l);
@@ -290,12 +336,15 @@ struct Session {
   const dist::Grid grid;
   const int world, rank;  // of the whole job
   GroupTpComm tp_comm;
+  GroupPpComm pp_comm;
   Gpt model;
   std::unique_ptr<ZeroReplica> replica;
   std::unique_ptr<AdamW> opt;
   std::unique_ptr<GradSync> sync;
   QuantProbe probe;
   TelemetrySummary telemetry;
+  // Pipeline: seconds of the steps' schedules, and of them waiting for the neighbours.
+  double pipe_busy = 0, pipe_idle = 0;
   Alarms alarms{AlarmLimits{cfg.underflow_alarm, cfg.saturation_alarm, cfg.kurtosis_alarm,
                             cfg.loss_spike_alarm}};
 
@@ -322,7 +371,16 @@ int64_t resume(Session& s, const std::string& resume_from, RunFolder* folder) {
          m.n_layer, "x", m.n_embd, " (", m.n_head, " heads, seq ", m.seq_len, ", vocab ",
          m.vocab_size, ")");
   load_optimizer(dir, *s.opt, s.model.specs(), s.model.shard());
-  restore_scaling(t, s.model.scaling_metas(), dir);
+  // A pipeline stage's layers' scaling states (8 per layer in fp8, in layer order).
+  TrainerState mine = t;
+  if (s.grid.pp > 1 && !t.scaling.empty()) {
+    const auto [l0, l1] = stage_layers(m, s.model.stage());
+    const size_t per = t.scaling.size() / static_cast<size_t>(m.n_layer);
+    mine.scaling = nlohmann::json::array();
+    for (size_t i = per * static_cast<size_t>(l0); i < per * static_cast<size_t>(l1); ++i)
+      mine.scaling.push_back(t.scaling[i]);
+  }
+  restore_scaling(mine, s.model.scaling_metas(), dir);
   s.sync->set_mu(t.grad_scaling_mu);
   if (folder != nullptr) {
     folder->truncate_metrics(t.step);
@@ -343,6 +401,12 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
         static_cast<double>(mem_stats(static_cast<MemCategory>(c)).peak);
   if (world > 1)
     dist::allreduce_scalars(rank_peaks.data(), rank_peaks.size(), dist::ScalarOp::kSum);
+  // Each pipeline stage's idle fraction, from its lead rank (tp 0, dp 0).
+  const int pp = s.grid.pp;
+  std::vector<double> idle(static_cast<size_t>(pp), 0.0);
+  if (s.grid.tp_rank == 0 && s.grid.dp_rank == 0 && s.pipe_busy > 0)
+    idle[static_cast<size_t>(s.grid.pp_rank)] = s.pipe_idle / s.pipe_busy;
+  if (pp > 1) dist::allreduce_scalars(idle.data(), idle.size(), dist::ScalarOp::kSum);
   if (s.rank != 0) return;
   // Medians after warm-up, bytes per parameter from the memory accounting.
   const size_t skip = tok_rates.size() > 1 ? std::max<size_t>(1, tok_rates.size() / 10) : 0;
@@ -391,12 +455,23 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
       {"comm_calls_per_step", step_comm.calls},
       {"per_rank_peak_mib", per_rank},
       {"telemetry", s.telemetry.json()},
+      {"pipeline",
+       {{"stages", pp},
+        {"micro_batches", s.cfg.grad_accum},
+        {"idle_fraction", idle},
+        {"bubble_1f1b", static_cast<double>(pp - 1) / (s.cfg.grad_accum + pp - 1)}}},
       {"alarms", s.alarms.raised()}};
   const std::string text = summary.dump(2) + "\n";
   write_text_atomic(out + "/summary.json", text);
   if (!s.telemetry.empty())
     std::printf("FP8 casts, worst tensors (%s/telemetry.jsonl):\n%s", out.c_str(),
                 s.telemetry.text().c_str());
+  if (pp > 1) {
+    std::printf("pipeline idle per stage:");
+    for (double f : idle) std::printf(" %.1f%%", 100 * f);
+    std::printf(" (1F1B bubble (p-1)/(m+p-1) = %.1f%%)\n",
+                100.0 * (pp - 1) / (s.cfg.grad_accum + pp - 1));
+  }
   std::printf("done: train loss %.4f, val loss %.4f, %.0f tokens/s; %s/summary.json\n",
               result.final_train_loss, result.final_val_loss, tps, out.c_str());
 }
@@ -406,6 +481,46 @@ std::string fmt_val(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.4f", v);
   return buf;
+}
+
+// One step's micro-batches through this rank's pipeline stage, 1F1B (docs/parallelism.md):
+// stage s of p runs min(p − s − 1, m) forwards, then alternates one forward and one backward,
+// then the remaining backwards; one stage (no pipeline) runs each forward then its backward,
+// as plain accumulation. Returns the sum of the micro-batches' losses (every stage).
+// Micro-batch i of data-parallel rank r is batch (step · dp + r) · m + i.
+double run_pipeline(Session& s, const DataLoader& loader, int64_t step, std::vector<int32_t>& in,
+                    std::vector<int32_t>& tgt) {
+  const int m = s.cfg.grad_accum, p = s.grid.pp, st = s.grid.pp_rank;
+  const size_t slots = s.model.slots();
+  auto load = [&](int i) {
+    const int64_t index = (step * s.grid.dp + s.grid.dp_rank) * m + i;
+    loader.train_batch(static_cast<uint64_t>(index), in.data(), tgt.data());
+  };
+  double loss = 0;
+  int f = 0, b = 0;
+  auto forward = [&] {
+    load(f);
+    loss += s.model.stage_forward(in.data(), tgt.data(), static_cast<size_t>(f) % slots, true,
+                                  f > 0);
+    ++f;
+  };
+  auto backward = [&] {
+    load(b);
+    s.model.stage_backward(in.data(), static_cast<size_t>(b) % slots, b > 0);
+    ++b;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const int warm = std::min(p - st - 1, m); f < warm;) forward();
+  while (b < m) {
+    if (f < m) forward();
+    backward();
+  }
+  if (p == 1) return loss;
+  s.pp_comm.wait();
+  s.pipe_busy += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.pipe_idle += s.pp_comm.take_waited();
+  s.model.sum_tied_grads();
+  return s.pp_comm.share_loss(loss);
 }
 
 }  // namespace
@@ -428,7 +543,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
   TrainResult result;
   result.steps = cfg.steps;
   {  // scoped so that the model and the optimizer are gone before the closing sample
-    const dist::Grid grid = dist::make_grid(cfg.tp, 1);
+    const dist::Grid grid = dist::make_grid(cfg.tp, cfg.pp);
     Session s(cfg, mcfg, grid);
     const int64_t start = resume_from.empty() ? 0 : resume(s, resume_from, folder.get());
     if (start >= cfg.steps) {  // a finished run: its summary and checkpoints stay as they are
@@ -463,14 +578,9 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       // Data-parallel rank r takes micro-batches [r·accum, (r+1)·accum) of the step's
       // dp·accum: the same global batch as one process accumulating dp·accum micro-batches
       // (the ranks of a tensor-parallel group share theirs).
-      double loss = 0;
       s.probe.arm(s.samples(step));
-      for (int micro = 0; micro < cfg.grad_accum; ++micro) {
-        const int64_t index = (step * grid.dp + grid.dp_rank) * cfg.grad_accum + micro;
-        loader.train_batch(static_cast<uint64_t>(index), in.data(), tgt.data());
-        loss += s.model.forward_backward(in.data(), tgt.data(), micro > 0);
-      }
-      loss /= cfg.grad_accum;
+      double loss = run_pipeline(s, loader, step, in, tgt) / cfg.grad_accum;
+      if (step == start) s.pipe_busy = s.pipe_idle = 0;  // the first step warms up
       s.sync->average(s.model, s.telemetry_step(step));
       if (grid.dp > 1) {  // equal within a tensor-parallel group
         dist::allreduce_scalars(&loss, 1, dist::ScalarOp::kSum, grid.dp_group);

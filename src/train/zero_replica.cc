@@ -9,14 +9,26 @@
 
 namespace fp8lm {
 
-ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank, ScalingMode linear_mode,
-                         TpShard tp, dist::Group group, AmaxShare share)
-    : specs_(param_layout(cfg, tp)), rank_(rank), group_(group), share_(std::move(share)) {
+namespace {
+
+std::vector<int64_t> state_bytes(const std::vector<ParamSpec>& specs) {
   const StateFormats f = level_plan(PrecisionLevel::kO3).states;
   const size_t per_elem = dtype_size(f.master) + dtype_size(f.m1) + dtype_size(f.m2);
   std::vector<int64_t> bytes;
-  for (const ParamSpec& s : specs_) bytes.push_back(static_cast<int64_t>(s.numel() * per_elem));
-  const dist::Placement p = dist::placement(bytes, world_size);
+  for (const ParamSpec& s : specs) bytes.push_back(static_cast<int64_t>(s.numel() * per_elem));
+  return bytes;
+}
+
+}  // namespace
+
+std::vector<int> zero_owners(const std::vector<ParamSpec>& specs, int dp) {
+  return dist::placement(state_bytes(specs), dp).owner;
+}
+
+ZeroReplica::ZeroReplica(const GptConfig& cfg, int world_size, int rank, ScalingMode linear_mode,
+                         TpShard tp, dist::Group group, AmaxShare share, PpStage pp)
+    : specs_(param_layout(cfg, tp, pp)), rank_(rank), group_(group), share_(std::move(share)) {
+  const dist::Placement p = dist::placement(state_bytes(specs_), world_size);
   owner_ = p.owner;
   rank_bytes_ = p.rank_bytes;
   // E4M3 casts of Linear weights are just in time, as the FP8 GEMM's weight cast; FP16

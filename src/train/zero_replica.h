@@ -17,6 +17,10 @@
 
 namespace fp8lm {
 
+// O3's owners of `specs` among `dp` data-parallel ranks (greedy placement of their master +
+// moment bytes), as every ZeroReplica of those specs places them.
+std::vector<int> zero_owners(const std::vector<ParamSpec>& specs, int dp);
+
 class ZeroReplica {
  public:
   // `linear_mode`: the recipe's weight_replica (kTensor, a block mode, or kNone for FP16).
@@ -24,9 +28,10 @@ class ZeroReplica {
   // `rank`). With tensor parallelism (`tp`) the replicas are this rank's shards and the
   // E4M3 scale of a Linear weight comes from `share` (the max over the shards' amaxes): the
   // ranks of a tensor-parallel group own the same tensors and refresh them together.
+  // `pp`: the tensors of this pipeline stage (ZeRO within the stage's data-parallel group).
   ZeroReplica(const GptConfig& cfg, int world_size, int rank,
               ScalingMode linear_mode = ScalingMode::kTensor, TpShard tp = {},
-              dist::Group group = {}, AmaxShare share = {});
+              dist::Group group = {}, AmaxShare share = {}, PpStage pp = {});
 
   const std::vector<int>& owner() const { return owner_; }
   std::vector<bool> owned() const;

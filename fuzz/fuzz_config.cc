@@ -47,6 +47,8 @@ void check_same(const fp8lm::TrainConfig& a, const fp8lm::TrainConfig& b,
   FUZZ_SAME_FIELD(sequence);
   FUZZ_SAME_FIELD(gather);
   FUZZ_SAME_FIELD(wire);
+  FUZZ_SAME_FIELD(pp);
+  FUZZ_SAME_FIELD(pp_wire);
   FUZZ_SAME_FIELD(level);
   FUZZ_SAME_FIELD(recipe);
   FUZZ_SAME_FIELD(amax_window);

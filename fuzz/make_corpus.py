@@ -197,6 +197,8 @@ tp = 1
 sequence = true
 gather = "level"
 wire = "bf16"
+pp = 1
+pp_wire = "bf16"
 
 [precision]
 level = "O2"

@@ -1319,6 +1319,7 @@ INT_KEYS = {
     "precision.margin": ([0, 8], [-1, 9]),
     "telemetry.every": ([0, 2147483647], [-1]),
     "parallel.tp": ([1], [0, -1, 1025, 2147483647]),
+    "parallel.pp": ([1], [0, -1, 1025, 2147483647]),
 }
 FLOAT_KEYS = {
     # key: (valid special values, invalid values); every non-finite value is invalid.
@@ -1388,7 +1389,7 @@ def class_config(h):
                    ("precision.recipe", "bogus"), ("precision.grad_scaling", "bogus"),
                    ("telemetry.what_if", "bogus"), ("telemetry.stop_on_alarm", "maybe"),
                    ("parallel.sequence", "maybe"), ("parallel.gather", "e4m3"),
-                   ("parallel.wire", "fp8"),
+                   ("parallel.wire", "fp8"), ("parallel.pp_wire", "e5m2"),
                    ("precision.master", "e5m2"), ("precision.m1", "bogus"), ("precision.m2", "f8"),
                    ("precision.m1", "bf16"),
                    ("train.out_dir", "''"), ("data.train", "''"), ("model.preset", "[1,2]"),

@@ -410,6 +410,91 @@ TEST_F(DistTrain, O3WithTensorParallelEqualsO2AndResumesExactly) {
   }
 }
 
+// Pipeline parallelism (docs/parallelism.md): two stages of one layer each, alone and with
+// two tensor-parallel ranks per stage, train the one-process model over 4 micro-batches
+// (1F1B); checkpoints are the one-process format, resumed on one process, on two
+// data-parallel ranks, and from one process onto tp 2 × pp 2.
+TEST_F(DistTrain, PipelineFp32EqualsOneProcessAndResumesAtAnyLayout) {
+  const std::string base = "--set precision.level=fp32 --set train.steps=20"
+                           " --set train.grad_accum=4 --set train.checkpoint_every=10"
+                           " --set train.eval_every=10";
+  ASSERT_EQ(train(0, "one", base), 0) << log("one");
+  ASSERT_EQ(train(2, "pp2", base + " --set parallel.pp=2"), 0) << log("pp2");
+  ASSERT_EQ(train(4, "tp2pp2", base + " --set parallel.pp=2 --set parallel.tp=2"), 0)
+      << log("tp2pp2");
+  for (const std::string run : {"pp2", "tp2pp2"}) {
+    SCOPED_TRACE(run);
+    expect_close(losses("one"), losses(run), 1e-5, 20);
+    expect_close(val_losses("one"), val_losses(run), 1e-5, 2);
+    const auto s = summary(run);
+    // Activations forward and gradients backward, f32 at fp32, 4 micro-batches a step.
+    EXPECT_GT(s["comm_bytes_per_step"]["pp.send_f32"].get<double>(), 0.0);
+    EXPECT_EQ(s["comm_bytes_per_step"]["pp.send_f32"], s["comm_bytes_per_step"]["pp.recv"]);
+    EXPECT_EQ(s["pipeline"]["stages"], 2);
+    EXPECT_NEAR(s["pipeline"]["bubble_1f1b"].get<double>(), 0.2, 1e-12);  // (2-1)/(4+2-1)
+    for (const auto& f : s["pipeline"]["idle_fraction"]) {
+      EXPECT_GE(f.get<double>(), 0.0);
+      EXPECT_LT(f.get<double>(), 1.0);
+    }
+  }
+  // Each stage keeps its layers' states (the tied wte on both ends).
+  const double one_master = summary("one")["per_rank_peak_mib"][0]["master"].get<double>();
+  EXPECT_LT(summary("tp2pp2")["per_rank_peak_mib"][3]["master"].get<double>(), 0.6 * one_master);
+
+  const auto tail = [&](const std::string& out) {
+    const auto l = losses(out);
+    return std::vector<double>(l.end() - 10, l.end());
+  };
+  const std::string pp_ckpt = " --resume " + path("pp2/checkpoints/step-10");
+  ASSERT_EQ(train(0, "pp2_one", base + pp_ckpt), 0) << log("pp2_one");
+  ASSERT_EQ(train(2, "pp2_dp2", base + " --set train.grad_accum=2" + pp_ckpt), 0)
+      << log("pp2_dp2");
+  ASSERT_EQ(train(0, "tp2pp2_one", base + " --resume " + path("tp2pp2/checkpoints/step-10")), 0)
+      << log("tp2pp2_one");
+  ASSERT_EQ(train(4, "one_tp2pp2", base + " --set parallel.pp=2 --set parallel.tp=2 --resume " +
+                                       path("one/checkpoints/step-10")),
+            0)
+      << log("one_tp2pp2");
+  expect_close(tail("pp2"), losses("pp2_one"), 1e-6, 10);
+  expect_close(tail("pp2"), losses("pp2_dp2"), 1e-6, 10);
+  expect_close(tail("tp2pp2"), losses("tp2pp2_one"), 1e-6, 10);
+  expect_close(tail("one"), losses("one_tp2pp2"), 1e-6, 10);
+}
+
+// In FP8 the stages keep their layers' scales; activations cross the stage boundary as BF16
+// or as E4M3 with a per-message scale (half the bytes): both end within 1% of one process.
+// O3 at pp 2 × dp 2 computes exactly O2 there and resumes bit for bit.
+TEST_F(DistTrain, PipelineFp8FollowsOneProcessAndO3EqualsO2) {
+  const std::string base = "--set precision.level=O2 --set train.steps=30 --set train.eval_every=30"
+                           " --set train.grad_accum=4";
+  ASSERT_EQ(train(0, "one", base), 0) << log("one");
+  for (const std::string wire : {"bf16", "e4m3"}) {
+    const std::string run = "pp2_" + wire;
+    ASSERT_EQ(train(2, run, base + " --set parallel.pp=2 --set parallel.pp_wire=" + wire), 0)
+        << log(run);
+    const auto a = val_losses("one"), b = val_losses(run);
+    ASSERT_EQ(a.size(), 1u);
+    ASSERT_EQ(b.size(), 1u);
+    EXPECT_NEAR(b[0], a[0], 0.01 * a[0]) << wire;
+  }
+  const double bf16 = summary("pp2_bf16")["comm_bytes_per_step"]["pp.send_bf16"].get<double>();
+  const double e4m3 = summary("pp2_e4m3")["comm_bytes_per_step"]["pp.send_e4m3"].get<double>();
+  EXPECT_NEAR(e4m3 / bf16, 0.5, 0.01);  // plus 4 bytes of scale per message
+
+  const std::string zero = "--set train.steps=12 --set train.checkpoint_every=6"
+                           " --set train.eval_every=6 --set parallel.pp=2 --set train.grad_accum=2";
+  ASSERT_EQ(train(4, "o2", zero + " --set precision.level=O2"), 0) << log("o2");
+  ASSERT_EQ(train(4, "o3", zero + " --set precision.level=O3"), 0) << log("o3");
+  EXPECT_EQ(losses("o2"), losses("o3"));
+  EXPECT_EQ(val_losses("o2"), val_losses("o3"));
+  ASSERT_EQ(train(4, "o3_r", zero + " --set precision.level=O3 --resume " +
+                                 path("o3/checkpoints/step-6")),
+            0)
+      << log("o3_r");
+  const auto full = losses("o3");
+  EXPECT_EQ(losses("o3_r"), std::vector<double>(full.end() - 6, full.end()));
+}
+
 // Layouts that cannot run are one-line errors before training starts.
 TEST_F(DistTrain, BadTensorParallelLayoutsAreRefused) {
   const struct {
@@ -421,6 +506,9 @@ TEST_F(DistTrain, BadTensorParallelLayoutsAreRefused) {
       {2, "--set parallel.tp=4 --set model.n_head=4", "does not divide the 2 ranks"},
       {2, "--set parallel.tp=2 --set model.n_head=1 --set model.n_embd=64",
        "must divide model.n_head"},
+      {0, "--set parallel.pp=2", "does not divide the 1 rank"},
+      {2, "--set parallel.pp=2 --set parallel.tp=2", "does not divide the 2 ranks"},
+      {0, "--set parallel.pp=3", "more stages than model.n_layer (2)"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.extra);

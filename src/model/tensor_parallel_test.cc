@@ -10,6 +10,7 @@
 #include <tuple>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -311,6 +312,43 @@ TEST(TensorParallelLayout, ShardsTileEveryTensorAndBadSplitsAreRefused) {
   odd.n_embd = 48;
   odd.n_head = 3;
   EXPECT_THROW(param_layout(odd, {0, 3}), Error);
+}
+
+// Pipeline stages (docs/parallelism.md): contiguous layers, earlier stages one more when the
+// stages do not divide them; every tensor on exactly one stage but the tied wte (first and
+// last); fewer layers than stages is an error.
+TEST(PipelineLayout, StagesTileTheLayersAndTheTiedWteIsOnBothEnds) {
+  GptConfig cfg = config();
+  cfg.n_layer = 5;
+  const std::vector<ParamSpec> whole = param_layout(cfg);
+  for (int pp : {1, 2, 3, 5}) {
+    std::map<std::string, int> holders;
+    int next = 0;
+    for (int st = 0; st < pp; ++st) {
+      const auto [l0, l1] = stage_layers(cfg, {st, pp});
+      EXPECT_EQ(l0, next);
+      EXPECT_GE(l1 - l0, cfg.n_layer / pp);
+      EXPECT_LE(l1 - l0, cfg.n_layer / pp + 1);
+      next = l1;
+      size_t offset = 0;
+      for (const ParamSpec& s : param_layout(cfg, {}, {st, pp})) {
+        ++holders[s.name];
+        EXPECT_EQ(s.offset, offset) << s.name;  // packed per stage
+        offset += s.numel();
+        if (s.name.starts_with("h.")) {
+          const int l = std::stoi(s.name.substr(2));
+          EXPECT_TRUE(l >= l0 && l < l1) << s.name << " on stage " << st;
+        }
+      }
+    }
+    EXPECT_EQ(next, cfg.n_layer);
+    ASSERT_EQ(holders.size(), whole.size());
+    for (const ParamSpec& s : whole)
+      EXPECT_EQ(holders[s.name], s.name == "wte.weight" && pp > 1 ? 2 : 1) << s.name << " pp " << pp;
+  }
+  EXPECT_EQ(stage_layers(cfg, {0, 2}), std::make_pair(0, 3));
+  EXPECT_EQ(stage_layers(cfg, {1, 2}), std::make_pair(3, 5));
+  EXPECT_THROW(param_layout(cfg, {}, {0, 6}), Error);  // 5 layers
 }
 
 }  // namespace

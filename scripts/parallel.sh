@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Tensor and sequence parallelism against one process (docs/parallelism.md), in three parts:
+# Tensor, sequence and pipeline parallelism against one process (docs/parallelism.md).
+# Tensor and sequence parallelism (part "tp"):
 #   1. fp32, a tiny model on Brown text (byte tokens), 20 steps: tp 2 (with and without
 #      sequence parallelism) and tp 2 x dp 2 against one process; a tp 2 checkpoint resumed on
 #      one process and on 2 data-parallel ranks. Prints the largest relative loss difference.
 #   2. O2, the default model, 60 steps: final validation loss at tp 2 against one process.
 #   3. gpt2 shapes (4 x 256 tokens, O2), 2 steps: tensor-parallel bytes per step with FP8 vs
 #      BF16 gathers and without sequence parallelism; per-rank memory against tp 1.
-# Usage: bash scripts/parallel.sh   (runs in runs/parallel/; about 10 minutes on 2 cores)
+# Pipeline parallelism (part "pp"):
+#   4. fp32, the tiny model, 20 steps of 4 micro-batches: pp 2 and tp 2 x pp 2 against one
+#      process; resumed across layouts.
+#   5. O2, the default model, 60 steps of 4 micro-batches: final validation loss at pp 2 (BF16
+#      and E4M3 activations between the stages) against one process; memory per rank.
+#   6. 1F1B idle time: pp 2, 8 micro-batches, per stage against (p-1)/(m+p-1), on stages of
+#      equal work (6 x 384, byte vocabulary) and on the default model (its 50k-row LM head
+#      makes the last stage the slow one).
+# Usage: bash scripts/parallel.sh [tp|pp]   (runs in runs/parallel/; both parts: about 20
+# minutes on 2 cores)
+part=${1:-all}
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/scripts/build.sh" >/dev/null
@@ -37,12 +48,15 @@ print(f"  {sys.argv[5]:>14} vs {sys.argv[4]:<12} {len(a)} steps, max relative di
 PY
 }
 
-echo "1. fp32, tiny model (2 layers x 64, byte tokens), 20 steps"
 tiny=(--set model.preset=tiny --set model.seq_len=32 --set data.tokenizer=byte
       --set data.train="$out/bytes/train.bin" --set data.val="$out/bytes/val.bin"
       --set train.batch_size=4 --set train.warmup_steps=2 --set train.steps=20
       --set train.eval_every=10 --set train.checkpoint_every=10 --set telemetry.every=0
       --set precision.level=fp32 --set train.grad_accum=2)
+d6=(--set train.steps=60 --set train.eval_every=60 --set train.checkpoint_every=0
+    --set telemetry.every=0)
+if [[ $part == all || $part == tp ]]; then
+echo "1. fp32, tiny model (2 layers x 64, byte tokens), 20 steps"
 train 0 one "${tiny[@]}"
 train 2 tp2 "${tiny[@]}" --set parallel.tp=2
 train 2 tp2_nosp "${tiny[@]}" --set parallel.tp=2 --set parallel.sequence=false
@@ -56,8 +70,6 @@ compare tp2 tp2_to_one 10
 compare tp2 tp2_to_dp2 10
 
 echo "2. O2, default model, 60 steps"
-d6=(--set train.steps=60 --set train.eval_every=60 --set train.checkpoint_every=0
-    --set telemetry.every=0)
 train 0 d6_one "${d6[@]}"
 train 2 d6_tp2 "${d6[@]}" --set parallel.tp=2
 python3 - "$out/d6_one/summary.json" "$out/d6_tp2/summary.json" <<'PY'
@@ -90,4 +102,60 @@ for name, label in runs:
     print("  " + " " * 24 + " rank 0 peak MiB: " + ", ".join(
         f"{k} {peaks[k]:.0f}" for k in ("master", "optim_m1", "optim_m2", "gradients",
                                           "activations", "workspace")))
+PY
+fi
+
+[[ $part == all || $part == pp ]] || exit 0
+echo "4. fp32, tiny model, 20 steps of 4 micro-batches (1F1B)"
+train 0 pp_one "${tiny[@]}" --set train.grad_accum=4
+train 2 pp2 "${tiny[@]}" --set train.grad_accum=4 --set parallel.pp=2
+train 4 tp2pp2 "${tiny[@]}" --set train.grad_accum=4 --set parallel.pp=2 --set parallel.tp=2
+train 0 pp2_to_one "${tiny[@]}" --set train.grad_accum=4 --resume "$out/pp2/checkpoints/step-10"
+train 2 pp2_to_dp2 "${tiny[@]}" --resume "$out/pp2/checkpoints/step-10"
+train 0 tp2pp2_to_one "${tiny[@]}" --set train.grad_accum=4 --resume "$out/tp2pp2/checkpoints/step-10"
+train 4 one_to_tp2pp2 "${tiny[@]}" --set train.grad_accum=4 --set parallel.pp=2 --set parallel.tp=2 \
+  --resume "$out/pp_one/checkpoints/step-10"
+compare pp_one pp2
+compare pp_one tp2pp2
+compare pp2 pp2_to_one 10
+compare pp2 pp2_to_dp2 10
+compare tp2pp2 tp2pp2_to_one 10
+compare pp_one one_to_tp2pp2 10
+
+echo "5. O2, default model, 60 steps of 4 micro-batches of 2 x 256 tokens"
+d6pp=("${d6[@]}" --set train.batch_size=2 --set train.grad_accum=4)
+train 0 d6pp_one "${d6pp[@]}"
+train 2 d6pp_bf16 "${d6pp[@]}" --set parallel.pp=2
+train 2 d6pp_e4m3 "${d6pp[@]}" --set parallel.pp=2 --set parallel.pp_wire=e4m3
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+s = {n: json.load(open(f"{out}/{n}/summary.json")) for n in ("d6pp_one", "d6pp_bf16", "d6pp_e4m3")}
+a = s["d6pp_one"]["final_val_loss"]
+for n, label in (("d6pp_bf16", "pp 2, BF16 activations"), ("d6pp_e4m3", "pp 2, E4M3 activations")):
+    b = s[n]["final_val_loss"]
+    sent = sum(v for k, v in s[n]["comm_bytes_per_step"].items() if k.startswith("pp.send"))
+    print(f"  {label:24} val {b:.4f} vs one process {a:.4f} ({100 * (b - a) / a:+.2f}%), "
+          f"sent {sent / 2**20:.1f} MiB/step")
+for n in ("d6pp_one", "d6pp_bf16"):
+    for r, peaks in enumerate(s[n]["per_rank_peak_mib"]):
+        print(f"  {n:10} rank {r} peak MiB: " + ", ".join(
+            f"{k} {peaks[k]:.0f}" for k in ("master", "optim_m1", "optim_m2", "gradients",
+                                              "activations", "workspace")))
+PY
+
+echo "6. 1F1B idle time, pp 2, 8 micro-batches of 2 x 256 tokens, O2, 8 steps (the first is not counted)"
+idle=(--set train.batch_size=2 --set train.grad_accum=8 --set train.steps=8 --set train.eval_every=0
+      --set train.checkpoint_every=0 --set telemetry.every=0 --set parallel.pp=2)
+train 2 idle_equal "${idle[@]}" --set model.preset=tiny --set model.n_layer=6 --set model.n_embd=384 \
+  --set model.n_head=6 --set model.seq_len=256 --set data.tokenizer=byte \
+  --set data.train="$out/bytes/train.bin" --set data.val="$out/bytes/val.bin"
+train 2 idle_d6 "${idle[@]}"
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+for n, label in (("idle_equal", "6 x 384, byte vocabulary"), ("idle_d6", "default model (d6)")):
+    p = json.load(open(f"{out}/{n}/summary.json"))["pipeline"]
+    print(f"  {label:26} idle per stage " + ", ".join(f"{100 * f:.1f}%" for f in p["idle_fraction"])
+          + f"; 1F1B bubble (p-1)/(m+p-1) = {100 * p['bubble_1f1b']:.1f}%")
 PY

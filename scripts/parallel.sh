@@ -113,6 +113,7 @@ train 4 tp2pp2 "${tiny[@]}" --set train.grad_accum=4 --set parallel.pp=2 --set p
 train 0 pp2_to_one "${tiny[@]}" --set train.grad_accum=4 --resume "$out/pp2/checkpoints/step-10"
 train 2 pp2_to_dp2 "${tiny[@]}" --resume "$out/pp2/checkpoints/step-10"
 train 0 tp2pp2_to_one "${tiny[@]}" --set train.grad_accum=4 --resume "$out/tp2pp2/checkpoints/step-10"
+train 2 tp2pp2_to_dp2 "${tiny[@]}" --resume "$out/tp2pp2/checkpoints/step-10"
 train 4 one_to_tp2pp2 "${tiny[@]}" --set train.grad_accum=4 --set parallel.pp=2 --set parallel.tp=2 \
   --resume "$out/pp_one/checkpoints/step-10"
 compare pp_one pp2
@@ -120,6 +121,7 @@ compare pp_one tp2pp2
 compare pp2 pp2_to_one 10
 compare pp2 pp2_to_dp2 10
 compare tp2pp2 tp2pp2_to_one 10
+compare tp2pp2 tp2pp2_to_dp2 10
 compare pp_one one_to_tp2pp2 10
 
 echo "5. O2, default model, 60 steps of 4 micro-batches of 2 x 256 tokens"

@@ -451,6 +451,10 @@ TEST_F(DistTrain, PipelineFp32EqualsOneProcessAndResumesAtAnyLayout) {
       << log("pp2_dp2");
   ASSERT_EQ(train(0, "tp2pp2_one", base + " --resume " + path("tp2pp2/checkpoints/step-10")), 0)
       << log("tp2pp2_one");
+  ASSERT_EQ(train(2, "tp2pp2_dp2", base + " --set train.grad_accum=2 --resume " +
+                                       path("tp2pp2/checkpoints/step-10")),
+            0)
+      << log("tp2pp2_dp2");
   ASSERT_EQ(train(4, "one_tp2pp2", base + " --set parallel.pp=2 --set parallel.tp=2 --resume " +
                                        path("one/checkpoints/step-10")),
             0)
@@ -458,6 +462,7 @@ TEST_F(DistTrain, PipelineFp32EqualsOneProcessAndResumesAtAnyLayout) {
   expect_close(tail("pp2"), losses("pp2_one"), 1e-6, 10);
   expect_close(tail("pp2"), losses("pp2_dp2"), 1e-6, 10);
   expect_close(tail("tp2pp2"), losses("tp2pp2_one"), 1e-6, 10);
+  expect_close(tail("tp2pp2"), losses("tp2pp2_dp2"), 1e-6, 10);
   expect_close(tail("one"), losses("one_tp2pp2"), 1e-6, 10);
 }
 

@@ -509,6 +509,7 @@ double run_pipeline(Session& s, const DataLoader& loader, int64_t step, std::vec
     s.model.stage_backward(in.data(), static_cast<size_t>(b) % slots, b > 0);
     ++b;
   };
+  s.pp_comm.take_waited();  // evaluation's waits are not the schedule's
   const auto t0 = std::chrono::steady_clock::now();
   for (const int warm = std::min(p - st - 1, m); f < warm;) forward();
   while (b < m) {

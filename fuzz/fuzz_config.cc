@@ -40,6 +40,7 @@ void check_same(const fp8lm::TrainConfig& a, const fp8lm::TrainConfig& b,
   FUZZ_SAME_FIELD(eval_batches);
   FUZZ_SAME_FIELD(checkpoint_every);
   FUZZ_SAME_FIELD(seed);
+  FUZZ_SAME_FIELD(init_from);
   FUZZ_SAME_FIELD(out_dir);
   FUZZ_SAME_FIELD(threads);
   FUZZ_SAME_FIELD(comm_timeout);

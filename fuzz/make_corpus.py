@@ -188,6 +188,7 @@ eval_every = 50
 eval_batches = 4
 checkpoint_every = 100
 seed = 1337
+init_from = ""
 out_dir = "runs/default"
 threads = 0
 comm_timeout = 900

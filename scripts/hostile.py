@@ -1393,7 +1393,8 @@ def class_config(h):
                    ("precision.master", "e5m2"), ("precision.m1", "bogus"), ("precision.m2", "f8"),
                    ("precision.m1", "bf16"),
                    ("train.out_dir", "''"), ("data.train", "''"), ("model.preset", "[1,2]"),
-                   ("data.train", "{a=1}"), ("precision.level", "o2")]:
+                   ("data.train", "{a=1}"), ("precision.level", "o2"),
+                   ("train.init_from", "'/nonexistent/model.safetensors'")]:
         set_case(key, v, MUST_REFUSE)
     # --set syntax.
     for label, s, exp in [("no-equals", "train.lr", MUST_REFUSE),

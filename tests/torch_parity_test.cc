@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,9 +15,28 @@
 
 #include "model/gpt.h"
 #include "tensor/safetensors.h"
+#include "train/init_from.h"
 
 namespace fp8lm {
 namespace {
+
+// Runs a Python script of tests/ under Debian's python3 (with python3-torch); its output.
+std::string run_python(const std::string& script_and_args, int* status) {
+  const char* python = std::getenv("FP8LM_PYTHON");
+  const std::string cmd = std::string(python ? python : "/usr/bin/python3") + " " +
+                          FP8LM_SOURCE_DIR + "/tests/" + script_and_args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) {
+    *status = -1;
+    return "popen failed";
+  }
+  std::string text;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) text.append(buf, n);
+  *status = ::pclose(p);
+  std::printf("%s", text.c_str());
+  return text;
+}
 
 TEST(TorchParity, Fp32LossLogitsAndGradients) {
   GptConfig cfg;
@@ -61,18 +82,54 @@ TEST(TorchParity, Fp32LossLogitsAndGradients) {
   }
   write_safetensors(dir + "/fp8lm.safetensors", out);
 
-  const char* python = std::getenv("FP8LM_PYTHON");
-  const std::string cmd = std::string(python ? python : "/usr/bin/python3") + " " +
-                          FP8LM_SOURCE_DIR + "/tests/torch_parity.py " + dir + " 4 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string text;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) text.append(buf, n);
-  const int status = ::pclose(p);
-  std::printf("%s", text.c_str());
+  int status = 0;
+  const std::string text = run_python("torch_parity.py " + dir + " 4", &status);
   EXPECT_EQ(status, 0) << "PyTorch parity failed or python3-torch is missing:\n" << text;
   EXPECT_NE(text.find("worst relative error"), std::string::npos) << text;
+}
+
+// train.init_from on a Hugging Face GPT-2 file as published ("transformer." prefix, mask
+// buffers, tied lm_head, config.json, F32/F16/BF16 tensors): fp8lm's fp32 logits from the
+// loaded weights equal PyTorch's float64 logits on the same file within 1e-4 relative.
+TEST(TorchParity, HuggingFaceGpt2FileLogits) {
+  const std::string dir = ::testing::TempDir() + "/fp8lm_hf_parity_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  int status = 0;
+  const std::string text = run_python("hf_gpt2_parity.py " + dir, &status);
+  ASSERT_EQ(status, 0) << "python3-torch is missing or the script failed:\n" << text;
+
+  const PretrainedWeights from(dir, 0);
+  const GptConfig& cfg = from.config();
+  EXPECT_EQ(cfg.n_layer, 2);
+  EXPECT_EQ(cfg.n_head, 4);  // from config.json (32 / 64 would be no head at all)
+  EXPECT_EQ(cfg.n_embd, 32);
+  EXPECT_EQ(cfg.vocab_size, 100);
+  EXPECT_EQ(cfg.seq_len, 24);
+  GptParams params(cfg);
+  for (size_t i = 0; i < params.specs().size(); ++i) {
+    std::fill(params.at(i), params.at(i) + params.specs()[i].numel(), std::nanf(""));
+    from.read(params.specs()[i].name, params.at(i));
+  }
+  const SafetensorsFile expected(dir + "/expected.safetensors");
+  const ConstTensorView& tokens = expected.find("tokens")->view;
+  const ConstTensorView& want = expected.find("logits")->view;
+  const size_t B = static_cast<size_t>(tokens.shape[0]), T = static_cast<size_t>(tokens.shape[1]);
+  const size_t V = static_cast<size_t>(cfg.vocab_size);
+  ASSERT_EQ(static_cast<size_t>(want.numel()), B * T * V);
+  Gpt model(params, ComputeMode::kF32, B, T, {}, false);
+  std::vector<float> logits(B * T * V, std::nanf(""));
+  model.logits(static_cast<const int32_t*>(tokens.data), logits.data());
+  const float* w = static_cast<const float*>(want.data);
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(logits[i])) << "logit " << i;
+    worst = std::max(worst, std::abs(static_cast<double>(logits[i]) - w[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(w[i])));
+  }
+  ASSERT_GT(scale, 0.0);
+  std::printf("Hugging Face GPT-2 file: logits relative error %.2e\n", worst / scale);
+  EXPECT_LE(worst / scale, 1e-4);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

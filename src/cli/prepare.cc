@@ -1,4 +1,5 @@
-// fp8lm prepare: tokenizes text files into train.bin / val.bin (llm.c's token-file format).
+// fp8lm prepare: tokenizes text files into train.bin / val.bin (llm.c's token-file format),
+// or JSONL fine-tuning examples into example files that keep the loss mask (data/sft_jsonl.h).
 // Each input is one document, preceded by <|endoftext|>; inputs are read in chunks cut at
 // safe points (a single space between two visible ASCII characters, where GPT-2's
 // pre-tokenizer always starts a new piece), so nothing is held whole in memory. The
@@ -12,6 +13,8 @@
 
 #include "cli/commands.h"
 #include "core/check.h"
+#include "data/example_file.h"
+#include "data/sft_jsonl.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "train/config.h"
@@ -24,8 +27,42 @@ struct PrepareOptions {
   std::string tokenizer_dir = default_tokenizer_dir();
   std::string out;
   double val_fraction = 0.1;
+  std::string val;          // JSONL: the validation examples (else the last val_fraction)
+  size_t max_tokens = 1025;  // JSONL: tokens per example (model.seq_len + 1)
   std::vector<std::string> inputs;
 };
+
+void prepare_examples(const PrepareOptions& o, const Tokenizer& tok) {
+  std::vector<Example> train, val;
+  for (const std::string& in : o.inputs) {
+    std::vector<Example> e = read_sft_jsonl(in, tok, o.max_tokens);
+    train.insert(train.end(), std::make_move_iterator(e.begin()), std::make_move_iterator(e.end()));
+  }
+  if (!o.val.empty()) {
+    val = read_sft_jsonl(o.val, tok, o.max_tokens);
+  } else {
+    const size_t n = static_cast<size_t>(o.val_fraction * static_cast<double>(train.size()));
+    val.assign(std::make_move_iterator(train.end() - static_cast<long>(n)),
+               std::make_move_iterator(train.end()));
+    train.resize(train.size() - n);
+  }
+  if (train.empty()) fail("--val-fraction ", o.val_fraction, " leaves no training examples");
+  if (val.empty())
+    fail("no validation examples: give --val FILE.jsonl or a larger --val-fraction");
+  std::filesystem::create_directories(o.out);
+  write_example_file(o.out + "/train.bin", train);
+  write_example_file(o.out + "/val.bin", val);
+  size_t targets = 0, tokens = 0;
+  for (const auto* set : {&train, &val})
+    for (const Example& e : *set) {
+      tokens += e.tokens.size();
+      for (const uint8_t m : e.mask) targets += m;
+    }
+  std::printf("prepare: %zu examples (%s), %zu tokens of which %zu response targets: "
+              "train.bin %zu, val.bin %zu examples in %s\n",
+              train.size() + val.size(), o.tokenizer.c_str(), tokens, targets, train.size(),
+              val.size(), o.out.c_str());
+}
 
 bool visible(char c) { return c > ' ' && c < 0x7F; }
 
@@ -46,6 +83,12 @@ void run_prepare(const PrepareOptions& o) {
   }
   if (std::filesystem::exists(o.out) && !std::filesystem::is_directory(o.out))
     fail("--out ", o.out, ": a file is in the way of the output folder");
+  size_t jsonl = 0;
+  for (const std::string& in : o.inputs) jsonl += in.ends_with(".jsonl");
+  if (jsonl > 0 && jsonl < o.inputs.size())
+    fail("inputs mix .jsonl examples and text documents: prepare them separately");
+  if (!o.val.empty() && jsonl == 0) fail("--val ", o.val, ": only for .jsonl inputs");
+  if (jsonl > 0) return prepare_examples(o, *tok);
   std::filesystem::create_directories(o.out);
   // Tokens stream to a scratch file, then split into the two outputs.
   const std::string scratch = o.out + "/.tokens.tmp";
@@ -121,7 +164,15 @@ void register_prepare(CLI::App& app) {
                   "Last fraction of the token stream that becomes val.bin")
       ->check(CLI::Range(0.0, 0.5))
       ->capture_default_str();
-  sub->add_option("INPUT", o->inputs, "Text files (each one document)")->required();
+  sub->add_option("--val", o->val,
+                  "JSONL inputs: the validation examples (default: the last --val-fraction)");
+  sub->add_option("--max-tokens", o->max_tokens,
+                  "JSONL inputs: the most tokens an example may have (model.seq_len + 1)")
+      ->check(CLI::Range(2, 65537))
+      ->capture_default_str();
+  sub->add_option("INPUT", o->inputs,
+                  "Text files (each one document), or .jsonl fine-tuning examples")
+      ->required();
   sub->callback([o] { run_prepare(*o); });
 }
 

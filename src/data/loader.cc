@@ -1,5 +1,6 @@
 #include "data/loader.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "core/check.h"
@@ -49,6 +50,80 @@ size_t DataLoader::eval_batches() const {
 void DataLoader::eval_batch(size_t j, int32_t* inputs, int32_t* targets) const {
   FP8LM_CHECK(j < eval_batches(), "evaluation batch ", j, " past the end of ", file_.path());
   copy_window(file_, j * B_ * T_, B_ * T_, inputs, targets);
+}
+
+}  // namespace fp8lm
+
+namespace fp8lm {
+
+ExampleLoader::ExampleLoader(const ExampleFile& file, size_t B, size_t T, uint64_t seed)
+    : file_(file), B_(B), T_(T), seed_(seed) {
+  if (file.max_length() > T + 1)
+    for (size_t i = 0; i < file.size(); ++i)
+      if (file.tokens(i).size() > T + 1)
+        fail(file.path(), ": example ", i, " has ", file.tokens(i).size(),
+             " tokens, more than model.seq_len + 1 = ", T + 1);
+}
+
+// A permutation of the examples per epoch: Fisher–Yates on a counter-based hash, the same on
+// every platform.
+const std::vector<uint32_t>& ExampleLoader::order(uint64_t epoch) const {
+  if (epoch == epoch_) return order_;
+  const size_t n = file_.size();
+  order_.resize(n);
+  for (size_t i = 0; i < n; ++i) order_[i] = static_cast<uint32_t>(i);
+  const uint64_t base = splitmix64(splitmix64(seed_) ^ epoch);
+  for (size_t i = n; i > 1; --i) std::swap(order_[i - 1], order_[splitmix64(base ^ i) % i]);
+  epoch_ = epoch;
+  return order_;
+}
+
+void ExampleLoader::row(size_t example, int32_t* inputs, int32_t* targets) const {
+  const auto t = file_.tokens(example);
+  const auto m = file_.mask(example);
+  const size_t n = t.size() - 1;  // positions with a next token
+  for (size_t k = 0; k < T_; ++k) {
+    inputs[k] = k < n ? t[k] : t[0];  // padding: never attended by the positions before it
+    targets[k] = k < n && m[k + 1] ? t[k + 1] : -1;
+  }
+}
+
+void ExampleLoader::train_batch(int64_t index, int32_t* inputs, int32_t* targets) const {
+  const uint64_t n = file_.size();
+  for (size_t b = 0; b < B_; ++b) {
+    const uint64_t k = static_cast<uint64_t>(index) * B_ + b;
+    row(order(k / n)[k % n], inputs + b * T_, targets + b * T_);
+  }
+}
+
+size_t ExampleLoader::eval_batches() const { return (file_.size() + B_ - 1) / B_; }
+
+void ExampleLoader::eval_batch(size_t j, int32_t* inputs, int32_t* targets) const {
+  FP8LM_CHECK(j < eval_batches(), "evaluation batch ", j, " past the end of ", file_.path());
+  for (size_t b = 0; b < B_; ++b) {
+    if (j * B_ + b < file_.size()) {
+      row(j * B_ + b, inputs + b * T_, targets + b * T_);
+    } else {
+      std::fill(inputs + b * T_, inputs + (b + 1) * T_, 0);
+      std::fill(targets + b * T_, targets + (b + 1) * T_, -1);
+    }
+  }
+}
+
+DataSource::DataSource(const std::string& path, int32_t vocab_size, size_t B, size_t T,
+                       uint64_t seed)
+    : path_(path) {
+  if (is_example_file(path)) {
+    examples_ = std::make_unique<ExampleFile>(path, vocab_size);
+    batches_ = std::make_unique<ExampleLoader>(*examples_, B, T, seed);
+  } else {
+    tokens_ = std::make_unique<TokenFile>(path, vocab_size);
+    batches_ = std::make_unique<DataLoader>(*tokens_, B, T, seed);
+  }
+}
+
+size_t DataSource::tokens() const {
+  return tokens_ ? tokens_->size() : examples_->total_tokens();
 }
 
 }  // namespace fp8lm

@@ -539,7 +539,8 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
         }
       continue;
     }
-    const float grad_scale = grads ? 1.0f / static_cast<float>(BT_) : 0.0f;
+    const float grad_scale =
+        !grads ? 0.0f : loss_weight_ > 0 ? loss_weight_ : 1.0f / static_cast<float>(BT_);
     float* losses = ws_losses_.as<float>() + r0;
     parallel_cross_entropy(logits, losses, t + r0, rows, grad_scale);
     for (size_t r = 0; r < rows; ++r) loss += losses[r];
@@ -558,7 +559,8 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
   } else if (grads) {
     tp_sum(dlnf, BT_ * C);
   }
-  return static_cast<float>(loss / static_cast<double>(BT_));
+  return static_cast<float>(loss_weight_ > 0 ? loss * static_cast<double>(loss_weight_)
+                                             : loss / static_cast<double>(BT_));
 }
 
 void Gpt::backward(const int32_t* tokens, bool acc) {

@@ -79,6 +79,10 @@ class Gpt {
   // forward + backward: the gradients of the mean loss are written (or added, with
   // `accumulate`) into the gradient buffers.
   float forward_backward(const int32_t* tokens, const int32_t* targets, bool accumulate = false);
+  // Each target's weight in the loss of forward/forward_backward/stage_forward: the loss is
+  // Σ_t loss_t · w (0, the default: w = 1/(B·T), the mean over positions). Fine-tuning sets
+  // it so a step's gradient is the mean over its target tokens, however they fall in rows.
+  void set_loss_weight(float w) { loss_weight_ = w; }
   // Logits [B·T, V] (unpadded) for tokens; for sampling and tests (one stage only).
   void logits(const int32_t* tokens, float* out);
 
@@ -184,6 +188,7 @@ class Gpt {
   bool fp8_grad_rows_ = false;  // c_proj layers gather their E5M2 output gradient rows
   std::vector<size_t> sp_sum_specs_;  // LayerNorm parameters: gradients summed over the rows
   bool with_grads_;
+  float loss_weight_ = 0;
   std::vector<ScaledView> weights_;
   // FP32 values of the parameters that are neither Linear weights nor wte (positions,
   // LayerNorm, biases: small), refreshed from weights_ at every forward.

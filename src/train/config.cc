@@ -11,6 +11,7 @@
 #include "data/unicode.h"
 #include "kernels/adamw.h"
 #include "tensor/quant_stats.h"
+#include "train/init_from.h"
 
 namespace fp8lm {
 namespace {
@@ -88,6 +89,7 @@ const std::vector<Key>& keys() {
       key("train.eval_batches", &TrainConfig::eval_batches),
       key("train.checkpoint_every", &TrainConfig::checkpoint_every),
       key("train.seed", &TrainConfig::seed),
+      key("train.init_from", &TrainConfig::init_from),
       key("train.out_dir", &TrainConfig::out_dir),
       key("train.threads", &TrainConfig::threads),
       key("train.comm_timeout", &TrainConfig::comm_timeout),
@@ -146,6 +148,12 @@ DType TrainConfig::pp_wire_dtype() const {
 }
 
 GptConfig TrainConfig::model() const {
+  if (!init_from.empty()) {
+    for (const auto& [k, v] : {std::pair{"model.n_layer", n_layer}, std::pair{"model.n_head", n_head},
+                               std::pair{"model.n_embd", n_embd}})
+      if (v != 0) fail(k, " = ", v, ": the model's shape comes from train.init_from");
+    return pretrained_config(init_from, seq_len);
+  }
   GptConfig c = gpt_preset(preset);
   if (n_layer) c.n_layer = n_layer;
   if (n_head) c.n_head = n_head;

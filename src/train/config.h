@@ -37,6 +37,10 @@ struct TrainConfig {
   int eval_batches = 4;
   int checkpoint_every = 100;
   int64_t seed = 1337;
+  // Starting weights (docs/post_training.md): an fp8lm checkpoint or run folder, or a Hugging
+  // Face GPT-2 model.safetensors; the model's shape comes from it (model.seq_len may be
+  // shorter than its positions). Empty: GPT-2's random initialisation.
+  std::string init_from;
   std::string out_dir = "runs/default";
   int threads = 0;
   double comm_timeout = 900;  // seconds a rank waits for the others in one call (0: no bound)
@@ -76,7 +80,8 @@ struct TrainConfig {
   double loss_spike_alarm = 1.5;
   bool stop_on_alarm = false;
 
-  GptConfig model() const;  // the preset with overrides applied, validated
+  // The preset with overrides applied, or the shape of train.init_from; validated.
+  GptConfig model() const;
   TpOptions tp_options() const;
   // The pipeline's wire format (f32 when the level computes in fp32).
   DType pp_wire_dtype() const;

@@ -10,7 +10,7 @@ namespace fp8lm {
 std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
                                           const AdamWConfig& acfg, uint64_t seed,
                                           const std::vector<bool>& owned, TpShard tp,
-                                          PpStage pp) {
+                                          PpStage pp, const PretrainedWeights* from) {
   std::vector<std::string> names;
   std::vector<size_t> numels;
   std::vector<bool> decay;
@@ -21,13 +21,17 @@ std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel l
     decay.push_back(s.shape.rank() == 2);  // matrices and embeddings; not biases or LayerNorm
   }
   Gpt2Init init(cfg, seed);
+  auto values = [&](const std::string& name, float* out) {
+    if (from != nullptr) return from->read(name, out);
+    init.next_named(name, out);
+  };
   std::vector<float> full;
   float full_amax = 0.0f;
   auto initial = [&](size_t i, float* out) {
     const ParamSpec& s = specs[i];
-    if (s.split == Split::kNone || tp.size == 1) return init.next_named(s.name, out);
+    if (s.split == Split::kNone || tp.size == 1) return values(s.name, out);
     full.resize(static_cast<size_t>(s.full_shape.numel()));
-    init.next_named(s.name, full.data());
+    values(s.name, full.data());
     full_amax = kernels::amax(full.data(), full.size());
     extract_shard(s, tp, full.data(), out, sizeof(float));
   };

@@ -9,18 +9,20 @@
 
 #include "model/gpt.h"
 #include "optim/adamw.h"
+#include "train/init_from.h"
 
 namespace fp8lm {
 
 // AdamW over the parameters of `cfg` in the level's formats, with GPT-2 initial values from
-// `seed` (produced one tensor at a time). Weight decay on matrices and embeddings only.
+// `seed` (produced one tensor at a time), or the values of `from` (train.init_from). Weight decay on matrices and embeddings only.
 // `owned` (O3): the tensors whose states this rank keeps (empty: all). `tp`: this rank's
 // tensor-parallel shard of each tensor (the same values one process starts from; narrow
 // masters scaled from the whole tensor's amax). `pp`: the tensors of this pipeline stage.
 std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel level,
                                           const AdamWConfig& acfg, uint64_t seed,
                                           const std::vector<bool>& owned = {}, TpShard tp = {},
-                                          PpStage pp = {});
+                                          PpStage pp = {},
+                                          const PretrainedWeights* from = nullptr);
 
 // The masters as the model reads them (FP32, or FP16 with their scales): live views, valid
 // for the optimizer's life (its updates are seen without a new set_weights).

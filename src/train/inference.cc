@@ -53,18 +53,26 @@ std::string generate(GptParams& params, const Tokenizer& tok, const std::string&
 
 }  // namespace
 
-double evaluate(Gpt& model, const TokenFile& data, int batches) {
+double evaluate(Gpt& model, const DataSource& data, int batches) {
   const size_t B = model.batch(), T = model.seq();
-  DataLoader loader(data, B, T, 0);
-  const size_t n = std::min<size_t>(static_cast<size_t>(batches), loader.eval_batches());
+  const Batches& source = data.batches();
+  const size_t n = std::min<size_t>(static_cast<size_t>(batches), source.eval_batches());
   if (n == 0) fail(data.path(), ": fewer than one evaluation batch of ", B, "x", T, " tokens");
   std::vector<int32_t> in(B * T), tgt(B * T);
-  double sum = 0;
+  double sum = 0, targets = 0;
   for (size_t j = 0; j < n; ++j) {
-    loader.eval_batch(j, in.data(), tgt.data());
-    sum += model.forward(in.data(), tgt.data());
+    source.eval_batch(j, in.data(), tgt.data());
+    const double mean = model.forward(in.data(), tgt.data());  // over B·T positions
+    if (!source.masked()) {
+      sum += mean;
+      targets += 1;
+      continue;
+    }
+    sum += mean * static_cast<double>(B * T);
+    targets += static_cast<double>(std::count_if(tgt.begin(), tgt.end(), [](int32_t t) { return t >= 0; }));
   }
-  return sum / static_cast<double>(n);
+  if (targets == 0) fail(data.path(), ": no target tokens in the evaluation batches");
+  return sum / targets;
 }
 
 double evaluate_checkpoint(const std::string& checkpoint, const std::string& data, int batches,
@@ -72,9 +80,9 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
   const std::string dir = resolve_checkpoint(checkpoint);
   const TrainerState t = read_trainer_state(dir);
   const GptConfig& c = t.model;
-  const TokenFile f(data, c.vocab_size);
   const size_t B = static_cast<size_t>(batch_size > 0 ? batch_size : t.batch_size);
   const size_t T = static_cast<size_t>(seq_len > 0 ? seq_len : c.seq_len);
+  const DataSource f(data, c.vocab_size, B, T, 0);
   // The model as trained: the level's compute mode on the optimizer's masters, read in
   // place from the file, with the saved delayed-scaling state.
   const PrecisionLevel level = level_from_name(t.level);

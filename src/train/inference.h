@@ -5,14 +5,15 @@
 #include <cstdint>
 #include <string>
 
-#include "data/token_file.h"
+#include "data/loader.h"
 #include "model/gpt.h"
 
 namespace fp8lm {
 
-// Mean token loss over the first `batches` evaluation batches of the model's shape: batch
-// j is tokens [j·B·T, j·B·T + B·T + 1) of `data`. Leaves the model's training state alone.
-double evaluate(Gpt& model, const TokenFile& data, int batches);
+// Mean token loss over the first `batches` evaluation batches of `data` (made for the
+// model's B and T): for a token file batch j is tokens [j·B·T, j·B·T + B·T + 1); for an
+// example file the mean over the target tokens. Leaves the model's training state alone.
+double evaluate(Gpt& model, const DataSource& data, int batches);
 
 // Mean token loss of a checkpoint over `batches` sequential evaluation batches of `data`
 // (batch_size/seq_len from the checkpoint when 0), computed as trained: in the level's

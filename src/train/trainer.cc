@@ -135,14 +135,17 @@ void start_ranks(const TrainConfig& cfg, const std::string& resume) {
 // must not surface after hours of training).
 struct Inputs {
   Inputs(const TrainConfig& cfg, const GptConfig& mcfg, bool lead)
-      : train(cfg.train_path, mcfg.vocab_size), val(cfg.val_path, mcfg.vocab_size) {
-    const size_t B = static_cast<size_t>(cfg.batch_size), T = static_cast<size_t>(mcfg.seq_len);
-    if (train.size() < T + 1)
-      fail(train.path(), ": ", train.size(), " tokens, fewer than one training window of ", T + 1,
-           " (model.seq_len + 1)");
-    if (val.size() < B * T + 1)
-      fail(val.path(), ": ", val.size(), " tokens, fewer than one evaluation batch of ", B, "x",
-           T, " + 1 (train.batch_size x model.seq_len + 1)");
+      : train(cfg.train_path, mcfg.vocab_size, static_cast<size_t>(cfg.batch_size),
+              static_cast<size_t>(mcfg.seq_len), static_cast<uint64_t>(cfg.seed)),
+        val(cfg.val_path, mcfg.vocab_size, static_cast<size_t>(cfg.batch_size),
+            static_cast<size_t>(mcfg.seq_len), 0) {
+    if (val.batches().eval_batches() == 0)
+      fail(val.path(), ": ", val.tokens(), " tokens, fewer than one evaluation batch of ",
+           cfg.batch_size, "x", mcfg.seq_len, " + 1 (train.batch_size x model.seq_len + 1)");
+    if (train.batches().masked() != val.batches().masked())
+      fail(val.path(), ": ", val.batches().masked() ? "an example file" : "a token file",
+           " while ", train.path(), " is ", train.batches().masked() ? "one" : "not",
+           " (data.train and data.val must be of one kind)");
     // The closing sample decodes with the tokenizer: a missing one is found now.
     if (!lead) return;
     tokenizer = make_tokenizer(cfg.tokenizer, cfg.tokenizer_path());
@@ -150,7 +153,7 @@ struct Inputs {
       fail("data.tokenizer = ", cfg.tokenizer, ": its ", tokenizer->vocab_size(),
            " ids do not fit model.vocab_size ", mcfg.vocab_size, " (preset ", mcfg.preset, ")");
   }
-  TokenFile train, val;
+  DataSource train, val;
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
@@ -158,7 +161,9 @@ struct Inputs {
 // replicated weights; tensor parallelism: this rank's shards) and the gradient averaging of
 // the level over the data-parallel group.
 struct Session {
-  Session(const TrainConfig& c, const GptConfig& m, const dist::Grid& g)
+  // `from`: the starting weights (train.init_from; null: GPT-2's initialisation or a resume).
+  Session(const TrainConfig& c, const GptConfig& m, const dist::Grid& g,
+          const PretrainedWeights* from)
       : cfg(c),
         mcfg(m),
         level(c.precision_level()),
@@ -186,7 +191,7 @@ struct Session {
           grid.dp_group, grid.tp > 1 ? tp_amax_share() : AmaxShare{}, model.stage());
     opt = make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
                              replica ? replica->owned() : std::vector<bool>{}, model.shard(),
-                             model.stage());
+                             model.stage(), from);
     set_reductions();
     sync = std::make_unique<GradSync>(level, c.grad_scaling,
                                       replica ? replica->owner() : std::vector<int>{},
@@ -488,14 +493,26 @@ std::string fmt_val(double v) {
 // then the remaining backwards; one stage (no pipeline) runs each forward then its backward,
 // as plain accumulation. Returns the sum of the micro-batches' losses (every stage).
 // Micro-batch i of data-parallel rank r is batch (step · dp + r) · m + i.
-double run_pipeline(Session& s, const DataLoader& loader, int64_t step, std::vector<int32_t>& in,
+double run_pipeline(Session& s, const Batches& loader, int64_t step, std::vector<int32_t>& in,
                     std::vector<int32_t>& tgt) {
   const int m = s.cfg.grad_accum, p = s.grid.pp, st = s.grid.pp_rank;
   const size_t slots = s.model.slots();
   auto load = [&](int i) {
     const int64_t index = (step * s.grid.dp + s.grid.dp_rank) * m + i;
-    loader.train_batch(static_cast<uint64_t>(index), in.data(), tgt.data());
+    loader.train_batch(index, in.data(), tgt.data());
   };
+  // Masked targets (fine-tuning): the step's loss is the mean over its N target tokens on
+  // every data-parallel rank, so each target weighs m·dp/N (the optimizer divides by m, the
+  // gradient average by dp).
+  if (loader.masked()) {
+    double n = 0;
+    for (int i = 0; i < m; ++i) {
+      load(i);
+      n += static_cast<double>(std::count_if(tgt.begin(), tgt.end(), [](int32_t t) { return t >= 0; }));
+    }
+    if (s.grid.dp > 1) dist::allreduce_scalars(&n, 1, dist::ScalarOp::kSum, s.grid.dp_group);
+    s.model.set_loss_weight(n > 0 ? static_cast<float>(m * s.grid.dp / n) : 0.0f);
+  }
   double loss = 0;
   int f = 0, b = 0;
   auto forward = [&] {
@@ -516,6 +533,7 @@ double run_pipeline(Session& s, const DataLoader& loader, int64_t step, std::vec
     if (f < m) forward();
     backward();
   }
+  s.model.set_loss_weight(0);  // evaluation reports the mean over positions
   if (p == 1) return loss;
   s.pp_comm.wait();
   s.pipe_busy += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -539,13 +557,17 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
   std::unique_ptr<RunFolder> folder;
   if (lead) folder = std::make_unique<RunFolder>(out, resume_from, overwrite);
   const Inputs inputs(cfg, mcfg, lead);
-  const DataLoader loader(inputs.train, B, T, static_cast<uint64_t>(cfg.seed));
+  const Batches& loader = inputs.train.batches();
 
   TrainResult result;
   result.steps = cfg.steps;
   {  // scoped so that the model and the optimizer are gone before the closing sample
     const dist::Grid grid = dist::make_grid(cfg.tp, cfg.pp);
-    Session s(cfg, mcfg, grid);
+    std::unique_ptr<PretrainedWeights> from;  // read while the optimizer is made
+    if (!cfg.init_from.empty() && resume_from.empty())
+      from = std::make_unique<PretrainedWeights>(cfg.init_from, cfg.seq_len);
+    Session s(cfg, mcfg, grid, from.get());
+    from.reset();
     const int64_t start = resume_from.empty() ? 0 : resume(s, resume_from, folder.get());
     if (start >= cfg.steps) {  // a finished run: its summary and checkpoints stay as they are
       if (lead)
@@ -557,8 +579,9 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
     if (lead) {
       folder->begin();
       write_text_atomic(out + "/config.toml", cfg.to_toml());
+      const std::string what = cfg.init_from.empty() ? mcfg.preset : "from " + cfg.init_from;
       std::printf("training %s (%zu parameters) at level %s on %s: %d steps of %dx%zu tokens%s\n",
-                  mcfg.preset.c_str(), mcfg.num_params(), std::string(level_name(s.level)).c_str(),
+                  what.c_str(), mcfg.num_params(), std::string(level_name(s.level)).c_str(),
                   cfg.train_path.c_str(), cfg.steps, cfg.batch_size * cfg.grad_accum * grid.dp, T,
                   world > 1 ? (" on " + std::to_string(world) + " ranks (" + grid.str() + ")").c_str()
                             : "");

@@ -1,0 +1,104 @@
+#include "data/sft_jsonl.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/check.h"
+
+namespace fp8lm {
+namespace {
+
+using nlohmann::json;
+
+struct Builder {
+  const Tokenizer& tok;
+  Example e;
+  void add(const std::vector<int32_t>& ids, bool target) {
+    for (const int32_t id : ids) {
+      e.tokens.push_back(static_cast<uint16_t>(id));
+      e.mask.push_back(target ? 1 : 0);
+    }
+  }
+  void text(const std::string& s, bool target) { add(tok.encode(s), target); }
+  void eot(bool target) { add({tok.eot()}, target); }
+};
+
+const std::string& string_at(const json& j, const char* key, const std::string& where) {
+  if (!j.contains(key)) fail(where, ": missing key \"", key, "\"");
+  if (!j[key].is_string()) fail(where, ": \"", key, "\" is not a string");
+  return j[key].get_ref<const std::string&>();
+}
+
+Example render(const json& j, const Tokenizer& tok, const std::string& where) {
+  if (!j.is_object()) fail(where, ": not a JSON object");
+  Builder b{tok, {}};
+  b.eot(false);
+  if (j.contains("messages")) {
+    const json& msgs = j["messages"];
+    if (!msgs.is_array() || msgs.empty()) fail(where, ": \"messages\" is not a non-empty array");
+    bool assistant = false;
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      const std::string w = where + ": messages[" + std::to_string(i) + "]";
+      if (!msgs[i].is_object()) fail(w, ": not an object");
+      const std::string& role = string_at(msgs[i], "role", w);
+      const std::string& content = string_at(msgs[i], "content", w);
+      const char* name = role == "system" ? "System" : role == "user" ? "User"
+                         : role == "assistant" ? "Assistant" : nullptr;
+      if (name == nullptr)
+        fail(w, ": role \"", role, "\" (system, user or assistant)");
+      b.text(std::string(i > 0 ? "\n\n" : "") + name + ":", false);
+      if (role != "assistant") {
+        b.text(" " + content, false);
+        continue;
+      }
+      if (content.empty()) fail(w, ": empty assistant content");
+      b.text(" " + content, true);
+      b.eot(true);
+      assistant = true;
+    }
+    if (!assistant) fail(where, ": no assistant message to learn");
+    return b.e;
+  }
+  if (!j.contains("prompt") && !j.contains("response"))
+    fail(where, ": neither \"prompt\"/\"response\" nor \"messages\"");
+  const std::string& prompt = string_at(j, "prompt", where);
+  const std::string& response = string_at(j, "response", where);
+  if (response.empty()) fail(where, ": empty response");
+  b.text(prompt, false);
+  b.text(response, true);
+  b.eot(true);
+  return b.e;
+}
+
+}  // namespace
+
+std::vector<Example> read_sft_jsonl(const std::string& path, const Tokenizer& tok,
+                                    size_t max_tokens) {
+  if (!std::filesystem::exists(path)) fail(path, ": cannot open (no such file)");
+  if (!std::filesystem::is_regular_file(path)) fail(path, ": not a regular file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, ": cannot open");
+  std::vector<Example> out;
+  std::string line;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    const std::string where = path + ":" + std::to_string(n);
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception& e) {
+      fail(where, ": not valid JSON (", e.what(), ")");
+    }
+    Example e = render(j, tok, where);
+    if (e.tokens.size() > max_tokens)
+      fail(where, ": ", e.tokens.size(), " tokens, more than --max-tokens ", max_tokens,
+           " (model.seq_len + 1)");
+    out.push_back(std::move(e));
+  }
+  if (in.bad()) fail(path, ": read error");
+  if (out.empty()) fail(path, ": no examples");
+  return out;
+}
+
+}  // namespace fp8lm

@@ -1,0 +1,27 @@
+// Fine-tuning data as JSONL, one example per line, rendered into tokens and a loss mask
+// (docs/post_training.md has the template):
+//   {"prompt": "...", "response": "..."}
+//     <|endoftext|> prompt response <|endoftext|>; the loss on the response and the final
+//     <|endoftext|> (the model learns to stop).
+//   {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}
+//     <|endoftext|> then each message as "Role: content", messages separated by a blank line
+//     ("\n\n"), each assistant content followed by <|endoftext|>; the loss on the assistant
+//     contents and their <|endoftext|>.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "data/example_file.h"
+#include "data/tokenizer.h"
+
+namespace fp8lm {
+
+// Every example of the JSONL file `path`, at most `max_tokens` tokens each. Errors name the
+// file and line: not JSON, missing or non-string keys, an empty response or assistant
+// message, an unknown role, no assistant message, an example longer than max_tokens.
+std::vector<Example> read_sft_jsonl(const std::string& path, const Tokenizer& tok,
+                                    size_t max_tokens);
+
+}  // namespace fp8lm

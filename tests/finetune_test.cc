@@ -1,0 +1,188 @@
+// Fine-tuning end to end on a tiny model: starting from a checkpoint's weights, the loss as
+// the mean over response tokens however the rows fall into micro-batches, exact resume.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "data/example_file.h"
+#include "data/loader.h"
+#include "data/sft_jsonl.h"
+#include "data/token_file.h"
+#include "data/tokenizer.h"
+#include "model/gpt.h"
+#include "train/trainer.h"
+#include "tiny_run.h"
+
+namespace fp8lm {
+namespace {
+
+namespace fs = std::filesystem;
+using test::tiny;
+using test::tmpdir;
+using test::write_data;
+
+// A prompt/response task on the tiny corpus's words (responses of varied lengths, so rows
+// hold different numbers of targets).
+void write_task(const std::string& dir) {
+  const char* animals[] = {"cat", "dog", "bird", "horse", "mouse"};
+  std::ofstream f(dir + "/task.jsonl");
+  for (int i = 0; i < 40; ++i) {
+    const std::string a = animals[i % 5];
+    f << nlohmann::json{{"prompt", "the " + a + " sat on the"},
+                        {"response", std::string(" mat") + std::string(static_cast<size_t>(i % 4), '!')}}
+             .dump()
+      << "\n";
+  }
+  f.close();
+  const ByteTokenizer tok;
+  const std::vector<Example> ex = read_sft_jsonl(dir + "/task.jsonl", tok, 33);
+  write_example_file(dir + "/sft_train.bin", std::vector<Example>(ex.begin(), ex.begin() + 32));
+  write_example_file(dir + "/sft_val.bin", std::vector<Example>(ex.begin() + 32, ex.end()));
+}
+
+TrainConfig sft(const TrainConfig& base, const std::string& data, const std::string& out) {
+  TrainConfig c = base;
+  c.train_path = data + "/sft_train.bin";
+  c.val_path = data + "/sft_val.bin";
+  c.out_dir = out;
+  c.telemetry_every = 0;
+  return c;
+}
+
+std::vector<double> metric(const std::string& run, const char* key) {
+  std::vector<double> out;
+  std::ifstream f(run + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(f, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains(key)) out.push_back(j[key].get<double>());
+  }
+  return out;
+}
+
+class Finetune : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new std::string(tmpdir("data"));
+    write_data(*data_);
+    write_task(*data_);
+    pretrained_ = new std::string(*data_ + "/pretrained");
+    train(tiny(*data_, *pretrained_, "fp32"), "", true);
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*data_);
+    delete data_;
+    delete pretrained_;
+  }
+  static std::string* data_;
+  static std::string* pretrained_;
+};
+std::string* Finetune::data_ = nullptr;
+std::string* Finetune::pretrained_ = nullptr;
+
+// The first step's loss of a run started from a checkpoint is the loss of the checkpoint's
+// weights on that step's rows, computed here by hand as the mean over the response tokens
+// of all the step's micro-batches.
+TEST_F(Finetune, StartsFromTheCheckpointAndAveragesOverResponseTokens) {
+  const std::string out = tmpdir("init");
+  TrainConfig c = sft(tiny(*data_, "", "fp32"), *data_, out);
+  c.init_from = *pretrained_;
+  c.steps = 1;
+  train(c, "", true);
+  const std::vector<double> got = metric(out, "loss");
+  ASSERT_EQ(got.size(), 1u);
+
+  GptParams params(c.model());
+  params.load(*pretrained_ + "/checkpoints/step-8/model.safetensors");
+  const size_t B = 4, T = 32;
+  Gpt model(params, ComputeMode::kF32, B, T, {}, false);
+  const ExampleFile f(c.train_path);
+  const ExampleLoader loader(f, B, T, static_cast<uint64_t>(c.seed));
+  std::vector<int32_t> in(B * T), tgt(B * T);
+  double sum = 0, n = 0;
+  for (int i = 0; i < c.grad_accum; ++i) {
+    loader.train_batch(i, in.data(), tgt.data());
+    sum += static_cast<double>(model.forward(in.data(), tgt.data())) * static_cast<double>(B * T);
+    n += static_cast<double>(std::count_if(tgt.begin(), tgt.end(), [](int32_t t) { return t >= 0; }));
+  }
+  ASSERT_GT(n, 0);
+  ASSERT_LT(n, static_cast<double>(c.grad_accum * B * T) / 4);  // mostly prompt and padding
+  EXPECT_NEAR(got[0], sum / n, 1e-5 * sum / n);
+  fs::remove_all(out);
+}
+
+// The same rows as one micro-batch of 8 or two of 4 give the same losses (the weight of a
+// target does not depend on its row's micro-batch), and the model learns the task.
+TEST_F(Finetune, MicroBatchSplitDoesNotChangeTheLoss) {
+  const std::string a = tmpdir("split_a"), b = tmpdir("split_b");
+  TrainConfig c = sft(tiny(*data_, "", "fp32"), *data_, a);
+  c.init_from = *pretrained_;
+  c.steps = 12;
+  c.checkpoint_every = 0;
+  train(c, "", true);
+  c.out_dir = b;
+  c.batch_size = 8;
+  c.grad_accum = 1;
+  train(c, "", true);
+  const std::vector<double> la = metric(a, "loss"), lb = metric(b, "loss");
+  ASSERT_EQ(la.size(), 12u);
+  ASSERT_EQ(lb.size(), 12u);
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i], lb[i], 1e-5 * la[i]) << "step " << i + 1;
+  const std::vector<double> val = metric(a, "val_loss");
+  ASSERT_GE(val.size(), 2u);
+  EXPECT_LT(val.back(), 0.95 * val.front());
+  fs::remove_all(a);
+  fs::remove_all(b);
+}
+
+// Fine-tuning resumes bit for bit at fp32 and O2 (the epoch order, the target weights).
+TEST_F(Finetune, ResumesBitForBit) {
+  for (const char* level : {"fp32", "O2"}) {
+    const std::string full = tmpdir(std::string("full_") + level);
+    const std::string cut = tmpdir(std::string("cut_") + level);
+    TrainConfig c = sft(tiny(*data_, "", level), *data_, full);
+    c.init_from = *pretrained_;
+    train(c, "", true);
+    c.out_dir = cut;
+    train(c, full + "/checkpoints/step-4", false);
+    const std::vector<double> a = metric(full, "loss"), b = metric(cut, "loss");
+    ASSERT_EQ(a.size(), 8u);
+    ASSERT_EQ(b.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(a[4 + i], b[i]) << level << " step " << 5 + i;
+    EXPECT_EQ(metric(full, "val_loss").back(), metric(cut, "val_loss").back()) << level;
+    fs::remove_all(full);
+    fs::remove_all(cut);
+  }
+}
+
+TEST_F(Finetune, MixedKindsAndShapeOverridesAreRefused) {
+  TrainConfig c = sft(tiny(*data_, "", "fp32"), *data_, tmpdir("bad"));
+  c.val_path = *data_ + "/val.bin";
+  try {
+    train(c, "", true);
+    ADD_FAILURE() << "a token file as validation of example files was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("data.train and data.val must be of one kind"),
+              std::string::npos) << e.what();
+  }
+  c = sft(tiny(*data_, "", "fp32"), *data_, tmpdir("bad"));
+  c.init_from = *pretrained_;
+  c.n_layer = 3;
+  try {
+    c.validate();
+    ADD_FAILURE() << "model.n_layer with train.init_from was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.n_layer = 3: the model's shape comes from train.init_from"),
+              std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace fp8lm

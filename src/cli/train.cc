@@ -1,4 +1,4 @@
-// fp8lm train | eval | sample.
+// fp8lm train | eval | sample (one prompt, or a JSONL file of them with exact-match accuracy).
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/file.h"
+#include "train/completion.h"
 #include "train/trainer.h"
 
 namespace fp8lm::cli {
@@ -34,6 +35,8 @@ struct EvalOptions {
 
 struct SampleOptions {
   std::string checkpoint, prompt = "The";
+  std::string prompts, out;  // JSONL prompts to complete, and where the completions go
+  int batch = 8;
   int tokens = 64;
   double temperature = 0.8;
   uint64_t seed = 1;
@@ -77,8 +80,26 @@ void register_train(CLI::App& app) {
   sa->add_option("--temperature", s->temperature, "0: greedy")->check(CLI::Range(0.0, 100.0))
       ->capture_default_str();
   sa->add_option("--seed", s->seed, "Sampling seed")->capture_default_str();
+  sa->add_option("--prompts", s->prompts,
+                 "JSONL of {\"prompt\"[, \"response\" or \"answer\"]}: complete each (after "
+                 "<|endoftext|>, as fine-tuning renders prompts) and report exact-match accuracy");
+  sa->add_option("--out", s->out, "With --prompts: write the completions here (JSONL)");
+  sa->add_option("--batch", s->batch, "With --prompts: prompts per forward")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
   sa->callback([s] {
     apply_global_options();
+    if (!s->prompts.empty()) {
+      CompletionOptions o;
+      o.max_new_tokens = s->tokens;
+      o.temperature = s->temperature;
+      o.seed = s->seed;
+      const TaskScore r = complete_checkpoint(s->checkpoint, s->prompts, s->out, o, s->batch);
+      std::printf("{\"prompts\": %zu, \"with_reference\": %zu, \"exact\": %zu, \"exact_match\": %.6f}\n",
+                  r.prompts, r.with_reference, r.exact, r.accuracy());
+      return;
+    }
+    if (!s->out.empty()) fail("--out: only with --prompts");
     std::printf("%s\n",
                 sample_checkpoint(s->checkpoint, s->prompt, s->tokens, s->temperature, s->seed)
                     .c_str());

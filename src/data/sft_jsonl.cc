@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
@@ -31,7 +32,6 @@ const std::string& string_at(const json& j, const char* key, const std::string& 
 }
 
 Example render(const json& j, const Tokenizer& tok, const std::string& where) {
-  if (!j.is_object()) fail(where, ": not a JSON object");
   Builder b{tok, {}};
   b.eot(false);
   if (j.contains("messages")) {
@@ -71,16 +71,16 @@ Example render(const json& j, const Tokenizer& tok, const std::string& where) {
   return b.e;
 }
 
-}  // namespace
 
-std::vector<Example> read_sft_jsonl(const std::string& path, const Tokenizer& tok,
-                                    size_t max_tokens) {
+// Calls `each(json, "path:line")` for every non-blank line of the JSONL file `path`.
+void for_each_line(const std::string& path,
+                   const std::function<void(const json&, const std::string&)>& each) {
   if (!std::filesystem::exists(path)) fail(path, ": cannot open (no such file)");
   if (!std::filesystem::is_regular_file(path)) fail(path, ": not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, ": cannot open");
-  std::vector<Example> out;
   std::string line;
+  size_t lines = 0;
   for (size_t n = 1; std::getline(in, line); ++n) {
     const std::string where = path + ":" + std::to_string(n);
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines
@@ -90,15 +90,50 @@ std::vector<Example> read_sft_jsonl(const std::string& path, const Tokenizer& to
     } catch (const json::exception& e) {
       fail(where, ": not valid JSON (", e.what(), ")");
     }
+    if (!j.is_object()) fail(where, ": not a JSON object");
+    each(j, where);
+    ++lines;
+  }
+  if (in.bad()) fail(path, ": read error");
+  if (lines == 0) fail(path, ": no examples");
+}
+
+}  // namespace
+
+std::vector<Example> read_sft_jsonl(const std::string& path, const Tokenizer& tok,
+                                    size_t max_tokens) {
+  std::vector<Example> out;
+  for_each_line(path, [&](const json& j, const std::string& where) {
     Example e = render(j, tok, where);
     if (e.tokens.size() > max_tokens)
       fail(where, ": ", e.tokens.size(), " tokens, more than --max-tokens ", max_tokens,
            " (model.seq_len + 1)");
     out.push_back(std::move(e));
-  }
-  if (in.bad()) fail(path, ": read error");
-  if (out.empty()) fail(path, ": no examples");
+  });
   return out;
+}
+
+std::vector<PromptLine> read_prompts_jsonl(const std::string& path) {
+  std::vector<PromptLine> out;
+  for_each_line(path, [&](const json& j, const std::string& where) {
+    PromptLine p;
+    p.prompt = string_at(j, "prompt", where);
+    for (const char* key : {"response", "answer"})
+      if (j.contains(key)) {
+        p.reference = string_at(j, key, where);
+        p.has_reference = true;
+        break;
+      }
+    out.push_back(std::move(p));
+  });
+  return out;
+}
+
+std::vector<int32_t> prompt_tokens(const Tokenizer& tok, const std::string& prompt) {
+  std::vector<int32_t> t{tok.eot()};
+  const std::vector<int32_t> p = tok.encode(prompt);
+  t.insert(t.end(), p.begin(), p.end());
+  return t;
 }
 
 }  // namespace fp8lm

@@ -24,4 +24,19 @@ namespace fp8lm {
 std::vector<Example> read_sft_jsonl(const std::string& path, const Tokenizer& tok,
                                     size_t max_tokens);
 
+// A prompt to complete and, when the line has one, the completion it should get.
+struct PromptLine {
+  std::string prompt;
+  std::string reference;  // "response" or "answer"; empty when absent
+  bool has_reference = false;
+};
+
+// The prompts of a JSONL file ({"prompt": ...} with an optional "response" or "answer"; other
+// keys are ignored). Errors name the file and line.
+std::vector<PromptLine> read_prompts_jsonl(const std::string& path);
+
+// The tokens a prompt is completed from: as in training's template, <|endoftext|> then the
+// prompt.
+std::vector<int32_t> prompt_tokens(const Tokenizer& tok, const std::string& prompt);
+
 }  // namespace fp8lm

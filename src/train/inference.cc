@@ -14,6 +14,7 @@
 #include "tensor/safetensors.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/completion.h"
 #include "train/gpt_state.h"
 
 namespace fp8lm {
@@ -21,34 +22,15 @@ namespace {
 
 std::string generate(GptParams& params, const Tokenizer& tok, const std::string& prompt, int tokens,
                      double temperature, uint64_t seed) {
-  const GptConfig& c = params.config();
-  const size_t T = static_cast<size_t>(c.seq_len), V = static_cast<size_t>(c.vocab_size);
-  Gpt model(params, ComputeMode::kF32, 1, T, {}, /*with_grads=*/false);
+  Gpt model(params, ComputeMode::kF32, 1, static_cast<size_t>(params.config().seq_len), {},
+            /*with_grads=*/false);
   std::vector<int32_t> ctx = tok.encode(prompt);
   if (ctx.empty()) ctx.push_back(tok.eot());
-  std::vector<int32_t> out;
-  std::vector<float> logits(T * V);
-  std::mt19937_64 rng(seed);
-  for (int n = 0; n < tokens; ++n) {
-    std::vector<int32_t> window(T, tok.eot());  // causal: padding after the context is unseen
-    const size_t len = std::min(ctx.size(), T);
-    std::copy(ctx.end() - static_cast<long>(len), ctx.end(), window.begin());
-    model.logits(window.data(), logits.data());
-    const float* row = logits.data() + (len - 1) * V;
-    int32_t next = 0;
-    if (temperature <= 0) {
-      next = static_cast<int32_t>(std::max_element(row, row + V) - row);
-    } else {
-      const float m = *std::max_element(row, row + V);
-      std::vector<double> p(V);
-      for (size_t v = 0; v < V; ++v) p[v] = std::exp((row[v] - m) / temperature);
-      next = static_cast<int32_t>(std::discrete_distribution<size_t>(p.begin(), p.end())(rng));
-    }
-    if (next == tok.eot()) break;
-    ctx.push_back(next);
-    out.push_back(next);
-  }
-  return prompt + tok.decode(out);
+  CompletionOptions o;
+  o.max_new_tokens = tokens;
+  o.temperature = temperature;
+  o.seed = seed;
+  return prompt + tok.decode(complete(model, {ctx}, tok.eot(), o)[0]);
 }
 
 }  // namespace
@@ -129,18 +111,23 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
   return evaluate(model, f, batches);
 }
 
+std::unique_ptr<Tokenizer> checkpoint_tokenizer(const std::string& dir, const TrainerState& t) {
+  // Checkpoints record where their tokenizer was; older ones a path relative to the run.
+  const std::string tok_dir = t.tokenizer_dir.empty() ? default_tokenizer_dir() : t.tokenizer_dir;
+  auto tok = make_tokenizer(t.tokenizer, tok_dir);
+  if (tok->vocab_size() > t.model.vocab_size)
+    fail(dir, "/trainer.json: tokenizer ", t.tokenizer, " has ", tok->vocab_size(),
+         " ids, the model's vocabulary ", t.model.vocab_size);
+  return tok;
+}
+
 std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt, int tokens,
                               double temperature, uint64_t seed) {
   const std::string dir = resolve_checkpoint(checkpoint);
   const TrainerState t = read_trainer_state(dir);
   GptParams params(t.model);
   params.load(dir + "/model.safetensors");
-  // Checkpoints record where their tokenizer was; older ones a path relative to the run.
-  const std::string tok_dir = t.tokenizer_dir.empty() ? default_tokenizer_dir() : t.tokenizer_dir;
-  const auto tok = make_tokenizer(t.tokenizer, tok_dir);
-  if (tok->vocab_size() > t.model.vocab_size)
-    fail(dir, "/trainer.json: tokenizer ", t.tokenizer, " has ", tok->vocab_size(),
-         " ids, the model's vocabulary ", t.model.vocab_size);
+  const auto tok = checkpoint_tokenizer(dir, t);
   return generate(params, *tok, prompt, tokens, temperature, seed);
 }
 

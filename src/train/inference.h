@@ -5,7 +5,11 @@
 #include <cstdint>
 #include <string>
 
+#include <memory>
+
 #include "data/loader.h"
+#include "data/tokenizer.h"
+#include "train/checkpoint.h"
 #include "model/gpt.h"
 
 namespace fp8lm {
@@ -21,6 +25,9 @@ double evaluate(Gpt& model, const DataSource& data, int batches);
 // training logged as val_loss for the same windows).
 double evaluate_checkpoint(const std::string& checkpoint, const std::string& data, int batches,
                            int batch_size, int seq_len);
+
+// The tokenizer a checkpoint was trained with (trainer.json), checked against its vocabulary.
+std::unique_ptr<Tokenizer> checkpoint_tokenizer(const std::string& dir, const TrainerState& t);
 
 // Text generated from a checkpoint after `prompt` (an FP32 model on its model.safetensors).
 std::string sample_checkpoint(const std::string& checkpoint, const std::string& prompt, int tokens,

@@ -1,0 +1,109 @@
+#include "train/completion.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/check.h"
+#include "core/file.h"
+#include "data/sft_jsonl.h"
+#include "train/checkpoint.h"
+#include "train/inference.h"
+
+namespace fp8lm {
+
+std::vector<std::vector<int32_t>> complete(Gpt& model, const std::vector<std::vector<int32_t>>& prompts,
+                                           int32_t stop, const CompletionOptions& o) {
+  const size_t B = model.batch(), T = model.seq();
+  const size_t V = static_cast<size_t>(model.config().vocab_size);
+  std::vector<std::vector<int32_t>> out(prompts.size());
+  std::vector<int32_t> window(B * T);
+  std::vector<float> logits(B * T * V);
+  for (size_t first = 0; first < prompts.size(); first += B) {
+    const size_t rows = std::min(B, prompts.size() - first);
+    std::vector<std::vector<int32_t>> ctx(prompts.begin() + static_cast<long>(first),
+                                          prompts.begin() + static_cast<long>(first + rows));
+    std::vector<std::mt19937_64> rng;
+    std::vector<bool> done(rows, false);
+    for (size_t r = 0; r < rows; ++r) {
+      FP8LM_CHECK(!prompts[first + r].empty(), "prompt ", first + r, " has no tokens");
+      rng.emplace_back(o.seed * 0x9E3779B97F4A7C15ull + first + r);
+    }
+    for (int n = 0; n < o.max_new_tokens; ++n) {
+      // Each row: its last T tokens; the positions after them are padding a causal model
+      // never lets the earlier ones see. Rows past the prompts repeat the first.
+      for (size_t r = 0; r < B; ++r) {
+        const std::vector<int32_t>& c = ctx[std::min(r, rows - 1)];
+        const size_t len = std::min(c.size(), T);
+        std::fill(window.begin() + static_cast<long>(r * T), window.begin() + static_cast<long>((r + 1) * T), stop);
+        std::copy(c.end() - static_cast<long>(len), c.end(), window.begin() + static_cast<long>(r * T));
+      }
+      model.logits(window.data(), logits.data());
+      bool any = false;
+      for (size_t r = 0; r < rows; ++r) {
+        if (done[r]) continue;
+        const size_t len = std::min(ctx[r].size(), T);
+        const float* row = logits.data() + (r * T + len - 1) * V;
+        int32_t next;
+        if (o.temperature <= 0) {
+          next = static_cast<int32_t>(std::max_element(row, row + V) - row);
+        } else {
+          const float m = *std::max_element(row, row + V);
+          std::vector<double> p(V);
+          for (size_t v = 0; v < V; ++v) p[v] = std::exp((row[v] - m) / o.temperature);
+          next = static_cast<int32_t>(std::discrete_distribution<size_t>(p.begin(), p.end())(rng[r]));
+        }
+        if (next == stop) {
+          done[r] = true;
+          continue;
+        }
+        ctx[r].push_back(next);
+        out[first + r].push_back(next);
+        any = true;
+      }
+      if (!any) break;
+    }
+  }
+  return out;
+}
+
+TaskScore complete_checkpoint(const std::string& checkpoint, const std::string& prompts,
+                              const std::string& out, const CompletionOptions& o, int batch) {
+  const std::string dir = resolve_checkpoint(checkpoint);
+  const TrainerState t = read_trainer_state(dir);
+  const auto tok = checkpoint_tokenizer(dir, t);
+  const std::vector<PromptLine> lines = read_prompts_jsonl(prompts);
+  std::vector<std::vector<int32_t>> ids;
+  size_t longest = 0;
+  for (const PromptLine& p : lines) {
+    ids.push_back(prompt_tokens(*tok, p.prompt));
+    longest = std::max(longest, ids.back().size());
+  }
+  // The window: the longest prompt and its completion, within the model's positions.
+  const size_t T = std::min(static_cast<size_t>(t.model.seq_len),
+                            longest + static_cast<size_t>(o.max_new_tokens));
+  GptParams params(t.model);
+  params.load(dir + "/model.safetensors");
+  Gpt model(params, ComputeMode::kF32, static_cast<size_t>(std::max(1, batch)), T, {}, false);
+  const std::vector<std::vector<int32_t>> done = complete(model, ids, tok->eot(), o);
+  TaskScore score;
+  std::string text;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string completion = tok->decode(done[i]);
+    nlohmann::json j{{"prompt", lines[i].prompt}, {"completion", completion}};
+    ++score.prompts;
+    if (lines[i].has_reference) {
+      const bool match = completion == lines[i].reference;
+      j["reference"] = lines[i].reference;
+      j["match"] = match;
+      ++score.with_reference;
+      score.exact += match;
+    }
+    text += j.dump() + "\n";
+  }
+  if (!out.empty()) write_text_atomic(out, text);
+  return score;
+}
+
+}  // namespace fp8lm

@@ -168,8 +168,13 @@ GptConfig config_of(const Located& l, const SafetensorsFile& f, const std::strin
 }  // namespace
 
 PretrainedWeights::PretrainedWeights(const std::string& from, int seq_len)
-    : file_(locate(from).file) {
-  const Located l = locate(from);
+    : file_([&] {
+        const Located l = locate(from);
+        trainer_dir_ = l.trainer;
+        hf_config_ = l.hf_config;
+        return l.file;
+      }()) {
+  const Located l{file_.path(), trainer_dir_, hf_config_};
   prefix_ = prefix_of(file_);
   cfg_ = config_of(l, file_, prefix_, seq_len);
   // Every tensor the model needs, with its shape (wte: the vocabulary's rows; wpe: the

@@ -30,6 +30,8 @@ class PretrainedWeights {
  private:
   const SafetensorsEntry& entry(const std::string& name) const;
 
+  // Where the configuration is (set while file_ is opened: the path is resolved once).
+  std::string trainer_dir_, hf_config_;
   SafetensorsFile file_;
   std::string prefix_;  // "" or "transformer."
   GptConfig cfg_;

@@ -34,6 +34,14 @@ def layer_count(params):
 def gpt2_loss(params, tokens, targets, n_head, return_logits=False):
     """Mean cross-entropy of GPT-2 with parameters `params` (name -> tensor with grad)."""
     B, T = tokens.shape
+    logits = gpt2_logits(params, tokens, n_head)
+    loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1))
+    return (loss, logits) if return_logits else loss
+
+
+def gpt2_logits(params, tokens, n_head):
+    """Logits [B, T, V] of GPT-2 with parameters `params` (name -> tensor)."""
+    B, T = tokens.shape
     x = params["wte.weight"][tokens] + params["wpe.weight"][:T]
     C = x.shape[-1]
     hs = C // n_head
@@ -52,9 +60,7 @@ def gpt2_loss(params, tokens, targets, n_head, return_logits=False):
         h = F.gelu(h @ p("mlp.c_fc.weight") + p("mlp.c_fc.bias"), approximate="tanh")
         x = x + h @ p("mlp.c_proj.weight") + p("mlp.c_proj.bias")
     x = F.layer_norm(x, (C,), params["ln_f.weight"], params["ln_f.bias"], 1e-5)
-    logits = x @ params["wte.weight"].T
-    loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1))
-    return (loss, logits) if return_logits else loss
+    return x @ params["wte.weight"].T
 
 
 def init_params(n_layer, n_head, n_embd, seq_len, vocab, dtype=torch.float32, seed=0):

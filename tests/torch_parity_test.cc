@@ -16,6 +16,7 @@
 #include "model/gpt.h"
 #include "tensor/safetensors.h"
 #include "train/init_from.h"
+#include "train/post_train.h"
 
 namespace fp8lm {
 namespace {
@@ -129,6 +130,119 @@ TEST(TorchParity, HuggingFaceGpt2FileLogits) {
   ASSERT_GT(scale, 0.0);
   std::printf("Hugging Face GPT-2 file: logits relative error %.2e\n", worst / scale);
   EXPECT_LE(worst / scale, 1e-4);
+  std::filesystem::remove_all(dir);
+}
+
+// DPO and GRPO at fp32 through the trainer's own micro-batch functions (post_train.h): the
+// frozen reference read by train.init_from's loader, the policy's gradient from per-token
+// weights. tests/post_train_parity.py recomputes both losses and every gradient with
+// PyTorch autograd in float64; each must be within 1e-4 relative. GRPO is given a sampling
+// policy other than the current one, so that ratios leave the clip interval.
+TEST(TorchParity, DpoAndGrpoLossesAndGradients) {
+  GptConfig cfg;
+  cfg.n_layer = 2;
+  cfg.n_head = 4;
+  cfg.n_embd = 32;
+  cfg.seq_len = 16;
+  cfg.vocab_size = 100;
+  const size_t B = 4, T = 16, V = 100;
+  const double beta = 0.5, clip = 0.2, kl = 0.1;
+  const std::string dir = ::testing::TempDir() + "/fp8lm_post_parity_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir + "/ref");
+  GptParams params(cfg), ref_params(cfg);
+  params.init_gpt2(2024);
+  ref_params.init_gpt2(7);
+  params.save(dir + "/policy.safetensors");
+  ref_params.save(dir + "/ref/model.safetensors");
+  {
+    std::FILE* f = std::fopen((dir + "/ref/config.json").c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fprintf(f, R"({"model_type": "gpt2", "n_head": 4, "activation_function": "gelu_new"})");
+    std::fclose(f);
+  }
+  // Rows: a prompt of 3..7 tokens (targets −1), then a response of 2..6 tokens; DPO pairs
+  // share their prompt.
+  std::mt19937 rng(5);
+  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  auto make_rows = [&](bool pairs, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
+    tok.assign(B * T, 0);
+    tgt.assign(B * T, -1);
+    int prompt = 0;
+    for (size_t b = 0; b < B; ++b) {
+      if (!pairs || b % 2 == 0) prompt = uni(3, 7);
+      const int n = prompt + uni(2, 6);
+      for (int t = 0; t < static_cast<int>(T); ++t) {
+        const bool shared = pairs && b % 2 == 1 && t < prompt;
+        tok[b * T + static_cast<size_t>(t)] = shared ? tok[(b - 1) * T + static_cast<size_t>(t)]
+                                                      : uni(0, static_cast<int>(V) - 1);
+      }
+      for (int t = prompt - 1; t < n - 1; ++t)
+        tgt[b * T + static_cast<size_t>(t)] = tok[b * T + static_cast<size_t>(t) + 1];
+    }
+  };
+  std::vector<int32_t> dpo_tok, dpo_tgt, grpo_tok, grpo_tgt;
+  make_rows(true, dpo_tok, dpo_tgt);
+  make_rows(false, grpo_tok, grpo_tgt);
+
+  const PretrainedWeights from(dir + "/ref", 0);
+  Gpt policy(params, ComputeMode::kF32, B, T);
+  ReferenceModel ref(from, policy, {}, nullptr);
+  EXPECT_EQ(ref.weight_bytes(), params.numel() * sizeof(float));
+
+  std::vector<std::pair<std::string, ConstTensorView>> out;
+  std::vector<std::vector<float>> keep;
+  keep.reserve(2 * (params.specs().size() + 1) + 2);
+  auto add_grads = [&](const std::string& prefix) {
+    for (size_t s = 0; s < params.specs().size(); ++s) {
+      const ParamSpec& spec = params.specs()[s];
+      keep.emplace_back(spec.numel(), std::nanf(""));
+      policy.grad_values(s, keep.back().data());
+      Shape shape = spec.shape;
+      if (s == 0) shape = Shape{static_cast<int64_t>(V), cfg.n_embd};  // real rows only
+      out.emplace_back(prefix + spec.name, ConstTensorView{keep.back().data(), DType::kF32, shape});
+    }
+  };
+  auto add_scalar = [&](const std::string& name, double v) {
+    keep.push_back({static_cast<float>(v)});
+    out.emplace_back(name, ConstTensorView{keep.back().data(), DType::kF32, Shape{1}});
+  };
+
+  const DpoStats d =
+      dpo_micro_batch(policy, ref, dpo_tok.data(), dpo_tgt.data(), beta, 2.0 / B, false);
+  ASSERT_EQ(d.pairs, B / 2);
+  add_scalar("dpo_loss", d.loss / static_cast<double>(d.pairs));
+  add_grads("dpo.");
+
+  // The sampling policy's losses: the policy's, moved by up to ±0.5 nats per token.
+  GrpoRows rows;
+  rows.inputs = grpo_tok;
+  rows.targets = grpo_tgt;
+  rows.advantages = {1.5, -0.5, -1.0, 0.7};
+  policy.forward(grpo_tok.data(), grpo_tgt.data());
+  std::vector<float> old(policy.token_losses(), policy.token_losses() + B * T);
+  for (float& x : old) x += std::uniform_real_distribution<float>(-0.5f, 0.5f)(rng);
+  const GrpoStats g = grpo_micro_batch(policy, ref, rows, clip, kl, 1.0 / B, false, old.data());
+  ASSERT_EQ(g.rows, B);
+  EXPECT_GT(g.clipped, 0.0);  // some ratios left [1 − clip, 1 + clip] and were clipped
+  add_scalar("grpo_loss", g.loss / static_cast<double>(B));
+  add_grads("grpo.");
+  write_safetensors(dir + "/fp8lm.safetensors", out);
+
+  std::vector<float> adv(rows.advantages.begin(), rows.advantages.end());
+  const Shape bt{static_cast<int64_t>(B), static_cast<int64_t>(T)};
+  write_safetensors(dir + "/batch.safetensors",
+                    {{"dpo_tokens", {dpo_tok.data(), DType::kI32, bt}},
+                     {"dpo_targets", {dpo_tgt.data(), DType::kI32, bt}},
+                     {"grpo_tokens", {grpo_tok.data(), DType::kI32, bt}},
+                     {"grpo_targets", {grpo_tgt.data(), DType::kI32, bt}},
+                     {"grpo_advantages", {adv.data(), DType::kF32, Shape{static_cast<int64_t>(B)}}},
+                     {"grpo_old_losses", {old.data(), DType::kF32, bt}}});
+  int status = 0;
+  const std::string text = run_python("post_train_parity.py " + dir + " 4 " + std::to_string(beta) +
+                                          " " + std::to_string(clip) + " " + std::to_string(kl),
+                                      &status);
+  EXPECT_EQ(status, 0) << "PyTorch parity failed or python3-torch is missing:\n" << text;
+  EXPECT_NE(text.find("worst relative error"), std::string::npos) << text;
   std::filesystem::remove_all(dir);
 }
 

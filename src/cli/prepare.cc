@@ -33,15 +33,24 @@ struct PrepareOptions {
 };
 
 void prepare_examples(const PrepareOptions& o, const Tokenizer& tok) {
+  // DPO pairs (every input and --val alike) or supervised examples.
+  const bool pairs = is_pairs_jsonl(o.inputs.front());
+  auto read = [&](const std::string& path) {
+    if (is_pairs_jsonl(path) != pairs)
+      fail(path, pairs ? ": not DPO pairs (\"chosen\", \"rejected\") while " : ": DPO pairs while ",
+           o.inputs.front(), pairs ? " is" : " is not", ": prepare them separately");
+    return pairs ? read_pairs_jsonl(path, tok, o.max_tokens) : read_sft_jsonl(path, tok, o.max_tokens);
+  };
   std::vector<Example> train, val;
   for (const std::string& in : o.inputs) {
-    std::vector<Example> e = read_sft_jsonl(in, tok, o.max_tokens);
+    std::vector<Example> e = read(in);
     train.insert(train.end(), std::make_move_iterator(e.begin()), std::make_move_iterator(e.end()));
   }
   if (!o.val.empty()) {
-    val = read_sft_jsonl(o.val, tok, o.max_tokens);
+    val = read(o.val);
   } else {
-    const size_t n = static_cast<size_t>(o.val_fraction * static_cast<double>(train.size()));
+    size_t n = static_cast<size_t>(o.val_fraction * static_cast<double>(train.size()));
+    if (pairs) n -= n % 2;
     val.assign(std::make_move_iterator(train.end() - static_cast<long>(n)),
                std::make_move_iterator(train.end()));
     train.resize(train.size() - n);
@@ -50,17 +59,19 @@ void prepare_examples(const PrepareOptions& o, const Tokenizer& tok) {
   if (val.empty())
     fail("no validation examples: give --val FILE.jsonl or a larger --val-fraction");
   std::filesystem::create_directories(o.out);
-  write_example_file(o.out + "/train.bin", train);
-  write_example_file(o.out + "/val.bin", val);
+  const int32_t kind = pairs ? kPreferencePairs : kSupervisedExamples;
+  write_example_file(o.out + "/train.bin", train, kind);
+  write_example_file(o.out + "/val.bin", val, kind);
   size_t targets = 0, tokens = 0;
   for (const auto* set : {&train, &val})
     for (const Example& e : *set) {
       tokens += e.tokens.size();
       for (const uint8_t m : e.mask) targets += m;
     }
-  std::printf("prepare: %zu examples (%s), %zu tokens of which %zu response targets: "
+  std::printf("prepare: %zu %s (%s), %zu tokens of which %zu response targets: "
               "train.bin %zu, val.bin %zu examples in %s\n",
-              train.size() + val.size(), o.tokenizer.c_str(), tokens, targets, train.size(),
+              pairs ? (train.size() + val.size()) / 2 : train.size() + val.size(),
+              pairs ? "preference pairs" : "examples", o.tokenizer.c_str(), tokens, targets, train.size(),
               val.size(), o.out.c_str());
 }
 

@@ -45,7 +45,7 @@ MemStats read(int slot) {
 std::string_view mem_category_name(MemCategory c) {
   static constexpr std::string_view kNames[kNumMemCategories] = {
       "weights", "master",     "gradients", "optim_m1",
-      "optim_m2", "activations", "workspace", "communication"};
+      "optim_m2", "activations", "workspace", "communication", "frozen"};
   return kNames[static_cast<int>(c)];
 }
 

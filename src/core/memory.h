@@ -19,8 +19,9 @@ enum class MemCategory : uint8_t {
   kActivations,    // saved activations
   kWorkspace,      // kernel scratch, I/O staging
   kCommunication,  // collective buffers
+  kFrozen,         // frozen weights: the reference model of DPO/GRPO, LoRA's base
 };
-inline constexpr int kNumMemCategories = 8;
+inline constexpr int kNumMemCategories = 9;
 
 std::string_view mem_category_name(MemCategory c);
 

@@ -54,7 +54,9 @@ ExampleFile::ExampleFile(const std::string& path, int32_t vocab_size) : path_(pa
     fail(path, ": bad magic ", h.magic, " (an example file starts with ", kExampleFileMagic, ")");
   if (h.version != kExampleFileVersion)
     fail(path, ": unsupported version ", h.version, " (expected ", kExampleFileVersion, ")");
-  if (h.kind != kSupervisedExamples) fail(path, ": unknown kind ", h.kind);
+  if (h.kind != kSupervisedExamples && h.kind != kPreferencePairs)
+    fail(path, ": unknown kind ", h.kind, " (1: supervised examples, 2: preference pairs)");
+  kind_ = h.kind;
   // Sizes against the file's, without overflow: each count is bounded by the bytes first.
   if (h.examples == 0 || h.examples > bytes / 8 || h.tokens > bytes / 3)
     fail(path, ": header says ", h.examples, " examples of ", h.tokens,
@@ -90,12 +92,16 @@ ExampleFile::ExampleFile(const std::string& path, int32_t vocab_size) : path_(pa
     if (!target) fail(path, ": example ", i, " has no response token to learn");
     max_len_ = std::max(max_len_, t.size());
   }
+  if (kind_ == kPreferencePairs && size() % 2 != 0)
+    fail(path, ": ", size(), " examples in a file of preference pairs (chosen, rejected)");
   if (max_len_ != h.max_len)
     fail(path, ": header says the longest example has ", h.max_len, " tokens, it has ", max_len_);
 }
 
-void write_example_file(const std::string& path, const std::vector<Example>& examples) {
+void write_example_file(const std::string& path, const std::vector<Example>& examples,
+                        int32_t kind) {
   FP8LM_CHECK(!examples.empty(), "no examples for ", path);
+  FP8LM_CHECK(kind != kPreferencePairs || examples.size() % 2 == 0, path, ": unpaired example");
   std::vector<uint64_t> offsets{0};
   uint32_t max_len = 0;
   for (const Example& e : examples) {
@@ -106,7 +112,7 @@ void write_example_file(const std::string& path, const std::vector<Example>& exa
   std::vector<int32_t> header(kHeaderInts, 0);
   header[0] = kExampleFileMagic;
   header[1] = kExampleFileVersion;
-  header[2] = kSupervisedExamples;
+  header[2] = kind;
   const uint64_t n = examples.size(), total = offsets.back();
   std::memcpy(&header[3], &n, 8);
   std::memcpy(&header[5], &total, 8);

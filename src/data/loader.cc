@@ -57,7 +57,10 @@ void DataLoader::eval_batch(size_t j, int32_t* inputs, int32_t* targets) const {
 namespace fp8lm {
 
 ExampleLoader::ExampleLoader(const ExampleFile& file, size_t B, size_t T, uint64_t seed)
-    : file_(file), B_(B), T_(T), seed_(seed) {
+    : file_(file), B_(B), T_(T), seed_(seed), unit_(file.kind() == kPreferencePairs ? 2 : 1) {
+  if (B % unit_ != 0)
+    fail(file.path(), ": preference pairs need an even train.batch_size (a pair's two rows in "
+         "one batch), got ", B);
   if (file.max_length() > T + 1)
     for (size_t i = 0; i < file.size(); ++i)
       if (file.tokens(i).size() > T + 1)
@@ -65,15 +68,16 @@ ExampleLoader::ExampleLoader(const ExampleFile& file, size_t B, size_t T, uint64
              " tokens, more than model.seq_len + 1 = ", T + 1);
 }
 
-// A permutation of the examples per epoch: Fisher–Yates on a counter-based hash, the same on
-// every platform.
+void epoch_permutation(size_t n, uint64_t seed, uint64_t epoch, std::vector<uint32_t>& out) {
+  out.resize(n);
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<uint32_t>(i);
+  const uint64_t base = splitmix64(splitmix64(seed) ^ epoch);
+  for (size_t i = n; i > 1; --i) std::swap(out[i - 1], out[splitmix64(base ^ i) % i]);
+}
+
 const std::vector<uint32_t>& ExampleLoader::order(uint64_t epoch) const {
   if (epoch == epoch_) return order_;
-  const size_t n = file_.size();
-  order_.resize(n);
-  for (size_t i = 0; i < n; ++i) order_[i] = static_cast<uint32_t>(i);
-  const uint64_t base = splitmix64(splitmix64(seed_) ^ epoch);
-  for (size_t i = n; i > 1; --i) std::swap(order_[i - 1], order_[splitmix64(base ^ i) % i]);
+  epoch_permutation(file_.size() / unit_, seed_, epoch, order_);
   epoch_ = epoch;
   return order_;
 }
@@ -89,10 +93,11 @@ void ExampleLoader::row(size_t example, int32_t* inputs, int32_t* targets) const
 }
 
 void ExampleLoader::train_batch(int64_t index, int32_t* inputs, int32_t* targets) const {
-  const uint64_t n = file_.size();
+  // The shuffled units are examples, or pairs (chosen, rejected) kept side by side.
+  const uint64_t n = file_.size() / unit_;
   for (size_t b = 0; b < B_; ++b) {
-    const uint64_t k = static_cast<uint64_t>(index) * B_ + b;
-    row(order(k / n)[k % n], inputs + b * T_, targets + b * T_);
+    const uint64_t i = static_cast<uint64_t>(index) * B_ + b, k = i / unit_;
+    row(order(k / n)[k % n] * unit_ + i % unit_, inputs + b * T_, targets + b * T_);
   }
 }
 

@@ -21,6 +21,10 @@
 
 namespace fp8lm {
 
+// The order of n items in epoch `epoch`: Fisher–Yates on a counter-based hash of (seed,
+// epoch), the same on every platform (exact resume).
+void epoch_permutation(size_t n, uint64_t seed, uint64_t epoch, std::vector<uint32_t>& out);
+
 class Batches {
  public:
   virtual ~Batches() = default;
@@ -31,6 +35,8 @@ class Batches {
   virtual void eval_batch(size_t j, int32_t* inputs, int32_t* targets) const = 0;
   // Whether targets may be < 0 (ignored): the loss is then the mean over the others.
   virtual bool masked() const = 0;
+  // Whether rows 2i and 2i + 1 of every batch are a preference pair (chosen, rejected).
+  virtual bool pairs() const { return false; }
 };
 
 class DataLoader : public Batches {
@@ -55,7 +61,7 @@ class DataLoader : public Batches {
 // position t is token t + 1 where the mask marks it, else −1 (the prompt, the padding).
 // Training: rows k = index·B + b walk the examples in a new shuffled order each epoch
 // (seed, epoch); evaluation: batch j holds examples [j·B, j·B + B) in file order, the last
-// batch padded with empty rows.
+// batch padded with empty rows. Preference pairs are shuffled as pairs (B must be even).
 class ExampleLoader : public Batches {
  public:
   // Throws Error naming the file and example when an example is longer than T + 1 tokens.
@@ -64,6 +70,7 @@ class ExampleLoader : public Batches {
   size_t eval_batches() const override;
   void eval_batch(size_t j, int32_t* inputs, int32_t* targets) const override;
   bool masked() const override { return true; }
+  bool pairs() const override { return unit_ == 2; }
 
  private:
   void row(size_t example, int32_t* inputs, int32_t* targets) const;
@@ -71,6 +78,7 @@ class ExampleLoader : public Batches {
   const ExampleFile& file_;
   size_t B_, T_;
   uint64_t seed_;
+  size_t unit_;  // examples shuffled together: 1, or 2 for preference pairs
   mutable uint64_t epoch_ = ~uint64_t{0};  // the epoch whose order order_ holds
   mutable std::vector<uint32_t> order_;
 };

@@ -113,11 +113,54 @@ std::vector<Example> read_sft_jsonl(const std::string& path, const Tokenizer& to
   return out;
 }
 
+std::vector<Example> read_pairs_jsonl(const std::string& path, const Tokenizer& tok,
+                                      size_t max_tokens) {
+  std::vector<Example> out;
+  for_each_line(path, [&](const json& j, const std::string& where) {
+    const std::string& chosen = string_at(j, "chosen", where);
+    const std::string& rejected = string_at(j, "rejected", where);
+    string_at(j, "prompt", where);
+    if (chosen.empty() || rejected.empty())
+      fail(where, ": empty \"", chosen.empty() ? "chosen" : "rejected", "\" response");
+    if (chosen == rejected) fail(where, ": \"chosen\" and \"rejected\" are the same response");
+    for (const std::string* r : {&chosen, &rejected}) {
+      json e = {{"prompt", j["prompt"]}, {"response", *r}};
+      Example x = render(e, tok, where);
+      if (x.tokens.size() > max_tokens)
+        fail(where, ": ", x.tokens.size(), " tokens, more than --max-tokens ", max_tokens,
+             " (model.seq_len + 1)");
+      out.push_back(std::move(x));
+    }
+  });
+  return out;
+}
+
+bool is_pairs_jsonl(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      const json j = json::parse(line);
+      return j.is_object() && j.contains("chosen");
+    } catch (const json::exception&) {
+      return false;  // read_sft_jsonl reports it
+    }
+  }
+  return false;
+}
+
 std::vector<PromptLine> read_prompts_jsonl(const std::string& path) {
   std::vector<PromptLine> out;
   for_each_line(path, [&](const json& j, const std::string& where) {
     PromptLine p;
     p.prompt = string_at(j, "prompt", where);
+    p.where = where;
+    p.line = j.dump();
+    if (j.contains("pattern")) {
+      p.pattern = string_at(j, "pattern", where);
+      p.has_pattern = true;
+    }
     for (const char* key : {"response", "answer"})
       if (j.contains(key)) {
         p.reference = string_at(j, key, where);

@@ -24,15 +24,28 @@ namespace fp8lm {
 std::vector<Example> read_sft_jsonl(const std::string& path, const Tokenizer& tok,
                                     size_t max_tokens);
 
+// DPO pairs {"prompt", "chosen", "rejected"}: two examples per line, the prompt with the
+// chosen response then with the rejected one (each as a {"prompt", "response"} example).
+// Errors name the file and line: missing keys, an empty or identical chosen and rejected
+// response, an example longer than max_tokens.
+std::vector<Example> read_pairs_jsonl(const std::string& path, const Tokenizer& tok,
+                                      size_t max_tokens);
+// Whether the first line of the JSONL file `path` is a DPO pair (has "chosen").
+bool is_pairs_jsonl(const std::string& path);
+
 // A prompt to complete and, when the line has one, the completion it should get.
 struct PromptLine {
   std::string prompt;
   std::string reference;  // "response" or "answer"; empty when absent
   bool has_reference = false;
+  std::string pattern;    // "pattern": a regular expression the completion should contain
+  bool has_pattern = false;
+  std::string where;      // "file:line"
+  std::string line;       // the line's JSON object (for an external reward command)
 };
 
-// The prompts of a JSONL file ({"prompt": ...} with an optional "response" or "answer"; other
-// keys are ignored). Errors name the file and line.
+// The prompts of a JSONL file ({"prompt": ...} with an optional "response" or "answer", an
+// optional "pattern"; other keys are kept in `line`). Errors name the file and line.
 std::vector<PromptLine> read_prompts_jsonl(const std::string& path);
 
 // The tokens a prompt is completed from: as in training's template, <|endoftext|> then the

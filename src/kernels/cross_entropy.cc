@@ -130,6 +130,15 @@ void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, s
   });
 }
 
+void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
+                       const float* row_scale) {
+  FP8LM_CHECK(V <= Vp, "softmax_grad_rows: V = ", V, " > Vp = ", Vp);
+  parallel_for(rows, 1, 1, [&](size_t, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r)
+      HWY_DYNAMIC_DISPATCH(SoftmaxGradRows)(logits + r * Vp, lse + r, 1, V, Vp, row_scale[r]);
+  });
+}
+
 }  // namespace kernels
 }  // namespace fp8lm
 #endif  // HWY_ONCE

@@ -55,5 +55,8 @@ void logit_row_stats(const float* logits, size_t rows, size_t V, size_t Vp, floa
                      float* sumexp);
 void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
                        float grad_scale);
+// The same with each row's own grad_scale (row_scale[r]).
+void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
+                       const float* row_scale);
 
 }  // namespace fp8lm::kernels

@@ -466,9 +466,9 @@ void Gpt::forward_blocks() {
 }
 
 void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* targets,
-                                 size_t rows, float grad_scale) {
+                                 size_t rows, float grad_scale, const float* row_scale) {
   const size_t V = static_cast<size_t>(cfg_.vocab_size);
-  if (tp_ == nullptr) {
+  if (tp_ == nullptr && row_scale == nullptr) {
     kernels::softmax_cross_entropy(logits, losses, targets, rows, V, Vpl_, grad_scale);
     return;
   }
@@ -477,30 +477,28 @@ void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* ta
   std::vector<float> m(rows), s(rows), xt(rows, 0.0f);
   kernels::logit_row_stats(logits, rows, Vl_, Vpl_, m.data(), s.data());
   std::vector<float> M = m;
-  tp_->allreduce_max(M.data(), rows);
+  if (tp_ != nullptr) tp_->allreduce_max(M.data(), rows);
   for (size_t r = 0; r < rows; ++r) {
     s[r] = s[r] == 0.0f ? 0.0f : s[r] * std::exp(m[r] - M[r]);
     const int32_t t = targets[r];
     if (t >= 0 && static_cast<size_t>(t) >= v0_ && static_cast<size_t>(t) < v0_ + Vl_)
       xt[r] = logits[r * Vpl_ + (static_cast<size_t>(t) - v0_)];
   }
-  tp_->allreduce_sum(s.data(), rows);
-  tp_->allreduce_sum(xt.data(), rows);
+  tp_sum(s.data(), rows);
+  tp_sum(xt.data(), rows);
   std::vector<float> lse(rows);
   for (size_t r = 0; r < rows; ++r) {
     lse[r] = M[r] + std::log(s[r]);
     losses[r] = targets[r] < 0 ? 0.0f : lse[r] - xt[r];
   }
   if (grad_scale == 0.0f) return;
-  kernels::softmax_grad_rows(logits, lse.data(), rows, Vl_, Vpl_, grad_scale);
+  std::vector<float> g(rows);
+  for (size_t r = 0; r < rows; ++r)
+    g[r] = targets[r] < 0 ? 0.0f : row_scale != nullptr ? row_scale[r] : grad_scale;
+  kernels::softmax_grad_rows(logits, lse.data(), rows, Vl_, Vpl_, g.data());
   for (size_t r = 0; r < rows; ++r) {
-    const int32_t t = targets[r];
-    float* x = logits + r * Vpl_;
-    if (t < 0) {
-      std::fill(x, x + Vpl_, 0.0f);
-    } else if (static_cast<size_t>(t) >= v0_ && static_cast<size_t>(t) < v0_ + Vl_) {
-      x[static_cast<size_t>(t) - v0_] -= grad_scale;
-    }
+    const size_t t = static_cast<size_t>(targets[r]);
+    if (g[r] != 0.0f && t >= v0_ && t < v0_ + Vl_) logits[r * Vpl_ + (t - v0_)] -= g[r];
   }
 }
 
@@ -542,8 +540,9 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
     const float grad_scale =
         !grads ? 0.0f : loss_weight_ > 0 ? loss_weight_ : 1.0f / static_cast<float>(BT_);
     float* losses = ws_losses_.as<float>() + r0;
-    parallel_cross_entropy(logits, losses, t + r0, rows, grad_scale);
-    for (size_t r = 0; r < rows; ++r) loss += losses[r];
+    const float* row_scale = token_weights_ != nullptr ? token_weights_ + r0 : nullptr;
+    parallel_cross_entropy(logits, losses, t + r0, rows, grad_scale, row_scale);
+    for (size_t r = 0; r < rows; ++r) loss += row_scale != nullptr ? losses[r] * row_scale[r] : losses[r];
     if (!grads) continue;
     // dlnf rows = dlogits · wte;  dwte += dlogitsᵀ · lnf rows
     kernels::gemm(rows, C, Vp, 1.0f, {logits, DType::kF32}, wte, 0.0f,
@@ -559,6 +558,7 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
   } else if (grads) {
     tp_sum(dlnf, BT_ * C);
   }
+  if (token_weights_ != nullptr) return static_cast<float>(loss);
   return static_cast<float>(loss_weight_ > 0 ? loss * static_cast<double>(loss_weight_)
                                              : loss / static_cast<double>(BT_));
 }

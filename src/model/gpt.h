@@ -83,6 +83,13 @@ class Gpt {
   // Σ_t loss_t · w (0, the default: w = 1/(B·T), the mean over positions). Fine-tuning sets
   // it so a step's gradient is the mean over its target tokens, however they fall in rows.
   void set_loss_weight(float w) { loss_weight_ = w; }
+  // Per-target weights [B·T] (null: off, the default), for objectives that weigh each token's
+  // log-probability (DPO, GRPO): the loss is Σ_t loss_t · w[t], and set_loss_weight is not
+  // used. The array is read at every forward; w[t] may be negative.
+  void set_token_weights(const float* w) { token_weights_ = w; }
+  // Each position's loss −log p(target) of the last forward on the last stage [B·T] (0 where
+  // the target is < 0; valid until the next forward).
+  const float* token_losses() const { return ws_losses_.as<float>(); }
   // Logits [B·T, V] (unpadded) for tokens; for sampling and tests (one stage only).
   void logits(const int32_t* tokens, float* out);
 
@@ -162,8 +169,9 @@ class Gpt {
   }
   // The vocabulary-parallel cross-entropy of one chunk of rows (losses, and the logits
   // overwritten with their gradient when grad_scale != 0).
+  // `row_scale` (null: grad_scale for every row): each row's own grad_scale.
   void parallel_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
-                              float grad_scale);
+                              float grad_scale, const float* row_scale = nullptr);
 
   GptConfig cfg_;
   TpComm* tp_;
@@ -189,6 +197,7 @@ class Gpt {
   std::vector<size_t> sp_sum_specs_;  // LayerNorm parameters: gradients summed over the rows
   bool with_grads_;
   float loss_weight_ = 0;
+  const float* token_weights_ = nullptr;
   std::vector<ScaledView> weights_;
   // FP32 values of the parameters that are neither Linear weights nor wte (positions,
   // LayerNorm, biases: small), refreshed from weights_ at every forward.

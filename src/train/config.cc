@@ -115,6 +115,14 @@ const std::vector<Key>& keys() {
       key("telemetry.kurtosis_alarm", &TrainConfig::kurtosis_alarm),
       key("telemetry.loss_spike_alarm", &TrainConfig::loss_spike_alarm),
       key("telemetry.stop_on_alarm", &TrainConfig::stop_on_alarm),
+      key("finetune.objective", &TrainConfig::objective),
+      key("finetune.beta", &TrainConfig::beta),
+      key("finetune.samples", &TrainConfig::samples),
+      key("finetune.clip", &TrainConfig::clip),
+      key("finetune.kl", &TrainConfig::kl),
+      key("finetune.temperature", &TrainConfig::temperature),
+      key("finetune.max_new_tokens", &TrainConfig::max_new_tokens),
+      key("finetune.reward_command", &TrainConfig::reward_command),
   };
   return k;
 }
@@ -236,6 +244,29 @@ void TrainConfig::validate() const {
     fail("telemetry.kurtosis_alarm = ", kurtosis_alarm, ": must be > 1 (a growth factor) or 0 (off)");
   if (loss_spike_alarm > 0 && loss_spike_alarm <= 1)
     fail("telemetry.loss_spike_alarm = ", loss_spike_alarm, ": must be > 1 (a loss ratio) or 0 (off)");
+  if (objective != "lm" && objective != "dpo" && objective != "grpo")
+    fail("finetune.objective = '", objective, "': must be lm, dpo or grpo");
+  in_range("finetune.beta", beta, 1e-6, 1e3);
+  int_range("finetune.samples", samples, 2, 1024, " (a group of at least 2)");
+  in_range("finetune.clip", clip, 0, 10);
+  in_range("finetune.kl", kl, 0, 1e3);
+  in_range("finetune.temperature", temperature, 0, 100, " (0: greedy)");
+  int_range("finetune.max_new_tokens", max_new_tokens, 1, 1 << 16);
+  if (objective == "lm") return;
+  if (init_from.empty())
+    fail("finetune.objective = ", objective, ": needs train.init_from (the policy's starting "
+         "weights, and the frozen reference model)");
+  if (pp > 1)
+    fail("finetune.objective = ", objective, ": not with parallel.pp = ", pp,
+         " (its per-sequence log-probabilities need the whole model on each rank)");
+  if (dpo() && batch_size % 2 != 0)
+    fail("train.batch_size = ", batch_size, ": DPO needs an even batch (pairs of rows)");
+  if (grpo() && batch_size % samples != 0)
+    fail("train.batch_size = ", batch_size, ": GRPO needs a multiple of finetune.samples (",
+         samples, ") (each prompt's group in one batch)");
+  if (grpo() && max_new_tokens >= model().seq_len)
+    fail("finetune.max_new_tokens = ", max_new_tokens, ": must be less than model.seq_len (",
+         model().seq_len, ")");
 }
 
 std::optional<StateFormats> TrainConfig::state_formats() const {

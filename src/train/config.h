@@ -79,10 +79,25 @@ struct TrainConfig {
   double kurtosis_alarm = 8;
   double loss_spike_alarm = 1.5;
   bool stop_on_alarm = false;
+  // [finetune] (docs/post_training.md): the training objective — lm (next-token
+  // cross-entropy: pre-training, and supervised fine-tuning on example files), dpo
+  // (preference pairs prepared from {"prompt", "chosen", "rejected"}), grpo (a JSONL prompt
+  // file with rewards) — and their settings. dpo and grpo need train.init_from (the policy's
+  // starting weights and the frozen reference) and no pipeline.
+  std::string objective = "lm";
+  double beta = 0.1;          // DPO: β of the implicit reward β·log(π/π_ref)
+  int samples = 8;            // GRPO: completions per prompt (train.batch_size / samples prompts)
+  double clip = 0.2;          // GRPO: the ratio's interval [1 − clip, 1 + clip]
+  double kl = 0.04;           // GRPO: weight of the KL to the reference
+  double temperature = 1.0;   // GRPO: sampling temperature (0: greedy)
+  int max_new_tokens = 16;    // GRPO: tokens a completion may add (its <|endoftext|> ends it)
+  std::string reward_command; // GRPO: an external scorer (rewards.h); empty: answer/pattern
 
   // The preset with overrides applied, or the shape of train.init_from; validated.
   GptConfig model() const;
   TpOptions tp_options() const;
+  bool dpo() const { return objective == "dpo"; }
+  bool grpo() const { return objective == "grpo"; }
   // The pipeline's wire format (f32 when the level computes in fp32).
   DType pp_wire_dtype() const;
   PrecisionLevel precision_level() const { return level_from_name(level); }

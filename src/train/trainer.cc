@@ -30,6 +30,7 @@
 #include "train/grad_sync.h"
 #include "train/run_folder.h"
 #include "train/telemetry.h"
+#include "train/post_train.h"
 #include "train/pp_comm.h"
 #include "train/tp_comm.h"
 #include "train/zero_replica.h"
@@ -134,26 +135,41 @@ void start_ranks(const TrainConfig& cfg, const std::string& resume) {
 // Phase 2: every input the run will read, checked before step 1 (a bad validation file
 // must not surface after hours of training).
 struct Inputs {
-  Inputs(const TrainConfig& cfg, const GptConfig& mcfg, bool lead)
-      : train(cfg.train_path, mcfg.vocab_size, static_cast<size_t>(cfg.batch_size),
-              static_cast<size_t>(mcfg.seq_len), static_cast<uint64_t>(cfg.seed)),
-        val(cfg.val_path, mcfg.vocab_size, static_cast<size_t>(cfg.batch_size),
-            static_cast<size_t>(mcfg.seq_len), 0) {
-    if (val.batches().eval_batches() == 0)
-      fail(val.path(), ": ", val.tokens(), " tokens, fewer than one evaluation batch of ",
+  Inputs(const TrainConfig& cfg, const GptConfig& mcfg, bool lead) {
+    const size_t B = static_cast<size_t>(cfg.batch_size), T = static_cast<size_t>(mcfg.seq_len);
+    // The closing sample decodes with the tokenizer, GRPO on every rank: a missing one is
+    // found now.
+    if (lead || cfg.grpo()) {
+      tokenizer = make_tokenizer(cfg.tokenizer, cfg.tokenizer_path());
+      if (tokenizer->vocab_size() > mcfg.vocab_size)
+        fail("data.tokenizer = ", cfg.tokenizer, ": its ", tokenizer->vocab_size(),
+             " ids do not fit model.vocab_size ", mcfg.vocab_size, " (preset ", mcfg.preset, ")");
+    }
+    if (cfg.grpo()) {
+      prompts = read_grpo_prompts(cfg.train_path, *tokenizer, T, cfg.max_new_tokens);
+      val_prompts = read_grpo_prompts(cfg.val_path, *tokenizer, T, cfg.max_new_tokens);
+      rewards = std::make_unique<Rewards>(prompts.lines, cfg.reward_command);
+      val_rewards = std::make_unique<Rewards>(val_prompts.lines, cfg.reward_command);
+      return;
+    }
+    train = std::make_unique<DataSource>(cfg.train_path, mcfg.vocab_size, B, T,
+                                         static_cast<uint64_t>(cfg.seed));
+    val = std::make_unique<DataSource>(cfg.val_path, mcfg.vocab_size, B, T, 0);
+    if (val->batches().eval_batches() == 0)
+      fail(val->path(), ": ", val->tokens(), " tokens, fewer than one evaluation batch of ",
            cfg.batch_size, "x", mcfg.seq_len, " + 1 (train.batch_size x model.seq_len + 1)");
-    if (train.batches().masked() != val.batches().masked())
-      fail(val.path(), ": ", val.batches().masked() ? "an example file" : "a token file",
-           " while ", train.path(), " is ", train.batches().masked() ? "one" : "not",
-           " (data.train and data.val must be of one kind)");
-    // The closing sample decodes with the tokenizer: a missing one is found now.
-    if (!lead) return;
-    tokenizer = make_tokenizer(cfg.tokenizer, cfg.tokenizer_path());
-    if (tokenizer->vocab_size() > mcfg.vocab_size)
-      fail("data.tokenizer = ", cfg.tokenizer, ": its ", tokenizer->vocab_size(),
-           " ids do not fit model.vocab_size ", mcfg.vocab_size, " (preset ", mcfg.preset, ")");
+    if (train->batches().masked() != val->batches().masked() ||
+        train->batches().pairs() != val->batches().pairs())
+      fail(val->path(), " and ", train->path(), " are not of one kind (token file, examples or "
+           "preference pairs): data.train and data.val must be");
+    if (train->batches().pairs() != cfg.dpo())
+      fail(train->path(), cfg.dpo() ? ": not preference pairs (finetune.objective = dpo needs "
+                                      "fp8lm prepare of {\"prompt\", \"chosen\", \"rejected\"} lines)"
+                                    : ": preference pairs: set finetune.objective = dpo");
   }
-  DataSource train, val;
+  std::unique_ptr<DataSource> train, val;  // lm and dpo
+  GrpoPrompts prompts, val_prompts;        // grpo
+  std::unique_ptr<Rewards> rewards, val_rewards;
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
@@ -161,9 +177,11 @@ struct Inputs {
 // replicated weights; tensor parallelism: this rank's shards) and the gradient averaging of
 // the level over the data-parallel group.
 struct Session {
-  // `from`: the starting weights (train.init_from; null: GPT-2's initialisation or a resume).
+  // `from`: the starting weights (train.init_from; null: GPT-2's initialisation), of the
+  // optimizer's masters unless `resuming` (the checkpoint's come next) and of the reference
+  // model of DPO and GRPO.
   Session(const TrainConfig& c, const GptConfig& m, const dist::Grid& g,
-          const PretrainedWeights* from)
+          const PretrainedWeights* from, bool resuming)
       : cfg(c),
         mcfg(m),
         level(c.precision_level()),
@@ -191,7 +209,13 @@ struct Session {
           grid.dp_group, grid.tp > 1 ? tp_amax_share() : AmaxShare{}, model.stage());
     opt = make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
                              replica ? replica->owned() : std::vector<bool>{}, model.shard(),
-                             model.stage(), from);
+                             model.stage(), resuming ? nullptr : from);
+    if (c.objective != "lm") {
+      FP8LM_CHECK(from != nullptr, "the reference model needs train.init_from");
+      ref = std::make_unique<ReferenceModel>(
+          *from, model, fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format),
+          &tp_comm);
+    }
     set_reductions();
     sync = std::make_unique<GradSync>(level, c.grad_scaling,
                                       replica ? replica->owner() : std::vector<int>{},
@@ -343,6 +367,7 @@ struct Session {
   GroupTpComm tp_comm;
   GroupPpComm pp_comm;
   Gpt model;
+  std::unique_ptr<ReferenceModel> ref;  // DPO and GRPO: the frozen starting weights
   std::unique_ptr<ZeroReplica> replica;
   std::unique_ptr<AdamW> opt;
   std::unique_ptr<GradSync> sync;
@@ -442,7 +467,8 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
       {"params", s.mcfg.num_params()},
       {"steps", s.cfg.steps},
       {"final_train_loss", result.final_train_loss},
-      {"final_val_loss", result.final_val_loss},
+      {"objective", s.cfg.objective},
+      {s.cfg.grpo() ? "final_val_reward" : "final_val_loss", result.final_val_loss},
       {"tokens_per_s", tps},
       {"peak_rss_mib", peak_rss_mib()},
       {"peak_mib_by_category", peaks},
@@ -477,8 +503,9 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
     std::printf(" (1F1B bubble (p-1)/(m+p-1) = %.1f%%)\n",
                 100.0 * (pp - 1) / (s.cfg.grad_accum + pp - 1));
   }
-  std::printf("done: train loss %.4f, val loss %.4f, %.0f tokens/s; %s/summary.json\n",
-              result.final_train_loss, result.final_val_loss, tps, out.c_str());
+  std::printf("done: train loss %.4f, %s %.4f, %.0f tokens/s; %s/summary.json\n",
+              result.final_train_loss, s.cfg.grpo() ? "val reward" : "val loss",
+              result.final_val_loss, tps, out.c_str());
 }
 
 std::string fmt_val(double v) {
@@ -542,6 +569,101 @@ double run_pipeline(Session& s, const Batches& loader, int64_t step, std::vector
   return s.pp_comm.share_loss(loss);
 }
 
+// DPO and GRPO (docs/post_training.md): the step's micro-batches, their gradient against the
+// frozen reference, and the figures metrics.jsonl records (summed over the data-parallel
+// ranks). Micro-batch i of data-parallel rank r is batch (step · dp + r) · m + i, as above.
+// Each pair (DPO) or row (GRPO) weighs m·dp over the step's count of them: the optimizer
+// divides by m, the gradient average by dp.
+nlohmann::json sum_over_dp(Session& s, std::vector<double> v) {
+  if (s.grid.dp > 1)
+    dist::allreduce_scalars(v.data(), v.size(), dist::ScalarOp::kSum, s.grid.dp_group);
+  return v;
+}
+
+double run_dpo(Session& s, const Batches& loader, int64_t step, std::vector<int32_t>& in,
+               std::vector<int32_t>& tgt, nlohmann::json& metrics) {
+  const int m = s.cfg.grad_accum;
+  DpoStats all;
+  for (int i = 0; i < m; ++i) {
+    loader.train_batch((step * s.grid.dp + s.grid.dp_rank) * m + i, in.data(), tgt.data());
+    all.add(dpo_micro_batch(s.model, *s.ref, in.data(), tgt.data(), s.cfg.beta,
+                            2.0 / s.cfg.batch_size, i > 0));
+  }
+  const nlohmann::json v = sum_over_dp(
+      s, {all.loss, all.margin, static_cast<double>(all.correct), static_cast<double>(all.pairs)});
+  const double pairs = std::max(1.0, v[3].get<double>());
+  metrics = {{"dpo_accuracy", v[2].get<double>() / pairs}, {"dpo_margin", v[1].get<double>() / pairs}};
+  return v[0].get<double>() / pairs * s.grid.dp;  // this rank's share: the caller averages
+}
+
+// The prompts of GRPO micro-batch j: prompts j·G … j·G + G − 1 of an order shuffled per epoch.
+std::vector<size_t> grpo_lines(const Session& s, size_t n, int64_t j) {
+  const size_t G = static_cast<size_t>(s.cfg.batch_size / s.cfg.samples);
+  std::vector<size_t> lines;
+  std::vector<uint32_t> order;
+  uint64_t epoch = ~uint64_t{0};
+  for (size_t g = 0; g < G; ++g) {
+    const uint64_t u = static_cast<uint64_t>(j) * G + g;
+    if (u / n != epoch) {
+      epoch = u / n;
+      epoch_permutation(n, static_cast<uint64_t>(s.cfg.seed), epoch, order);
+    }
+    lines.push_back(order[u % n]);
+  }
+  return lines;
+}
+
+double run_grpo(Session& s, const Inputs& inputs, int64_t step, nlohmann::json& metrics) {
+  const int m = s.cfg.grad_accum;
+  GrpoStats all;
+  double reward = 0;
+  for (int i = 0; i < m; ++i) {
+    const int64_t j = (step * s.grid.dp + s.grid.dp_rank) * m + i;
+    CompletionOptions o;
+    o.max_new_tokens = s.cfg.max_new_tokens;
+    o.temperature = s.cfg.temperature;
+    o.seed = static_cast<uint64_t>(s.cfg.seed) * 0x100000001B3ull + static_cast<uint64_t>(j);
+    const GrpoRows rows =
+        grpo_rows(s.model, inputs.prompts, grpo_lines(s, inputs.prompts.lines.size(), j),
+                  s.cfg.samples, o, *inputs.rewards, *inputs.tokenizer);
+    for (const double r : rows.rewards) reward += r;
+    all.add(grpo_micro_batch(s.model, *s.ref, rows, s.cfg.clip, s.cfg.kl,
+                             1.0 / s.cfg.batch_size, i > 0));
+  }
+  const nlohmann::json v = sum_over_dp(
+      s, {all.loss, all.kl, all.clipped, reward, static_cast<double>(m * s.cfg.batch_size)});
+  const double rows = v[4].get<double>();
+  metrics = {{"reward", v[3].get<double>() / rows},
+             {"kl", v[1].get<double>() / rows},
+             {"clipped", v[2].get<double>() / rows}};
+  return v[0].get<double>() / rows * s.grid.dp;
+}
+
+// The validation figure of the objective (the val column): the mean next-token loss (lm),
+// the mean DPO loss with its preference accuracy and margin, or GRPO's mean reward of greedy
+// completions of the first eval_batches · batch_size validation prompts.
+double validate(Session& s, const Inputs& inputs, nlohmann::json& metrics) {
+  const TrainConfig& c = s.cfg;
+  if (c.grpo()) {
+    const double r = grpo_evaluate(s.model, inputs.val_prompts,
+                                   static_cast<size_t>(c.eval_batches * c.batch_size),
+                                   c.max_new_tokens, *inputs.val_rewards, *inputs.tokenizer);
+    metrics = {{"val_reward", r}};
+    return r;
+  }
+  if (c.dpo()) {
+    const DpoStats d = dpo_evaluate(s.model, *s.ref, inputs.val->batches(), c.eval_batches, c.beta);
+    const double n = static_cast<double>(std::max<size_t>(1, d.pairs));
+    metrics = {{"val_loss", d.loss / n},
+               {"val_dpo_accuracy", static_cast<double>(d.correct) / n},
+               {"val_dpo_margin", d.margin / n}};
+    return d.loss / n;
+  }
+  const double v = evaluate(s.model, *inputs.val, c.eval_batches);
+  metrics = {{"val_loss", v}};
+  return v;
+}
+
 }  // namespace
 
 TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool overwrite) {
@@ -557,16 +679,16 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
   std::unique_ptr<RunFolder> folder;
   if (lead) folder = std::make_unique<RunFolder>(out, resume_from, overwrite);
   const Inputs inputs(cfg, mcfg, lead);
-  const Batches& loader = inputs.train.batches();
+  const Batches* loader = inputs.train ? &inputs.train->batches() : nullptr;  // lm, dpo
 
   TrainResult result;
   result.steps = cfg.steps;
   {  // scoped so that the model and the optimizer are gone before the closing sample
     const dist::Grid grid = dist::make_grid(cfg.tp, cfg.pp);
     std::unique_ptr<PretrainedWeights> from;  // read while the optimizer is made
-    if (!cfg.init_from.empty() && resume_from.empty())
+    if (!cfg.init_from.empty() && (resume_from.empty() || cfg.objective != "lm"))
       from = std::make_unique<PretrainedWeights>(cfg.init_from, cfg.seq_len);
-    Session s(cfg, mcfg, grid, from.get());
+    Session s(cfg, mcfg, grid, from.get(), !resume_from.empty());
     from.reset();
     const int64_t start = resume_from.empty() ? 0 : resume(s, resume_from, folder.get());
     if (start >= cfg.steps) {  // a finished run: its summary and checkpoints stay as they are
@@ -603,7 +725,10 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       // dp·accum: the same global batch as one process accumulating dp·accum micro-batches
       // (the ranks of a tensor-parallel group share theirs).
       s.probe.arm(s.samples(step));
-      double loss = run_pipeline(s, loader, step, in, tgt) / cfg.grad_accum;
+      nlohmann::json objective;  // the objective's own figures
+      double loss = cfg.dpo()    ? run_dpo(s, *loader, step, in, tgt, objective)
+                    : cfg.grpo() ? run_grpo(s, inputs, step, objective)
+                                 : run_pipeline(s, *loader, step, in, tgt) / cfg.grad_accum;
       if (step == start) s.pipe_busy = s.pipe_idle = 0;  // the first step warms up
       s.sync->average(s.model, s.telemetry_step(step));
       if (grid.dp > 1) {  // equal within a tensor-parallel group
@@ -633,7 +758,8 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       // Every rank evaluates the same batches (its shards need the group's collectives, the
       // FP8 scales every rank's); rank 0 records. The others would only wait for it.
       const bool eval = (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0) || last;
-      if (eval) last_val = evaluate(s.model, inputs.val, cfg.eval_batches);
+      nlohmann::json val_metrics;
+      if (eval) last_val = validate(s, inputs, val_metrics);
       if (!lead) {
         if (save && !last) s.checkpoint(out, step + 1);
         continue;
@@ -645,12 +771,11 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
         s.telemetry.add(step + 1, records);
         alarms = s.alarms.check_casts(step + 1, records);
       }
-      folder->append_metrics({{"step", step + 1},
-                              {"loss", loss},
-                              {"lr", lr},
-                              {"grad_norm", r.grad_norm},
-                              {"tokens_per_s", tps},
-                              {"skipped", r.skipped}});
+      nlohmann::json row = {{"step", step + 1},       {"loss", loss},
+                            {"lr", lr},               {"grad_norm", r.grad_norm},
+                            {"tokens_per_s", tps},    {"skipped", r.skipped}};
+      row.update(objective);
+      folder->append_metrics(row);
       if (r.skipped)
         std::printf("%sstep %lld: non-finite gradients or update, skipped (%lld so far)\n",
                     tty ? "\n" : "", static_cast<long long>(step + 1),
@@ -658,22 +783,32 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       // The lead rank judges (a stop ends every rank: errors abort the MPI job).
       if (auto spike = s.alarms.check_loss(step + 1, loss)) alarms.push_back(*spike);
       for (const std::string& a : alarms) s.alarm(a, out, tty);
-      if (eval) folder->append_metrics({{"step", step + 1}, {"val_loss", last_val}});
+      if (eval) {
+        val_metrics["step"] = step + 1;
+        folder->append_metrics(val_metrics);
+      }
+      std::string extra;  // the objective's figure of the step
+      if (objective.contains("dpo_accuracy"))
+        extra = " acc " + fmt_val(objective["dpo_accuracy"].get<double>());
+      if (objective.contains("reward")) extra = " reward " + fmt_val(objective["reward"].get<double>());
+      const char* val_name = cfg.grpo() ? "val reward" : "val";
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count();
       const double eta = elapsed / static_cast<double>(step + 1 - start) *
                          static_cast<double>(cfg.steps - step - 1);
       if (tty) {
         const int width = 30, done = static_cast<int>(width * (step + 1) / cfg.steps);
-        std::printf("\r[%s%s] step %lld/%d | loss %.4f | val %s | %.0f tok/s | ETA %s   ",
+        std::printf("\r[%s%s] step %lld/%d | loss %.4f%s | %s %s | %.0f tok/s | ETA %s   ",
                     std::string(static_cast<size_t>(done), '#').c_str(),
                     std::string(static_cast<size_t>(width - done), '.').c_str(),
-                    static_cast<long long>(step + 1), cfg.steps, loss, fmt_val(last_val).c_str(),
+                    static_cast<long long>(step + 1), cfg.steps, loss, extra.c_str(), val_name,
+                    fmt_val(last_val).c_str(),
                     tps, fmt_duration(eta).c_str());
         std::fflush(stdout);
       } else if ((step + 1) % std::max(1, cfg.steps / 20) == 0 || last || step == start) {
-        std::printf("step %lld/%d loss %.4f val %s lr %.2e grad_norm %.3f %.0f tok/s ETA %s\n",
-                    static_cast<long long>(step + 1), cfg.steps, loss, fmt_val(last_val).c_str(),
+        std::printf("step %lld/%d loss %.4f%s %s %s lr %.2e grad_norm %.3f %.0f tok/s ETA %s\n",
+                    static_cast<long long>(step + 1), cfg.steps, loss, extra.c_str(), val_name,
+                    fmt_val(last_val).c_str(),
                     lr, r.grad_norm, tps, fmt_duration(eta).c_str());
         std::fflush(stdout);
       }

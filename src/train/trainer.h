@@ -14,7 +14,7 @@ namespace fp8lm {
 
 struct TrainResult {
   double final_train_loss = 0;
-  double final_val_loss = 0;
+  double final_val_loss = 0;  // GRPO: the mean validation reward
   int64_t steps = 0;
 };
 

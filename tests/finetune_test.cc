@@ -47,6 +47,32 @@ void write_task(const std::string& dir) {
   write_example_file(dir + "/sft_val.bin", std::vector<Example>(ex.begin() + 32, ex.end()));
 }
 
+// The same task as preference pairs (the right ending chosen, a wrong one rejected) and as
+// GRPO prompts rewarded by exact match (and, for a fifth of them, by a pattern).
+void write_preference_tasks(const std::string& dir) {
+  const char* animals[] = {"cat", "dog", "bird", "horse", "mouse"};
+  std::ofstream pairs(dir + "/pairs.jsonl"), prompts(dir + "/prompts.jsonl");
+  for (int i = 0; i < 40; ++i) {
+    const std::string a = animals[i % 5], prompt = "the " + a + " sat on the";
+    pairs << nlohmann::json{{"prompt", prompt}, {"chosen", " mat"}, {"rejected", " " + a}}.dump()
+          << "\n";
+    nlohmann::json p{{"prompt", prompt}};
+    if (i % 5 == 4)
+      p["pattern"] = "^ ma";
+    else
+      p["answer"] = " mat";
+    prompts << p.dump() << "\n";
+  }
+  pairs.close();
+  const ByteTokenizer tok;
+  const std::vector<Example> ex = read_pairs_jsonl(dir + "/pairs.jsonl", tok, 33);
+  ASSERT_EQ(ex.size(), 80u);
+  write_example_file(dir + "/dpo_train.bin", std::vector<Example>(ex.begin(), ex.begin() + 64),
+                     kPreferencePairs);
+  write_example_file(dir + "/dpo_val.bin", std::vector<Example>(ex.begin() + 64, ex.end()),
+                     kPreferencePairs);
+}
+
 TrainConfig sft(const TrainConfig& base, const std::string& data, const std::string& out) {
   TrainConfig c = base;
   c.train_path = data + "/sft_train.bin";
@@ -73,6 +99,7 @@ class Finetune : public ::testing::Test {
     data_ = new std::string(tmpdir("data"));
     write_data(*data_);
     write_task(*data_);
+    write_preference_tasks(*data_);
     pretrained_ = new std::string(*data_ + "/pretrained");
     train(tiny(*data_, *pretrained_, "fp32"), "", true);
   }
@@ -160,6 +187,131 @@ TEST_F(Finetune, ResumesBitForBit) {
     fs::remove_all(full);
     fs::remove_all(cut);
   }
+}
+
+TrainConfig dpo(const TrainConfig& base, const std::string& data, const std::string& pretrained) {
+  TrainConfig c = base;
+  c.train_path = data + "/dpo_train.bin";
+  c.val_path = data + "/dpo_val.bin";
+  c.telemetry_every = 0;
+  c.objective = "dpo";
+  c.init_from = pretrained;
+  c.lr = 3e-3;
+  c.min_lr = 3e-4;
+  c.eval_batches = 4;
+  return c;
+}
+
+TrainConfig grpo(const TrainConfig& base, const std::string& data, const std::string& pretrained) {
+  TrainConfig c = base;
+  c.train_path = data + "/prompts.jsonl";
+  c.val_path = data + "/prompts.jsonl";
+  c.telemetry_every = 0;
+  c.objective = "grpo";
+  c.init_from = pretrained;
+  c.samples = 4;
+  c.max_new_tokens = 4;
+  c.eval_batches = 1;
+  return c;
+}
+
+// DPO on the pairs raises the held-out preference accuracy, and resumes bit for bit (fp32,
+// O2: the reference model's E4M3 weights are made again from train.init_from).
+TEST_F(Finetune, DpoLearnsThePreferenceAndResumesBitForBit) {
+  for (const char* level : {"fp32", "O2"}) {
+    const std::string full = tmpdir(std::string("dpo_") + level);
+    const std::string cut = tmpdir(std::string("dpo_cut_") + level);
+    TrainConfig c = dpo(tiny(*data_, full, level), *data_, *pretrained_);
+    c.eval_every = 1;
+    train(c, "", true);
+    c.out_dir = cut;
+    train(c, full + "/checkpoints/step-4", false);
+    const std::vector<double> a = metric(full, "loss"), b = metric(cut, "loss");
+    ASSERT_EQ(a.size(), 8u);
+    ASSERT_EQ(b.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(a[4 + i], b[i]) << level << " step " << 5 + i;
+    const std::vector<double> acc = metric(full, "val_dpo_accuracy");
+    const std::vector<double> val = metric(full, "val_loss");
+    ASSERT_EQ(acc.size(), 8u);
+    EXPECT_EQ(acc.back(), metric(cut, "val_dpo_accuracy").back()) << level;
+    EXPECT_EQ(acc.back(), 1.0) << level;       // every held-out pair preferred
+    EXPECT_LT(val.back(), 0.5 * std::log(2.0)) << level;  // from log 2 at the reference
+    fs::remove_all(full);
+    fs::remove_all(cut);
+  }
+}
+
+// GRPO samples, rewards (exact match and pattern) and resumes bit for bit: the samples of a
+// step are a function of the seed and the step.
+TEST_F(Finetune, GrpoResumesBitForBit) {
+  for (const char* level : {"fp32", "O2"}) {
+    const std::string full = tmpdir(std::string("grpo_") + level);
+    const std::string cut = tmpdir(std::string("grpo_cut_") + level);
+    TrainConfig c = grpo(tiny(*data_, full, level), *data_, *pretrained_);
+    train(c, "", true);
+    c.out_dir = cut;
+    train(c, full + "/checkpoints/step-4", false);
+    const std::vector<double> a = metric(full, "loss"), b = metric(cut, "loss");
+    const std::vector<double> ra = metric(full, "reward"), rb = metric(cut, "reward");
+    ASSERT_EQ(a.size(), 8u);
+    ASSERT_EQ(b.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(a[4 + i], b[i]) << level << " step " << 5 + i;
+      EXPECT_EQ(ra[4 + i], rb[i]) << level << " step " << 5 + i;
+    }
+    for (const double r : ra) EXPECT_TRUE(r >= 0 && r <= 1) << r;
+    EXPECT_EQ(metric(full, "val_reward").back(), metric(cut, "val_reward").back()) << level;
+    fs::remove_all(full);
+    fs::remove_all(cut);
+  }
+}
+
+// Each wrong combination of objective, data and layout is a one-line error naming the key
+// or the file (and line).
+TEST_F(Finetune, PreferenceAndRewardMistakesAreOneLineErrors) {
+  const std::string out = tmpdir("pref_bad");
+  auto expect_error = [&](TrainConfig c, const std::string& want) {
+    try {
+      train(c, "", true);
+      ADD_FAILURE() << "accepted; wanted: " << want;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    }
+  };
+  const TrainConfig d = dpo(tiny(*data_, out, "fp32"), *data_, *pretrained_);
+  TrainConfig c = d;
+  c.init_from.clear();
+  expect_error(c, "finetune.objective = dpo: needs train.init_from");
+  c = d;
+  c.pp = 2;
+  expect_error(c, "finetune.objective = dpo: not with parallel.pp = 2");
+  c = d;
+  c.batch_size = 3;
+  expect_error(c, "train.batch_size = 3: DPO needs an even batch");
+  c = d;
+  c.objective = "lm";
+  expect_error(c, "dpo_train.bin: preference pairs: set finetune.objective = dpo");
+  c = sft(d, *data_, out);
+  expect_error(c, "sft_train.bin: not preference pairs");
+  const TrainConfig g = grpo(tiny(*data_, out, "fp32"), *data_, *pretrained_);
+  c = g;
+  c.batch_size = 6;
+  expect_error(c, "GRPO needs a multiple of finetune.samples (4)");
+  c = g;
+  c.max_new_tokens = 15;  // 19 prompt tokens + 15 + the end mark > 33
+  expect_error(c, "prompts.jsonl:1: the prompt has 19 tokens; with 15 new ones");
+  {
+    std::ofstream f(*data_ + "/bad_prompts.jsonl");
+    f << R"({"prompt": "a", "answer": " b"})" << "\n" << R"({"prompt": "c"})" << "\n"
+      << R"({"prompt": "d", "pattern": "(("})" << "\n";
+  }
+  c = g;
+  c.train_path = *data_ + "/bad_prompts.jsonl";
+  expect_error(c, "bad_prompts.jsonl:2: no \"answer\" or \"pattern\"");
+  c.reward_command = "exit 3";
+  expect_error(c, "finetune.reward_command \"exit 3\" failed");
+  fs::remove_all(out);
 }
 
 TEST_F(Finetune, MixedKindsAndShapeOverridesAreRefused) {

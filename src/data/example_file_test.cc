@@ -189,3 +189,85 @@ TEST(ExampleLoader, RowsTargetOnlyResponsesAndEpochsVisitEveryExample) {
 
 }  // namespace
 }  // namespace fp8lm
+
+namespace fp8lm {
+namespace {
+
+TEST(PairsJsonl, EachLineIsTwoExamplesOfOnePromptAndBadLinesAreNamed) {
+  const ByteTokenizer tok;
+  const std::string path = write_text(
+      "pairs.jsonl", "{\"prompt\": \"p:\", \"chosen\": \" yes\", \"rejected\": \" no\"}\n");
+  ASSERT_TRUE(is_pairs_jsonl(path));
+  const std::vector<Example> ex = read_pairs_jsonl(path, tok, 20);
+  ASSERT_EQ(ex.size(), 2u);
+  const std::vector<uint16_t> eot{256};
+  auto cat = [](std::vector<uint16_t> a, const std::vector<uint16_t>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  EXPECT_EQ(ex[0].tokens, cat(cat(cat(eot, bytes("p:")), bytes(" yes")), eot));
+  EXPECT_EQ(ex[1].tokens, cat(cat(cat(eot, bytes("p:")), bytes(" no")), eot));
+  EXPECT_EQ(ex[1].mask, (std::vector<uint8_t>{0, 0, 0, 1, 1, 1, 1}));
+  std::filesystem::remove(path);
+  for (const auto& [line, want] : {
+           std::pair{"{\"prompt\": \"p\", \"chosen\": \"a\"}", ":2: missing key \"rejected\""},
+           std::pair{"{\"chosen\": \"a\", \"rejected\": \"b\"}", ":2: missing key \"prompt\""},
+           std::pair{"{\"prompt\": \"p\", \"chosen\": \"\", \"rejected\": \"b\"}",
+                     ":2: empty \"chosen\" response"},
+           std::pair{"{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"a\"}",
+                     ":2: \"chosen\" and \"rejected\" are the same response"},
+           std::pair{"{\"prompt\": \"a very long prompt indeed\", \"chosen\": \"a\", \"rejected\": \"b\"}",
+                     ":2: 28 tokens, more than --max-tokens 20"}}) {
+    const std::string p = write_text(
+        "bad_pairs.jsonl", std::string("{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\"}\n") +
+                               line + "\n");
+    const std::string e = error_of([&] { read_pairs_jsonl(p, tok, 20); });
+    EXPECT_NE(e.find(p + want), std::string::npos) << line << " -> " << e;
+    std::filesystem::remove(p);
+  }
+}
+
+// Pair files keep their kind; the loader shuffles pairs as units, so rows 2i and 2i + 1 of
+// every batch are one pair, and every pair comes once per epoch; an odd batch is refused.
+TEST(ExampleLoader, PreferencePairsStayTogether) {
+  std::vector<Example> ex = some_examples();
+  ex.pop_back();  // 6 examples: 3 pairs
+  const std::string path = temp("pairs.bin");
+  write_example_file(path, ex, kPreferencePairs);
+  const ExampleFile f(path);
+  EXPECT_EQ(f.kind(), kPreferencePairs);
+  const size_t B = 2, T = 12;
+  EXPECT_NE(error_of([&] { ExampleLoader(f, 3, T, 1); }).find("even train.batch_size"),
+            std::string::npos);
+  const ExampleLoader loader(f, B, T, 9);
+  EXPECT_TRUE(loader.pairs());
+  std::vector<int32_t> in(B * T), tgt(B * T);
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    std::set<int32_t> firsts;
+    for (int64_t i = 0; i < 3; ++i) {
+      loader.train_batch(epoch * 3 + i, in.data(), tgt.data());
+      EXPECT_EQ(in[0] / 10 % 2, 0) << "a chosen example first";
+      EXPECT_EQ(in[T] / 10, in[0] / 10 + 1) << "its rejected example next";
+      firsts.insert(in[0]);
+    }
+    EXPECT_EQ(firsts.size(), 3u) << "every pair once in epoch " << epoch;
+  }
+  std::vector<Example> odd = some_examples();
+  EXPECT_NE(error_of([&] {
+              const std::string p = temp("odd.bin");
+              write_example_file(p, odd, kSupervisedExamples);
+              // Relabel as pairs: 7 examples cannot be pairs.
+              std::fstream io(p, std::ios::in | std::ios::out | std::ios::binary);
+              const int32_t kind = kPreferencePairs;
+              io.seekp(8);
+              io.write(reinterpret_cast<const char*>(&kind), 4);
+              io.close();
+              ExampleFile bad(p);
+            }).find("7 examples in a file of preference pairs"),
+            std::string::npos);
+  std::filesystem::remove(path);
+  std::filesystem::remove(temp("odd.bin"));
+}
+
+}  // namespace
+}  // namespace fp8lm

@@ -100,7 +100,7 @@ TaskScore complete_checkpoint(const std::string& checkpoint, const std::string& 
       ++score.with_reference;
       score.exact += match;
     }
-    text += j.dump() + "\n";
+    text += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
   if (!out.empty()) write_text_atomic(out, text);
   return score;

@@ -59,8 +59,8 @@ GrpoPrompts read_grpo_prompts(const std::string& path, const Tokenizer& tok, siz
     const size_t room = static_cast<size_t>(max_new_tokens) + 1;
     if (p.tokens.back().size() + room > T + 1)
       fail(l.where, ": the prompt has ", p.tokens.back().size(), " tokens; with ", room - 1,
-           " new ones (finetune.max_new_tokens) and the end mark it needs more than "
-           "model.seq_len + 1 = ", T + 1);
+           " new ones (finetune.max_new_tokens) and the end mark that is ",
+           p.tokens.back().size() + room, ", more than model.seq_len + 1 = ", T + 1);
   }
   return p;
 }

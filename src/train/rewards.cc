@@ -61,7 +61,7 @@ std::vector<double> Rewards::score(const std::vector<size_t>& lines,
     for (size_t i = 0; i < lines.size(); ++i) {
       nlohmann::json j = nlohmann::json::parse(lines_[lines[i]].line);
       j["completion"] = completions[i];
-      text += j.dump() + "\n";
+      text += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     }
     write_text_atomic(in, text);
   }

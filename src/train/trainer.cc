@@ -158,10 +158,12 @@ struct Inputs {
     if (val->batches().eval_batches() == 0)
       fail(val->path(), ": ", val->tokens(), " tokens, fewer than one evaluation batch of ",
            cfg.batch_size, "x", mcfg.seq_len, " + 1 (train.batch_size x model.seq_len + 1)");
-    if (train->batches().masked() != val->batches().masked() ||
-        train->batches().pairs() != val->batches().pairs())
-      fail(val->path(), " and ", train->path(), " are not of one kind (token file, examples or "
-           "preference pairs): data.train and data.val must be");
+    auto kind = [](const Batches& b) {
+      return b.pairs() ? "preference pairs" : b.masked() ? "an example file" : "a token file";
+    };
+    if (std::string(kind(train->batches())) != kind(val->batches()))
+      fail(val->path(), ": ", kind(val->batches()), " while ", train->path(), " is ",
+           kind(train->batches()), " (data.train and data.val must be of one kind)");
     if (train->batches().pairs() != cfg.dpo())
       fail(train->path(), cfg.dpo() ? ": not preference pairs (finetune.objective = dpo needs "
                                       "fp8lm prepare of {\"prompt\", \"chosen\", \"rejected\"} lines)"
@@ -725,7 +727,7 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
       // dp·accum: the same global batch as one process accumulating dp·accum micro-batches
       // (the ranks of a tensor-parallel group share theirs).
       s.probe.arm(s.samples(step));
-      nlohmann::json objective;  // the objective's own figures
+      nlohmann::json objective = nlohmann::json::object();  // the objective's own figures
       double loss = cfg.dpo()    ? run_dpo(s, *loader, step, in, tgt, objective)
                     : cfg.grpo() ? run_grpo(s, inputs, step, objective)
                                  : run_pipeline(s, *loader, step, in, tgt) / cfg.grad_accum;

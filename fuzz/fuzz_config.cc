@@ -66,6 +66,14 @@ void check_same(const fp8lm::TrainConfig& a, const fp8lm::TrainConfig& b,
   FUZZ_SAME_FIELD(kurtosis_alarm);
   FUZZ_SAME_FIELD(loss_spike_alarm);
   FUZZ_SAME_FIELD(stop_on_alarm);
+  FUZZ_SAME_FIELD(objective);
+  FUZZ_SAME_FIELD(beta);
+  FUZZ_SAME_FIELD(samples);
+  FUZZ_SAME_FIELD(clip);
+  FUZZ_SAME_FIELD(kl);
+  FUZZ_SAME_FIELD(temperature);
+  FUZZ_SAME_FIELD(max_new_tokens);
+  FUZZ_SAME_FIELD(reward_command);
 }
 
 // An accepted configuration: validates, and survives to_toml() and parsing back.

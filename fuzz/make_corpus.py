@@ -219,6 +219,16 @@ saturation_alarm = 0.001
 kurtosis_alarm = 8
 loss_spike_alarm = 1.5
 stop_on_alarm = false
+
+[finetune]
+objective = "lm"
+beta = 0.10000000000000001
+samples = 8
+clip = 0.20000000000000001
+kl = 0.040000000000000001
+temperature = 1
+max_new_tokens = 16
+reward_command = ""
 """
 
 

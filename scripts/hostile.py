@@ -1320,6 +1320,8 @@ INT_KEYS = {
     "telemetry.every": ([0, 2147483647], [-1]),
     "parallel.tp": ([1], [0, -1, 1025, 2147483647]),
     "parallel.pp": ([1], [0, -1, 1025, 2147483647]),
+    "finetune.samples": ([2, 1024], [1, 0, -1, 1025]),
+    "finetune.max_new_tokens": ([1, 65536], [0, -1, 65537]),
 }
 FLOAT_KEYS = {
     # key: (valid special values, invalid values); every non-finite value is invalid.
@@ -1334,6 +1336,10 @@ FLOAT_KEYS = {
     "telemetry.saturation_alarm": (["0", "1"], ["-1", "2"]),
     "telemetry.kurtosis_alarm": (["0", "1.5", "1e6"], ["-1", "1", "0.5", "1e7"]),
     "telemetry.loss_spike_alarm": (["0", "1.01"], ["-1", "1", "1e7"]),
+    "finetune.beta": (["1e-6", "1000"], ["0", "-1", "1e308"]),
+    "finetune.clip": (["0", "10"], ["-1", "11"]),
+    "finetune.kl": (["0", "1000"], ["-1", "1e308"]),
+    "finetune.temperature": (["0", "100"], ["-1", "101"]),
 }
 NONFINITE = ["inf", "-inf", "nan", "+inf", "-nan"]
 BIG_INTS = ["2147483648", "-2147483649", "9223372036854775807", "9223372036854775808",
@@ -1394,7 +1400,9 @@ def class_config(h):
                    ("precision.m1", "bf16"),
                    ("train.out_dir", "''"), ("data.train", "''"), ("model.preset", "[1,2]"),
                    ("data.train", "{a=1}"), ("precision.level", "o2"),
-                   ("train.init_from", "'/nonexistent/model.safetensors'")]:
+                   ("train.init_from", "'/nonexistent/model.safetensors'"),
+                   ("finetune.objective", "bogus"), ("finetune.objective", "dpo"),
+                   ("finetune.objective", "grpo")]:
         set_case(key, v, MUST_REFUSE)
     # --set syntax.
     for label, s, exp in [("no-equals", "train.lr", MUST_REFUSE),

@@ -47,14 +47,15 @@ void write_task(const std::string& dir) {
   write_example_file(dir + "/sft_val.bin", std::vector<Example>(ex.begin() + 32, ex.end()));
 }
 
-// The same task as preference pairs (the right ending chosen, a wrong one rejected) and as
-// GRPO prompts rewarded by exact match (and, for a fifth of them, by a pattern).
+// Preference pairs that go against what the pre-trained model prefers (" rug" chosen over
+// the corpus's " mat"), and GRPO prompts rewarded by exact match (and, for a fifth of them,
+// by a pattern).
 void write_preference_tasks(const std::string& dir) {
   const char* animals[] = {"cat", "dog", "bird", "horse", "mouse"};
   std::ofstream pairs(dir + "/pairs.jsonl"), prompts(dir + "/prompts.jsonl");
   for (int i = 0; i < 40; ++i) {
     const std::string a = animals[i % 5], prompt = "the " + a + " sat on the";
-    pairs << nlohmann::json{{"prompt", prompt}, {"chosen", " mat"}, {"rejected", " " + a}}.dump()
+    pairs << nlohmann::json{{"prompt", prompt}, {"chosen", " rug"}, {"rejected", " mat"}}.dump()
           << "\n";
     nlohmann::json p{{"prompt", prompt}};
     if (i % 5 == 4)
@@ -231,11 +232,16 @@ TEST_F(Finetune, DpoLearnsThePreferenceAndResumesBitForBit) {
     ASSERT_EQ(b.size(), 4u);
     for (size_t i = 0; i < 4; ++i) EXPECT_EQ(a[4 + i], b[i]) << level << " step " << 5 + i;
     const std::vector<double> acc = metric(full, "val_dpo_accuracy");
+    const std::vector<double> pref = metric(full, "val_preference_accuracy");
     const std::vector<double> val = metric(full, "val_loss");
-    ASSERT_EQ(acc.size(), 8u);
+    ASSERT_EQ(acc.size(), 9u);  // before the first step, then after each
+    ASSERT_EQ(pref.size(), 9u);
     EXPECT_EQ(acc.back(), metric(cut, "val_dpo_accuracy").back()) << level;
-    EXPECT_EQ(acc.back(), 1.0) << level;       // every held-out pair preferred
-    EXPECT_LT(val.back(), 0.5 * std::log(2.0)) << level;  // from log 2 at the reference
+    EXPECT_EQ(acc.back(), 1.0) << level;   // every held-out pair preferred to the reference
+    EXPECT_EQ(pref.back(), 1.0) << level;  // and by the policy itself
+    EXPECT_EQ(pref.front(), 0.0) << level;  // which the starting model never did
+    EXPECT_NEAR(val.front(), std::log(2.0), 0.01) << level;  // at the reference: log 2
+    EXPECT_LT(val.back(), 0.5 * std::log(2.0)) << level;
     fs::remove_all(full);
     fs::remove_all(cut);
   }
@@ -260,6 +266,7 @@ TEST_F(Finetune, GrpoResumesBitForBit) {
       EXPECT_EQ(ra[4 + i], rb[i]) << level << " step " << 5 + i;
     }
     for (const double r : ra) EXPECT_TRUE(r >= 0 && r <= 1) << r;
+    EXPECT_EQ(metric(full, "val_reward").size(), 3u) << level;  // steps 0, 4 and 8
     EXPECT_EQ(metric(full, "val_reward").back(), metric(cut, "val_reward").back()) << level;
     fs::remove_all(full);
     fs::remove_all(cut);

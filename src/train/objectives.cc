@@ -35,6 +35,7 @@ void DpoStats::add(const DpoStats& o) {
   rejected_reward += o.rejected_reward;
   pairs += o.pairs;
   correct += o.correct;
+  policy_correct += o.policy_correct;
 }
 
 void dpo_weights(const float* policy_losses, const float* ref_losses, const int32_t* targets,
@@ -62,6 +63,7 @@ void dpo_weights(const float* policy_losses, const float* ref_losses, const int3
     stats->rejected_reward += rr;
     stats->pairs += 1;
     stats->correct += z > 0 ? 1 : 0;
+    stats->policy_correct += pi[i] > pi[i + 1] ? 1 : 0;
   }
 }
 

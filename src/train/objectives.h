@@ -22,7 +22,8 @@ struct DpoStats {
   double margin = 0;   // Σ over pairs of z = β((π_c − ρ_c) − (π_r − ρ_r)): the reward margin
   double chosen_reward = 0, rejected_reward = 0;  // Σ β(π − ρ) of chosen / rejected
   size_t pairs = 0;
-  size_t correct = 0;  // pairs with z > 0 (the chosen response preferred)
+  size_t correct = 0;  // pairs with z > 0: the implicit reward prefers the chosen response
+  size_t policy_correct = 0;  // pairs with π_c > π_r: the policy itself prefers it
   void add(const DpoStats& o);
 };
 

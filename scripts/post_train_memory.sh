@@ -34,7 +34,7 @@ run() {  # NAME ARGS...
 [[ -f $out/base/summary.json ]] || run base --set model.preset=gpt2 --set model.seq_len=80 \
   --set precision.level=fp32 --set train.steps=1 --set train.batch_size=1 \
   --set data.train="$data/sft/train.bin" --set data.val="$data/sft/val.bin"
-common=(--set train.init_from="$out/base" --set train.steps=2 --set train.batch_size=4)
+common=(--set train.init_from="$out/base" --set model.seq_len=80 --set train.steps=2 --set train.batch_size=4)
 for level in "${levels[@]}"; do
   run "sft_$level" "${common[@]}" --set precision.level="$level" \
     --set data.train="$data/sft/train.bin" --set data.val="$data/sft/val.bin"

@@ -6,9 +6,9 @@
 # accuracies and GRPO's mean reward.
 # Usage: bash scripts/genre.sh [LEVEL ...]   (runs in runs/genre/; prints every figure)
 # Environment: PRE (a pre-trained run to start from instead of pre-training here);
-# PRE_STEPS (pre-training steps, default 600); SFT_STEPS, SFT_BATCH, SFT_LR (default 600, 8,
-# 1e-3); DPO_STEPS, DPO_LR, DPO_BETA (default 150, 2e-5, 0.1); GRPO_STEPS, GRPO_LR, GRPO_K
-# (default 60, 5e-6, 8); THREADS (kernel threads per run, default all cores); SKIP_DATA=1
+# PRE_STEPS (pre-training steps, default 600); SFT_STEPS, SFT_BATCH, SFT_LR (default 400, 8,
+# 1e-3); DPO_STEPS, DPO_LR, DPO_BETA (default 80, 5e-5, 0.1); GRPO_STEPS, GRPO_LR, GRPO_K
+# (default 40, 3e-5, 4) — the settings of BENCHMARKS.md; THREADS (kernel threads per run, default all cores); SKIP_DATA=1
 # uses the task's data as a previous run left it (so that runs of different levels can go
 # side by side). About 2 hours on 2 AVX2 cores.
 set -euo pipefail
@@ -62,7 +62,7 @@ for level in "${levels[@]}"; do
   echo "level $level"
   "${fp8lm[@]}" train "${common[@]}" --set train.init_from="$pre" --set precision.level="$level" \
     --set train.out_dir="$out/sft_$level" --set data.train="$data/sft/train.bin" \
-    --set data.val="$data/sft/val.bin" --set train.steps="${SFT_STEPS:-600}" \
+    --set data.val="$data/sft/val.bin" --set train.steps="${SFT_STEPS:-400}" \
     --set train.batch_size="${SFT_BATCH:-8}" --set train.lr="${SFT_LR:-1e-3}" \
     --set train.min_lr=1e-4 --set train.eval_every=100 --set train.eval_batches=24 \
     > "$out/sft_$level.log"
@@ -73,20 +73,20 @@ for level in "${levels[@]}"; do
     --set precision.level="$level" --set finetune.objective=dpo \
     --set finetune.beta="${DPO_BETA:-0.1}" --set train.out_dir="$out/dpo_$level" \
     --set data.train="$data/dpo/train.bin" --set data.val="$data/dpo/val.bin" \
-    --set train.steps="${DPO_STEPS:-150}" --set train.batch_size=16 \
-    --set train.lr="${DPO_LR:-2e-5}" --set train.min_lr=2e-6 --set train.weight_decay=0 \
-    --set train.eval_every="${DPO_STEPS:-150}" --set train.eval_batches=24 > "$out/dpo_$level.log"
+    --set train.steps="${DPO_STEPS:-80}" --set train.batch_size=16 \
+    --set train.lr="${DPO_LR:-5e-5}" --set train.min_lr=2e-6 --set train.weight_decay=0 \
+    --set train.eval_every="${DPO_STEPS:-80}" --set train.eval_batches=24 > "$out/dpo_$level.log"
   echo "  DPO preference accuracy (policy: log p(chosen) > log p(rejected)) $(metric "$out/dpo_$level" val_preference_accuracy)"
   echo "  DPO implicit-reward accuracy $(metric "$out/dpo_$level" val_dpo_accuracy), margin $(metric "$out/dpo_$level" val_dpo_margin)"
   accuracy "DPO, $level" "$out/dpo_$level"
 
   "${fp8lm[@]}" train "${common[@]}" --set train.init_from="$out/dpo_$level" \
     --set precision.level="$level" --set finetune.objective=grpo \
-    --set finetune.samples="${GRPO_K:-8}" --set finetune.max_new_tokens=6 \
+    --set finetune.samples="${GRPO_K:-4}" --set finetune.max_new_tokens=6 \
     --set train.out_dir="$out/grpo_$level" --set data.train="$data/grpo_train.jsonl" \
-    --set data.val="$data/grpo_val.jsonl" --set train.steps="${GRPO_STEPS:-60}" \
-    --set train.batch_size=16 --set train.lr="${GRPO_LR:-5e-6}" --set train.min_lr=5e-7 \
-    --set train.weight_decay=0 --set train.eval_every="${GRPO_STEPS:-60}" \
+    --set data.val="$data/grpo_val.jsonl" --set train.steps="${GRPO_STEPS:-40}" \
+    --set train.batch_size=16 --set train.lr="${GRPO_LR:-3e-5}" --set train.min_lr=5e-7 \
+    --set train.weight_decay=0 --set train.eval_every="${GRPO_STEPS:-40}" \
     --set train.eval_batches=24 > "$out/grpo_$level.log"
   echo "  GRPO mean reward of greedy held-out completions $(metric "$out/grpo_$level" val_reward); of the samples (first step -> last) $(metric "$out/grpo_$level" reward)"
   accuracy "GRPO, $level" "$out/grpo_$level"

@@ -94,6 +94,22 @@ std::vector<double> metric(const std::string& run, const char* key) {
   return out;
 }
 
+// Runs `c` (8 steps) in `full`, then again in `cut` resumed from full's step-4 checkpoint;
+// steps 5–8 of every `keys` metric must be equal, bit for bit.
+void expect_exact_resume(TrainConfig c, const std::string& full, const std::string& cut,
+                         const std::vector<const char*>& keys, const std::string& what) {
+  c.out_dir = full;
+  train(c, "", true);
+  c.out_dir = cut;
+  train(c, full + "/checkpoints/step-4", false);
+  for (const char* key : keys) {
+    const std::vector<double> a = metric(full, key), b = metric(cut, key);
+    ASSERT_EQ(a.size(), 8u) << what << " " << key;
+    ASSERT_EQ(b.size(), 4u) << what << " " << key;
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(a[4 + i], b[i]) << what << " " << key << " step " << 5 + i;
+  }
+}
+
 class Finetune : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -177,13 +193,7 @@ TEST_F(Finetune, ResumesBitForBit) {
     const std::string cut = tmpdir(std::string("cut_") + level);
     TrainConfig c = sft(tiny(*data_, "", level), *data_, full);
     c.init_from = *pretrained_;
-    train(c, "", true);
-    c.out_dir = cut;
-    train(c, full + "/checkpoints/step-4", false);
-    const std::vector<double> a = metric(full, "loss"), b = metric(cut, "loss");
-    ASSERT_EQ(a.size(), 8u);
-    ASSERT_EQ(b.size(), 4u);
-    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(a[4 + i], b[i]) << level << " step " << 5 + i;
+    expect_exact_resume(c, full, cut, {"loss"}, level);
     EXPECT_EQ(metric(full, "val_loss").back(), metric(cut, "val_loss").back()) << level;
     fs::remove_all(full);
     fs::remove_all(cut);
@@ -224,13 +234,7 @@ TEST_F(Finetune, DpoLearnsThePreferenceAndResumesBitForBit) {
     const std::string cut = tmpdir(std::string("dpo_cut_") + level);
     TrainConfig c = dpo(tiny(*data_, full, level), *data_, *pretrained_);
     c.eval_every = 1;
-    train(c, "", true);
-    c.out_dir = cut;
-    train(c, full + "/checkpoints/step-4", false);
-    const std::vector<double> a = metric(full, "loss"), b = metric(cut, "loss");
-    ASSERT_EQ(a.size(), 8u);
-    ASSERT_EQ(b.size(), 4u);
-    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(a[4 + i], b[i]) << level << " step " << 5 + i;
+    expect_exact_resume(c, full, cut, {"loss"}, level);
     const std::vector<double> acc = metric(full, "val_dpo_accuracy");
     const std::vector<double> pref = metric(full, "val_preference_accuracy");
     const std::vector<double> val = metric(full, "val_loss");
@@ -254,17 +258,8 @@ TEST_F(Finetune, GrpoResumesBitForBit) {
     const std::string full = tmpdir(std::string("grpo_") + level);
     const std::string cut = tmpdir(std::string("grpo_cut_") + level);
     TrainConfig c = grpo(tiny(*data_, full, level), *data_, *pretrained_);
-    train(c, "", true);
-    c.out_dir = cut;
-    train(c, full + "/checkpoints/step-4", false);
-    const std::vector<double> a = metric(full, "loss"), b = metric(cut, "loss");
-    const std::vector<double> ra = metric(full, "reward"), rb = metric(cut, "reward");
-    ASSERT_EQ(a.size(), 8u);
-    ASSERT_EQ(b.size(), 4u);
-    for (size_t i = 0; i < 4; ++i) {
-      EXPECT_EQ(a[4 + i], b[i]) << level << " step " << 5 + i;
-      EXPECT_EQ(ra[4 + i], rb[i]) << level << " step " << 5 + i;
-    }
+    expect_exact_resume(c, full, cut, {"loss", "reward"}, level);
+    const std::vector<double> ra = metric(full, "reward");
     for (const double r : ra) EXPECT_TRUE(r >= 0 && r <= 1) << r;
     EXPECT_EQ(metric(full, "val_reward").size(), 3u) << level;  // steps 0, 4 and 8
     EXPECT_EQ(metric(full, "val_reward").back(), metric(cut, "val_reward").back()) << level;

@@ -23,14 +23,16 @@ constexpr size_t kLogitChunkFloats = size_t{16} << 20;
 
 struct Gpt::Block {
   Linear attn, proj, fc, fcproj;
-  ScaledTensor g_attn, g_proj, g_fc, g_fcproj;
+  ScaledTensor g_attn, g_proj, g_fc, g_fcproj;  // empty when frozen (LoRA)
+  // The layers in the order of kLoraTargetNames.
+  Linear& layer(int t) { return t == 0 ? attn : t == 1 ? proj : t == 2 ? fc : fcproj; }
   Tensor resid_in, ln1_mean, ln1_rstd, qkv, lse, att16, resid_mid, ln2_mean, ln2_rstd, fch;
 
   // C: the model's width; tp: the tensor-parallel ranks (the heads, c_attn's and c_fc's
   // outputs and the c_proj inputs are split tp ways; NH: this rank's heads).
   // Rl: the rows of the residual stream this rank holds (B·T / tp with sequence parallelism).
   Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, size_t tp, size_t Rl,
-        const LinearWorkspace& ws, const Fp8Options& fp8, bool with_grads)
+        const LinearWorkspace& ws, const Fp8Options& fp8, bool with_grads, const LoraSpec& lora)
       : attn(mode, C, 3 * C / tp, B * T, ws, fp8),
         proj(mode, C / tp, C, B * T, ws, fp8),
         fc(mode, C, 4 * C / tp, B * T, ws, fp8),
@@ -50,6 +52,12 @@ struct Gpt::Block {
     ln2_mean = Tensor(DType::kF32, {R}, act);
     ln2_rstd = Tensor(DType::kF32, {R}, act);
     fch = Tensor(wide, {BT, i64(4 * Cl)}, act);
+    if (lora.on()) {  // adapters on the targets; the base weights are frozen
+      for (int t = 0; t < 4; ++t)
+        if ((lora.targets >> t) & 1)
+          layer(t).add_adapter(static_cast<size_t>(lora.rank), lora.scale(), with_grads);
+      return;
+    }
     if (!with_grads) return;
     g_attn = attn.make_grad();
     g_proj = proj.make_grad();
@@ -59,7 +67,7 @@ struct Gpt::Block {
 };
 
 Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8,
-         bool with_grads, TpComm* tp, PpComm* pp)
+         bool with_grads, TpComm* tp, PpComm* pp, const LoraSpec& lora)
     : cfg_(cfg),
       tp_(tp != nullptr && tp->shard().size > 1 ? tp : nullptr),
       shard_(tp_ != nullptr ? tp->shard() : TpShard{}),
@@ -70,7 +78,13 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
       B_(B),
       T_(T),
       BT_(B * T),
-      with_grads_(with_grads) {
+      with_grads_(with_grads),
+      lora_(lora) {
+  if (lora_.on()) {
+    if (tp_ != nullptr || pp_ != nullptr)
+      fail("LoRA (finetune.lora_rank) runs without tensor or pipeline parallelism");
+    adapter_specs_ = lora_layout(cfg, lora_);
+  }
   if (B < 1 || T < 1 || T > static_cast<size_t>(cfg.seq_len))
     fail("batch shape ", B, "x", T, " does not fit the model (seq_len ", cfg.seq_len, ")");
   const size_t C = static_cast<size_t>(cfg.n_embd), NH = static_cast<size_t>(cfg.n_head);
@@ -141,7 +155,10 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   const int64_t before = mem_stats(MemCategory::kActivations).current;
   for (int l = l0; l < l1; ++l)
     blocks_.push_back(
-        std::make_unique<Block>(mode, B, T, C, NHl_, tps, Rl_, lws, fp8, with_grads));
+        std::make_unique<Block>(mode, B, T, C, NHl_, tps, Rl_, lws, fp8, with_grads, lora_));
+  for (auto& k : blocks_)
+    for (int t = 0; t < 4; ++t)
+      if (k->layer(t).has_adapter()) adapter_layer_.push_back(&k->layer(t));
   // FP8 scales shared by every rank that casts a part of the same tensor: the shards of a
   // tensor-parallel group and, across data-parallel copies, the micro-batches' activations
   // and gradients, so every rank derives one scale and one amax history (and a checkpoint
@@ -178,16 +195,18 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
       small_off_[i] = n_small;
       n_small += s.numel();
     }
-    if (!with_grads) continue;
+    // Frozen (LoRA): the small tensors' gradients are computed into workspace and dropped;
+    // wte's (the largest) not at all.
+    if (!with_grads || (lora_.on() && i == wte_)) continue;
     grad_off_[i] = n_grad;
     n_grad += s.numel();
-    if (mode == ComputeMode::kFP8)
+    if (mode == ComputeMode::kFP8 && !lora_.on())
       grad8_[i] = ScaledTensor(s.shape, jit_e4m3, MemCategory::kGradients);
   }
   small_ = Tensor(DType::kF32, {i64(n_small)}, MemCategory::kWeights);
   if (with_grads) {
     grads_ = Tensor(DType::kF32, {i64(n_grad)},
-                    mode == ComputeMode::kFP8 ? ws : MemCategory::kGradients);
+                    mode == ComputeMode::kFP8 || lora_.on() ? ws : MemCategory::kGradients);
     std::memset(grads_.data(), 0, grads_.bytes());
   }
   for (ScaledTensor& g : grad8_)
@@ -283,6 +302,21 @@ void Gpt::set_weights(std::vector<ScaledView> weights) {
                 w.data.shape.str(), " ", dtype_name(t), " ", scaling_mode_name(w.mode));
   }
   weights_ = std::move(weights);
+}
+
+void Gpt::set_adapters(std::vector<ScaledView> adapters) {
+  FP8LM_CHECK(lora_.on() && adapters.size() == adapter_specs_.size(), "set_adapters: ",
+              adapters.size(), " tensors for ", adapter_specs_.size(), " adapters");
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    const DType t = adapters[i].data.dtype;
+    FP8LM_CHECK(adapters[i].numel() == adapter_specs_[i].numel() &&
+                    (t == DType::kF32 || (t == DType::kF16 && mode_ != ComputeMode::kF32)) &&
+                    (adapters[i].mode == ScalingMode::kNone || adapters[i].mode == ScalingMode::kTensor),
+                "set_adapters: ", adapter_specs_[i].name, " must be ", adapter_specs_[i].shape.str(),
+                " f32 (or f16 scaled per tensor), got ", adapters[i].data.shape.str(), " ",
+                dtype_name(t));
+  }
+  adapters_ = std::move(adapters);
 }
 
 namespace {
@@ -508,7 +542,7 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
   const kernels::GemmOperand wte = kernels::gemm_operand(weights_[wte_]);
   kernels::GemmOperand wte_t = wte;
   wte_t.transposed = true;
-  float* dwte = grads ? grad_buf(wte_) : nullptr;
+  float* dwte = grads && !lora_.on() ? grad_buf(wte_) : nullptr;  // wte frozen with LoRA
   float* dlnf = ws_a_.as<float>();
   std::vector<int32_t> no_targets;
   if (targets == nullptr) no_targets.assign(BT_, 0);
@@ -547,8 +581,9 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
     // dlnf rows = dlogits · wte;  dwte += dlogitsᵀ · lnf rows
     kernels::gemm(rows, C, Vp, 1.0f, {logits, DType::kF32}, wte, 0.0f,
                   {dlnf + r0 * C, DType::kF32});
-    kernels::gemm(Vp, C, rows, 1.0f, {logits, DType::kF32, true}, {x, DType::kF32}, 1.0f,
-                  {dwte, DType::kF32});
+    if (dwte != nullptr)
+      kernels::gemm(Vp, C, rows, 1.0f, {logits, DType::kF32, true}, {x, DType::kF32}, 1.0f,
+                    {dwte, DType::kF32});
   }
   // Each rank's vocabulary rows contributed a part of every row's dlnf.
   if (grads && sp_) {
@@ -613,10 +648,10 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
   }
   // The embeddings' gradients from every row (this rank's vocabulary part of wte), or the
   // gradient of this stage's input to the previous stage.
-  const float* d = first() ? full_rows(dres) : nullptr;
+  const float* d = first() && !lora_.on() ? full_rows(dres) : nullptr;  // frozen embeddings
   if (!first()) pp_->send_backward(dres, Rl_ * C);
-  float* dwte = first() ? grad_buf(wte_) : nullptr;
-  float* dwpe = first() ? grad_buf(wpe_) : nullptr;
+  float* dwte = d != nullptr ? grad_buf(wte_) : nullptr;
+  float* dwpe = d != nullptr ? grad_buf(wpe_) : nullptr;
   for (size_t i = 0; d != nullptr && i < BT_; ++i) {
     const size_t t = static_cast<size_t>(tokens[i]);
     float* pe = dwpe + (i % T_) * C;
@@ -646,6 +681,9 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
 
 float Gpt::run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits) {
   FP8LM_CHECK(!weights_.empty(), "Gpt: set_weights() was not called");
+  FP8LM_CHECK(!lora_.on() || !adapters_.empty(), "Gpt: set_adapters() was not called");
+  for (size_t p = 0; p < adapter_layer_.size(); ++p)
+    adapter_layer_[p]->prepare_adapter(adapters_[2 * p], adapters_[2 * p + 1]);
   for (size_t i = 0; i < specs_.size(); ++i)
     if (!specs_[i].linear_weight && i != wte_)
       kernels::dequantize(small_.as<float>() + small_off_[i], weights_[i]);
@@ -717,8 +755,9 @@ void Gpt::logits(const int32_t* tokens, float* out) {
 }
 
 MutableScaledView Gpt::grad_buffer(size_t i) {
-  FP8LM_CHECK(i < specs_.size(), "no parameter ", i);
+  FP8LM_CHECK(i < trainable_specs().size(), "no trainable tensor ", i);
   FP8LM_CHECK(with_grads_, "a model built without gradients has none");
+  if (lora_.on()) return adapter_layer_[i / 2]->adapter_grad(i % 2 == 1).mut_view();
   if (specs_[i].linear_weight) {
     ScaledTensor* found = nullptr;
     for (size_t l = 0; l < blocks_.size() && found == nullptr; ++l) {
@@ -741,7 +780,7 @@ ScaledView Gpt::grad(size_t spec) const {
 
 std::vector<MutableScaledView> Gpt::grad_buffers() {
   std::vector<MutableScaledView> out;
-  for (size_t i = 0; i < specs_.size(); ++i) out.push_back(grad_buffer(i));
+  for (size_t i = 0; i < trainable_specs().size(); ++i) out.push_back(grad_buffer(i));
   return out;
 }
 

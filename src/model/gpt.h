@@ -32,6 +32,7 @@
 
 #include "model/config.h"
 #include "model/linear.h"
+#include "model/lora.h"
 #include "model/params.h"
 #include "model/pipeline.h"
 #include "model/tensor_parallel.h"
@@ -48,8 +49,11 @@ class Gpt {
   // parameter (param_layout) and every rank of the group must make the same calls.
   // With `pp` (outliving the model) it holds stage pp->stage()'s layers; every rank of the
   // pipeline makes the matching calls (forward on every stage, backward on every stage).
+  // With `lora` on (model/lora.h; no tensor or pipeline parallelism) the weights are frozen
+  // and only the adapters train: gradients exist for them alone (trainable_specs()).
   Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {},
-      bool with_grads = true, TpComm* tp = nullptr, PpComm* pp = nullptr);
+      bool with_grads = true, TpComm* tp = nullptr, PpComm* pp = nullptr,
+      const LoraSpec& lora = {});
   // On the FP32 values of `params` (read at every forward: later changes are seen).
   Gpt(const GptParams& params, ComputeMode mode, size_t B, size_t T, const Fp8Options& fp8 = {},
       bool with_grads = true);
@@ -71,6 +75,16 @@ class Gpt {
   // recipe's weight blocks). Views are live: data and scales are read at every forward, so
   // an optimizer updating them in place needs no new call; call again only when storage moves.
   void set_weights(std::vector<ScaledView> weights);
+
+  // LoRA: the adapters (lora_layout), and their values as f32 or f16 per-tensor views, live
+  // like set_weights' (before the first forward, after set_weights).
+  const LoraSpec& lora() const { return lora_; }
+  void set_adapters(std::vector<ScaledView> adapters);
+  // What trains: specs() in full training, the adapters' specs with LoRA. grad(), grad_values()
+  // and grad_buffers() index these.
+  const std::vector<ParamSpec>& trainable_specs() const {
+    return lora_.on() ? adapter_specs_ : specs_;
+  }
 
   // Mean cross-entropy over the B·T positions (targets < 0 are ignored, they count in the
   // mean's denominator as zero). No gradients, and the delayed-scaling state is left as it
@@ -110,7 +124,7 @@ class Gpt {
   // a pipeline.
   void sum_tied_grads();
 
-  // Gradient of parameter `spec` as FP32 values.
+  // Gradient of trainable tensor `spec` as FP32 values.
   void grad_values(size_t spec, float* out) const;
   // The same gradient in its stored format: f32, or e4m3 with its per-tensor scale (fp8).
   ScaledView grad(size_t spec) const;
@@ -203,6 +217,11 @@ class Gpt {
   // LayerNorm, biases: small), refreshed from weights_ at every forward.
   Tensor small_;
   std::vector<size_t> small_off_;
+  // LoRA: the adapters' specs, their views, and the layer each pair (A, B) belongs to.
+  LoraSpec lora_;
+  std::vector<ParamSpec> adapter_specs_;
+  std::vector<ScaledView> adapters_;
+  std::vector<Linear*> adapter_layer_;  // per pair
   std::vector<std::unique_ptr<Block>> blocks_;
   Tensor resid_final_, lnf_, lnf_mean_, lnf_rstd_;  // activations after the last block
   // FP32 gradients of everything but the Linear weights, packed in spec order. They are the

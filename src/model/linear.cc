@@ -1,5 +1,6 @@
 #include "model/linear.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/check.h"
@@ -82,9 +83,11 @@ Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const Linea
   }
 }
 
-ScaledTensor Linear::make_grad() const {
+ScaledTensor Linear::make_grad() const { return make_grad(in_, out_); }
+
+ScaledTensor Linear::make_grad(size_t in, size_t out) const {
   const DType t = mode_ == ComputeMode::kFP8 ? DType::kE4M3 : DType::kF32;
-  ScaledTensor g(Shape{i64(in_), i64(out_)}, scaling(t, ScalingTiming::kJustInTime),
+  ScaledTensor g(Shape{i64(in), i64(out)}, scaling(t, ScalingTiming::kJustInTime),
                  MemCategory::kGradients);
   std::memset(g.data.data(), 0, g.data.bytes());
   return g;
@@ -115,9 +118,10 @@ void Linear::probe_weight() {
 }
 
 void Linear::saved_state(std::vector<Tensor*>& tensors, std::vector<float*>& scales) {
-  for (Tensor* t : {&x_, &x8_.data, &x8_.scales, &xt8_.data, &xt8_.scales})
+  for (Tensor* t : {&x_, &x8_.data, &x8_.scales, &xt8_.data, &xt8_.scales, &u_})
     if (t->data() != nullptr) tensors.push_back(t);
-  for (ScalingMeta* m : {&x8_.meta, &xt8_.meta}) scales.insert(scales.end(), {&m->scale, &m->scale_inv});
+  for (ScalingMeta* m : {&x8_.meta, &xt8_.meta, &u8_meta_})
+    scales.insert(scales.end(), {&m->scale, &m->scale_inv});
 }
 
 std::vector<ScalingMeta*> Linear::scaling_metas() {
@@ -147,6 +151,105 @@ void Linear::prepare_weight(const ScaledView& w) {
   }
 }
 
+void Linear::add_adapter(size_t rank, float scale, bool grads) {
+  FP8LM_CHECK(rank >= 1 && rank <= std::min(in_, out_) && !fine() && rank_ == 0,
+              "add_adapter: rank ", rank, " for a ", in_, "x", out_, " Linear",
+              fine() ? " (LoRA needs a per-tensor recipe)" : "");
+  rank_ = rank;
+  lora_scale_ = scale;
+  const Shape us{i64(rows_), i64(rank)};
+  const auto act = MemCategory::kActivations, ws = MemCategory::kWorkspace;
+  a8_meta_ = b8_meta_ = u8_meta_ = ScalingMeta(scaling(DType::kE4M3, ScalingTiming::kJustInTime));
+  du8_meta_ = ScalingMeta(scaling(DType::kE5M2, ScalingTiming::kJustInTime));
+  switch (mode_) {
+    case ComputeMode::kF32:
+      u_ = Tensor(DType::kF32, us, act);  // computed in place
+      break;
+    case ComputeMode::kBF16:
+      u_ = Tensor(DType::kBF16, us, act);
+      if (grads) du_ = Tensor(DType::kBF16, us, ws);
+      break;
+    case ComputeMode::kFP8:
+      u_ = Tensor(DType::kE4M3, us, act);
+      if (grads) du_ = Tensor(DType::kE5M2, us, ws);
+      break;
+  }
+  if (mode_ != ComputeMode::kF32) u32_ = Tensor(DType::kF32, us, ws);
+  if (!grads) return;
+  du32_ = Tensor(DType::kF32, us, ws);
+  g_a_ = make_grad(in_, rank);
+  g_b_ = make_grad(rank, out_);
+}
+
+void Linear::prepare_adapter(const ScaledView& a, const ScaledView& b) {
+  FP8LM_CHECK(rank_ > 0 && a.numel() == in_ * rank_ && b.numel() == rank_ * out_,
+              "prepare_adapter: A ", a.data.shape.str(), " and B ", b.data.shape.str(), " for a ",
+              in_, "x", out_, " Linear of rank ", rank_);
+  a_ = a;
+  b_ = b;
+  if (mode_ != ComputeMode::kFP8) return;
+  for (auto [v, m] : {std::pair{&a_, &a8_meta_}, std::pair{&b_, &b8_meta_}})
+    m->set_scale_from_amax(kernels::amax(v->data.data, v->data.dtype, v->numel(), v->tensor_scale()));
+}
+
+kernels::GemmOperand Linear::saved_u() const {
+  return {u_.data(), u_.dtype(), false, 0,
+          mode_ == ComputeMode::kFP8 ? u8_meta_.scale_inv : 1.0f};
+}
+
+void Linear::adapter_forward(const kernels::GemmOperand& x, void* y, DType y_type) {
+  const size_t n = rows_ * rank_;
+  float* u = mode_ == ComputeMode::kF32 ? u_.as<float>() : u32_.as<float>();
+  kernels::gemm(rows_, rank_, in_, 1.0f, x, cast_operand(a_, a8_meta_), 0.0f, {u, DType::kF32});
+  if (mode_ == ComputeMode::kBF16)
+    kernels::quantize(u_.data(), DType::kBF16, u, n, 1.0f, /*saturate=*/false);
+  else if (mode_ == ComputeMode::kFP8)
+    quantize(u8_meta_, u_.data(), u, n);
+  // Added to y as stored (a BF16 y is rounded once more).
+  kernels::gemm(rows_, out_, rank_, lora_scale_, saved_u(), cast_operand(b_, b8_meta_), 1.0f,
+                {y, y_type});
+}
+
+void Linear::write_grad(ScaledTensor& dst, bool accumulate,
+                        const std::function<void(float* out, float beta)>& gemm_into) {
+  if (dst.data.dtype() != DType::kE4M3) {
+    gemm_into(dst.data.as<float>(), accumulate ? 1.0f : 0.0f);
+    return;
+  }
+  // Accumulate in FP32 on the dequantized gradient, then requantize just-in-time.
+  if (accumulate) dequantize(ws_.w, dst);
+  gemm_into(ws_.w, accumulate ? 1.0f : 0.0f);
+  quantize(dst, ws_.w);
+}
+
+void Linear::adapter_backward(const kernels::GemmOperand& x, const kernels::GemmOperand& g,
+                              float* dx, bool accumulate) {
+  FP8LM_CHECK(g_a_.data.data() != nullptr, "adapter backward without gradient buffers");
+  const size_t n = rows_ * rank_;
+  // du = s·dy·Bᵀ [rows, r];  dB = s·uᵀ·dy;  dA = xᵀ·du;  dx += du·Aᵀ
+  float* du = du32_.as<float>();
+  kernels::GemmOperand bt = cast_operand(b_, b8_meta_), ut = saved_u(), xt = x;
+  bt.transposed = ut.transposed = xt.transposed = true;
+  kernels::gemm(rows_, rank_, out_, lora_scale_, g, bt, 0.0f, {du, DType::kF32});
+  write_grad(g_b_, accumulate, [&](float* o, float beta) {
+    kernels::gemm(rank_, out_, rows_, lora_scale_, ut, g, beta, {o, DType::kF32});
+  });
+  kernels::GemmOperand d{du, DType::kF32};
+  if (mode_ == ComputeMode::kBF16) {
+    kernels::quantize(du_.data(), DType::kBF16, du, n, 1.0f, /*saturate=*/false);
+    d = {du_.data(), DType::kBF16};
+  } else if (mode_ == ComputeMode::kFP8) {
+    quantize(du8_meta_, du_.data(), du, n);
+    d = {du_.data(), DType::kE5M2, false, 0, du8_meta_.scale_inv};
+  }
+  write_grad(g_a_, accumulate, [&](float* o, float beta) {
+    kernels::gemm(in_, rank_, rows_, 1.0f, xt, d, beta, {o, DType::kF32});
+  });
+  kernels::GemmOperand at = cast_operand(a_, a8_meta_);
+  at.transposed = true;
+  kernels::gemm(rows_, in_, rank_, 1.0f, d, at, 1.0f, {dx, DType::kF32});
+}
+
 kernels::GemmOperand Linear::weight_operand(ScalingMode fine_mode) {
   if (fine()) {
     // Already in the GEMM's blocks (O3's 128×128 replica): used as it is. Otherwise W's
@@ -156,16 +259,20 @@ kernels::GemmOperand Linear::weight_operand(ScalingMode fine_mode) {
     return kernels::gemm_operand(
         quantize_into(ws_.w8, ws_.w8_scales, DType::kE4M3, ws_.w, in_, out_, fine_mode));
   }
-  const float s = w_.tensor_scale();
-  kernels::GemmOperand o{w_.data.data, w_.data.dtype, false, 0, s};
+  return cast_operand(w_, w8_meta_);
+}
+
+kernels::GemmOperand Linear::cast_operand(const ScaledView& v, const ScalingMeta& meta) const {
+  const float s = v.tensor_scale();
+  kernels::GemmOperand o{v.data.data, v.data.dtype, false, 0, s};
   if (mode_ == ComputeMode::kBF16) {
     o.scale_inv = 1.0f;
     o.cast_to = DType::kBF16;
     o.cast_mul = s;
-  } else if (mode_ == ComputeMode::kFP8 && w_.data.dtype != DType::kE4M3) {
-    o.scale_inv = w8_meta_.scale_inv;
+  } else if (mode_ == ComputeMode::kFP8 && v.data.dtype != DType::kE4M3) {
+    o.scale_inv = meta.scale_inv;
     o.cast_to = DType::kE4M3;
-    o.cast_mul = s * w8_meta_.scale;
+    o.cast_mul = s * meta.scale;
   }
   return o;
 }
@@ -241,13 +348,15 @@ void Linear::forward(void* y, DType y_type, const float* bias) {
   kernels::GemmOutput o{y, y_type};
   o.bias = bias;
   kernels::gemm(rows_, out_, in_, 1.0f, a, b, 0.0f, o);
+  if (rank_ > 0) adapter_forward(a, y, y_type);
   if (probing()) probe_weight();
 }
 
 void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias,
                       bool accumulate, const GradRows* rows) {
-  FP8LM_CHECK(rows == nullptr || (mode_ == ComputeMode::kFP8 && !fine()),
-              "Linear::backward: gathered output-gradient rows need an fp8 per-tensor recipe");
+  FP8LM_CHECK(rows == nullptr || (mode_ == ComputeMode::kFP8 && !fine() && rank_ == 0),
+              "Linear::backward: gathered output-gradient rows need an fp8 per-tensor recipe "
+              "and no adapter");
   kernels::GemmOperand g, x;  // dy, saved x
   switch (mode_) {
     case ComputeMode::kF32:
@@ -294,24 +403,22 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
   // dgrad: dx [rows, in] = dy [rows, out] · Wᵀ
   w.transposed = true;
   kernels::gemm(rows_, in_, out_, 1.0f, g, w, 0.0f, {dx, DType::kF32});
-  // wgrad: dW [in, out] (+)= xᵀ [in, rows] · dy [rows, out], both tiled along rows
-  if (fine()) {
-    const ScaledView v =
-        quantize_into(ws_.dyt8, ws_.dyt_scales, fp8_.dy, dy, rows_, out_, fp8_.recipe->dy_wgrad);
-    if (probing()) probe_->record(name_, "dy.wgrad", dy, v);
-    g = kernels::gemm_operand(v);
-    x = kernels::gemm_operand(xt8_.view());
-  }
-  x.transposed = true;
-  if (dw.data.dtype() == DType::kE4M3) {
-    // Accumulate in FP32 on the dequantized gradient, then requantize just-in-time.
-    if (accumulate) dequantize(ws_.w, dw);
-    kernels::gemm(in_, out_, rows_, 1.0f, x, g, accumulate ? 1.0f : 0.0f, {ws_.w, DType::kF32});
-    quantize(dw, ws_.w);
-    if (probing()) probe_->record(name_, "dW", ws_.w, dw.view());
-  } else {
-    kernels::gemm(in_, out_, rows_, 1.0f, x, g, accumulate ? 1.0f : 0.0f,
-                  {dw.data.data(), DType::kF32});
+  if (rank_ > 0) adapter_backward(x, g, dx, accumulate);
+  // wgrad: dW [in, out] (+)= xᵀ [in, rows] · dy [rows, out], both tiled along rows; none for
+  // a frozen W.
+  if (dw.data.data() != nullptr) {
+    if (fine()) {
+      const ScaledView v = quantize_into(ws_.dyt8, ws_.dyt_scales, fp8_.dy, dy, rows_, out_,
+                                         fp8_.recipe->dy_wgrad);
+      if (probing()) probe_->record(name_, "dy.wgrad", dy, v);
+      g = kernels::gemm_operand(v);
+      x = kernels::gemm_operand(xt8_.view());
+    }
+    x.transposed = true;
+    write_grad(dw, accumulate, [&](float* o, float beta) {
+      kernels::gemm(in_, out_, rows_, 1.0f, x, g, beta, {o, DType::kF32});
+    });
+    if (probing() && dw.data.dtype() == DType::kE4M3) probe_->record(name_, "dW", ws_.w, dw.view());
   }
   if (!accumulate) std::memset(dbias, 0, out_ * sizeof(float));
   kernels::column_sum(dbias, dy, rows != nullptr ? rows->n : rows_, out_);

@@ -113,8 +113,21 @@ class Linear {
                 const GradRows* rows = nullptr);
 
   // A gradient buffer of the right format for this layer's weight: FP32 (scale 1), or E4M3
-  // with a just-in-time scale in fp8 mode.
+  // with a just-in-time scale in fp8 mode. An empty ScaledTensor passed to backward as dw
+  // means a frozen weight: no weight gradient is computed.
   ScaledTensor make_grad() const;
+  ScaledTensor make_grad(size_t in, size_t out) const;
+
+  // LoRA (model/lora.h): y += s·(x·A)·B beside W, in the mode's formats — the GEMMs read the
+  // saved input, A and B cast on the fly like W (bf16, or e4m3 with just-in-time scales), and
+  // u = x·A is saved in the input's format (e4m3 with a just-in-time scale in fp8 mode);
+  // backward adds the adapter's part to dx and writes (or, with `accumulate`, adds) the
+  // gradients of A and B in the weight gradient's format. Per-tensor recipes, whole rows.
+  void add_adapter(size_t rank, float scale, bool grads);
+  bool has_adapter() const { return rank_ > 0; }
+  // The masters A [in, r] and B [r, out] until the next call (before each forward).
+  void prepare_adapter(const ScaledView& a, const ScaledView& b);
+  ScaledTensor& adapter_grad(bool b) { return b ? g_b_ : g_a_; }
 
   // Pipeline slots: the tensors and per-tensor scales that make up the saved input (what
   // forward leaves for backward), appended to `tensors` and `scales`.
@@ -156,6 +169,27 @@ class Linear {
   ScalingMeta w8_meta_;  // its e4m3 scale, just-in-time (fp8)
   LinearWorkspace ws_;
   ScalingMeta dy8_meta_;  // e5m2 output gradient, delayed (payload in ws_.dy)
+  // The adapter: rank, scale, masters with their just-in-time e4m3 scales (fp8), u = x·A
+  // (FP32 staging, and saved in the input's format), du = s·dy·Bᵀ (FP32 staging, and in
+  // the output gradient's format), gradients.
+  size_t rank_ = 0;
+  float lora_scale_ = 0;
+  ScaledView a_, b_;
+  ScalingMeta a8_meta_, b8_meta_;
+  Tensor u32_, u_, du32_, du_;
+  ScalingMeta u8_meta_, du8_meta_;
+  ScaledTensor g_a_, g_b_;
+  // A master as a GEMM operand in this mode (cast on the fly with `meta`'s scale in fp8).
+  kernels::GemmOperand cast_operand(const ScaledView& v, const ScalingMeta& meta) const;
+  kernels::GemmOperand saved_u() const;
+  void adapter_forward(const kernels::GemmOperand& x, void* y, DType y_type);
+  void adapter_backward(const kernels::GemmOperand& x, const kernels::GemmOperand& g, float* dx,
+                        bool accumulate);
+  // dst (+)= the FP32 product written by gemm_into (in place, or staged through ws_.w when
+  // dst is e4m3).
+  void write_grad(ScaledTensor& dst, bool accumulate,
+                  const std::function<void(float* out, float beta)>& gemm_into);
+
   QuantProbe* probe_ = nullptr;
   std::string name_;
   AmaxShare share_;

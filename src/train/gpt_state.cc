@@ -52,7 +52,7 @@ std::vector<ScaledView> master_views(const AdamW& opt) {
 
 std::vector<ScaledView> grad_views(const Gpt& model) {
   std::vector<ScaledView> g;
-  for (size_t i = 0; i < model.specs().size(); ++i) g.push_back(model.grad(i));
+  for (size_t i = 0; i < model.trainable_specs().size(); ++i) g.push_back(model.grad(i));
   return g;
 }
 

@@ -30,7 +30,7 @@ GradSync::GradSync(PrecisionLevel level, const std::string& grad_scaling, std::v
 void GradSync::average(Gpt& model, bool measure) {
   std::vector<std::string> names;  // only telemetry labels records
   if (measure)
-    for (const ParamSpec& s : model.specs()) names.push_back(s.name);
+    for (const ParamSpec& s : model.trainable_specs()) names.push_back(s.name);
   average(model.grad_buffers(), names, measure);
 }
 

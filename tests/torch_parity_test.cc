@@ -186,8 +186,9 @@ TEST(TorchParity, DpoAndGrpoLossesAndGradients) {
 
   const PretrainedWeights from(dir + "/ref", 0);
   Gpt policy(params, ComputeMode::kF32, B, T);
-  ReferenceModel ref(from, policy, {}, nullptr);
-  EXPECT_EQ(ref.weight_bytes(), params.numel() * sizeof(float));
+  const FrozenWeights frozen(from, policy.specs(), policy.shard(), policy.mode(), {});
+  ReferenceModel ref(frozen, policy, {}, nullptr);
+  EXPECT_EQ(frozen.bytes(), params.numel() * sizeof(float));
 
   std::vector<std::pair<std::string, ConstTensorView>> out;
   std::vector<std::vector<float>> keep;

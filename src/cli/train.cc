@@ -1,4 +1,4 @@
-// fp8lm train | eval | sample (one prompt, or a JSONL file of them with exact-match accuracy).
+// fp8lm train | eval | merge | sample (one prompt, or a JSONL file of them with exact-match accuracy).
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -8,6 +8,7 @@
 #include "core/check.h"
 #include "core/file.h"
 #include "train/completion.h"
+#include "train/model_values.h"
 #include "train/trainer.h"
 
 namespace fp8lm::cli {
@@ -69,6 +70,19 @@ void register_train(CLI::App& app) {
     const double loss =
         evaluate_checkpoint(e->checkpoint, e->data, e->batches, e->batch_size, 0);
     std::printf("{\"loss\": %.8f}\n", loss);
+  });
+
+  auto m = std::make_shared<std::pair<std::string, std::string>>();  // checkpoint, out
+  CLI::App* me = app.add_subcommand(
+      "merge", "Write a checkpoint's model as a Hugging Face GPT-2 folder (model.safetensors, "
+               "config.json), LoRA adapters merged into the base");
+  me->add_option("--checkpoint", m->first, "Checkpoint or run folder")->required();
+  me->add_option("--out", m->second, "Folder to write")->required();
+  me->callback([m] {
+    apply_global_options();
+    export_model(m->first, m->second);
+    std::printf("wrote %s/model.safetensors and %s/config.json\n", m->second.c_str(),
+                m->second.c_str());
   });
 
   auto s = std::make_shared<SampleOptions>();

@@ -279,11 +279,17 @@ void send_state(const AdamW::Param& p, int which) {
   dist::send_bytes(0, st.data.data(), st.data.bytes());
 }
 
+// The whole tensors the optimizer trains, in file order.
+std::vector<ParamSpec> whole_tensors(const GptConfig& cfg, const StateLayout& l) {
+  return l.adapters.empty() ? param_layout(cfg) : l.adapters;
+}
+
 // The layout of a one-process optimizer (rank 0 holds every tensor).
 StateLayout whole(const AdamW& opt, const GptConfig& cfg, const StateLayout& l) {
   if (!l.stage_specs.empty()) return l;
   StateLayout w;
-  w.stage_specs = {param_layout(cfg)};
+  w.adapters = l.adapters;
+  w.stage_specs = {whole_tensors(cfg, l)};
   w.stage_owner = {{}};
   FP8LM_CHECK(w.stage_specs[0].size() == opt.params().size(), "checkpoint: optimizer of ",
               opt.params().size(), " tensors for a model of ", w.stage_specs[0].size());
@@ -294,10 +300,11 @@ StateLayout whole(const AdamW& opt, const GptConfig& cfg, const StateLayout& l) 
 // padding rows), from the optimizer's masters, converted in chunks while writing.
 void save_model_values(const std::string& path, const GptConfig& cfg, const AdamW& opt,
                        const StateLayout& layout) {
-  const std::vector<ParamSpec> specs = param_layout(cfg);
+  const std::vector<ParamSpec> specs = whole_tensors(cfg, layout);
   std::vector<SafetensorsSource> sources;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const Shape shape = i == 0 ? Shape{cfg.vocab_size, cfg.n_embd} : specs[i].shape;
+    const Shape shape =
+        specs[i].name == "wte.weight" ? Shape{cfg.vocab_size, cfg.n_embd} : specs[i].shape;
     sources.push_back({specs[i].name, DType::kF32, shape, [&, i, shape](const WriteFn& w) {
                          const auto m = fetch(opt, layout, specs[i], 0);
                          constexpr size_t kChunk = size_t{1} << 16;
@@ -327,7 +334,7 @@ void send_checkpoint_states(const GptConfig& cfg, const AdamW& opt, const StateL
   // this rank's stage (the first holding it) and data-parallel rank keep it. In the order
   // fetch() receives them.
   std::vector<size_t> mine;
-  for (const ParamSpec& full : param_layout(cfg)) {
+  for (const ParamSpec& full : whole_tensors(cfg, l)) {
     const Place at = place_of(l, full.name);
     if (at.stage == l.pp.rank && at.dp == my_dp && (at.split || my_tp == 0))
       mine.push_back(at.index);
@@ -341,12 +348,13 @@ namespace {
 
 void write_checkpoint_files(const fs::path& tmp, const GptConfig& cfg, const AdamW& opt,
                             const nlohmann::json& trainer, const StateLayout& layout) {
-  save_model_values((tmp / "model.safetensors").string(), cfg, opt, layout);
+  const char* values = layout.adapters.empty() ? "model.safetensors" : "adapters.safetensors";
+  save_model_values((tmp / values).string(), cfg, opt, layout);
   if (std::getenv("FP8LM_TEST_CRASH_IN_CHECKPOINT") != nullptr) std::abort();  // tests only
 
   // Optimizer states in their own dtypes; scalars NAME.{master,m1,m2}_scale_inv beside them
   // (each written right after its state, whose fetch supplies it).
-  const std::vector<ParamSpec> specs = param_layout(cfg);
+  const std::vector<ParamSpec> specs = whole_tensors(cfg, layout);
   std::vector<SafetensorsSource> sources;
   std::vector<float> scales(specs.size() * 3, 1.0f);
   const char* what[] = {"master", "m1", "m2"};
@@ -476,7 +484,14 @@ nlohmann::json trainer_json(const TrainerState& s) {
           {"tokenizer_dir", s.tokenizer_dir},
           {"world_size", s.world_size},
           {"grad_scaling_mu", s.grad_scaling_mu},
-          {"scaling", s.scaling}};
+          {"scaling", s.scaling},
+          {"lora",
+           s.lora.on() ? json{{"rank", s.lora.rank},
+                              {"alpha", s.lora.alpha},
+                              {"targets", lora_targets_text(s.lora.targets)},
+                              {"base", s.base},
+                              {"base_bytes", s.base_bytes}}
+                       : json(nullptr)}};
 }
 
 TrainerState read_trainer_state(const std::string& dir) {
@@ -533,6 +548,24 @@ TrainerState read_trainer_state(const std::string& dir) {
   for (size_t i = 0; i < metas; ++i) {
     ScalingMeta m(recipe);
     scaling_from_json(s.scaling[i], m, w + ": scaling[" + std::to_string(i) + "]");
+  }
+  // LoRA (absent in checkpoints of earlier versions: full training).
+  if (t.contains("lora") && !t["lora"].is_null()) {
+    const json& l = member(t, "lora", w);
+    const std::string wl = w + ": lora";
+    s.lora.rank = static_cast<int>(int_member(l, "rank", 1, 1 << 16, wl));
+    const json& alpha = member(l, "alpha", wl);
+    if (!alpha.is_number() || !(alpha.get<double>() > 0 && alpha.get<double>() <= 1e6))
+      fail(wl, ".alpha = ", alpha.dump(), ": must be a number in (0, 1e6]");
+    s.lora.alpha = alpha.get<double>();
+    try {
+      s.lora.targets = parse_lora_targets(string_member(l, "targets", wl));
+      lora_layout(s.model, s.lora);
+    } catch (const Error& e) {
+      fail(wl, ": ", e.what());
+    }
+    s.base = string_member(l, "base", wl);
+    s.base_bytes = int_member(l, "base_bytes", 0, INT64_MAX, wl);
   }
   // The optimizer file must be of the same level and step.
   const SafetensorsFile opt(dir + "/optimizer.safetensors");

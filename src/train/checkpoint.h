@@ -1,5 +1,5 @@
 // Checkpoints: checkpoints/step-N/ with model.safetensors (Hugging Face GPT-2 names, F32
-// master values), optimizer.safetensors (states in their native dtypes, with scales) and
+// master values; LoRA runs: adapters.safetensors, the base being train.init_from), optimizer.safetensors (states in their native dtypes, with scales) and
 // trainer.json (step, configuration, scaling state). A checkpoint is written into a hidden
 // temporary folder and renamed into place only when complete, so a crash mid-write never
 // touches the last complete checkpoint.
@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "model/lora.h"
 #include "model/params.h"
 #include "optim/adamw.h"
 #include "tensor/scaling.h"
@@ -28,6 +29,9 @@ struct StateLayout {
   // whole tensors are their shards side by side. The tied wte is written from stage 0.
   TpShard tp;
   PpStage pp;
+  // LoRA: the adapters the optimizer holds instead of the model's tensors; the checkpoint
+  // then has adapters.safetensors (their F32 values) in place of model.safetensors.
+  std::vector<ParamSpec> adapters;
   bool sharded() const {
     if (tp.size > 1 || pp.size > 1) return true;
     for (const auto& o : stage_owner)
@@ -76,6 +80,11 @@ struct TrainerState {
   int world_size = 1;
   float grad_scaling_mu = 1.0f;
   nlohmann::json scaling = nlohmann::json::array();  // one scaling_to_json per model meta
+  // LoRA: the adapters' settings, and the frozen base (train.init_from, absolute) with its
+  // size in bytes (a base changed since is an error, not silently other weights).
+  LoraSpec lora;
+  std::string base;
+  int64_t base_bytes = 0;
 };
 nlohmann::json trainer_json(const TrainerState& s);
 // Reads and validates dir/trainer.json; `step` must match a step-N folder name.

@@ -10,6 +10,7 @@
 #include "data/sft_jsonl.h"
 #include "train/checkpoint.h"
 #include "train/inference.h"
+#include "train/model_values.h"
 
 namespace fp8lm {
 
@@ -83,8 +84,7 @@ TaskScore complete_checkpoint(const std::string& checkpoint, const std::string& 
   // The window: the longest prompt and its completion, within the model's positions.
   const size_t T = std::min(static_cast<size_t>(t.model.seq_len),
                             longest + static_cast<size_t>(o.max_new_tokens));
-  GptParams params(t.model);
-  params.load(dir + "/model.safetensors");
+  const GptParams params = load_model_values(dir, t);
   Gpt model(params, ComputeMode::kF32, static_cast<size_t>(std::max(1, batch)), T, {}, false);
   const std::vector<std::vector<int32_t>> done = complete(model, ids, tok->eot(), o);
   TaskScore score;

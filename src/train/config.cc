@@ -123,6 +123,9 @@ const std::vector<Key>& keys() {
       key("finetune.temperature", &TrainConfig::temperature),
       key("finetune.max_new_tokens", &TrainConfig::max_new_tokens),
       key("finetune.reward_command", &TrainConfig::reward_command),
+      key("finetune.lora_rank", &TrainConfig::lora_rank),
+      key("finetune.lora_alpha", &TrainConfig::lora_alpha),
+      key("finetune.lora_targets", &TrainConfig::lora_targets),
   };
   return k;
 }
@@ -252,6 +255,20 @@ void TrainConfig::validate() const {
   in_range("finetune.kl", kl, 0, 1e3);
   in_range("finetune.temperature", temperature, 0, 100, " (0: greedy)");
   int_range("finetune.max_new_tokens", max_new_tokens, 1, 1 << 16);
+  int_range("finetune.lora_rank", lora_rank, 0, 1 << 16, " (0: full training)");
+  in_range("finetune.lora_alpha", lora_alpha, 1e-6, 1e6);
+  parse_lora_targets(lora_targets);
+  if (lora_rank > 0) {
+    const char* why = init_from.empty() ? "needs train.init_from (the frozen base weights)"
+                      : tp > 1 || pp > 1 ? "runs without tensor or pipeline parallelism (parallel.tp = 1, parallel.pp = 1)"
+                      : recipe_plan(recipe).fine != FineScaling::kNone
+                          ? "needs a per-tensor recipe (precision.recipe = delayed or jit)"
+                      : level_plan(precision_level()).sharded
+                          ? "does not shard its adapters' states: use precision.level = O2"
+                          : nullptr;
+    if (why != nullptr) fail("finetune.lora_rank = ", lora_rank, ": LoRA ", why);
+    lora_layout(model(), lora());  // the rank fits every targeted layer
+  }
   if (objective == "lm") return;
   if (init_from.empty())
     fail("finetune.objective = ", objective, ": needs train.init_from (the policy's starting "
@@ -267,6 +284,14 @@ void TrainConfig::validate() const {
   if (grpo() && max_new_tokens >= model().seq_len)
     fail("finetune.max_new_tokens = ", max_new_tokens, ": must be less than model.seq_len (",
          model().seq_len, ")");
+}
+
+LoraSpec TrainConfig::lora() const {
+  LoraSpec l;
+  l.rank = lora_rank;
+  l.alpha = lora_alpha;
+  l.targets = parse_lora_targets(lora_targets);
+  return l;
 }
 
 std::optional<StateFormats> TrainConfig::state_formats() const {

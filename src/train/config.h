@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/lora.h"
 #include "model/tensor_parallel.h"
 #include "optim/adamw.h"
 
@@ -92,12 +93,18 @@ struct TrainConfig {
   double temperature = 1.0;   // GRPO: sampling temperature (0: greedy)
   int max_new_tokens = 16;    // GRPO: tokens a completion may add (its <|endoftext|> ends it)
   std::string reward_command; // GRPO: an external scorer (rewards.h); empty: answer/pattern
+  // LoRA (model/lora.h): adapters of this rank on the targeted Linear layers train, the
+  // train.init_from weights stay frozen (in E4M3 at the fp8 levels); 0: full training.
+  int lora_rank = 0;
+  double lora_alpha = 16;            // the adapters' scale is lora_alpha / lora_rank
+  std::string lora_targets = "all";  // all, or attn.c_attn,attn.c_proj,mlp.c_fc,mlp.c_proj
 
   // The preset with overrides applied, or the shape of train.init_from; validated.
   GptConfig model() const;
   TpOptions tp_options() const;
   bool dpo() const { return objective == "dpo"; }
   bool grpo() const { return objective == "grpo"; }
+  LoraSpec lora() const;
   // The pipeline's wire format (f32 when the level computes in fp32).
   DType pp_wire_dtype() const;
   PrecisionLevel precision_level() const { return level_from_name(level); }

@@ -41,6 +41,21 @@ std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel l
   return std::make_unique<AdamW>(level, acfg, names, numels, decay, initial, owned, scale_amax);
 }
 
+std::unique_ptr<AdamW> make_lora_optimizer(const std::vector<ParamSpec>& adapters,
+                                           PrecisionLevel level, const AdamWConfig& acfg,
+                                           uint64_t seed) {
+  std::vector<std::string> names;
+  std::vector<size_t> numels;
+  for (const ParamSpec& s : adapters) {
+    names.push_back(s.name);
+    numels.push_back(s.numel());
+  }
+  LoraInit init(seed);
+  return std::make_unique<AdamW>(level, acfg, names, numels,
+                                 std::vector<bool>(adapters.size(), true),
+                                 [&](size_t i, float* out) { init.next(adapters[i], out); });
+}
+
 std::vector<ScaledView> master_views(const AdamW& opt) {
   std::vector<ScaledView> r;
   for (const AdamW::Param& p : opt.params()) {

@@ -24,6 +24,12 @@ std::unique_ptr<AdamW> make_gpt_optimizer(const GptConfig& cfg, PrecisionLevel l
                                           PpStage pp = {},
                                           const PretrainedWeights* from = nullptr);
 
+// AdamW over LoRA adapters (Gpt::trainable_specs() of a LoRA model) in the level's formats,
+// from LoraInit(seed) (A uniform, B zero).
+std::unique_ptr<AdamW> make_lora_optimizer(const std::vector<ParamSpec>& adapters,
+                                           PrecisionLevel level, const AdamWConfig& acfg,
+                                           uint64_t seed);
+
 // The masters as the model reads them (FP32, or FP16 with their scales): live views, valid
 // for the optimizer's life (its updates are seen without a new set_weights).
 std::vector<ScaledView> master_views(const AdamW& opt);

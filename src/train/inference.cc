@@ -13,6 +13,8 @@
 #include "data/tokenizer.h"
 #include "tensor/safetensors.h"
 #include "train/checkpoint.h"
+#include "train/model_values.h"
+#include "train/reference.h"
 #include "train/config.h"
 #include "train/completion.h"
 #include "train/gpt_state.h"
@@ -79,8 +81,10 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
     if (!t) fail(opt_path, ": metadata master = '", it->second, "' is not a dtype");
     master_format = *t;
   }
+  // The masters the optimizer holds: the model's tensors, or (LoRA) the adapters, whose
+  // frozen base is read again from its file in the level's formats.
   std::vector<ScaledView> views;
-  for (const ParamSpec& s : param_layout(c)) {
+  for (const ParamSpec& s : t.lora.on() ? lora_layout(c, t.lora) : param_layout(c)) {
     const SafetensorsEntry* e = masters.find(s.name + ".master");
     const SafetensorsEntry* si = masters.find(s.name + ".master_scale_inv");
     if (e == nullptr || si == nullptr) fail(opt_path, ": missing ", s.name, ".master");
@@ -105,9 +109,17 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
     check_state_values(opt_path, s.name + ".master", e->view.data, dt, s.numel(), scale_inv);
     views.push_back({e->view, ScalingMode::kTensor, si->view});  // the file's scale, in place
   }
-  Gpt model(c, level_plan(level).compute, B, T, fp8, /*with_grads=*/false);
+  Gpt model(c, level_plan(level).compute, B, T, fp8, /*with_grads=*/false, nullptr, nullptr,
+            t.lora);
   restore_scaling(t, model.scaling_metas(), dir);
-  model.set_weights(std::move(views));
+  if (!t.lora.on()) {
+    model.set_weights(std::move(views));
+    return evaluate(model, f, batches);
+  }
+  const FrozenWeights base(PretrainedWeights(lora_base(t, dir), c.seq_len), model.specs(), {},
+                           model.mode(), fp8);
+  model.set_weights(base.views());
+  model.set_adapters(std::move(views));
   return evaluate(model, f, batches);
 }
 
@@ -125,8 +137,7 @@ std::string sample_checkpoint(const std::string& checkpoint, const std::string& 
                               double temperature, uint64_t seed) {
   const std::string dir = resolve_checkpoint(checkpoint);
   const TrainerState t = read_trainer_state(dir);
-  GptParams params(t.model);
-  params.load(dir + "/model.safetensors");
+  GptParams params = load_model_values(dir, t);
   const auto tok = checkpoint_tokenizer(dir, t);
   return generate(params, *tok, prompt, tokens, temperature, seed);
 }

@@ -34,6 +34,9 @@ Located locate(const std::string& from) {
   if (fs::is_directory(from) && (fs::exists(dir / "trainer.json") || fs::exists(dir / "checkpoints")))
     dir = resolve_checkpoint(from);
   l.file = fs::is_directory(from) ? (dir / "model.safetensors").string() : from;
+  if (!fs::is_regular_file(l.file) && fs::is_regular_file(dir / "adapters.safetensors"))
+    fail("train.init_from = ", from, ": a LoRA checkpoint (adapters only, in ", dir.string(),
+         "); fp8lm merge makes a model of it");
   if (!fs::is_regular_file(l.file))
     fail("train.init_from = ", from, ": no model.safetensors in ", dir.string());
   if (fs::exists(dir / "trainer.json"))

@@ -19,14 +19,10 @@ DType frozen_format(const ParamSpec& s, ComputeMode mode, const Fp8Options& fp8)
 
 }  // namespace
 
-ReferenceModel::ReferenceModel(const PretrainedWeights& from, const Gpt& policy,
-                               const Fp8Options& fp8, TpComm* tp)
-    : model_(policy.config(), policy.mode(), policy.batch(), policy.seq(), fp8, false, tp) {
-  const std::vector<ParamSpec>& specs = model_.specs();
-  const TpShard shard = model_.shard();
-  scales_.assign(specs.size(), 1.0f);
+FrozenWeights::FrozenWeights(const PretrainedWeights& from, const std::vector<ParamSpec>& specs,
+                             TpShard shard, ComputeMode mode, const Fp8Options& fp8) {
+  scales_.assign(specs.size(), 1.0f);  // sized once: views point into it
   std::vector<float> full, part;
-  std::vector<ScaledView> views;
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& s = specs[i];
     full.resize(static_cast<size_t>(s.full_shape.numel()));
@@ -36,7 +32,7 @@ ReferenceModel::ReferenceModel(const PretrainedWeights& from, const Gpt& policy,
       extract_shard(s, shard, full.data(), part.data(), sizeof(float));
     else
       part = full;
-    const DType f = frozen_format(s, policy.mode(), fp8);
+    const DType f = frozen_format(s, mode, fp8);
     store_.emplace_back(f, s.shape, MemCategory::kFrozen);
     bytes_ += store_.back().bytes();
     if (f == DType::kE4M3) {
@@ -45,16 +41,21 @@ ReferenceModel::ReferenceModel(const PretrainedWeights& from, const Gpt& policy,
       const float scale = compute_scale(amax, format_max(f), 0, true).value_or(1.0f);
       kernels::quantize(store_.back().data(), f, part.data(), part.size(), scale);
       scales_[i] = 1.0f / scale;
-      views.push_back(tensor_view(store_.back().data(), f, s.shape, &scales_[i]));
+      views_.push_back(tensor_view(store_.back().data(), f, s.shape, &scales_[i]));
     } else if (f == DType::kF32) {
       std::copy(part.begin(), part.end(), store_.back().as<float>());
-      views.push_back(tensor_view(store_.back().data(), f, s.shape, nullptr));
+      views_.push_back(tensor_view(store_.back().data(), f, s.shape, nullptr));
     } else {
       kernels::quantize(store_.back().data(), f, part.data(), part.size(), 1.0f);
-      views.push_back(tensor_view(store_.back().data(), f, s.shape, nullptr));
+      views_.push_back(tensor_view(store_.back().data(), f, s.shape, nullptr));
     }
   }
-  model_.set_weights(std::move(views));
+}
+
+ReferenceModel::ReferenceModel(const FrozenWeights& weights, const Gpt& policy,
+                               const Fp8Options& fp8, TpComm* tp)
+    : model_(policy.config(), policy.mode(), policy.batch(), policy.seq(), fp8, false, tp) {
+  model_.set_weights(weights.views());
 }
 
 const float* ReferenceModel::token_losses(const int32_t* tokens, const int32_t* targets) {

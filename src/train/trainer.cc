@@ -27,6 +27,7 @@
 #include "model/gpt.h"
 #include "train/checkpoint.h"
 #include "train/gpt_state.h"
+#include "train/model_values.h"
 #include "train/grad_sync.h"
 #include "train/run_folder.h"
 #include "train/telemetry.h"
@@ -72,14 +73,13 @@ void maybe_fail_for_test(int rank, int64_t step) {
 }
 
 // Fails early, with the figures, when the run cannot fit: the model (allocated, most pages
-// not yet touched) plus the optimizer states about to be allocated, against what this
-// process has plus what the machine can still give.
-// `tp`: the tensor-parallel ranks sharing the parameters (each holds its shard's states);
-// `pp`: this rank's pipeline stage.
-void check_memory(const GptConfig& mcfg, PrecisionLevel level, const StateFormats& f, int tp,
-                  PpStage pp) {
+// not yet touched, and any frozen weights) plus the optimizer states about to be allocated
+// for `trainable` (this rank's tensors, or LoRA's adapters), against what this process has
+// plus what the machine can still give.
+void check_memory(const GptConfig& mcfg, PrecisionLevel level, const StateFormats& f,
+                  const std::vector<ParamSpec>& trainable) {
   size_t numel = 0, largest = 0;
-  for (const ParamSpec& s : param_layout(mcfg, TpShard{0, tp}, pp)) {
+  for (const ParamSpec& s : trainable) {
     numel += s.numel();
     largest = std::max(largest, s.numel());
   }
@@ -195,7 +195,7 @@ struct Session {
         model(m, level_plan(level).compute, static_cast<size_t>(c.batch_size),
               static_cast<size_t>(m.seq_len),
               fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format), true,
-              &tp_comm, &pp_comm) {
+              &tp_comm, &pp_comm, c.lora()) {
     // 1F1B: stage s has at most pp − s micro-batches in flight.
     model.set_slots(static_cast<size_t>(std::min(g.pp - g.pp_rank, c.grad_accum)));
     AdamWConfig acfg;
@@ -203,21 +203,28 @@ struct Session {
     acfg.beta2 = static_cast<float>(c.beta2);
     acfg.weight_decay = static_cast<float>(c.weight_decay);
     acfg.states = c.state_formats();
-    check_memory(mcfg, level, acfg.states.value_or(level_plan(level).states), grid.tp,
-                 model.stage());
+    const Fp8Options fp8 = fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format);
+    // The frozen weights: LoRA's base, which is also DPO's and GRPO's reference, or the
+    // reference alone.
+    if (lora() || c.objective != "lm") {
+      FP8LM_CHECK(from != nullptr, "frozen weights need train.init_from");
+      frozen = std::make_unique<FrozenWeights>(*from, model.specs(), model.shard(),
+                                               model.mode(), fp8);
+      base = std::filesystem::absolute(from->path()).lexically_normal().string();
+      base_bytes = static_cast<int64_t>(std::filesystem::file_size(base));
+    }
+    check_memory(mcfg, level, acfg.states.value_or(level_plan(level).states),
+                 model.trainable_specs());
     if (level_plan(level).sharded)
       replica = std::make_unique<ZeroReplica>(
           mcfg, grid.dp, grid.dp_rank, recipe_plan(c.recipe).weight_replica, model.shard(),
           grid.dp_group, grid.tp > 1 ? tp_amax_share() : AmaxShare{}, model.stage());
-    opt = make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
-                             replica ? replica->owned() : std::vector<bool>{}, model.shard(),
-                             model.stage(), resuming ? nullptr : from);
-    if (c.objective != "lm") {
-      FP8LM_CHECK(from != nullptr, "the reference model needs train.init_from");
-      ref = std::make_unique<ReferenceModel>(
-          *from, model, fp8_options(c.recipe, c.amax_window, c.margin, c.mx_grad_format),
-          &tp_comm);
-    }
+    opt = lora() ? make_lora_optimizer(model.trainable_specs(), level, acfg,
+                                       static_cast<uint64_t>(c.seed))
+                 : make_gpt_optimizer(mcfg, level, acfg, static_cast<uint64_t>(c.seed),
+                                      replica ? replica->owned() : std::vector<bool>{},
+                                      model.shard(), model.stage(), resuming ? nullptr : from);
+    if (c.objective != "lm") ref = std::make_unique<ReferenceModel>(*frozen, model, fp8, &tp_comm);
     set_reductions();
     sync = std::make_unique<GradSync>(level, c.grad_scaling,
                                       replica ? replica->owner() : std::vector<int>{},
@@ -281,6 +288,12 @@ struct Session {
     StateLayout l;
     l.tp = model.shard();
     l.pp = model.stage();
+    if (lora()) {  // one stage, every rank holds every adapter
+      l.adapters = model.trainable_specs();
+      l.stage_specs = {l.adapters};
+      l.stage_owner = {{}};
+      return l;
+    }
     for (int st = 0; st < grid.pp; ++st) {
       l.stage_specs.push_back(param_layout(mcfg, l.tp, PpStage{st, grid.pp}));
       l.stage_owner.push_back(replica && grid.dp > 1 ? zero_owners(l.stage_specs.back(), grid.dp)
@@ -299,9 +312,15 @@ struct Session {
   // The model reads live views of the masters (or of O3's replicas, rebuilt after each update
   // by refresh_replicas): the optimizer's in-place updates need no new set_weights.
   void bind_weights() {
+    if (lora()) {
+      model.set_weights(frozen->views());
+      model.set_adapters(master_views(*opt));
+      return;
+    }
     model.set_weights(replica ? replica->views() : master_views(*opt));
     refresh_replicas();
   }
+  bool lora() const { return cfg.lora_rank > 0; }
   void refresh_replicas() {
     if (replica) replica->refresh(*opt);
   }
@@ -324,6 +343,11 @@ struct Session {
     s.world_size = world;
     s.grad_scaling_mu = sync->mu();
     s.scaling = stage_scaling();
+    if (lora()) {
+      s.lora = cfg.lora();
+      s.base = base;
+      s.base_bytes = base_bytes;
+    }
     return s;
   }
 
@@ -369,7 +393,10 @@ struct Session {
   GroupTpComm tp_comm;
   GroupPpComm pp_comm;
   Gpt model;
-  std::unique_ptr<ReferenceModel> ref;  // DPO and GRPO: the frozen starting weights
+  std::unique_ptr<FrozenWeights> frozen;  // LoRA's base; DPO's and GRPO's reference
+  std::string base;                       // their file (absolute), and its size
+  int64_t base_bytes = 0;
+  std::unique_ptr<ReferenceModel> ref;  // DPO and GRPO: a model on the frozen weights
   std::unique_ptr<ZeroReplica> replica;
   std::unique_ptr<AdamW> opt;
   std::unique_ptr<GradSync> sync;
@@ -402,7 +429,21 @@ int64_t resume(Session& s, const std::string& resume_from, RunFolder* folder) {
          " heads, seq ", saved.seq_len, ", vocab ", saved.vocab_size, "), the config describes ",
          m.n_layer, "x", m.n_embd, " (", m.n_head, " heads, seq ", m.seq_len, ", vocab ",
          m.vocab_size, ")");
-  load_optimizer(dir, *s.opt, s.model.specs(), s.model.shard());
+  const LoraSpec want = s.cfg.lora();
+  if (t.lora.on() != want.on() ||
+      (want.on() && (t.lora.rank != want.rank || t.lora.alpha != want.alpha ||
+                     t.lora.targets != want.targets)))
+    fail(dir, ": checkpoint of ",
+         t.lora.on() ? "LoRA rank " + std::to_string(t.lora.rank) + " on " +
+                           lora_targets_text(t.lora.targets)
+                     : std::string("full training"),
+         ", the config asks for ",
+         want.on() ? "LoRA rank " + std::to_string(want.rank) + " on " + lora_targets_text(want.targets)
+                   : std::string("full training"),
+         " (finetune.lora_rank, lora_alpha, lora_targets must match)");
+  if (t.lora.on() && lora_base(t, dir) != s.base)
+    fail(dir, ": adapters trained on ", t.base, ", but train.init_from is ", s.base);
+  load_optimizer(dir, *s.opt, s.model.trainable_specs(), s.model.shard());
   // A pipeline stage's layers' scaling states (8 per layer in fp8, in layer order).
   TrainerState mine = t;
   if (s.grid.pp > 1 && !t.scaling.empty()) {
@@ -444,8 +485,9 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
   const size_t skip = tok_rates.size() > 1 ? std::max<size_t>(1, tok_rates.size() / 10) : 0;
   std::vector<double> rates(tok_rates.begin() + static_cast<long>(skip), tok_rates.end());
   std::sort(rates.begin(), rates.end());
-  size_t numel = 0;
+  size_t numel = 0, trainable = 0;
   for (const ParamSpec& p : s.model.specs()) numel += p.numel();
+  for (const ParamSpec& p : s.model.trainable_specs()) trainable += p.numel();
   const double n = static_cast<double>(numel);
   auto per_param = [&](MemCategory c) { return static_cast<double>(mem_stats(c).current) / n; };
   const double master = per_param(MemCategory::kMaster),
@@ -467,6 +509,7 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
   const nlohmann::json summary = {
       {"level", std::string(level_name(s.level))},
       {"params", s.mcfg.num_params()},
+      {"trainable_params", s.lora() ? trainable : s.mcfg.num_params()},
       {"steps", s.cfg.steps},
       {"final_train_loss", result.final_train_loss},
       {"objective", s.cfg.objective},
@@ -689,7 +732,8 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
   {  // scoped so that the model and the optimizer are gone before the closing sample
     const dist::Grid grid = dist::make_grid(cfg.tp, cfg.pp);
     std::unique_ptr<PretrainedWeights> from;  // read while the optimizer is made
-    if (!cfg.init_from.empty() && (resume_from.empty() || cfg.objective != "lm"))
+    if (!cfg.init_from.empty() &&
+        (resume_from.empty() || cfg.objective != "lm" || cfg.lora_rank > 0))
       from = std::make_unique<PretrainedWeights>(cfg.init_from, cfg.seq_len);
     Session s(cfg, mcfg, grid, from.get(), !resume_from.empty());
     from.reset();
@@ -704,7 +748,13 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
     if (lead) {
       folder->begin();
       write_text_atomic(out + "/config.toml", cfg.to_toml());
-      const std::string what = cfg.init_from.empty() ? mcfg.preset : "from " + cfg.init_from;
+      std::string what = cfg.init_from.empty() ? mcfg.preset : "from " + cfg.init_from;
+      if (s.lora()) {
+        size_t n = 0;
+        for (const ParamSpec& p : s.model.trainable_specs()) n += p.numel();
+        what += " with LoRA rank " + std::to_string(cfg.lora_rank) + " on " + cfg.lora_targets +
+                " (" + std::to_string(n) + " trainable)";
+      }
       std::printf("training %s (%zu parameters) at level %s on %s: %d steps of %dx%zu tokens%s\n",
                   what.c_str(), mcfg.num_params(), std::string(level_name(s.level)).c_str(),
                   cfg.train_path.c_str(), cfg.steps, cfg.batch_size * cfg.grad_accum * grid.dp, T,

@@ -17,6 +17,10 @@
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "model/gpt.h"
+#include "model/lora.h"
+#include "train/inference.h"
+#include "train/init_from.h"
+#include "train/model_values.h"
 #include "train/trainer.h"
 #include "tiny_run.h"
 
@@ -200,6 +204,72 @@ TEST_F(Finetune, ResumesBitForBit) {
   }
 }
 
+// LoRA at fp32 and O2: the adapted model starts as the base (B = 0: the first loss is full
+// fine-tuning's, to the bit, at fp32), only the adapters train and are checkpointed, resume
+// is exact, eval of the checkpoint gives the run's last validation loss, and the merged model
+// fp8lm merge writes is the base plus s·A·B (at fp32 the model the adapters trained).
+TEST_F(Finetune, LoraTrainsTheAdaptersOnlyResumesAndMerges) {
+  for (const char* level : {"fp32", "O2"}) {
+    const std::string full = tmpdir(std::string("lora_") + level);
+    const std::string cut = tmpdir(std::string("lora_cut_") + level);
+    TrainConfig c = sft(tiny(*data_, full, level), *data_, full);
+    c.init_from = *pretrained_;
+    c.lora_rank = 4;
+    c.lr = 1e-2;
+    expect_exact_resume(c, full, cut, {"loss"}, level);
+    EXPECT_EQ(metric(full, "val_loss").back(), metric(cut, "val_loss").back()) << level;
+    const std::vector<double> loss = metric(full, "loss"), val = metric(full, "val_loss");
+    EXPECT_LT(val.back(), 0.98 * val.front()) << level;  // it learns (8 steps)
+    EXPECT_LT(loss.back(), 0.95 * loss.front()) << level;
+    if (std::string(level) == "fp32") {
+      const std::string plain = tmpdir("lora_plain");
+      TrainConfig p = sft(tiny(*data_, plain, level), *data_, plain);
+      p.init_from = *pretrained_;
+      p.steps = 1;
+      train(p, "", true);
+      EXPECT_EQ(metric(plain, "loss")[0], loss[0]);
+      fs::remove_all(plain);
+    }
+    const std::string ckpt = full + "/checkpoints/step-8";
+    EXPECT_TRUE(fs::exists(ckpt + "/adapters.safetensors"));
+    EXPECT_FALSE(fs::exists(ckpt + "/model.safetensors"));
+    size_t adapters = 0;
+    for (const ParamSpec& s : lora_layout(c.model(), c.lora())) adapters += s.numel();
+    const auto summary = nlohmann::json::parse(std::ifstream(full + "/summary.json"));
+    EXPECT_EQ(summary["trainable_params"].get<size_t>(), adapters);
+    EXPECT_EQ(evaluate_checkpoint(full, c.val_path, c.eval_batches, 0, 0), val.back()) << level;
+
+    const TrainerState t = read_trainer_state(ckpt);
+    const GptParams merged = load_model_values(ckpt, t);
+    export_model(full, full + "/merged");
+    const PretrainedWeights exported(full + "/merged", 0);
+    const PretrainedWeights base(*pretrained_, 0);
+    std::vector<float> v, b;
+    size_t changed = 0;
+    for (size_t i = 0; i < merged.specs().size(); ++i) {
+      const ParamSpec& s = merged.specs()[i];
+      v.resize(s.numel());
+      b.resize(s.numel());
+      exported.read(s.name, v.data());
+      base.read(s.name, b.data());
+      EXPECT_EQ(std::memcmp(v.data(), merged.at(i), v.size() * sizeof(float)), 0) << s.name;
+      const bool differs = std::memcmp(v.data(), b.data(), v.size() * sizeof(float)) != 0;
+      changed += differs;
+      if (s.name.find(".lora_") == std::string::npos && !s.linear_weight) EXPECT_FALSE(differs) << s.name;
+    }
+    EXPECT_EQ(changed, 8u) << level;  // the four Linear weights of each of the 2 layers
+    if (std::string(level) == "fp32") {  // the merged model evaluates as the adapted one did
+      Gpt model(merged, ComputeMode::kF32, static_cast<size_t>(c.batch_size),
+                static_cast<size_t>(c.seq_len), {}, false);
+      const DataSource data(c.val_path, merged.config().vocab_size,
+                            static_cast<size_t>(c.batch_size), static_cast<size_t>(c.seq_len), 0);
+      EXPECT_NEAR(evaluate(model, data, c.eval_batches), val.back(), 1e-5 * val.back());
+    }
+    fs::remove_all(full);
+    fs::remove_all(cut);
+  }
+}
+
 TrainConfig dpo(const TrainConfig& base, const std::string& data, const std::string& pretrained) {
   TrainConfig c = base;
   c.train_path = data + "/dpo_train.bin";
@@ -313,6 +383,97 @@ TEST_F(Finetune, PreferenceAndRewardMistakesAreOneLineErrors) {
   expect_error(c, "bad_prompts.jsonl:2: no \"answer\" or \"pattern\"");
   c.reward_command = "exit 3";
   expect_error(c, "finetune.reward_command \"exit 3\" failed");
+  fs::remove_all(out);
+}
+
+// DPO with LoRA: the frozen base is also the reference (one frozen copy, as many bytes as
+// DPO's reference alone), and the adapters learn the preference.
+TEST_F(Finetune, LoraDpoSharesTheBaseAsItsReference) {
+  for (const char* level : {"fp32", "O2"}) {
+    const std::string with = tmpdir(std::string("lora_dpo_") + level);
+    const std::string without = tmpdir(std::string("dpo_ref_") + level);
+    TrainConfig c = dpo(tiny(*data_, without, level), *data_, *pretrained_);
+    c.steps = 2;
+    train(c, "", true);
+    c = dpo(tiny(*data_, with, level), *data_, *pretrained_);
+    c.lora_rank = 4;
+    c.lr = 2e-2;
+    c.eval_every = 8;
+    train(c, "", true);
+    auto frozen_mib = [](const std::string& run) {
+      const auto j = nlohmann::json::parse(std::ifstream(run + "/summary.json"));
+      return j["peak_mib_by_category"]["frozen"].get<double>();
+    };
+    EXPECT_GT(frozen_mib(with), 0.0);
+    EXPECT_EQ(frozen_mib(with), frozen_mib(without)) << level;
+    const std::vector<double> pref = metric(with, "val_preference_accuracy");
+    ASSERT_EQ(pref.size(), 2u);
+    EXPECT_EQ(pref.front(), 0.0) << level;
+    EXPECT_EQ(pref.back(), 1.0) << level;
+    fs::remove_all(with);
+    fs::remove_all(without);
+  }
+}
+
+// LoRA's mistakes: what it cannot run with, a resume that changes the adapters, a base that
+// changed under the checkpoint, a LoRA checkpoint as starting weights.
+TEST_F(Finetune, LoraMistakesAreOneLineErrors) {
+  const std::string out = tmpdir("lora_bad");
+  auto expect_error = [&](TrainConfig c, const std::string& want, const std::string& resume = "") {
+    try {
+      train(c, resume, resume.empty());
+      ADD_FAILURE() << "accepted; wanted: " << want;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    }
+  };
+  TrainConfig l = sft(tiny(*data_, out, "O2"), *data_, out);
+  l.init_from = *pretrained_;
+  l.lora_rank = 4;
+  TrainConfig c = l;
+  c.init_from.clear();
+  expect_error(c, "finetune.lora_rank = 4: LoRA needs train.init_from");
+  c = l;
+  c.tp = 2;
+  expect_error(c, "LoRA runs without tensor or pipeline parallelism");
+  c = l;
+  c.recipe = "block";
+  expect_error(c, "LoRA needs a per-tensor recipe");
+  c = l;
+  c.level = "O3";
+  expect_error(c, "use precision.level = O2");
+  c = l;
+  c.lora_rank = 65;  // the tiny model is 64 wide
+  expect_error(c, "finetune.lora_rank = 65: more than attn.c_attn's 64");
+  c = l;
+  c.lora_targets = "attn.c_attn,mlp";
+  expect_error(c, "finetune.lora_targets = 'attn.c_attn,mlp': 'mlp' is not one of");
+
+  // A run on a copy of the base, then resumes that change the adapters or the base.
+  const std::string base = out + "/base";
+  fs::create_directories(base);
+  fs::copy_file(*pretrained_ + "/checkpoints/step-8/model.safetensors", base + "/model.safetensors");
+  const std::string run = out + "/run";
+  c = l;
+  c.init_from = base + "/model.safetensors";
+  c.out_dir = run;
+  c.steps = 4;
+  train(c, "", true);
+  TrainConfig r = c;
+  r.steps = 8;
+  r.lora_rank = 2;
+  expect_error(r, "checkpoint of LoRA rank 4 on all, the config asks for LoRA rank 2 on all", run);
+  r.lora_rank = 0;
+  expect_error(r, "the config asks for full training", run);
+  fs::copy_file(*pretrained_ + "/checkpoints/step-4/model.safetensors", base + "/model.safetensors",
+                fs::copy_options::overwrite_existing);  // same size, other values
+  r = c;
+  r.steps = 8;
+  expect_error(r, "is not the file the adapters were trained on", run);
+  c = l;
+  c.init_from = run;
+  expect_error(c, "a LoRA checkpoint (adapters only");
   fs::remove_all(out);
 }
 

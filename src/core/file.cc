@@ -148,4 +148,18 @@ void write_file_atomic(const std::string& path, const std::function<void(const W
   fsync_dir(final_path.parent_path().string());
 }
 
+uint64_t file_fingerprint(const std::string& path) {
+  const MappedFile f(path);
+  constexpr uint64_t kPrime = 1099511628211ull;
+  uint64_t h = 1469598103934665603ull ^ f.size();
+  const size_t words = f.size() / 8;
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t w;
+    std::memcpy(&w, f.data() + 8 * i, 8);
+    h = (h ^ w) * kPrime;
+  }
+  for (size_t i = 8 * words; i < f.size(); ++i) h = (h ^ f.data()[i]) * kPrime;
+  return h;
+}
+
 }  // namespace fp8lm

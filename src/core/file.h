@@ -48,4 +48,8 @@ void write_file_atomic(const std::string& path, const std::function<void(const W
 // The same for a text already in memory.
 void write_text_atomic(const std::string& path, const std::string& text);
 
+// A 64-bit fingerprint of a file's bytes (FNV-1a over 8-byte words, the tail bytewise): tells
+// whether a file is still the one a run recorded. Errors name the file.
+uint64_t file_fingerprint(const std::string& path);
+
 }  // namespace fp8lm

@@ -490,7 +490,7 @@ nlohmann::json trainer_json(const TrainerState& s) {
                               {"alpha", s.lora.alpha},
                               {"targets", lora_targets_text(s.lora.targets)},
                               {"base", s.base},
-                              {"base_bytes", s.base_bytes}}
+                              {"base_fingerprint", s.base_fingerprint}}
                        : json(nullptr)}};
 }
 
@@ -565,7 +565,7 @@ TrainerState read_trainer_state(const std::string& dir) {
       fail(wl, ": ", e.what());
     }
     s.base = string_member(l, "base", wl);
-    s.base_bytes = int_member(l, "base_bytes", 0, INT64_MAX, wl);
+    s.base_fingerprint = string_member(l, "base_fingerprint", wl);
   }
   // The optimizer file must be of the same level and step.
   const SafetensorsFile opt(dir + "/optimizer.safetensors");

@@ -80,11 +80,10 @@ struct TrainerState {
   int world_size = 1;
   float grad_scaling_mu = 1.0f;
   nlohmann::json scaling = nlohmann::json::array();  // one scaling_to_json per model meta
-  // LoRA: the adapters' settings, and the frozen base (train.init_from, absolute) with its
-  // size in bytes (a base changed since is an error, not silently other weights).
+  // LoRA: the adapters' settings, and the frozen base (train.init_from's file, absolute)
+  // with its file_fingerprint in hex (a base changed since is an error, not other weights).
   LoraSpec lora;
-  std::string base;
-  int64_t base_bytes = 0;
+  std::string base, base_fingerprint;
 };
 nlohmann::json trainer_json(const TrainerState& s);
 // Reads and validates dir/trainer.json; `step` must match a step-N folder name.

@@ -1,5 +1,6 @@
 #include "train/model_values.h"
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -15,16 +16,19 @@ namespace fp8lm {
 
 namespace fs = std::filesystem;
 
+std::string fingerprint_hex(const std::string& path) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(file_fingerprint(path)));
+  return buf;
+}
+
 std::string lora_base(const TrainerState& t, const std::string& dir) {
   FP8LM_CHECK(t.lora.on(), "lora_base: not a LoRA checkpoint");
-  std::error_code ec;
-  const auto size = fs::file_size(t.base, ec);
-  if (ec)
-    fail(dir, "/trainer.json: lora.base = ", t.base, ": the base model of these adapters is gone (",
-         ec.message(), ")");
-  if (static_cast<int64_t>(size) != t.base_bytes)
-    fail(dir, "/trainer.json: lora.base = ", t.base, " has ", size, " bytes, the adapters were "
-         "trained on one of ", t.base_bytes, " (the base changed)");
+  if (!fs::is_regular_file(t.base))
+    fail(dir, "/trainer.json: lora.base = ", t.base, ": the base model of these adapters is gone");
+  if (fingerprint_hex(t.base) != t.base_fingerprint)
+    fail(dir, "/trainer.json: lora.base = ", t.base, " is not the file the adapters were trained "
+         "on (fingerprint ", fingerprint_hex(t.base), ", recorded ", t.base_fingerprint, ")");
   return t.base;
 }
 

@@ -14,8 +14,10 @@ namespace fp8lm {
 GptParams load_model_values(const std::string& dir, const TrainerState& t);
 
 // The LoRA base of `t` (checkpoint folder `dir`), checked to be the file the adapters were
-// trained on (present, same size).
+// trained on (present, same fingerprint).
 std::string lora_base(const TrainerState& t, const std::string& dir);
+// file_fingerprint(path) as 16 hex digits (what trainer.json records).
+std::string fingerprint_hex(const std::string& path);
 
 // Writes a checkpoint's model (LoRA adapters merged) as a Hugging Face GPT-2 folder:
 // out/model.safetensors (F32) and out/config.json, each written atomically; train.init_from

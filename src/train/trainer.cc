@@ -211,7 +211,7 @@ struct Session {
       frozen = std::make_unique<FrozenWeights>(*from, model.specs(), model.shard(),
                                                model.mode(), fp8);
       base = std::filesystem::absolute(from->path()).lexically_normal().string();
-      base_bytes = static_cast<int64_t>(std::filesystem::file_size(base));
+      if (lora()) base_fingerprint = fingerprint_hex(base);
     }
     check_memory(mcfg, level, acfg.states.value_or(level_plan(level).states),
                  model.trainable_specs());
@@ -346,7 +346,7 @@ struct Session {
     if (lora()) {
       s.lora = cfg.lora();
       s.base = base;
-      s.base_bytes = base_bytes;
+      s.base_fingerprint = base_fingerprint;
     }
     return s;
   }
@@ -394,8 +394,7 @@ struct Session {
   GroupPpComm pp_comm;
   Gpt model;
   std::unique_ptr<FrozenWeights> frozen;  // LoRA's base; DPO's and GRPO's reference
-  std::string base;                       // their file (absolute), and its size
-  int64_t base_bytes = 0;
+  std::string base, base_fingerprint;     // their file (absolute); LoRA: its fingerprint
   std::unique_ptr<ReferenceModel> ref;  // DPO and GRPO: a model on the frozen weights
   std::unique_ptr<ZeroReplica> replica;
   std::unique_ptr<AdamW> opt;

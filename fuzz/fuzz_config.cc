@@ -74,6 +74,9 @@ void check_same(const fp8lm::TrainConfig& a, const fp8lm::TrainConfig& b,
   FUZZ_SAME_FIELD(temperature);
   FUZZ_SAME_FIELD(max_new_tokens);
   FUZZ_SAME_FIELD(reward_command);
+  FUZZ_SAME_FIELD(lora_rank);
+  FUZZ_SAME_FIELD(lora_alpha);
+  FUZZ_SAME_FIELD(lora_targets);
 }
 
 // An accepted configuration: validates, and survives to_toml() and parsing back.

@@ -229,6 +229,9 @@ kl = 0.040000000000000001
 temperature = 1
 max_new_tokens = 16
 reward_command = ""
+lora_rank = 0
+lora_alpha = 16
+lora_targets = "all"
 """
 
 

@@ -1322,6 +1322,8 @@ INT_KEYS = {
     "parallel.pp": ([1], [0, -1, 1025, 2147483647]),
     "finetune.samples": ([2, 1024], [1, 0, -1, 1025]),
     "finetune.max_new_tokens": ([1, 65536], [0, -1, 65537]),
+    # 0 is full training; any rank needs train.init_from, which the default run has not.
+    "finetune.lora_rank": ([0], [-1, 65537, 1, 8]),
 }
 FLOAT_KEYS = {
     # key: (valid special values, invalid values); every non-finite value is invalid.
@@ -1340,6 +1342,7 @@ FLOAT_KEYS = {
     "finetune.clip": (["0", "10"], ["-1", "11"]),
     "finetune.kl": (["0", "1000"], ["-1", "1e308"]),
     "finetune.temperature": (["0", "100"], ["-1", "101"]),
+    "finetune.lora_alpha": (["1e-6", "1e6"], ["0", "-1", "1e7"]),
 }
 NONFINITE = ["inf", "-inf", "nan", "+inf", "-nan"]
 BIG_INTS = ["2147483648", "-2147483649", "9223372036854775807", "9223372036854775808",
@@ -1402,7 +1405,9 @@ def class_config(h):
                    ("data.train", "{a=1}"), ("precision.level", "o2"),
                    ("train.init_from", "'/nonexistent/model.safetensors'"),
                    ("finetune.objective", "bogus"), ("finetune.objective", "dpo"),
-                   ("finetune.objective", "grpo")]:
+                   ("finetune.objective", "grpo"), ("finetune.lora_targets", "bogus"),
+                   ("finetune.lora_targets", "''"), ("finetune.lora_targets", "'mlp.c_fc,'"),
+                   ("finetune.lora_targets", "'mlp.c_fc,mlp.c_fc'")]:
         set_case(key, v, MUST_REFUSE)
     # --set syntax.
     for label, s, exp in [("no-equals", "train.lr", MUST_REFUSE),

@@ -569,5 +569,21 @@ TEST_F(DistTrain, DpoAndGrpoEqualOneProcessUnderTensorAndDataParallelism) {
   }
 }
 
+// LoRA over data-parallel ranks (docs/post_training.md): the adapters' gradients are averaged
+// as the level averages gradients — at fp32 two ranks of one micro-batch equal one process
+// accumulating two; at O2 they go through the FP8 all-reduce and stay close.
+TEST_F(DistTrain, LoraEqualsOneProcessUnderDataParallelism) {
+  ASSERT_EQ(train(0, "base", "--set precision.level=fp32 --set train.steps=4"), 0) << log("base");
+  for (const char* level : {"fp32", "O2"}) {
+    SCOPED_TRACE(level);
+    const std::string l = level;
+    const std::string args = "--set precision.level=" + l + " --set train.steps=6 --set train.lr=1e-2" +
+                             " --set finetune.lora_rank=4 --set train.init_from=" + path("base");
+    ASSERT_EQ(train(0, "lora_one_" + l, args + " --set train.grad_accum=2"), 0) << log("lora_one_" + l);
+    ASSERT_EQ(train(2, "lora_dp2_" + l, args), 0) << log("lora_dp2_" + l);
+    expect_close(losses("lora_one_" + l), losses("lora_dp2_" + l), l == "fp32" ? 1e-5 : 2e-2, 6);
+  }
+}
+
 }  // namespace
 }  // namespace fp8lm

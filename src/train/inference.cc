@@ -77,9 +77,9 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
   // (precision.master); every master tensor must have it.
   DType master_format = level_plan(level).states.master;
   if (const auto it = masters.metadata().find("master"); it != masters.metadata().end()) {
-    const std::optional<DType> t = dtype_from_name(it->second);
-    if (!t) fail(opt_path, ": metadata master = '", it->second, "' is not a dtype");
-    master_format = *t;
+    const std::optional<DType> format = dtype_from_name(it->second);
+    if (!format) fail(opt_path, ": metadata master = '", it->second, "' is not a dtype");
+    master_format = *format;
   }
   // The masters the optimizer holds: the model's tensors, or (LoRA) the adapters, whose
   // frozen base is read again from its file in the level's formats.
@@ -91,13 +91,13 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
     const DType dt = e->view.dtype;
     // The levels' masters (f32, f16) and the precision-decoupling ones (bf16; e4m3 for an
     // fp8 model).
-    const bool fp8 = level_plan(level).compute == ComputeMode::kFP8;
+    const bool fp8_model = level_plan(level).compute == ComputeMode::kFP8;
     if ((dt != DType::kF32 && dt != DType::kF16 && dt != DType::kBF16 &&
-         !(dt == DType::kE4M3 && fp8)) ||
+         !(dt == DType::kE4M3 && fp8_model)) ||
         e->view.numel() != s.numel() ||
         reinterpret_cast<uintptr_t>(e->view.data) % dtype_size(dt) != 0)
       fail(opt_path, ": ", s.name, ".master is ", dtype_name(dt), " ", e->view.shape.str(),
-           ", the model needs f32, f16, bf16", fp8 ? " or e4m3" : "", " [", s.numel(),
+           ", the model needs f32, f16, bf16", fp8_model ? " or e4m3" : "", " [", s.numel(),
            "], aligned");
     if (dt != master_format)
       fail(opt_path, ": ", s.name, ".master is ", dtype_name(dt), ", the checkpoint's masters are ",

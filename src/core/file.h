@@ -22,6 +22,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Gives back the pages wholly inside [p, p + bytes) (a part of this map that was read and is
+  // not needed soon): they leave the process's resident set and are read again from the
+  // file if touched. Reading a large file tensor by tensor then never holds all of it.
+  void evict(const void* p, size_t bytes) const;
 
  private:
   void release();

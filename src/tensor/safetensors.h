@@ -32,6 +32,8 @@ class SafetensorsFile {
   explicit SafetensorsFile(const std::string& path);
 
   const std::string& path() const { return map_.path(); }
+  // The map's evict() for a tensor's bytes (read, not needed again soon).
+  void evict(const SafetensorsEntry& e) const { map_.evict(e.view.data, e.view.bytes()); }
   // Sorted by data offset (file order); ties (zero-size tensors) by name.
   const std::vector<SafetensorsEntry>& tensors() const { return entries_; }
   // nullptr when absent.

@@ -235,6 +235,7 @@ void PretrainedWeights::read(const std::string& name, float* out) const {
   for (size_t k = 0; k < numel; ++k)
     if (!std::isfinite(out[k]))
       fail(file_.path(), ": ", e.name, "[", k, "] is not finite (", out[k], ")");
+  file_.evict(e);  // the caller has the values: the file's pages need not stay resident
 }
 
 GptConfig pretrained_config(const std::string& from, int seq_len) {

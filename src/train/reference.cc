@@ -27,11 +27,12 @@ FrozenWeights::FrozenWeights(const PretrainedWeights& from, const std::vector<Pa
     const ParamSpec& s = specs[i];
     full.resize(static_cast<size_t>(s.full_shape.numel()));
     from.read(s.name, full.data());
-    part.resize(s.numel());
-    if (shard.size > 1 && s.split != Split::kNone)
+    const float* values = full.data();  // this rank's part of the tensor
+    if (shard.size > 1 && s.split != Split::kNone) {
+      part.resize(s.numel());
       extract_shard(s, shard, full.data(), part.data(), sizeof(float));
-    else
-      part = full;
+      values = part.data();
+    }
     const DType f = frozen_format(s, mode, fp8);
     store_.emplace_back(f, s.shape, MemCategory::kFrozen);
     bytes_ += store_.back().bytes();
@@ -39,14 +40,14 @@ FrozenWeights::FrozenWeights(const PretrainedWeights& from, const std::vector<Pa
       // One scale for the whole tensor (every shard of it): from the amax of all its values.
       const float amax = kernels::amax(full.data(), full.size());
       const float scale = compute_scale(amax, format_max(f), 0, true).value_or(1.0f);
-      kernels::quantize(store_.back().data(), f, part.data(), part.size(), scale);
+      kernels::quantize(store_.back().data(), f, values, s.numel(), scale);
       scales_[i] = 1.0f / scale;
       views_.push_back(tensor_view(store_.back().data(), f, s.shape, &scales_[i]));
     } else if (f == DType::kF32) {
-      std::copy(part.begin(), part.end(), store_.back().as<float>());
+      std::copy(values, values + s.numel(), store_.back().as<float>());
       views_.push_back(tensor_view(store_.back().data(), f, s.shape, nullptr));
     } else {
-      kernels::quantize(store_.back().data(), f, part.data(), part.size(), 1.0f);
+      kernels::quantize(store_.back().data(), f, values, s.numel(), 1.0f);
       views_.push_back(tensor_view(store_.back().data(), f, s.shape, nullptr));
     }
   }

@@ -8,7 +8,10 @@
 # Environment: PRE (a pre-trained run to start from instead of pre-training here);
 # PRE_STEPS (pre-training steps, default 600); SFT_STEPS, SFT_BATCH, SFT_LR (default 400, 8,
 # 1e-3); DPO_STEPS, DPO_LR, DPO_BETA (default 80, 5e-5, 0.1); GRPO_STEPS, GRPO_LR, GRPO_K
-# (default 40, 3e-5, 4) — the settings of BENCHMARKS.md; THREADS (kernel threads per run, default all cores); SKIP_DATA=1
+# (default 40, 3e-5, 4) — the settings of BENCHMARKS.md; DPO_PAIRS=hard (pairs rejecting the
+# SFT model's own wrong answers, scripts/genre_pairs.py, instead of random wrong genres);
+# LORA_RANK (also LoRA fine-tuning of that rank from the base, lr LORA_LR, default 3e-3, for
+# SFT_STEPS; default 0: not); THREADS (kernel threads per run, default all cores); SKIP_DATA=1
 # uses the task's data as a previous run left it (so that runs of different levels can go
 # side by side). About 2 hours on 2 AVX2 cores.
 set -euo pipefail
@@ -68,11 +71,35 @@ for level in "${levels[@]}"; do
     > "$out/sft_$level.log"
   echo "  SFT val loss (response tokens) $(metric "$out/sft_$level" val_loss)"
   accuracy "SFT, $level" "$out/sft_$level"
+  if [[ ${LORA_RANK:-0} -gt 0 ]]; then
+    "${fp8lm[@]}" train "${common[@]}" --set train.init_from="$pre" --set precision.level="$level" \
+      --set train.out_dir="$out/lora_$level" --set data.train="$data/sft/train.bin" \
+      --set data.val="$data/sft/val.bin" --set train.steps="${SFT_STEPS:-400}" \
+      --set train.batch_size="${SFT_BATCH:-8}" --set train.lr="${LORA_LR:-3e-3}" \
+      --set train.min_lr=1e-4 --set train.eval_every=100 --set train.eval_batches=24 \
+      --set finetune.lora_rank="$LORA_RANK" > "$out/lora_$level.log"
+    echo "  LoRA rank $LORA_RANK val loss (response tokens) $(metric "$out/lora_$level" val_loss)"
+    accuracy "LoRA SFT, $level" "$out/lora_$level"
+  fi
+
+  dpo_data=$data/dpo
+  if [[ ${DPO_PAIRS:-random} == hard ]]; then  # the SFT model's own wrong answers as rejected
+    "${fp8lm[@]}" sample --checkpoint "$out/sft_$level" --prompts "$data/train.jsonl" \
+      --out "$out/sft_$level.train.completions.jsonl" --tokens 8 --temperature 0 --batch 16 > /dev/null
+    for split in train val; do
+      src=$out/sft_$level.$split.completions.jsonl
+      [[ $split == train ]] || src="$out/SFT, $level.completions.jsonl"
+      python3 scripts/genre_pairs.py "$src" "$data/genres.json" "$out/hard_${level}_$split.jsonl" | sed 's/^/  /'
+    done
+    dpo_data=$out/hard_$level
+    "${fp8lm[@]}" prepare --out "$dpo_data" --max-tokens 81 "$out/hard_${level}_train.jsonl" \
+      --val "$out/hard_${level}_val.jsonl" > /dev/null
+  fi
 
   "${fp8lm[@]}" train "${common[@]}" --set train.init_from="$out/sft_$level" \
     --set precision.level="$level" --set finetune.objective=dpo \
     --set finetune.beta="${DPO_BETA:-0.1}" --set train.out_dir="$out/dpo_$level" \
-    --set data.train="$data/dpo/train.bin" --set data.val="$data/dpo/val.bin" \
+    --set data.train="$dpo_data/train.bin" --set data.val="$dpo_data/val.bin" \
     --set train.steps="${DPO_STEPS:-80}" --set train.batch_size=16 \
     --set train.lr="${DPO_LR:-5e-5}" --set train.min_lr=2e-6 --set train.weight_decay=0 \
     --set train.eval_every="${DPO_STEPS:-80}" --set train.eval_batches=24 > "$out/dpo_$level.log"

@@ -114,6 +114,18 @@ void expect_exact_resume(TrainConfig c, const std::string& full, const std::stri
   }
 }
 
+// Training `c` (resuming from `resume` when given) must fail with a one-line error that
+// contains `want`.
+void expect_error(const TrainConfig& c, const std::string& want, const std::string& resume = "") {
+  try {
+    train(c, resume, resume.empty());
+    ADD_FAILURE() << "accepted; wanted: " << want;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+  }
+}
+
 class Finetune : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -342,15 +354,6 @@ TEST_F(Finetune, GrpoResumesBitForBit) {
 // or the file (and line).
 TEST_F(Finetune, PreferenceAndRewardMistakesAreOneLineErrors) {
   const std::string out = tmpdir("pref_bad");
-  auto expect_error = [&](TrainConfig c, const std::string& want) {
-    try {
-      train(c, "", true);
-      ADD_FAILURE() << "accepted; wanted: " << want;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
-      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
-    }
-  };
   const TrainConfig d = dpo(tiny(*data_, out, "fp32"), *data_, *pretrained_);
   TrainConfig c = d;
   c.init_from.clear();
@@ -419,15 +422,6 @@ TEST_F(Finetune, LoraDpoSharesTheBaseAsItsReference) {
 // changed under the checkpoint, a LoRA checkpoint as starting weights.
 TEST_F(Finetune, LoraMistakesAreOneLineErrors) {
   const std::string out = tmpdir("lora_bad");
-  auto expect_error = [&](TrainConfig c, const std::string& want, const std::string& resume = "") {
-    try {
-      train(c, resume, resume.empty());
-      ADD_FAILURE() << "accepted; wanted: " << want;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
-      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
-    }
-  };
   TrainConfig l = sft(tiny(*data_, out, "O2"), *data_, out);
   l.init_from = *pretrained_;
   l.lora_rank = 4;

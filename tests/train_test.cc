@@ -278,6 +278,10 @@ TEST(Train, BadConfigurationsNameTheKey) {
   EXPECT_THROW(apply_overrides(c, {"train.lr=9007199254740993"}), Error);
   EXPECT_THROW(parse_train_config("[train]\nlr = 9007199254740993\n", "cfg.toml"), Error);
   EXPECT_THROW(apply_overrides(c, {"train.out_dir=runs/a\xff"}), Error);
+  // Bytes that decode past U+10FFFF (a 0xF5 lead) or to a surrogate are not UTF-8 either
+  // (found by the config fuzzer: no TOML writer keeps them).
+  EXPECT_THROW(apply_overrides(c, {"train.out_dir=runs/\xf5\x8f\x8d\x9a"}), Error);
+  EXPECT_THROW(apply_overrides(c, {"train.out_dir=runs/\xed\xa0\x80"}), Error);
   apply_overrides(c, {"train.steps=3", "precision.level=fp32", "train.out_dir=x/y"});
   EXPECT_EQ(c.steps, 3);
   EXPECT_EQ(c.level, "fp32");

@@ -131,8 +131,15 @@ const std::vector<Key>& keys() {
 }
 
 bool valid_utf8(std::string_view s) {
+  // Every code point a Unicode scalar value (no surrogates, none past U+10FFFF: a 0xF5 lead
+  // byte decodes and re-encodes to itself, yet no TOML writer can keep it), and the bytes
+  // exactly their shortest encoding.
   std::string round_trip;
-  for (size_t i = 0; i < s.size();) unicode::append_utf8(round_trip, unicode::next_code_point(s, i));
+  for (size_t i = 0; i < s.size();) {
+    const char32_t cp = unicode::next_code_point(s, i);
+    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    unicode::append_utf8(round_trip, cp);
+  }
   return round_trip == s;
 }
 

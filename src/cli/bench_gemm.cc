@@ -206,7 +206,8 @@ void run_bench_gemm(const BenchGemmOptions& o) {
   if (!o.json) {
     std::printf("bench gemm: %d threads, simd %s, OpenBLAS core %s%s, FMA peak %.1f GFLOP/s\n",
                 threads, simd::active_target().c_str(), blas.core.c_str(),
-                blas.as_wanted ? "" : " (not the core asked for: ratios are not meaningful)", peak);
+                blas.full_width ? "" : " (narrower kernels than this CPU runs: ratios flatter fp8lm)",
+                peak);
     std::printf("%-16s %-30s %-16s %9s %9s %6s %6s", "MxNxK", "layer", "a x b -> c", "GFLOP/s",
                 "sgemm", "ratio", "%peak");
     if (o.scaling != "tensor") std::printf(" %9s %6s", o.scaling.c_str(), "/tensor");
@@ -311,7 +312,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
     const nlohmann::json j = {{"threads", threads},
                               {"simd", simd::active_target()},
                               {"openblas_core", blas.core},
-                              {"openblas_core_as_wanted", blas.as_wanted},
+                              {"openblas_core_full_width", blas.full_width},
                               {"fma_peak_gflops", peak},
                               {"reps", o.reps},
                               {"scaling", o.scaling},

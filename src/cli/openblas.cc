@@ -30,6 +30,14 @@ bool amd_cpu() {
   return std::strcmp(vendor, "AuthenticAMD") == 0;
 }
 
+// 2: AVX-512 kernels, 1: AVX2 + FMA kernels, 0: narrower or unknown.
+int simd_class(const std::string& core) {
+  const std::string c = lower(core);
+  if (c == "skylakex" || c == "cooperlake" || c == "sapphirerapids") return 2;
+  if (c == "haswell" || c == "zen") return 1;
+  return 0;
+}
+
 }  // namespace
 
 std::string openblas_core_for_cpu() {
@@ -57,7 +65,7 @@ OpenBlas OpenBlas::load(int threads, const std::string& core) {
     fail("libopenblas.so.0 lacks cblas_sgemm/openblas_get_corename/openblas_set_num_threads");
   set_threads(threads);
   o.core = corename();
-  o.as_wanted = !o.wanted.empty() && lower(o.core) == lower(o.wanted);
+  o.full_width = simd_class(o.core) >= simd_class(openblas_core_for_cpu());
   return o;
 }
 

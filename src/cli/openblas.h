@@ -21,7 +21,9 @@ struct OpenBlas {
   Sgemm sgemm = nullptr;
   std::string core;      // what openblas_get_corename() reports
   std::string wanted;    // the core asked for (OPENBLAS_CORETYPE), empty when none
-  bool as_wanted = false;  // the library runs the core asked for
+  // The core's kernels are as wide as the CPU's (AVX-512 cores where AVX-512 runs, Haswell
+  // or Zen on AVX2): the reference is then fair whichever core name the library reports.
+  bool full_width = false;
 
   // Loads libopenblas.so.0 with OPENBLAS_CORETYPE=`core` (empty: openblas_core_for_cpu());
   // throws Error when it cannot be loaded.

@@ -16,8 +16,8 @@ namespace HWY_NAMESPACE {
 using DF = hn::ScalableTag<float>;
 constexpr size_t kLanes = hn::MaxLanes(DF());
 
-// Row statistics over the first V columns: the max m (−inf when V = 0) and Σ exp(x − m).
-void RowStats(const float* x, size_t V, float* max, float* sumexp) {
+// The max of the first V columns (−inf when V = 0).
+float RowMax(const float* x, size_t V) {
   const DF df;
   const auto neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
   auto vmax = neg_inf;
@@ -27,21 +27,30 @@ void RowStats(const float* x, size_t V, float* max, float* sumexp) {
     if (n < kLanes) v = hn::IfThenElse(hn::FirstN(df, n), v, neg_inf);
     vmax = hn::Max(vmax, v);
   }
-  const float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
-  *max = m;
-  if (V == 0) {
-    *sumexp = 0.0f;
-    return;
-  }
+  return hn::GetLane(hn::MaxOfLanes(df, vmax));
+}
+
+// Σ exp(x − m) over the first V columns; kStore also writes exp(x − m) to out (the softmax
+// numerators, kept for the gradient so each logit goes through exp once).
+template <bool kStore>
+float ExpSum(const float* x, size_t V, float m, float* out) {
+  const DF df;
   const auto vm = hn::Set(df, m);
   auto vsum = hn::Zero(df);
   for (size_t c = 0; c < V; c += kLanes) {
     const size_t n = std::min(kLanes, V - c);
     auto e = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, x + c, n), vm));
     if (n < kLanes) e = hn::IfThenElseZero(hn::FirstN(df, n), e);
+    if constexpr (kStore) StorePart(df, e, out + c, n);
     vsum = hn::Add(vsum, e);
   }
-  *sumexp = hn::GetLane(hn::SumOfLanes(df, vsum));
+  return hn::GetLane(hn::SumOfLanes(df, vsum));
+}
+
+// Row statistics over the first V columns: the max m (−inf when V = 0) and Σ exp(x − m).
+void RowStats(const float* x, size_t V, float* max, float* sumexp) {
+  *max = RowMax(x, V);
+  *sumexp = V == 0 ? 0.0f : ExpSum<false>(x, V, *max, nullptr);
 }
 
 // x[0, V) ← grad_scale · exp(x − lse); x[V, Vp) ← 0.
@@ -56,6 +65,17 @@ void SoftmaxRow(float* x, size_t V, size_t Vp, float lse, float grad_scale) {
   std::fill(x + V, x + Vp, 0.0f);
 }
 
+// x[0, V) ← x · mul; x[V, Vp) ← 0.
+void ScaleRow(float* x, size_t V, size_t Vp, float mul) {
+  const DF df;
+  const auto vmul = hn::Set(df, mul);
+  for (size_t c = 0; c < V; c += kLanes) {
+    const size_t n = std::min(kLanes, V - c);
+    StorePart(df, hn::Mul(LoadPart(df, x + c, n), vmul), x + c, n);
+  }
+  std::fill(x + V, x + Vp, 0.0f);
+}
+
 void CrossEntropyRows(float* logits, float* losses, const int32_t* targets, size_t rows, size_t V,
                       size_t Vp, float grad_scale) {
   for (size_t r = 0; r < rows; ++r) {
@@ -66,12 +86,18 @@ void CrossEntropyRows(float* logits, float* losses, const int32_t* targets, size
       if (grad_scale != 0.0f) std::fill(x, x + Vp, 0.0f);
       continue;
     }
-    float m, sum;
-    RowStats(x, V, &m, &sum);
-    const float lse = m + std::log(sum);
-    losses[r] = lse - x[target];
-    if (grad_scale == 0.0f) continue;
-    SoftmaxRow(x, V, Vp, lse, grad_scale);
+    if (grad_scale == 0.0f) {  // the loss only: logits stay as they are
+      float m, sum;
+      RowStats(x, V, &m, &sum);
+      losses[r] = m + std::log(sum) - x[target];
+      continue;
+    }
+    const float m = RowMax(x, V);
+    const float x_target = x[target];
+    const float sum = ExpSum<true>(x, V, m, x);
+    losses[r] = m + std::log(sum) - x_target;
+    // d loss / d x = grad_scale · (softmax − onehot(target)).
+    ScaleRow(x, V, Vp, grad_scale / sum);
     x[target] -= grad_scale;
   }
 }

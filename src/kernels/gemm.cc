@@ -84,8 +84,46 @@ void RunToStrips(const float* HWY_RESTRICT run, size_t n, size_t k, size_t kc,
   }
 }
 
+// Interleaves n ≤ W stored rows into one packed strip, strip[k·W + r] = row r at k (zero for
+// r ≥ n); decode(r, dst) writes row r's kc values. Rows go four at a time through 4×4
+// register transposes (a scalar scatter costs one store per value). tmp holds 4·kc floats.
+template <size_t W, class Decode>
+void RowsToStrip(size_t n, size_t kc, float* HWY_RESTRICT strip, float* HWY_RESTRICT tmp,
+                 const Decode& decode) {
+  size_t r = 0;
+#if HWY_TARGET != HWY_SCALAR
+  const hn::FixedTag<float, 4> d4;
+  const hn::FixedTag<uint64_t, 2> d64;
+  for (; r + 4 <= n; r += 4) {
+    for (size_t q = 0; q < 4; ++q) decode(r + q, tmp + q * kc);
+    size_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      const auto a = hn::LoadU(d4, tmp + k), b = hn::LoadU(d4, tmp + kc + k);
+      const auto c = hn::LoadU(d4, tmp + 2 * kc + k), e = hn::LoadU(d4, tmp + 3 * kc + k);
+      const auto ab_lo = hn::BitCast(d64, hn::InterleaveLower(d4, a, b));  // a0 b0 a1 b1
+      const auto ce_lo = hn::BitCast(d64, hn::InterleaveLower(d4, c, e));
+      const auto ab_hi = hn::BitCast(d64, hn::InterleaveUpper(d4, a, b));  // a2 b2 a3 b3
+      const auto ce_hi = hn::BitCast(d64, hn::InterleaveUpper(d4, c, e));
+      float* dst = strip + k * W + r;
+      hn::StoreU(hn::BitCast(d4, hn::InterleaveLower(d64, ab_lo, ce_lo)), d4, dst);
+      hn::StoreU(hn::BitCast(d4, hn::InterleaveUpper(d64, ab_lo, ce_lo)), d4, dst + W);
+      hn::StoreU(hn::BitCast(d4, hn::InterleaveLower(d64, ab_hi, ce_hi)), d4, dst + 2 * W);
+      hn::StoreU(hn::BitCast(d4, hn::InterleaveUpper(d64, ab_hi, ce_hi)), d4, dst + 3 * W);
+    }
+    for (; k < kc; ++k)
+      for (size_t q = 0; q < 4; ++q) strip[k * W + r + q] = tmp[q * kc + k];
+  }
+#endif
+  for (; r < n; ++r) {
+    decode(r, tmp);
+    for (size_t k = 0; k < kc; ++k) strip[k * W + r] = tmp[k];
+  }
+  for (; r < W; ++r)
+    for (size_t k = 0; k < kc; ++k) strip[k * W + r] = 0.0f;
+}
+
 // Packs rows [i0, i0+rows) × k [k0, k0+kc) of op(A) into strips of kMR rows:
-// ap[s][k][r] (zero-padded past M). tmp holds max(rows, kc) floats.
+// ap[s][k][r] (zero-padded past M). tmp holds max(rows, 4·kc) floats.
 void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, float* ap,
            float* tmp) {
   const size_t es = dtype_size(static_cast<DType>(g.a_type));
@@ -99,17 +137,13 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
     return;
   }
   for (size_t s = 0; s < strips; ++s) {  // stored M×K: decode each row, interleave by kMR
-    float* strip = ap + s * kc * kMR;
-    for (size_t r = 0; r < kMR; ++r) {
-      const size_t i = s * kMR + r;
-      if (i < rows) {
-        DecodeRun(tmp, g.a + ((i0 + i) * g.lda + k0) * es, g.a_type, kc);
-        if (g.a_bs) ScaleRun(tmp, kc, k0, g.a_bs + (i0 + i) / g.a_br * g.a_bld, g.a_bc);
-        for (size_t k = 0; k < kc; ++k) strip[k * kMR + r] = tmp[k];
-      } else {
-        for (size_t k = 0; k < kc; ++k) strip[k * kMR + r] = 0.0f;
-      }
-    }
+    const size_t first = i0 + s * kMR;
+    RowsToStrip<kMR>(std::min(kMR, rows - s * kMR), kc, ap + s * kc * kMR, tmp,
+                     [&](size_t r, float* dst) {
+                       DecodeRun(dst, g.a + ((first + r) * g.lda + k0) * es, g.a_type, kc);
+                       if (g.a_bs)
+                         ScaleRun(dst, kc, k0, g.a_bs + (first + r) / g.a_br * g.a_bld, g.a_bc);
+                     });
   }
 }
 
@@ -135,7 +169,7 @@ void PackBRowsT(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols,
 }
 
 // Packs k [k0, k0+kc) × columns [j0, j0+cols) of op(B) into strips of kNR columns:
-// bp[s][k][c] (zero-padded past N). tmp holds kc floats.
+// bp[s][k][c] (zero-padded past N). tmp holds max(cols, 4·kc) floats.
 void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp,
            float* tmp) {
   if (!g.b_trans && g.b_bs) {  // stored K×N with block scales: decode, scale, then split
@@ -165,17 +199,13 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
   const size_t es = dtype_size(static_cast<DType>(g.b_type));
   const size_t strips = (cols + kNR - 1) / kNR;
   for (size_t s = 0; s < strips; ++s) {
-    float* strip = bp + s * kc * kNR;
-    for (size_t c = 0; c < kNR; ++c) {
-      const size_t j = s * kNR + c;
-      if (j < cols) {
-        DecodeRun(tmp, g.b + ((j0 + j) * g.ldb + k0) * es, g.b_type, kc);
-        if (g.b_bs) ScaleRun(tmp, kc, k0, g.b_bs + (j0 + j) / g.b_br * g.b_bld, g.b_bc);
-        for (size_t k = 0; k < kc; ++k) strip[k * kNR + c] = tmp[k];
-      } else {
-        for (size_t k = 0; k < kc; ++k) strip[k * kNR + c] = 0.0f;
-      }
-    }
+    const size_t first = j0 + s * kNR;
+    RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), kc, bp + s * kc * kNR, tmp,
+                     [&](size_t c, float* dst) {
+                       DecodeRun(dst, g.b + ((first + c) * g.ldb + k0) * es, g.b_type, kc);
+                       if (g.b_bs)
+                         ScaleRun(dst, kc, k0, g.b_bs + (first + c) / g.b_br * g.b_bld, g.b_bc);
+                     });
   }
 }
 
@@ -327,7 +357,7 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
   float* ap = ws.get(0, bl.mc * bl.kc);
   float* bp = ws.get(1, bl.nc * bl.kc);
   float* ctiles = bl.passes > 1 ? ws.get(2, bl.mo * bl.nc) : nullptr;
-  float* tmp = ws.get(3, std::max({bl.mc, bl.nc, bl.kc}));
+  float* tmp = ws.get(3, std::max({bl.mc, bl.nc, 4 * bl.kc}));
   HWY_ALIGN float tile[kMR * kNR];
   uint32_t amax = 0;
 
@@ -435,8 +465,8 @@ gemm_detail::Workspace& thread_workspace() {
 }  // namespace
 
 size_t gemm_workspace_bytes_per_thread() {
-  // Packed A ≤ kABytes, packed B ≤ kBBytes, partial sums ≤ kCBytes, and the decode row is
-  // at most one B panel row (see blocking() in gemm_internal.h).
+  // Packed A ≤ kABytes, packed B ≤ kBBytes, partial sums ≤ kCBytes, and the decode rows
+  // (one panel row, or four runs of ≤ kKCMax) fit in kBBytes (see blocking()).
   return gemm_detail::kABytes + 2 * gemm_detail::kBBytes + gemm_detail::kCBytes;
 }
 

@@ -89,7 +89,7 @@ class Workspace {
   }
 
  private:
-  Buffer bufs_[4];  // packed A, packed B, FP32 C tiles (only when K > kKCMax), decode row
+  Buffer bufs_[4];  // packed A, packed B, FP32 C tiles (only when K > kKCMax), decode rows
 };
 
 }  // namespace fp8lm::kernels::gemm_detail

@@ -188,7 +188,7 @@ void GptParams::load(const std::string& path) {
       fail(path, ": ", s.name, " has dtype ", dtype_name(e->view.dtype), ", need a float type");
     kernels::dequantize(at(i), e->view.data, e->view.dtype, e->view.numel(), 1.0f);
     const float* v = at(i);
-    for (size_t k = 0; k < static_cast<size_t>(e->view.numel()); ++k)
+    for (size_t k = 0, n = e->view.numel(); k < n; ++k)
       if (!std::isfinite(v[k])) fail(path, ": ", s.name, "[", k, "] is not finite (", v[k], ")");
   }
 }

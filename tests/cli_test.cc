@@ -465,7 +465,9 @@ TEST_F(Cli, ZeroPlacementExperimentCoversEveryModelAndRankCount) {
     EXPECT_GE(hi, split) << row;
     EXPECT_LE(lo, split) << row;
     EXPECT_DOUBLE_EQ(row["max_over_split"].get<double>(), hi / split) << row;
-    if (row["ranks"] == 2) EXPECT_LT(hi / split, 1.01) << row;
+    if (row["ranks"] == 2) {
+      EXPECT_LT(hi / split, 1.01) << row;
+    }
   }
   EXPECT_EQ(j["rows"][20]["model"], "175B");
   EXPECT_EQ(run("experiment zero-placement --ranks 0").rc, 2);
@@ -502,7 +504,14 @@ TEST_F(Cli, BenchStepReportsEveryModeAndPyTorch) {
     EXPECT_GT(row["tokens_per_s"].get<double>(), 0.0);
     EXPECT_NEAR(row["tokens_per_s"].get<double>() * row["step_s"].get<double>(), 64.0, 1e-6);
     EXPECT_GT(row["activation_bytes"].get<double>(), 0.0);
+    // Model FLOPs over the step's time: 64 tokens of the tiny preset (2 layers × 64, vocabulary
+    // 512, T = 32): 6·(12·2·64² + 512·64) + 6·2·32·64 = 811,008 per token.
+    EXPECT_NEAR(row["model_gflops"].get<double>() * 1e9 * row["step_s"].get<double>(),
+                64.0 * 811008.0, 1.0);
+    EXPECT_NEAR(row["peak_fraction"].get<double>(),
+                row["model_gflops"].get<double>() / j["fma_peak_gflops"].get<double>(), 1e-12);
   }
+  EXPECT_EQ(j["flops_per_token"].get<double>(), 811008.0);
   // Saved activations shrink with the precision (fp8 keeps E4M3 Linear inputs).
   EXPECT_LT(j["results"][2]["activation_bytes"].get<double>(),
             0.6 * j["results"][0]["activation_bytes"].get<double>());

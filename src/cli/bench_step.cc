@@ -18,6 +18,7 @@
 #include "core/check.h"
 #include "core/memory.h"
 #include "core/parallel.h"
+#include "kernels/peak.h"
 #include "kernels/simd.h"
 #include "model/gpt.h"
 #include "train/config.h"
@@ -59,6 +60,15 @@ nlohmann::json run_pytorch(const BenchStepOptions& o) {
   return nlohmann::json::parse(out.substr(out.rfind('{')));
 }
 
+// Model FLOPs per token of a training step (forward 1×, backward 2×): every matrix product
+// with a weight, 2 FLOPs per multiply-add, 6·(12·L·d² + V·d), plus causal attention, whose
+// QKᵀ and AV products cover half of the T×T scores: 6·L·T·d. Padding, recomputation and the
+// elementwise work are not counted.
+double model_flops_per_token(const GptConfig& c, size_t T) {
+  const double L = c.n_layer, d = c.n_embd, V = c.vocab_size;
+  return 6.0 * (12.0 * L * d * d + V * d) + 6.0 * L * static_cast<double>(T) * d;
+}
+
 // One configuration under test: a step function and what it keeps in memory.
 struct Runner {
   std::string name;
@@ -95,7 +105,7 @@ void run_bench_step(const BenchStepOptions& o) {
     for (const std::string& name : o.levels) {
       const PrecisionLevel l = level_from_name(name);
       const size_t before = state_bytes();
-      Runner r{std::string(level_name(l)), nullptr, make_gpt_optimizer(cfg, l, {}, 1)};
+      Runner r{std::string(level_name(l)), nullptr, make_gpt_optimizer(cfg, l, {}, 1), 0, nullptr};
       r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
       r.model->set_weights(master_views(*r.opt));  // live: updates need no new call
       r.state_bytes = state_bytes() - before;
@@ -106,7 +116,8 @@ void run_bench_step(const BenchStepOptions& o) {
       if (level_plan(l).compute != ComputeMode::kFP8)
         fail("--telemetry: the last of --levels must be an FP8 level (O1, O2), got ", o.levels.back());
       const size_t before = state_bytes();
-      Runner r{std::string(level_name(l)) + "+telemetry", nullptr, make_gpt_optimizer(cfg, l, {}, 1)};
+      Runner r{std::string(level_name(l)) + "+telemetry", nullptr,
+               make_gpt_optimizer(cfg, l, {}, 1), 0, nullptr};
       r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
       r.model->set_weights(master_views(*r.opt));
       r.state_bytes = state_bytes() - before;
@@ -120,7 +131,7 @@ void run_bench_step(const BenchStepOptions& o) {
     params->init_gpt2(1);
     for (ComputeMode m : {ComputeMode::kF32, ComputeMode::kBF16, ComputeMode::kFP8})
       runners.push_back({std::string(compute_mode_name(m)),
-                         std::make_unique<Gpt>(*params, m, B, T), nullptr, 0});
+                         std::make_unique<Gpt>(*params, m, B, T), nullptr, 0, nullptr});
   }
   auto step = [&](Runner& r) {
     const float loss = r.model->forward_backward(tokens.data(), targets.data());
@@ -141,15 +152,20 @@ void run_bench_step(const BenchStepOptions& o) {
   }
   nlohmann::json rows = nlohmann::json::array();
   const double n_params = static_cast<double>(cfg.num_params());
+  const double peak = kernels::measure_fma_peak_gflops(num_threads());
+  const double flops_per_token = model_flops_per_token(cfg, T);
   if (!o.json)
-    std::printf("bench step%s: %s, batch %zux%zu, %d threads, simd %s, median of %d\n",
+    std::printf("bench step%s: %s, batch %zux%zu, %d threads, simd %s, median of %d; model "
+                "%.1f MFLOP/token, FMA peak %.1f GFLOP/s\n",
                 o.train ? " --train (forward, backward, AdamW)" : "", o.preset.c_str(), B, T,
-                num_threads(), simd::active_target().c_str(), o.reps);
+                num_threads(), simd::active_target().c_str(), o.reps, flops_per_token / 1e6,
+                peak);
   const double t32 = median(times[0]);
   const size_t a32 = runners[0].model->activation_bytes();
   for (size_t i = 0; i < runners.size(); ++i) {
     const double t = median(times[i]);
     const size_t act = runners[i].model->activation_bytes();
+    const double gflops = flops_per_token * static_cast<double>(B * T) / t / 1e9;
     nlohmann::json row = {
         {o.train ? "level" : "mode", runners[i].name},
         {"tokens_per_s", static_cast<double>(B * T) / t},
@@ -157,7 +173,9 @@ void run_bench_step(const BenchStepOptions& o) {
         {"activation_bytes", act},
         {"time_vs_fp32", t / t32},
         {"activation_vs_fp32", static_cast<double>(act) / static_cast<double>(a32)},
-        {"loss", losses[i]}};
+        {"loss", losses[i]},
+        {"model_gflops", gflops},
+        {"peak_fraction", gflops / peak}};
     if (o.train)
       row["state_bytes_per_param"] = static_cast<double>(runners[i].state_bytes) / n_params;
     rows.push_back(row);
@@ -169,11 +187,13 @@ void run_bench_step(const BenchStepOptions& o) {
           runners[0].name.c_str(), static_cast<double>(act) / (1 << 20),
           static_cast<double>(act) / static_cast<double>(a32), runners[0].name.c_str());
       if (o.train) std::printf("  states %.2f B/param", row["state_bytes_per_param"].get<double>());
-      std::printf("  loss %.4f\n", losses[i]);
+      std::printf("  loss %.4f  %.1f GFLOP/s (%.0f%% of peak)\n", losses[i], gflops,
+                  100.0 * gflops / peak);
     }
   }
   nlohmann::json j = {{"preset", o.preset},       {"batch", B},     {"seq", T},
                       {"threads", num_threads()}, {"reps", o.reps}, {"train", o.train},
+                      {"flops_per_token", flops_per_token}, {"fma_peak_gflops", peak},
                       {"results", rows}};
   if (o.telemetry) {  // a telemetry step against the same level's plain step
     const size_t n = runners.size();

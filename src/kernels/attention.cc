@@ -40,16 +40,25 @@ void TransposeInto(float* dst, const float* src, size_t ld, size_t T, size_t HS,
   for (size_t d = 0; d < HS; ++d) std::fill(dst + d * tpad + T, dst + (d + 1) * tpad, 0.0f);
 }
 
-// s[j] = scale · <row, xt[:, j0 + j]> for j < jn (rounded up to whole vectors).
+// s[j] = scale · <row, xt[:, j0 + j]> for j < jn (rounded up to whole vectors). Every vector
+// of the tile has its own accumulator, so the FMAs are independent rather than one chain.
 HWY_INLINE void RowTimesTile(float* s, const float* row, const float* xt, size_t tpad, size_t j0,
                              size_t jn, size_t HS, float scale) {
   const DF df;
-  for (size_t j = 0; j < jn; j += kLanes) {
-    auto acc = hn::Zero(df);
-    for (size_t d = 0; d < HS; ++d)
-      acc = hn::MulAdd(hn::Set(df, row[d]), hn::LoadU(df, xt + d * tpad + j0 + j), acc);
-    hn::Store(hn::Mul(acc, hn::Set(df, scale)), df, s + j);
+  constexpr size_t kVecs = kTile / kLanes;
+  const size_t nv = (jn + kLanes - 1) / kLanes;
+  hn::Vec<DF> acc[kVecs];
+  HWY_UNROLL(kVecs)
+  for (size_t v = 0; v < kVecs; ++v) acc[v] = hn::Zero(df);
+  const float* x = xt + j0;
+  for (size_t d = 0; d < HS; ++d, x += tpad) {
+    const auto r = hn::Set(df, row[d]);
+    HWY_UNROLL(kVecs)
+    for (size_t v = 0; v < kVecs; ++v)
+      if (v < nv) acc[v] = hn::MulAdd(r, hn::LoadU(df, x + v * kLanes), acc[v]);
   }
+  const auto vs = hn::Set(df, scale);
+  for (size_t v = 0; v < nv; ++v) hn::Store(hn::Mul(acc[v], vs), df, s + v * kLanes);
 }
 
 // acc[0..HS) += a · x[0..HS)
@@ -60,6 +69,32 @@ HWY_INLINE void Axpy(float* acc, float a, const float* x, size_t HS) {
     const size_t n = std::min(kLanes, HS - d);
     StorePart(df, hn::MulAdd(va, LoadPart(df, x + d, n), LoadPart(df, acc + d, n)), acc + d, n);
   }
+}
+
+// acc[0..HS) += Σ_{j < n} w[j] · x[j·ld .. j·ld + HS), summed in j order (as n Axpy calls),
+// with four vectors of acc held in registers across the rows.
+HWY_INLINE void AccumulateRows(float* acc, const float* w, const float* x, size_t ld, size_t n,
+                               size_t HS) {
+  const DF df;
+  size_t d = 0;
+  for (; d + 4 * kLanes <= HS; d += 4 * kLanes) {
+    auto a0 = hn::LoadU(df, acc + d), a1 = hn::LoadU(df, acc + d + kLanes);
+    auto a2 = hn::LoadU(df, acc + d + 2 * kLanes), a3 = hn::LoadU(df, acc + d + 3 * kLanes);
+    const float* xr = x + d;
+    for (size_t j = 0; j < n; ++j, xr += ld) {
+      const auto wj = hn::Set(df, w[j]);
+      a0 = hn::MulAdd(wj, hn::LoadU(df, xr), a0);
+      a1 = hn::MulAdd(wj, hn::LoadU(df, xr + kLanes), a1);
+      a2 = hn::MulAdd(wj, hn::LoadU(df, xr + 2 * kLanes), a2);
+      a3 = hn::MulAdd(wj, hn::LoadU(df, xr + 3 * kLanes), a3);
+    }
+    hn::StoreU(a0, df, acc + d);
+    hn::StoreU(a1, df, acc + d + kLanes);
+    hn::StoreU(a2, df, acc + d + 2 * kLanes);
+    hn::StoreU(a3, df, acc + d + 3 * kLanes);
+  }
+  if (d < HS)
+    for (size_t j = 0; j < n; ++j) Axpy(acc + d, w[j], x + j * ld + d, HS - d);
 }
 
 HWY_INLINE float Dot(const float* a, const float* b, size_t HS) {
@@ -105,7 +140,7 @@ void ForwardHead(const Head& h, float* out, size_t ld_out, float* lse, float* sc
         hn::Store(p, df, s + j);
       }
       l += hn::GetLane(hn::SumOfLanes(df, vl));
-      for (size_t j = 0; j < jn; ++j) Axpy(acc, s[j], h.v + (j0 + j) * h.ld, h.HS);
+      AccumulateRows(acc, s, h.v + j0 * h.ld, h.ld, jn, h.HS);
       m = m_new;
     }
     const float inv_l = 1.0f / l;
@@ -149,9 +184,9 @@ void BackwardHead(const Head& h, const float* dout, const float* out, size_t ld_
         hn::Store(hn::Mul(hn::Mul(pj, hn::Sub(hn::Load(df, ds + j), vdi)), hn::Set(df, h.scale)),
                   df, ds + j);
       }
+      AccumulateRows(dqi, ds, h.k + j0 * h.ld, h.ld, jn, h.HS);
       for (size_t j = 0; j < jn; ++j) {
         const size_t t = j0 + j;
-        Axpy(dqi, ds[j], h.k + t * h.ld, h.HS);
         Axpy(dk + t * ld_d, ds[j], qi, h.HS);
         Axpy(dv + t * ld_d, p[j], doi, h.HS);
       }

@@ -437,7 +437,9 @@ TEST_F(Cli, BenchGemmComparesWithOpenBlasOnOneShape) {
   // The reference runs the kernel set chosen from this CPU's features (an AVX2-only CPU
   // gets Zen or Haswell, never SkylakeX, which would die with "Illegal instruction").
   EXPECT_TRUE(j["openblas_core_full_width"].get<bool>()) << j["openblas_core"];
-  ASSERT_EQ(j["results"].size(), 3u);  // e4m3×e4m3→f32, e5m2×e4m3→f32, e4m3×e4m3→e4m3
+  // Two products have this shape (c_proj forward, and its input gradient with Wᵀ), each with
+  // e4m3×e4m3→f32, e5m2×e4m3→f32, e4m3×e5m2→f32 and e4m3×e4m3→e4m3.
+  ASSERT_EQ(j["results"].size(), 8u);
   for (const auto& row : j["results"]) {
     EXPECT_EQ(row["m"], 2048);
     EXPECT_EQ(row["n"], 768);
@@ -447,7 +449,10 @@ TEST_F(Cli, BenchGemmComparesWithOpenBlasOnOneShape) {
                      row["gflops"].get<double>() / row["sgemm_gflops"].get<double>());
   }
   EXPECT_EQ(j["results"][1]["a"], "e5m2");
-  EXPECT_EQ(j["results"][2]["c"], "e4m3");
+  EXPECT_EQ(j["results"][2]["b"], "e5m2");
+  EXPECT_EQ(j["results"][3]["c"], "e4m3");
+  EXPECT_EQ(j["results"][0]["layer"], "attn.c_proj forward");
+  EXPECT_EQ(j["results"][4]["layer"], "attn.c_proj dgrad (dy W^T)");
 }
 
 // The placement experiment: every model at every rank count, the greedy placement never

@@ -45,14 +45,21 @@ const Shape3 kShapes[] = {
     {2048, 768, 3072, false, false, "mlp.c_proj forward"},
     {768, 3072, 2048, true, false, "mlp.c_fc wgrad (x^T dy)"},
     {3072, 768, 2048, true, false, "mlp.c_proj wgrad (h^T dy)"},
+    {2048, 768, 2304, false, true, "attn.c_attn dgrad (dy W^T)"},
+    {2048, 768, 768, false, true, "attn.c_proj dgrad (dy W^T)"},
+    {2048, 768, 3072, false, true, "mlp.c_fc dgrad (dy W^T)"},
+    {2048, 3072, 768, false, true, "mlp.c_proj dgrad (dy W^T)"},
     {2048, 50304, 768, false, true, "LM head (x wte^T)"},
 };
 
 struct Kernel {
   DType a, b, c;
 };
+// Training's operand pairs: forward x·W (e4m3 × e4m3, output f32 or e4m3), input gradient
+// dy·Wᵀ (e5m2 × e4m3), weight gradient xᵀ·dy (e4m3 × e5m2).
 const Kernel kKernels[] = {{DType::kE4M3, DType::kE4M3, DType::kF32},
                            {DType::kE5M2, DType::kE4M3, DType::kF32},
+                           {DType::kE4M3, DType::kE5M2, DType::kF32},
                            {DType::kE4M3, DType::kE4M3, DType::kE4M3}};
 
 struct BenchGemmOptions {
@@ -224,10 +231,11 @@ void run_bench_gemm(const BenchGemmOptions& o) {
     const Operand a4 = make_operand(DType::kE4M3, s.m * s.k, 1, &a32);
     const Operand a5 = make_operand(DType::kE5M2, s.m * s.k, 3, nullptr);
     const Operand b4 = make_operand(DType::kE4M3, s.k * s.n, 2, &b32);
+    const Operand b5 = make_operand(DType::kE5M2, s.k * s.n, 4, nullptr);
     // Fine-grained variants: A is an activation or gradient (tiles along K); B is a weight,
     // except in the weight-gradient shapes (a_trans), where both are activations/gradients.
     const bool scaled = o.scaling != "tensor";
-    BlockOperand ab4, ab5, bb4;
+    BlockOperand ab4, ab5, bb4, bb5;
     if (scaled) {
       const size_t a_rows = s.a_trans ? s.k : s.m, a_cols = s.a_trans ? s.m : s.k;
       const size_t b_rows = s.b_trans ? s.n : s.k, b_cols = s.b_trans ? s.k : s.n;
@@ -236,6 +244,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
       ab4 = make_block_operand(DType::kE4M3, a_rows, a_cols, as, 1);
       ab5 = make_block_operand(DType::kE5M2, a_rows, a_cols, as, 3);
       bb4 = make_block_operand(DType::kE4M3, b_rows, b_cols, bs, 2);
+      bb5 = make_block_operand(DType::kE5M2, b_rows, b_cols, bs, 4);
     }
     const int lda = static_cast<int>(s.a_trans ? s.m : s.k);
     const int ldb = static_cast<int>(s.b_trans ? s.k : s.n);
@@ -246,6 +255,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
     };
     auto ours = [&](const Kernel& kern, bool blocks) {
       const Operand& a = kern.a == DType::kE4M3 ? a4 : a5;
+      const Operand& b = kern.b == DType::kE4M3 ? b4 : b5;
       float amax = 0;
       kernels::GemmOutput out{kern.c == DType::kF32 ? c.data() : c8.data(), kern.c};
       if (kern.c != DType::kF32) {
@@ -253,13 +263,14 @@ void run_bench_gemm(const BenchGemmOptions& o) {
         out.amax = &amax;
       }
       kernels::GemmOperand ga{a.q.data(), kern.a, s.a_trans, 0, a.scale_inv};
-      kernels::GemmOperand gb{b4.q.data(), kern.b, s.b_trans, 0, b4.scale_inv};
+      kernels::GemmOperand gb{b.q.data(), kern.b, s.b_trans, 0, b.scale_inv};
       if (blocks) {
         const BlockOperand& ab = kern.a == DType::kE4M3 ? ab4 : ab5;
         ga = {ab.q.data(), kern.a, s.a_trans};
         ga.blocks = {ab.scales.data(), ab.shape, 0};
-        gb = {bb4.q.data(), kern.b, s.b_trans};
-        gb.blocks = {bb4.scales.data(), bb4.shape, 0};
+        const BlockOperand& bb = kern.b == DType::kE4M3 ? bb4 : bb5;
+        gb = {bb.q.data(), kern.b, s.b_trans};
+        gb.blocks = {bb.scales.data(), bb.shape, 0};
       }
       kernels::gemm(s.m, s.n, s.k, 1.0f, ga, gb, 0.0f, out);
     };

@@ -42,7 +42,7 @@ if [[ -z ${PRE:-} ]]; then
   "${fp8lm[@]}" train --overwrite --set model.preset=d6 --set model.n_layer=4 --set model.n_embd=256 \
     --set model.n_head=4 --set model.seq_len=128 --set telemetry.every=0 \
     --set train.out_dir="$pre" --set data.train="$data/pre/train.bin" \
-    --set data.val="$data/pre/val.bin" --set train.steps="${PRE_STEPS:-600}" \
+    --set data.val="$data/pre/val.bin" --set train.steps="${PRE_STEPS:-600}" --set train.warmup_steps=30 \
     --set train.eval_every=100 --set train.checkpoint_every=100 > "$out/pre.log"
 fi
 tail -n 2 "$out/pre.log" 2>/dev/null || true

@@ -53,7 +53,7 @@ tiny=(--set model.preset=tiny --set model.seq_len=32 --set data.tokenizer=byte
       --set train.batch_size=4 --set train.warmup_steps=2 --set train.steps=20
       --set train.eval_every=10 --set train.checkpoint_every=10 --set telemetry.every=0
       --set precision.level=fp32 --set train.grad_accum=2)
-d6=(--set train.steps=60 --set train.eval_every=60 --set train.checkpoint_every=0
+d6=(--set train.steps=60 --set train.warmup_steps=30 --set train.eval_every=60 --set train.checkpoint_every=0
     --set telemetry.every=0)
 if [[ $part == all || $part == tp ]]; then
 echo "1. fp32, tiny model (2 layers x 64, byte tokens), 20 steps"

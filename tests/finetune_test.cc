@@ -267,7 +267,9 @@ TEST_F(Finetune, LoraTrainsTheAdaptersOnlyResumesAndMerges) {
       EXPECT_EQ(std::memcmp(v.data(), merged.at(i), v.size() * sizeof(float)), 0) << s.name;
       const bool differs = std::memcmp(v.data(), b.data(), v.size() * sizeof(float)) != 0;
       changed += differs;
-      if (s.name.find(".lora_") == std::string::npos && !s.linear_weight) EXPECT_FALSE(differs) << s.name;
+      if (s.name.find(".lora_") == std::string::npos && !s.linear_weight) {
+        EXPECT_FALSE(differs) << s.name;
+      }
     }
     EXPECT_EQ(changed, 8u) << level;  // the four Linear weights of each of the 2 layers
     if (std::string(level) == "fp32") {  // the merged model evaluates as the adapted one did

@@ -104,11 +104,11 @@ void register_train(CLI::App& app) {
   sa->callback([s] {
     apply_global_options();
     if (!s->prompts.empty()) {
-      CompletionOptions o;
-      o.max_new_tokens = s->tokens;
-      o.temperature = s->temperature;
-      o.seed = s->seed;
-      const TaskScore r = complete_checkpoint(s->checkpoint, s->prompts, s->out, o, s->batch);
+      CompletionOptions c;
+      c.max_new_tokens = s->tokens;
+      c.temperature = s->temperature;
+      c.seed = s->seed;
+      const TaskScore r = complete_checkpoint(s->checkpoint, s->prompts, s->out, c, s->batch);
       std::printf("{\"prompts\": %zu, \"with_reference\": %zu, \"exact\": %zu, \"exact_match\": %.6f}\n",
                   r.prompts, r.with_reference, r.exact, r.accuracy());
       return;

@@ -20,30 +20,57 @@ float storage_scale(const ScaledTensor& t, float amax) {
       .value_or(t.meta.scale);
 }
 
-// The update of one tensor in FP32 from its stored states (the values the kernel starts
-// from), as kernels/adamw.cc computes it: the reference the probe measures storage against.
-struct Reference {
-  std::vector<float> master, m1, m2;
-};
-Reference reference_update(const AdamW::Param& p, const ScaledView& grad,
-                           const kernels::AdamWArgs& a) {
+// Elements [i0, i0 + len) of a flat per-tensor view (its scale reference unchanged).
+template <bool kMutable>
+BasicScaledView<kMutable> slice(BasicScaledView<kMutable> v, size_t i0, size_t len) {
+  using Byte = std::conditional_t<kMutable, uint8_t, const uint8_t>;
+  v.data.data = static_cast<Byte*>(v.data.data) + i0 * dtype_size(v.data.dtype);
+  v.data.shape = Shape{static_cast<int64_t>(len)};
+  return v;
+}
+
+// A telemetry step's update: chunk by chunk, each narrow new state is compared with its
+// FP32 reference computed from the old states as kernels/adamw.cc computes it (the
+// reference the probe measures storage against), then the chunk is updated. Statistics are
+// merged over the chunks, so no full-size FP32 copy of a state exists.
+void apply_probed(AdamW::Param& p, const ScaledView& grad, const kernels::AdamWArgs& a,
+                  const kernels::AdamWScales& s, QuantProbe& probe) {
+  constexpr size_t kChunk = size_t{1} << 15;
   const size_t n = p.numel;
-  Reference r{std::vector<float>(n), std::vector<float>(n), std::vector<float>(n)};
-  std::vector<float> g(n);
-  kernels::dequantize(r.master.data(), p.master.view());
-  kernels::dequantize(r.m1.data(), p.m1.view());
-  kernels::dequantize(r.m2.data(), p.m2.view());
-  kernels::dequantize(g.data(), grad);
-  for (size_t i = 0; i < n; ++i) {
-    const float gi = g[i] * a.grad_mul;
-    const float m = a.beta1 * r.m1[i] + (1.0f - a.beta1) * gi;
-    const float v = a.beta2 * r.m2[i] + (1.0f - a.beta2) * gi * gi;
-    const float step = a.lr * (m / a.bias_corr1) / (std::sqrt(v / a.bias_corr2) + a.eps);
-    r.master[i] = r.master[i] * (1.0f - a.decay) - step;
-    r.m1[i] = m;
-    r.m2[i] = v;
+  std::vector<float> old[4], ref[3];  // master, m1, m2, gradient; new master, m1, m2
+  for (auto& v : old) v.resize(std::min(kChunk, n));
+  for (auto& v : ref) v.resize(std::min(kChunk, n));
+  const ScaledTensor* states[] = {&p.master, &p.m1, &p.m2};
+  const float new_scales[] = {s.master, s.m1, s.m2};
+  QuantStats stats[3];
+  for (size_t i0 = 0; i0 < n; i0 += kChunk) {
+    const size_t len = std::min(kChunk, n - i0);
+    for (int k = 0; k < 3; ++k) kernels::dequantize(old[k].data(), slice(states[k]->view(), i0, len));
+    kernels::dequantize(old[3].data(), slice(grad, i0, len));
+    for (size_t i = 0; i < len; ++i) {
+      const float gi = old[3][i] * a.grad_mul;
+      const float m = a.beta1 * old[1][i] + (1.0f - a.beta1) * gi;
+      const float v = a.beta2 * old[2][i] + (1.0f - a.beta2) * gi * gi;
+      const float step = a.lr * (m / a.bias_corr1) / (std::sqrt(v / a.bias_corr2) + a.eps);
+      ref[0][i] = old[0][i] * (1.0f - a.decay) - step;
+      ref[1][i] = m;
+      ref[2][i] = v;
+    }
+    kernels::adamw_apply(slice(p.master.mut_view(), i0, len), slice(p.m1.mut_view(), i0, len),
+                         slice(p.m2.mut_view(), i0, len), slice(grad, i0, len), a, s);
+    for (int k = 0; k < 3; ++k) {
+      if (states[k]->data.dtype() == DType::kF32) continue;
+      // The chunk as stored, read through the new scale (set on the tensor after the loop).
+      float scale_inv = 1.0f / new_scales[k];
+      ScaledView q = slice(states[k]->view(), i0, len);
+      q.scales.data = &scale_inv;
+      stats[k] = i0 == 0 ? quant_stats(ref[k].data(), q) : merge(stats[k], quant_stats(ref[k].data(), q));
+    }
   }
-  return r;
+  const char* roles[] = {"master", "m1", "m2"};
+  for (int k = 0; k < 3; ++k)
+    if (states[k]->data.dtype() != DType::kF32)
+      probe.record_stats(p.name, roles[k], states[k]->data.dtype(), states[k]->view().mode, stats[k]);
 }
 
 void set_scale(ScaledTensor& t, float s) {
@@ -186,23 +213,14 @@ StepResult AdamW::step(const std::vector<ScaledView>& grads, float lr, float gra
     const kernels::AdamWScales& amax = amaxes[i];
     const kernels::AdamWScales s{storage_scale(p.master, amax.master),
                                  storage_scale(p.m1, amax.m1), storage_scale(p.m2, amax.m2)};
-    const bool probing = probe_ != nullptr && probe_->wants();
-    Reference ref;
-    if (probing) ref = reference_update(p, grads[i], a);
     // Pass 2 reads the old states through their old scales; the new ones are set after.
-    kernels::adamw_apply(p.master.mut_view(), p.m1.mut_view(), p.m2.mut_view(), grads[i], a, s);
+    if (probe_ != nullptr && probe_->wants())
+      apply_probed(p, grads[i], a, s, *probe_);
+    else
+      kernels::adamw_apply(p.master.mut_view(), p.m1.mut_view(), p.m2.mut_view(), grads[i], a, s);
     set_scale(p.master, s.master);
     set_scale(p.m1, s.m1);
     set_scale(p.m2, s.m2);
-    if (probing) {
-      const std::pair<const char*, std::pair<const ScaledTensor*, const std::vector<float>*>>
-          states[] = {{"master", {&p.master, &ref.master}},
-                      {"m1", {&p.m1, &ref.m1}},
-                      {"m2", {&p.m2, &ref.m2}}};
-      for (const auto& [role, st] : states)
-        if (st.first->data.dtype() != DType::kF32)
-          probe_->record(p.name, role, st.second->data(), st.first->view());
-    }
   }
   return {norm, false};
 }

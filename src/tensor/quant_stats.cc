@@ -157,6 +157,11 @@ void QuantProbe::record(const std::string& tensor, const std::string& role, cons
   add({tensor, role + "@" + what_if_, t, m, quant_stats(x, alt.view())});
 }
 
+void QuantProbe::record_stats(const std::string& tensor, const std::string& role, DType dtype,
+                              ScalingMode mode, const QuantStats& stats) {
+  if (armed_) add({tensor, role, dtype, mode, stats});
+}
+
 std::vector<QuantRecord> QuantProbe::take() {
   std::vector<QuantRecord> out;
   out.swap(records_);

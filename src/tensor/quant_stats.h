@@ -67,6 +67,9 @@ class QuantProbe {
   void set_what_if(const std::string& what_if);
   void record(const std::string& tensor, const std::string& role, const float* x,
               const ScaledView& q);
+  // A record whose statistics the caller computed (e.g. merged over chunks); no what-if.
+  void record_stats(const std::string& tensor, const std::string& role, DType dtype,
+                    ScalingMode mode, const QuantStats& stats);
   // The records since the last take(), in first-reported order; clears them.
   std::vector<QuantRecord> take();
 

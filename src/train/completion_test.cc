@@ -59,7 +59,9 @@ TEST(Completion, GreedyIsTheArgmaxAndBatchingChangesNothing) {
     }
   }
   // The stop token ends a completion before it starts: make prompt 0's first token the stop.
-  if (!a[0].empty()) EXPECT_TRUE(complete(one, {prompts[0]}, a[0][0], o)[0].empty());
+  if (!a[0].empty()) {
+    EXPECT_TRUE(complete(one, {prompts[0]}, a[0][0], o)[0].empty());
+  }
   // Sampling: each prompt draws from its own stream, however the prompts are batched.
   o.temperature = 1.0;
   o.seed = 3;

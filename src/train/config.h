@@ -25,18 +25,22 @@ struct TrainConfig {
   std::string tokenizer = "gpt2";
   std::string tokenizer_dir;  // empty: the GPT-2 tables scripts/setup.sh fetched
   // [train]
+  // The default run fits 10 minutes on a 2-core AVX2 machine: 80 steps of 16×128 tokens of
+  // d6 are 30 TFLOP of model FLOPs, about 7 minutes at 75% of such a machine's FMA peak
+  // (docs/performance.md). BENCHMARKS.md's longer runs set train.steps=350,
+  // train.warmup_steps=30.
   int batch_size = 16;
   int grad_accum = 1;
-  int steps = 350;
+  int steps = 80;
   double lr = 1e-3;
   double min_lr = 1e-4;
-  int warmup_steps = 30;
+  int warmup_steps = 8;
   double weight_decay = 0.1;
   double beta1 = 0.9, beta2 = 0.95;
   double grad_clip = 1.0;
-  int eval_every = 50;
+  int eval_every = 40;
   int eval_batches = 4;
-  int checkpoint_every = 100;
+  int checkpoint_every = 40;
   int64_t seed = 1337;
   // Starting weights (docs/post_training.md): an fp8lm checkpoint or run folder, or a Hugging
   // Face GPT-2 model.safetensors; the model's shape comes from it (model.seq_len may be

@@ -402,7 +402,9 @@ TEST_F(Finetune, LoraDpoSharesTheBaseAsItsReference) {
     train(c, "", true);
     c = dpo(tiny(*data_, with, level), *data_, *pretrained_);
     c.lora_rank = 4;
-    c.lr = 2e-2;
+    // 2e-2 learned the preference by step 3 and then diverged at step 8 at O2 under one
+    // build's rounding (-O2 with sanitizers); 1e-2 ends at loss 0.46 in every build.
+    c.lr = 1e-2;
     c.eval_every = 8;
     train(c, "", true);
     auto frozen_mib = [](const std::string& run) {

@@ -105,7 +105,8 @@ void run_bench_step(const BenchStepOptions& o) {
     for (const std::string& name : o.levels) {
       const PrecisionLevel l = level_from_name(name);
       const size_t before = state_bytes();
-      Runner r{std::string(level_name(l)), nullptr, make_gpt_optimizer(cfg, l, {}, 1), 0, nullptr};
+      Runner r{std::string(level_name(l)), nullptr, make_gpt_optimizer(cfg, l, {}, 1), 0,
+               nullptr};
       r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
       r.model->set_weights(master_views(*r.opt));  // live: updates need no new call
       r.state_bytes = state_bytes() - before;

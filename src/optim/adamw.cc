@@ -45,7 +45,8 @@ void apply_probed(AdamW::Param& p, const ScaledView& grad, const kernels::AdamWA
   QuantStats stats[3];
   for (size_t i0 = 0; i0 < n; i0 += kChunk) {
     const size_t len = std::min(kChunk, n - i0);
-    for (int k = 0; k < 3; ++k) kernels::dequantize(old[k].data(), slice(states[k]->view(), i0, len));
+    for (int k = 0; k < 3; ++k)
+      kernels::dequantize(old[k].data(), slice(states[k]->view(), i0, len));
     kernels::dequantize(old[3].data(), slice(grad, i0, len));
     for (size_t i = 0; i < len; ++i) {
       const float gi = old[3][i] * a.grad_mul;
@@ -64,13 +65,15 @@ void apply_probed(AdamW::Param& p, const ScaledView& grad, const kernels::AdamWA
       float scale_inv = 1.0f / new_scales[k];
       ScaledView q = slice(states[k]->view(), i0, len);
       q.scales.data = &scale_inv;
-      stats[k] = i0 == 0 ? quant_stats(ref[k].data(), q) : merge(stats[k], quant_stats(ref[k].data(), q));
+      const QuantStats chunk = quant_stats(ref[k].data(), q);
+      stats[k] = i0 == 0 ? chunk : merge(stats[k], chunk);
     }
   }
   const char* roles[] = {"master", "m1", "m2"};
   for (int k = 0; k < 3; ++k)
     if (states[k]->data.dtype() != DType::kF32)
-      probe.record_stats(p.name, roles[k], states[k]->data.dtype(), states[k]->view().mode, stats[k]);
+      probe.record_stats(p.name, roles[k], states[k]->data.dtype(), states[k]->view().mode,
+                         stats[k]);
 }
 
 void set_scale(ScaledTensor& t, float s) {

@@ -26,9 +26,9 @@ struct TrainConfig {
   std::string tokenizer_dir;  // empty: the GPT-2 tables scripts/setup.sh fetched
   // [train]
   // The default run fits 10 minutes on a 2-core AVX2 machine: 80 steps of 16×128 tokens of
-  // d6 are 30 TFLOP of model FLOPs, about 7 minutes at 75% of such a machine's FMA peak
-  // (docs/performance.md). BENCHMARKS.md's longer runs set train.steps=350,
-  // train.warmup_steps=30.
+  // d6 are 30 TFLOP of model FLOPs, 8.5 minutes at 75% of the FMA peak of a 2-core Zen 1
+  // EPYC, the slowest AVX2 machine measured (docs/performance.md). BENCHMARKS.md's longer
+  // runs set train.steps=350, train.warmup_steps=30.
   int batch_size = 16;
   int grad_accum = 1;
   int steps = 80;

@@ -84,6 +84,14 @@ void RunToStrips(const float* HWY_RESTRICT run, size_t n, size_t k, size_t kc,
   }
 }
 
+// dst[0..n) = stored row `row` at columns [c0, c0+n), decoded and times its block scales
+// (bs: grid of br×bc blocks, row stride bld; null: none).
+void DecodeStoredRow(float* dst, const uint8_t* base, int type, size_t ld, size_t row, size_t c0,
+                     size_t n, const float* bs, size_t br, size_t bc, size_t bld) {
+  DecodeRun(dst, base + (row * ld + c0) * dtype_size(static_cast<DType>(type)), type, n);
+  if (bs) ScaleRun(dst, n, c0, bs + row / br * bld, bc);
+}
+
 // Interleaves n ≤ W stored rows into one packed strip, strip[k·W + r] = row r at k (zero for
 // r ≥ n); decode(r, dst) writes row r's kc values. Rows go four at a time through 4×4
 // register transposes (a scalar scatter costs one store per value). tmp holds 4·kc floats.
@@ -126,12 +134,11 @@ void RowsToStrip(size_t n, size_t kc, float* HWY_RESTRICT strip, float* HWY_REST
 // ap[s][k][r] (zero-padded past M). tmp holds max(rows, 4·kc) floats.
 void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, float* ap,
            float* tmp) {
-  const size_t es = dtype_size(static_cast<DType>(g.a_type));
   const size_t strips = (rows + kMR - 1) / kMR;
   if (g.a_trans) {  // stored K×M: each k gives a contiguous run of rows
     for (size_t k = 0; k < kc; ++k) {
-      DecodeRun(tmp, g.a + ((k0 + k) * g.lda + i0) * es, g.a_type, rows);
-      if (g.a_bs) ScaleRun(tmp, rows, i0, g.a_bs + (k0 + k) / g.a_br * g.a_bld, g.a_bc);
+      DecodeStoredRow(tmp, g.a, g.a_type, g.lda, k0 + k, i0, rows, g.a_bs, g.a_br, g.a_bc,
+                      g.a_bld);
       RunToStrips<kMR>(tmp, rows, k, kc, ap);
     }
     return;
@@ -140,9 +147,8 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
     const size_t first = i0 + s * kMR;
     RowsToStrip<kMR>(std::min(kMR, rows - s * kMR), kc, ap + s * kc * kMR, tmp,
                      [&](size_t r, float* dst) {
-                       DecodeRun(dst, g.a + ((first + r) * g.lda + k0) * es, g.a_type, kc);
-                       if (g.a_bs)
-                         ScaleRun(dst, kc, k0, g.a_bs + (first + r) / g.a_br * g.a_bld, g.a_bc);
+                       DecodeStoredRow(dst, g.a, g.a_type, g.lda, first + r, k0, kc, g.a_bs,
+                                       g.a_br, g.a_bc, g.a_bld);
                      });
   }
 }
@@ -173,10 +179,9 @@ void PackBRowsT(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols,
 void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp,
            float* tmp) {
   if (!g.b_trans && g.b_bs) {  // stored K×N with block scales: decode, scale, then split
-    const size_t es = dtype_size(static_cast<DType>(g.b_type));
     for (size_t k = 0; k < kc; ++k) {
-      DecodeRun(tmp, g.b + ((k0 + k) * g.ldb + j0) * es, g.b_type, cols);
-      ScaleRun(tmp, cols, j0, g.b_bs + (k0 + k) / g.b_br * g.b_bld, g.b_bc);
+      DecodeStoredRow(tmp, g.b, g.b_type, g.ldb, k0 + k, j0, cols, g.b_bs, g.b_br, g.b_bc,
+                      g.b_bld);
       RunToStrips<kNR>(tmp, cols, k, kc, bp);
     }
     return;
@@ -196,15 +201,13 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
     }
   }
   // Stored N×K: decode each stored row, interleave by kNR.
-  const size_t es = dtype_size(static_cast<DType>(g.b_type));
   const size_t strips = (cols + kNR - 1) / kNR;
   for (size_t s = 0; s < strips; ++s) {
     const size_t first = j0 + s * kNR;
     RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), kc, bp + s * kc * kNR, tmp,
                      [&](size_t c, float* dst) {
-                       DecodeRun(dst, g.b + ((first + c) * g.ldb + k0) * es, g.b_type, kc);
-                       if (g.b_bs)
-                         ScaleRun(dst, kc, k0, g.b_bs + (first + c) / g.b_br * g.b_bld, g.b_bc);
+                       DecodeStoredRow(dst, g.b, g.b_type, g.ldb, first + c, k0, kc, g.b_bs,
+                                       g.b_br, g.b_bc, g.b_bld);
                      });
   }
 }

@@ -13,8 +13,9 @@ namespace fp8lm {
 // OpenMP runtime fail (100000 crashed it) or spin for minutes on a small machine.
 inline constexpr int kMaxThreads = 1024;
 
-// Threads the kernels use (OpenMP's max threads; set with set_num_threads).
-inline int num_threads() { return omp_get_max_threads(); }
+// Threads the kernels use (OpenMP's max threads; set with set_num_threads). A kernel called
+// from inside a parallel region (a GEMM per attention head) runs on its calling thread.
+inline int num_threads() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
 inline void set_num_threads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }
 
 // Number of chunks parallel_for splits n items into, for chunks of at least min_chunk.

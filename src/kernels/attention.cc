@@ -1,10 +1,14 @@
 // Causal self-attention, forward and backward, one (batch, head) pair per task.
 //
-// Scores of one query row against a tile of keys are computed with the keys transposed
-// (K^T [HS, T]) so that each FMA covers `lanes` keys at once; the softmax is online over
-// key tiles (running max and sum, accumulator rescaled per tile), so only one tile of
-// scores per query row ever exists. The backward pass recomputes the probabilities from
-// the saved log-sum-exp.
+// Each head runs over blocks of kQueryBlock query rows. A block's scores against every key
+// it may see (keys 0 .. its last row) are one FP32 GEMM into a qb × n scratch, so every
+// product of the layer runs in the GEMM's register-blocked micro-kernel:
+//   forward   S = scale·Q_I·Kᵀ, P = softmax(S) (causal), O_I = P·V
+//   backward  P = exp(S − lse), dP = dO_I·Vᵀ, dS = scale·P∘(dP − D), D_i = <dO_i, O_i>,
+//             dQ_I = dS·K, dK += dSᵀ·Q_I, dV += Pᵀ·dO_I
+// Only one block's scores exist at a time (2·qb·T floats per thread); the backward pass
+// recomputes P from the saved log-sum-exp. Blocks run from the last (which sees every key,
+// so its dK/dV products overwrite) to the first, accumulating into dK and dV.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -22,195 +26,73 @@ namespace fp8lm {
 namespace HWY_NAMESPACE {
 using DF = hn::ScalableTag<float>;
 constexpr size_t kLanes = hn::MaxLanes(DF());
-constexpr size_t kTile = 64;  // keys per online-softmax step (a multiple of every lane count)
 
-struct Head {
-  const float* q;  // row t at q + t * ld (HS floats); k, v likewise
-  const float* k;
-  const float* v;
-  size_t ld;  // 3C
-  size_t T, HS;
-  float scale;  // 1/sqrt(HS)
-};
-
-// dst[d * tpad + t] = src[t * ld + d]
-void TransposeInto(float* dst, const float* src, size_t ld, size_t T, size_t HS, size_t tpad) {
-  for (size_t t = 0; t < T; ++t)
-    for (size_t d = 0; d < HS; ++d) dst[d * tpad + t] = src[t * ld + d];
-  for (size_t d = 0; d < HS; ++d) std::fill(dst + d * tpad + T, dst + (d + 1) * tpad, 0.0f);
-}
-
-// s[j] = scale · <row, xt[:, j0 + j]> for j < jn (rounded up to whole vectors). Every vector
-// of the tile has its own accumulator, so the FMAs are independent rather than one chain.
-HWY_INLINE void RowTimesTile(float* s, const float* row, const float* xt, size_t tpad, size_t j0,
-                             size_t jn, size_t HS, float scale) {
+// Rows [0, rows) of s (row r is query i0 + r, its first n = keys columns, stride ld): each
+// row becomes its causal softmax (zero past the query's own key); lse[r] = its log-sum-exp.
+void SoftmaxRows(float* s, size_t ld, size_t rows, size_t n, size_t i0, float* lse) {
   const DF df;
-  constexpr size_t kVecs = kTile / kLanes;
-  const size_t nv = (jn + kLanes - 1) / kLanes;
-  hn::Vec<DF> acc[kVecs];
-  HWY_UNROLL(kVecs)
-  for (size_t v = 0; v < kVecs; ++v) acc[v] = hn::Zero(df);
-  const float* x = xt + j0;
-  for (size_t d = 0; d < HS; ++d, x += tpad) {
-    const auto r = hn::Set(df, row[d]);
-    HWY_UNROLL(kVecs)
-    for (size_t v = 0; v < kVecs; ++v)
-      if (v < nv) acc[v] = hn::MulAdd(r, hn::LoadU(df, x + v * kLanes), acc[v]);
-  }
-  const auto vs = hn::Set(df, scale);
-  for (size_t v = 0; v < nv; ++v) hn::Store(hn::Mul(acc[v], vs), df, s + v * kLanes);
-}
-
-// acc[0..HS) += a · x[0..HS)
-HWY_INLINE void Axpy(float* acc, float a, const float* x, size_t HS) {
-  const DF df;
-  const auto va = hn::Set(df, a);
-  for (size_t d = 0; d < HS; d += kLanes) {
-    const size_t n = std::min(kLanes, HS - d);
-    StorePart(df, hn::MulAdd(va, LoadPart(df, x + d, n), LoadPart(df, acc + d, n)), acc + d, n);
-  }
-}
-
-// acc[0..HS) += Σ_{j < n} w[j] · x[j·ld .. j·ld + HS), summed in j order (as n Axpy calls),
-// with four vectors of acc held in registers across the rows.
-HWY_INLINE void AccumulateRows(float* acc, const float* w, const float* x, size_t ld, size_t n,
-                               size_t HS) {
-  const DF df;
-  size_t d = 0;
-  for (; d + 4 * kLanes <= HS; d += 4 * kLanes) {
-    auto a0 = hn::LoadU(df, acc + d), a1 = hn::LoadU(df, acc + d + kLanes);
-    auto a2 = hn::LoadU(df, acc + d + 2 * kLanes), a3 = hn::LoadU(df, acc + d + 3 * kLanes);
-    const float* xr = x + d;
-    for (size_t j = 0; j < n; ++j, xr += ld) {
-      const auto wj = hn::Set(df, w[j]);
-      a0 = hn::MulAdd(wj, hn::LoadU(df, xr), a0);
-      a1 = hn::MulAdd(wj, hn::LoadU(df, xr + kLanes), a1);
-      a2 = hn::MulAdd(wj, hn::LoadU(df, xr + 2 * kLanes), a2);
-      a3 = hn::MulAdd(wj, hn::LoadU(df, xr + 3 * kLanes), a3);
+  for (size_t r = 0; r < rows; ++r) {
+    float* row = s + r * ld;
+    const size_t valid = std::min(n, i0 + r + 1);
+    auto vmax = hn::Set(df, -std::numeric_limits<float>::infinity());
+    size_t j = 0;
+    for (; j + kLanes <= valid; j += kLanes) vmax = hn::Max(vmax, hn::LoadU(df, row + j));
+    float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
+    for (; j < valid; ++j) m = std::max(m, row[j]);
+    const auto vm = hn::Set(df, m);
+    auto vsum = hn::Zero(df);
+    for (j = 0; j < valid; j += kLanes) {
+      const size_t k = std::min(kLanes, valid - j);
+      auto p = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, row + j, k), vm));
+      if (k < kLanes) p = hn::IfThenElseZero(hn::FirstN(df, k), p);
+      vsum = hn::Add(vsum, p);
+      StorePart(df, p, row + j, k);
     }
-    hn::StoreU(a0, df, acc + d);
-    hn::StoreU(a1, df, acc + d + kLanes);
-    hn::StoreU(a2, df, acc + d + 2 * kLanes);
-    hn::StoreU(a3, df, acc + d + 3 * kLanes);
+    const float l = hn::GetLane(hn::SumOfLanes(df, vsum));
+    const auto inv_l = hn::Set(df, 1.0f / l);
+    for (j = 0; j + kLanes <= valid; j += kLanes)
+      hn::StoreU(hn::Mul(hn::LoadU(df, row + j), inv_l), df, row + j);
+    for (; j < valid; ++j) row[j] *= 1.0f / l;
+    std::fill(row + valid, row + n, 0.0f);
+    lse[r] = m + std::log(l);
   }
-  if (d < HS)
-    for (size_t j = 0; j < n; ++j) Axpy(acc + d, w[j], x + j * ld + d, HS - d);
 }
 
-HWY_INLINE float Dot(const float* a, const float* b, size_t HS) {
+// Given scores s and dP (same layout as SoftmaxRows), s ← P = exp(s − lse) and
+// dp ← dS = scale·P∘(dP − D), both zero past each query's own key. D[r] = <dO_i, O_i>.
+void SoftmaxGradRows(float* s, float* dp, size_t ld, size_t rows, size_t n, size_t i0,
+                     const float* lse, const float* D, float scale) {
   const DF df;
-  auto s = hn::Zero(df);
-  for (size_t d = 0; d < HS; d += kLanes) {
-    const size_t n = std::min(kLanes, HS - d);
-    s = hn::MulAdd(LoadPart(df, a + d, n), LoadPart(df, b + d, n), s);
-  }
-  return hn::GetLane(hn::SumOfLanes(df, s));
-}
-
-// out rows (stride ld_out), lse [T]. scratch: HS·tpad + kTile + HS floats.
-void ForwardHead(const Head& h, float* out, size_t ld_out, float* lse, float* scratch) {
-  const DF df;
-  const size_t tpad = (h.T + kTile - 1) / kTile * kTile;
-  float* kt = scratch;
-  float* s = kt + h.HS * tpad;
-  float* acc = s + kTile;
-  TransposeInto(kt, h.k, h.ld, h.T, h.HS, tpad);
-  const float neg_inf = -std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < h.T; ++i) {
-    const float* qi = h.q + i * h.ld;
-    float m = neg_inf, l = 0.0f;
-    std::fill(acc, acc + h.HS, 0.0f);
-    for (size_t j0 = 0; j0 <= i; j0 += kTile) {
-      const size_t jn = std::min(kTile, i + 1 - j0);  // causal: keys j0 .. i
-      RowTimesTile(s, qi, kt, tpad, j0, jn, h.HS, h.scale);
-      float tmax = neg_inf;
-      for (size_t j = 0; j < jn; ++j) tmax = std::max(tmax, s[j]);
-      const float m_new = std::max(m, tmax);
-      const float corr = std::exp(m - m_new);  // 0 on the first tile
-      l *= corr;
-      if (corr != 1.0f) {
-        for (size_t d = 0; d < h.HS; ++d) acc[d] *= corr;
-      }
-      const auto vm = hn::Set(df, m_new);
-      auto vl = hn::Zero(df);
-      for (size_t j = 0; j < jn; j += kLanes) {
-        auto p = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(hn::Load(df, s + j), vm));
-        if (jn - j < kLanes) p = hn::IfThenElseZero(hn::FirstN(df, jn - j), p);
-        vl = hn::Add(vl, p);
-        hn::Store(p, df, s + j);
-      }
-      l += hn::GetLane(hn::SumOfLanes(df, vl));
-      AccumulateRows(acc, s, h.v + j0 * h.ld, h.ld, jn, h.HS);
-      m = m_new;
+  const auto vscale = hn::Set(df, scale);
+  for (size_t r = 0; r < rows; ++r) {
+    float* srow = s + r * ld;
+    float* drow = dp + r * ld;
+    const size_t valid = std::min(n, i0 + r + 1);
+    const auto vlse = hn::Set(df, lse[r]), vd = hn::Set(df, D[r]);
+    for (size_t j = 0; j < valid; j += kLanes) {
+      const size_t k = std::min(kLanes, valid - j);
+      auto p = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, srow + j, k), vlse));
+      if (k < kLanes) p = hn::IfThenElseZero(hn::FirstN(df, k), p);
+      StorePart(df, p, srow + j, k);
+      const auto ds = hn::Mul(hn::Mul(p, hn::Sub(LoadPart(df, drow + j, k), vd)), vscale);
+      StorePart(df, ds, drow + j, k);
     }
-    const float inv_l = 1.0f / l;
-    float* oi = out + i * ld_out;
-    for (size_t d = 0; d < h.HS; ++d) oi[d] = acc[d] * inv_l;
-    lse[i] = m + std::log(l);
+    std::fill(srow + valid, srow + n, 0.0f);
+    std::fill(drow + valid, drow + n, 0.0f);
   }
 }
 
-// dq, dk, dv rows (stride ld_d) are overwritten. scratch: 2·HS·tpad + 2·kTile + HS floats.
-void BackwardHead(const Head& h, const float* dout, const float* out, size_t ld_out,
-                  const float* lse, float* dq, float* dk, float* dv, size_t ld_d, float* scratch) {
+// D[r] = <a_r, b_r> over HS, rows at stride ld.
+void RowDots(float* D, const float* a, const float* b, size_t ld, size_t rows, size_t HS) {
   const DF df;
-  const size_t tpad = (h.T + kTile - 1) / kTile * kTile;
-  float* kt = scratch;
-  float* vt = kt + h.HS * tpad;
-  float* p = vt + h.HS * tpad;
-  float* ds = p + kTile;
-  float* dqi = ds + kTile;
-  TransposeInto(kt, h.k, h.ld, h.T, h.HS, tpad);
-  TransposeInto(vt, h.v, h.ld, h.T, h.HS, tpad);
-  for (size_t t = 0; t < h.T; ++t) {
-    std::fill(dk + t * ld_d, dk + t * ld_d + h.HS, 0.0f);
-    std::fill(dv + t * ld_d, dv + t * ld_d + h.HS, 0.0f);
-  }
-  for (size_t i = 0; i < h.T; ++i) {
-    const float* qi = h.q + i * h.ld;
-    const float* doi = dout + i * ld_out;
-    const float di = Dot(doi, out + i * ld_out, h.HS);  // D_i = <dO_i, O_i>
-    const auto vlse = hn::Set(df, lse[i]), vdi = hn::Set(df, di);
-    std::fill(dqi, dqi + h.HS, 0.0f);
-    for (size_t j0 = 0; j0 <= i; j0 += kTile) {
-      const size_t jn = std::min(kTile, i + 1 - j0);
-      RowTimesTile(p, qi, kt, tpad, j0, jn, h.HS, h.scale);   // scores
-      RowTimesTile(ds, doi, vt, tpad, j0, jn, h.HS, 1.0f);    // dP = dO · V^T
-      for (size_t j = 0; j < jn; j += kLanes) {
-        auto pj = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(hn::Load(df, p + j), vlse));
-        if (jn - j < kLanes) pj = hn::IfThenElseZero(hn::FirstN(df, jn - j), pj);
-        hn::Store(pj, df, p + j);
-        // dS = P ∘ (dP − D), times the score scale for dq and dk.
-        hn::Store(hn::Mul(hn::Mul(pj, hn::Sub(hn::Load(df, ds + j), vdi)), hn::Set(df, h.scale)),
-                  df, ds + j);
-      }
-      AccumulateRows(dqi, ds, h.k + j0 * h.ld, h.ld, jn, h.HS);
-      for (size_t j = 0; j < jn; ++j) {
-        const size_t t = j0 + j;
-        Axpy(dk + t * ld_d, ds[j], qi, h.HS);
-        Axpy(dv + t * ld_d, p[j], doi, h.HS);
-      }
+  for (size_t r = 0; r < rows; ++r) {
+    auto s = hn::Zero(df);
+    for (size_t d = 0; d < HS; d += kLanes) {
+      const size_t k = std::min(kLanes, HS - d);
+      s = hn::MulAdd(LoadPart(df, a + r * ld + d, k), LoadPart(df, b + r * ld + d, k), s);
     }
-    std::memcpy(dq + i * ld_d, dqi, h.HS * sizeof(float));
+    D[r] = hn::GetLane(hn::SumOfLanes(df, s));
   }
-}
-
-void AttentionForwardHead(float* out, float* lse, const float* qkv, size_t T, size_t C,
-                          size_t HS, size_t head, float* scratch) {
-  const size_t ld = 3 * C, off = head * HS;
-  const Head h{qkv + off, qkv + C + off, qkv + 2 * C + off, ld, T, HS,
-               1.0f / std::sqrt(static_cast<float>(HS))};
-  ForwardHead(h, out + off, C, lse, scratch);
-}
-
-void AttentionBackwardHead(float* dqkv, const float* dout, const float* qkv, const float* out,
-                           const float* lse, size_t T, size_t C, size_t HS, size_t head,
-                           float* scratch) {
-  const size_t ld = 3 * C, off = head * HS;
-  const Head h{qkv + off, qkv + C + off, qkv + 2 * C + off, ld, T, HS,
-               1.0f / std::sqrt(static_cast<float>(HS))};
-  BackwardHead(h, dout + off, out + off, C, lse, dqkv + off, dqkv + C + off, dqkv + 2 * C + off,
-               ld, scratch);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -220,33 +102,84 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 #include "core/check.h"
 #include "core/memory.h"
+#include "kernels/gemm.h"
 #include "kernels/nn.h"
 
 namespace fp8lm {
-HWY_EXPORT(AttentionForwardHead);
-HWY_EXPORT(AttentionBackwardHead);
+HWY_EXPORT(SoftmaxRows);
+HWY_EXPORT(SoftmaxGradRows);
+HWY_EXPORT(RowDots);
 
 namespace kernels {
 namespace {
 
-constexpr size_t kTilePad = 64;  // matches kTile above
+// Query rows per block: 64 rows of scores fit the L2 cache with their operands for T in the
+// thousands, and the diagonal block's masked half (the only FLOPs spent on zeros) stays small.
+constexpr size_t kQueryBlock = 64;
 
-size_t scratch_floats(size_t T, size_t HS) {
-  const size_t tpad = (T + kTilePad - 1) / kTilePad * kTilePad;
-  return 2 * HS * tpad + 2 * kTilePad + (HS + kTilePad - 1) / kTilePad * kTilePad;
+// One head's operands: rows at stride ld (q, k, v inside qkv: 3C; out, dout: C).
+struct Head {
+  const float *q, *k, *v;
+  size_t ld;
+  size_t T, HS;
+  float scale;  // 1/sqrt(HS)
+};
+
+Head head_of(const float* qkv, size_t T, size_t C, size_t HS, size_t h) {
+  const float* q = qkv + h * HS;
+  return {q, q + C, q + 2 * C, 3 * C, T, HS, 1.0f / std::sqrt(static_cast<float>(HS))};
 }
 
-}  // namespace
+GemmOperand f32(const float* p, size_t ld, bool transposed = false) {
+  return {p, DType::kF32, transposed, ld};
+}
 
-// Runs fn(b, h, scratch) for every (batch, head) pair over the threads, each thread with
-// its own 64-byte aligned scratch (every sub-buffer starts at a multiple of 64 floats).
+// s (rows × n, stride n) = scale · Q[i0, i0+rows) · K[0, n)ᵀ
+void scores(const Head& h, size_t i0, size_t rows, size_t n, float* s) {
+  gemm(rows, n, h.HS, h.scale, f32(h.q + i0 * h.ld, h.ld), f32(h.k, h.ld, true), 0.0f,
+       {s, DType::kF32, n});
+}
+
+void forward_head(const Head& h, float* out, size_t ld_out, float* lse, float* s) {
+  for (size_t i0 = 0; i0 < h.T; i0 += kQueryBlock) {
+    const size_t rows = std::min(kQueryBlock, h.T - i0), n = i0 + rows;
+    scores(h, i0, rows, n, s);
+    HWY_DYNAMIC_DISPATCH(SoftmaxRows)(s, n, rows, n, i0, lse + i0);
+    gemm(rows, h.HS, n, 1.0f, f32(s, n), f32(h.v, h.ld), 0.0f,
+         {out + i0 * ld_out, DType::kF32, ld_out});
+  }
+}
+
+// dq, dk, dv rows (stride h.ld, inside dqkv) are overwritten.
+void backward_head(const Head& h, const float* dout, const float* out, size_t ld_out,
+                   const float* lse, float* dq, float* dk, float* dv, float* s) {
+  float* dp = s + kQueryBlock * h.T;
+  float D[kQueryBlock];
+  const size_t blocks = (h.T + kQueryBlock - 1) / kQueryBlock;
+  for (size_t b = blocks; b-- > 0;) {
+    const size_t i0 = b * kQueryBlock, rows = std::min(kQueryBlock, h.T - i0), n = i0 + rows;
+    const float beta = b + 1 == blocks ? 0.0f : 1.0f;  // the last block sees every key
+    const float* doi = dout + i0 * ld_out;
+    HWY_DYNAMIC_DISPATCH(RowDots)(D, doi, out + i0 * ld_out, ld_out, rows, h.HS);
+    scores(h, i0, rows, n, s);
+    gemm(rows, n, h.HS, 1.0f, f32(doi, ld_out), f32(h.v, h.ld, true), 0.0f, {dp, DType::kF32, n});
+    HWY_DYNAMIC_DISPATCH(SoftmaxGradRows)(s, dp, n, rows, n, i0, lse + i0, D, h.scale);
+    gemm(rows, h.HS, n, 1.0f, f32(dp, n), f32(h.k, h.ld), 0.0f, {dq + i0 * h.ld, DType::kF32, h.ld});
+    gemm(n, h.HS, rows, 1.0f, f32(dp, n, true), f32(h.q + i0 * h.ld, h.ld), beta,
+         {dk, DType::kF32, h.ld});
+    gemm(n, h.HS, rows, 1.0f, f32(s, n, true), f32(doi, ld_out), beta, {dv, DType::kF32, h.ld});
+  }
+}
+
+// Runs fn(b, h, scratch) for every (batch, head) pair over the threads, each thread with its
+// own scratch of two query blocks' scores (the GEMMs inside run on the calling thread).
 template <typename Fn>
 void for_each_head(size_t B, size_t T, size_t C, size_t NH, Fn&& fn) {
   FP8LM_CHECK(NH > 0 && C % NH == 0, "attention: C = ", C, " not divisible by NH = ", NH);
   const int64_t tasks = static_cast<int64_t>(B * NH);
 #pragma omp parallel
   {
-    const Buffer scratch(scratch_floats(T, C / NH) * sizeof(float), MemCategory::kWorkspace);
+    const Buffer scratch(2 * kQueryBlock * T * sizeof(float), MemCategory::kWorkspace);
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task)
       fn(static_cast<size_t>(task) / NH, static_cast<size_t>(task) % NH,
@@ -254,20 +187,23 @@ void for_each_head(size_t B, size_t T, size_t C, size_t NH, Fn&& fn) {
   }
 }
 
+}  // namespace
+
 void attention_forward(float* out, float* lse, const float* qkv, size_t B, size_t T, size_t C,
                        size_t NH) {
-  for_each_head(B, T, C, NH, [&](size_t b, size_t h, float* scratch) {
-    HWY_DYNAMIC_DISPATCH(AttentionForwardHead)(out + b * T * C, lse + (b * NH + h) * T,
-                                               qkv + b * T * 3 * C, T, C, C / NH, h, scratch);
+  for_each_head(B, T, C, NH, [&](size_t b, size_t h, float* s) {
+    forward_head(head_of(qkv + b * T * 3 * C, T, C, C / NH, h), out + b * T * C + h * (C / NH), C,
+                 lse + (b * NH + h) * T, s);
   });
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
                         const float* lse, size_t B, size_t T, size_t C, size_t NH) {
-  for_each_head(B, T, C, NH, [&](size_t b, size_t h, float* scratch) {
-    HWY_DYNAMIC_DISPATCH(AttentionBackwardHead)(dqkv + b * T * 3 * C, dout + b * T * C,
-                                                qkv + b * T * 3 * C, out + b * T * C,
-                                                lse + (b * NH + h) * T, T, C, C / NH, h, scratch);
+  for_each_head(B, T, C, NH, [&](size_t b, size_t h, float* s) {
+    const size_t HS = C / NH, off = b * T * C + h * HS;
+    float* dq = dqkv + b * T * 3 * C + h * HS;
+    backward_head(head_of(qkv + b * T * 3 * C, T, C, HS, h), dout + off, out + off, C,
+                  lse + (b * NH + h) * T, dq, dq + C, dq + 2 * C, s);
   });
 }
 

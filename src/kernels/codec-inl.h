@@ -39,12 +39,40 @@ constexpr uint32_t OverflowCode(bool saturate) {
   return saturate ? F.max_code : (F.has_inf ? F.inf_code : F.nan_code);
 }
 
+// F16 goes through the CPU's conversions where the target guarantees them (x86: F16C is part
+// of AVX2 and AVX-512): round-to-nearest-even with exact subnormals, as the bit arithmetic
+// below, in a few instructions. NaN and saturation are fixed up to the same codes.
+constexpr bool kHwF16 = HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2;
+template <FloatFormat F>
+constexpr bool kIsF16 = F.bits == 16 && F.bias == 15;
+
+template <class DF>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> EncodeF16Hw(DF df, hn::Vec<DF> x, bool saturate) {
+  static_assert(kF16Format.max_code == 0x7BFF && kF16Format.nan_code == 0x7E00);
+  const hn::RebindToUnsigned<DF> du;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  const hn::Rebind<uint16_t, DF> du16;
+  auto y = x;
+  if (saturate) {  // |x| ≥ 65520 rounds to inf; clamped to the largest finite, it stays there
+    const auto lim = hn::Set(df, 65504.0f);
+    y = hn::Min(hn::Max(y, hn::Neg(lim)), lim);
+  }
+  const auto code = hn::PromoteTo(du, hn::BitCast(du16, hn::DemoteTo(dh, y)));
+  const auto sign = hn::ShiftRight<16>(hn::And(hn::BitCast(du, x), hn::Set(du, 0x80000000u)));
+  const auto nan = hn::Or(hn::Set(du, kF16Format.nan_code), sign);
+  return hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(x)), nan, code);
+}
+
 // float32 lanes → format codes (sign included) in the u32 lanes of the same width.
 template <FloatFormat F, class DF>
 HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> EncodeLanes(DF df, hn::Vec<DF> x,
                                                         uint32_t overflow_code) {
   const hn::RebindToUnsigned<DF> du;
   const hn::RebindToSigned<DF> di;
+  if constexpr (kHwF16 && kIsF16<F>) {
+    if (overflow_code == F.max_code || overflow_code == F.inf_code)
+      return EncodeF16Hw(df, x, overflow_code == F.max_code);
+  }
   constexpr int kDrop = 23 - F.man_bits;
 
   const auto bits = hn::BitCast(du, x);
@@ -128,6 +156,13 @@ HWY_INLINE hn::Vec<DF> LoadAsF32(DF df, const uint8_t* HWY_RESTRICT p) {
   const hn::RebindToUnsigned<DF> du;
   if constexpr (kSrc == static_cast<int>(DType::kF32)) {
     return hn::LoadU(df, reinterpret_cast<const float*>(p));
+  } else if constexpr (kHwF16 && kSrc == static_cast<int>(DType::kF16)) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    const auto v = hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
+    // NaN as DecodeLanes gives it: the quiet NaN, sign kept, payload dropped.
+    const auto qnan = hn::Or(hn::And(hn::BitCast(du, v), hn::Set(du, 0x80000000u)),
+                             hn::Set(du, 0x7FC00000u));
+    return hn::IfThenElse(hn::IsNaN(v), hn::BitCast(df, qnan), v);
   } else {
     constexpr FloatFormat F = float_format(static_cast<DType>(kSrc));
     return DecodeLanes<F>(df, LoadCodes<F>(du, p));

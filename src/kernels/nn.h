@@ -30,8 +30,8 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dout, cons
                         const float* mean, const float* rstd, const float* w, size_t rows,
                         size_t C);
 
-// Causal multi-head self-attention, computed tile by tile with an online softmax (no T×T
-// score matrix is stored). qkv [B, T, 3C] holds q | k | v; out [B, T, C]; lse [B, NH, T]
+// Causal multi-head self-attention, computed in blocks of 64 query rows through the GEMM (no
+// T×T score matrix is stored: one block's, 64×T, per thread). qkv [B, T, 3C] holds q | k | v; out [B, T, C]; lse [B, NH, T]
 // keeps each row's log-sum-exp of the scaled scores for the backward pass.
 void attention_forward(float* out, float* lse, const float* qkv, size_t B, size_t T, size_t C,
                        size_t NH);

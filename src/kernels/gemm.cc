@@ -9,6 +9,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #undef HWY_TARGET_INCLUDE
@@ -299,41 +300,44 @@ uint32_t EpilogueT(const gd::Args& g, const float* tile, size_t rows, size_t col
   const auto c_scale = hn::Set(df, g.c_scale);
   const auto c_scale_inv = hn::Set(df, g.c_scale_inv);
   const auto abs_mask = hn::Set(du, 0x7FFFFFFFu);
+  const bool read_c = g.beta != 0.0f;
+  const float* bias = g.bias != nullptr ? g.bias + j0 : nullptr;
   auto amax = hn::Zero(di);
   uint32_t overflow_code = 0;
   if constexpr (kType != DType::kF32) overflow_code = OverflowCode<float_format(kType)>(g.saturate);
 
+  // One vector of y from the tile's accumulators, C's old values (when read) and the bias,
+  // stored to dst; full vectors go straight to C, a row's tail through zeroed buffers.
+  auto finish = [&](const float* acc, const uint8_t* old, const float* b, uint8_t* dst) {
+    auto v = hn::Mul(hn::Load(df, acc), mul);
+    if (read_c) {
+      auto prev = LoadAsF32<kOut>(df, old);
+      if constexpr (kType != DType::kF32) prev = hn::Mul(prev, c_scale_inv);
+      v = hn::MulAdd(beta, prev, v);
+    }
+    if (b != nullptr) v = hn::Add(v, hn::LoadU(df, b));
+    if (g.gelu) v = Gelu(df, v);
+    // Lanes past `cols` hold zeros from the padded strips: they cannot raise the amax.
+    amax = hn::Max(amax, hn::BitCast(di, hn::And(hn::BitCast(du, v), abs_mask)));
+    if constexpr (kType == DType::kF32) {
+      hn::StoreU(v, df, reinterpret_cast<float*>(dst));
+    } else {
+      constexpr FloatFormat F = float_format(kType);
+      StoreCodes<F>(du, EncodeLanes<F>(df, hn::Mul(v, c_scale), overflow_code), dst);
+    }
+  };
+  const size_t full = cols / kLanes * kLanes, rest = cols - full;
   for (size_t r = 0; r < rows; ++r) {
     uint8_t* crow = g.c + ((i0 + r) * g.ldc + j0) * kBytes;
-    for (size_t j = 0; j < cols; j += kLanes) {
-      const size_t n = std::min(kLanes, cols - j);
-      const bool full = n == kLanes;
+    for (size_t j = 0; j < full; j += kLanes)
+      finish(tile + r * kNR + j, crow + j * kBytes, bias ? bias + j : nullptr, crow + j * kBytes);
+    if (rest != 0) {
       HWY_ALIGN uint8_t cbuf[HWY_MAX_BYTES] = {};
       HWY_ALIGN float bbuf[kLanes] = {};
-      auto v = hn::Mul(hn::Load(df, tile + r * kNR + j), mul);
-      if (g.beta != 0.0f) {
-        const uint8_t* src = crow + j * kBytes;
-        if (!full) src = static_cast<const uint8_t*>(std::memcpy(cbuf, src, n * kBytes));
-        auto old = LoadAsF32<kOut>(df, src);
-        if constexpr (kType != DType::kF32) old = hn::Mul(old, c_scale_inv);
-        v = hn::MulAdd(beta, old, v);
-      }
-      if (g.bias != nullptr) {
-        const float* b = g.bias + j0 + j;
-        if (!full) b = static_cast<const float*>(std::memcpy(bbuf, b, n * sizeof(float)));
-        v = hn::Add(v, hn::LoadU(df, b));
-      }
-      if (g.gelu) v = Gelu(df, v);
-      // Lanes past `cols` hold zeros from the padded strips: they cannot raise the amax.
-      amax = hn::Max(amax, hn::BitCast(di, hn::And(hn::BitCast(du, v), abs_mask)));
-      uint8_t* dst = full ? crow + j * kBytes : cbuf;
-      if constexpr (kType == DType::kF32) {
-        hn::StoreU(v, df, reinterpret_cast<float*>(dst));
-      } else {
-        constexpr FloatFormat F = float_format(kType);
-        StoreCodes<F>(du, EncodeLanes<F>(df, hn::Mul(v, c_scale), overflow_code), dst);
-      }
-      if (!full) std::memcpy(crow + j * kBytes, cbuf, n * kBytes);
+      if (read_c) std::memcpy(cbuf, crow + full * kBytes, rest * kBytes);
+      if (bias) std::memcpy(bbuf, bias + full, rest * sizeof(float));
+      finish(tile + r * kNR + full, cbuf, bias ? bbuf : nullptr, cbuf);
+      std::memcpy(crow + full * kBytes, cbuf, rest * kBytes);
     }
   }
   return static_cast<uint32_t>(hn::GetLane(hn::MaxOfLanes(di, amax)));
@@ -353,12 +357,15 @@ uint32_t Epilogue(const gd::Args& g, const float* tile, size_t rows, size_t cols
   }
 }
 
-// C[m0:m1, n0:n1] for one thread. Returns the amax bits of the written y.
+// C[m0:m1, n0:n1] for one thread. Returns the amax bits of the written y. With `shared`
+// (a split over M, called by every thread of the team), the B panels are packed together:
+// each thread packs its share of a panel's strips, and all wait for the whole panel before
+// using it and for each other before the next is packed over it.
 uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1,
-                   gd::Workspace& ws) {
+                   gd::Workspace& ws, const gd::SharedPanel* shared) {
   const gd::Blocking bl = gd::blocking(g.K, m1 - m0, n1 - n0, kMR, kNR);
   float* ap = ws.get(0, bl.mc * bl.kc);
-  float* bp = ws.get(1, bl.nc * bl.kc);
+  float* bp = shared ? shared->bp : ws.get(1, bl.nc * bl.kc);
   float* ctiles = bl.passes > 1 ? ws.get(2, bl.mo * bl.nc) : nullptr;
   float* tmp = ws.get(3, std::max({bl.mc, bl.nc, 4 * bl.kc}));
   HWY_ALIGN float tile[kMR * kNR];
@@ -374,8 +381,16 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
       do {  // at least once, so K == 0 still writes beta·C + bias
         const size_t kcur = std::min(bl.kc, g.K - pc);
         const bool first = pc == 0, last = pc + kcur >= g.K;
-        PackB(g, pc, kcur, jc, ncur, bp, tmp);
-        CastRun(bp, n_strips * kcur * kNR, g.b_cast, g.b_cast_mul);
+        const size_t s0 = shared ? n_strips * shared->t / shared->threads : 0;
+        const size_t s1 = shared ? n_strips * (shared->t + 1) / shared->threads : n_strips;
+        if (s1 > s0) {
+          float* strips = bp + s0 * kcur * kNR;
+          PackB(g, pc, kcur, jc + s0 * kNR, std::min(ncur, s1 * kNR) - s0 * kNR, strips, tmp);
+          CastRun(strips, (s1 - s0) * kcur * kNR, g.b_cast, g.b_cast_mul);
+        }
+        if (shared) {
+#pragma omp barrier
+        }
         for (size_t ic = mo; ic < mo_end; ic += bl.mc) {
           const size_t mcur = std::min(bl.mc, mo_end - ic);
           const size_t m_strips = (mcur + kMR - 1) / kMR;
@@ -395,6 +410,9 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
               }
             }
           }
+        }
+        if (shared) {
+#pragma omp barrier
         }
         pc += kcur;
       } while (pc < g.K);
@@ -465,12 +483,19 @@ gemm_detail::Workspace& thread_workspace() {
   return ws;
 }
 
+// The B panel the threads of a split over M pack together, kept by the calling thread.
+gemm_detail::Workspace& shared_panel() {
+  thread_local gemm_detail::Workspace ws;
+  return ws;
+}
+
 }  // namespace
 
 size_t gemm_workspace_bytes_per_thread() {
-  // Packed A ≤ kABytes, packed B ≤ kBBytes, partial sums ≤ kCBytes, and the decode rows
-  // (one panel row, or four runs of ≤ kKCMax) fit in kBBytes (see blocking()).
-  return gemm_detail::kABytes + 2 * gemm_detail::kBBytes + gemm_detail::kCBytes;
+  // Packed A ≤ kABytes, packed B ≤ kBBytes, partial sums ≤ kCBytes, the decode rows (one
+  // panel row, or four runs of ≤ kKCMax) and the B panel a calling thread shares with its
+  // team each fit in kBBytes (see blocking()).
+  return gemm_detail::kABytes + 3 * gemm_detail::kBBytes + gemm_detail::kCBytes;
 }
 
 void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const GemmOperand& b,
@@ -526,10 +551,11 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   FP8LM_CHECK(c.data != nullptr && (K == 0 || (a.data != nullptr && b.data != nullptr)),
               "gemm: null operand");
 
-  // Split M or N over the threads, whichever leaves each thread the least packing: every
-  // thread packs its share of the split operand and all of the other, and A is packed again
-  // for each column block. Packs that gather across rows (A as stored M×K, B as stored N×K)
-  // cost about three times the contiguous ones.
+  // Split M or N over the threads, whichever leaves each thread the least packing. With N
+  // split, every thread packs its columns of B and all of A, A again for each column block;
+  // with M split, its rows of A, and the threads pack each B panel together (a share each).
+  // Packs that gather across rows (A as stored M×K, B as stored N×K) cost about three times
+  // the contiguous ones.
   constexpr double kMinFlopsPerThread = 1 << 22;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   const size_t by_work = static_cast<size_t>(std::max(1.0, flops / kMinFlopsPerThread));
@@ -541,24 +567,53 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
     const size_t cols = split_n ? (N + max_threads - 1) / max_threads : N;
     const auto bl = gemm_detail::blocking(K, rows, cols, mr, nr);
     const double col_blocks = static_cast<double>((cols + bl.nc - 1) / bl.nc);
-    return static_cast<double>(rows) * K * wa * col_blocks + static_cast<double>(cols) * K * wb;
+    const double b_share = split_n ? 1.0 : static_cast<double>(max_threads);
+    return static_cast<double>(rows) * K * wa * col_blocks +
+           static_cast<double>(cols) * K * wb / b_share;
   };
   const bool split_n = pack_cost(true) <= pack_cost(false);
   const size_t unit = split_n ? nr : mr;
   const size_t units = ((split_n ? N : M) + unit - 1) / unit;
   const size_t threads = std::min(max_threads, units);
-  std::vector<uint32_t> amax(threads, 0);
-  auto run = [&](size_t t) {
+  auto bounds = [&](size_t t) {
     const size_t u0 = units * t / threads, u1 = units * (t + 1) / threads;
-    const size_t lo = u0 * unit, hi = std::min(u1 * unit, split_n ? N : M);
-    amax[t] = split_n ? HWY_DYNAMIC_DISPATCH(GemmSlice)(g, 0, M, lo, hi, thread_workspace())
-                      : HWY_DYNAMIC_DISPATCH(GemmSlice)(g, lo, hi, 0, N, thread_workspace());
+    return std::pair<size_t, size_t>{u0 * unit, std::min(u1 * unit, split_n ? N : M)};
+  };
+  // Shared panels need every thread on the same sequence of panels: one block of rows each
+  // (its partial sums over all K passes fit the accumulator buffer).
+  bool share_b = !split_n && threads > 1;
+  for (size_t t = 0; share_b && t < threads; ++t) {
+    const auto [lo, hi] = bounds(t);
+    const auto bl = gemm_detail::blocking(K, hi - lo, N, mr, nr);
+    share_b = bl.passes == 1 || bl.mo >= hi - lo;
+  }
+  gemm_detail::SharedPanel shared{};
+  if (share_b) {
+    const auto bl = gemm_detail::blocking(K, M, N, mr, nr);  // nc and kc depend on N, K only
+    shared.bp = shared_panel().get(0, bl.nc * bl.kc);
+    shared.threads = threads;
+  }
+  std::vector<uint32_t> amax(threads, 0);
+  auto run = [&](size_t t, const gemm_detail::SharedPanel* sp) {
+    const auto [lo, hi] = bounds(t);
+    amax[t] = split_n ? HWY_DYNAMIC_DISPATCH(GemmSlice)(g, 0, M, lo, hi, thread_workspace(), sp)
+                      : HWY_DYNAMIC_DISPATCH(GemmSlice)(g, lo, hi, 0, N, thread_workspace(), sp);
   };
   if (threads == 1) {
-    run(0);
+    run(0, nullptr);
   } else {
-#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(threads))
-    for (size_t t = 0; t < threads; ++t) run(t);
+#pragma omp parallel num_threads(static_cast<int>(threads))
+    {
+      const size_t team = static_cast<size_t>(omp_get_num_threads());
+      const size_t me = static_cast<size_t>(omp_get_thread_num());
+      if (share_b && team == threads) {
+        gemm_detail::SharedPanel mine = shared;
+        mine.t = me;
+        run(me, &mine);
+      } else {  // a smaller team than asked for: each thread runs whole slices on its own
+        for (size_t t = me; t < threads; t += team) run(t, nullptr);
+      }
+    }
   }
   if (c.amax) *c.amax = std::bit_cast<float>(*std::max_element(amax.begin(), amax.end()));
 }

@@ -77,6 +77,13 @@ struct Args {
   bool gelu;
 };
 
+// A B panel packed by a team of threads together: thread t of `threads` packs its share of
+// each panel's strips into bp.
+struct SharedPanel {
+  float* bp = nullptr;
+  size_t t = 0, threads = 1;
+};
+
 // Per-thread packing buffers, grown on demand and kept between calls (accounted as
 // workspace). Sizes are bounded by the block sizes above.
 class Workspace {

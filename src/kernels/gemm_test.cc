@@ -291,22 +291,41 @@ TEST_P(GemmOnTarget, CastWhilePackingEqualsTheExplicitCast) {
 
 FP8LM_INSTANTIATE_ON_EVERY_TARGET(GemmOnTarget);
 
+// Splits over M pack each B panel together (a share per thread), splits over N alone; both
+// must give the one-thread bits: K in one pass and in several, B cast on the fly and
+// transposed, N not a whole number of strips, and thread counts that share unevenly.
 TEST(Gemm, DeterministicForAnyThreadCount) {
-  std::mt19937 rng(5);
-  const Mat A = random_mat(DType::kE4M3, 300, 500, 0, rng);
-  const Mat B = random_mat(DType::kE5M2, 500, 900, 0, rng);
-  auto run = [&](int threads) {
-    set_num_threads(threads);
-    std::vector<float> c(300 * 900);
-    kernels::gemm(300, 900, 500, 1.0f, {A.bytes.data(), A.t, false, 0, A.scale_inv},
-                  {B.bytes.data(), B.t, false, 0, B.scale_inv}, 0.0f, {c.data(), DType::kF32});
-    return c;
+  struct Shape3 {
+    size_t M, N, K;
+    DType ta, tb;
+    bool tb_trans;
+    DType b_cast;
   };
+  const Shape3 cases[] = {{300, 900, 500, DType::kE4M3, DType::kE5M2, false, DType::kF32},
+                        {1000, 700, 2000, DType::kE4M3, DType::kE4M3, false, DType::kF32},
+                        {257, 1000, 768, DType::kE4M3, DType::kF16, true, DType::kE4M3},
+                        {96, 5000, 64, DType::kF32, DType::kF32, true, DType::kF32}};
   const int saved = num_threads();
-  const auto one = run(1), two = run(2), again = run(2);
+  std::mt19937 rng(5);
+  for (const Shape3& k : cases) {
+    const Mat A = random_mat(k.ta, k.M, k.K, 0, rng);
+    const Mat B = k.tb_trans ? random_mat(k.tb, k.N, k.K, 0, rng) : random_mat(k.tb, k.K, k.N, 0, rng);
+    auto run = [&](int threads) {
+      set_num_threads(threads);
+      std::vector<float> c(k.M * k.N, std::bit_cast<float>(0x7FC00001u));  // poison
+      kernels::GemmOperand b{B.bytes.data(), B.t, k.tb_trans, 0, B.scale_inv, k.b_cast, 0.5f};
+      kernels::gemm(k.M, k.N, k.K, 1.0f, {A.bytes.data(), A.t, false, 0, A.scale_inv}, b, 0.0f,
+                    {c.data(), DType::kF32});
+      return c;
+    };
+    const auto one = run(1);
+    for (int threads : {2, 3, 4}) {
+      const auto many = run(threads);
+      EXPECT_EQ(std::memcmp(one.data(), many.data(), one.size() * 4), 0)
+          << k.M << "x" << k.N << "x" << k.K << " threads " << threads;
+    }
+  }
   set_num_threads(saved);
-  EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * 4), 0);
-  EXPECT_EQ(std::memcmp(two.data(), again.data(), two.size() * 4), 0);
 }
 
 TEST(Gemm, RejectsBadArguments) {

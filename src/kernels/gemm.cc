@@ -483,19 +483,12 @@ gemm_detail::Workspace& thread_workspace() {
   return ws;
 }
 
-// The B panel the threads of a split over M pack together, kept by the calling thread.
-gemm_detail::Workspace& shared_panel() {
-  thread_local gemm_detail::Workspace ws;
-  return ws;
-}
-
 }  // namespace
 
 size_t gemm_workspace_bytes_per_thread() {
-  // Packed A ≤ kABytes, packed B ≤ kBBytes, partial sums ≤ kCBytes, the decode rows (one
-  // panel row, or four runs of ≤ kKCMax) and the B panel a calling thread shares with its
-  // team each fit in kBBytes (see blocking()).
-  return gemm_detail::kABytes + 3 * gemm_detail::kBBytes + gemm_detail::kCBytes;
+  // Packed A ≤ kABytes, packed B ≤ kBBytes, partial sums ≤ kCBytes, and the decode rows
+  // (one panel row, or four runs of ≤ kKCMax) fit in kBBytes (see blocking()).
+  return gemm_detail::kABytes + 2 * gemm_detail::kBBytes + gemm_detail::kCBytes;
 }
 
 void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const GemmOperand& b,
@@ -589,8 +582,10 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   }
   gemm_detail::SharedPanel shared{};
   if (share_b) {
-    const auto bl = gemm_detail::blocking(K, M, N, mr, nr);  // nc and kc depend on N, K only
-    shared.bp = shared_panel().get(0, bl.nc * bl.kc);
+    // The calling thread's own B buffer: it is thread 0 of the team, whose slice would use
+    // it anyway (nc and kc depend on N and K only, so every slice wants the same size).
+    const auto bl = gemm_detail::blocking(K, M, N, mr, nr);
+    shared.bp = thread_workspace().get(1, bl.nc * bl.kc);
     shared.threads = threads;
   }
   std::vector<uint32_t> amax(threads, 0);

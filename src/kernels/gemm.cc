@@ -39,8 +39,16 @@ constexpr size_t kMR = 6;
 #endif
 constexpr size_t kNR = 2 * kLanes;
 
-size_t TileRows() { return kMR; }
-size_t TileCols() { return kNR; }
+// The packed-A budget, chosen by measurement per target: AVX-512 (the Xeon, 1 MiB L2) all of
+// kABytes; AVX2 (Zen 1, 512 KiB L2) half the L2, 2-5% faster than 1 MiB on the GPT-2 shapes
+// (docs/performance.md). Other targets follow the AVX2 rule.
+gd::Tiling GemmTiling() {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  return {kMR, kNR, gd::kABytes};
+#else
+  return {kMR, kNR, gd::half_l2_bytes()};
+#endif
+}
 
 // dst[0..n) = decoded src (dtype kSrc), unscaled.
 template <int kSrc>
@@ -250,9 +258,11 @@ void CastRun(float* p, size_t n, int to, float mul) {
   }
 }
 
-// tile (kMR×kNR) = prev (or 0) + ap_strip · bp_strip over kc.
+// The kMR×kNR tile prev (or 0) + ap_strip · bp_strip over kc, kept in registers, then
+// handed to store(r, row's first vector, row's second vector) row by row.
+template <class Store>
 HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float* HWY_RESTRICT bp,
-                            const float* HWY_RESTRICT prev, float* HWY_RESTRICT tile) {
+                            const float* HWY_RESTRICT prev, const Store& store) {
   const DF df;
   using V = hn::Vec<DF>;
   V c0[kMR], c1[kMR];
@@ -272,10 +282,45 @@ HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float
     }
   }
   HWY_UNROLL(kMR)
-  for (size_t r = 0; r < kMR; ++r) {
-    hn::Store(c0[r], df, tile + r * kNR);
-    hn::Store(c1[r], df, tile + r * kNR + kLanes);
-  }
+  for (size_t r = 0; r < kMR; ++r) store(r, c0[r], c1[r]);
+}
+
+// Into a kMR×kNR buffer (partial sums, or a finished tile for Epilogue).
+HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float* HWY_RESTRICT bp,
+                            const float* HWY_RESTRICT prev, float* HWY_RESTRICT tile) {
+  const DF df;
+  MicroKernel(kc, ap, bp, prev, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
+    hn::Store(v0, df, tile + r * kNR);
+    hn::Store(v1, df, tile + r * kNR + kLanes);
+  });
+}
+
+// A finished full tile straight into an FP32 C at (i0, j0), without GELU or amax: the
+// epilogue's arithmetic (alpha·scales, then beta·C, then bias) in the same order, so the
+// results are those of the buffered path.
+HWY_INLINE void MicroKernelToC(size_t kc, const float* HWY_RESTRICT ap,
+                               const float* HWY_RESTRICT bp, const float* HWY_RESTRICT prev,
+                               const gd::Args& g, size_t i0, size_t j0) {
+  const DF df;
+  float* c = reinterpret_cast<float*>(g.c) + i0 * g.ldc + j0;
+  const size_t ldc = g.ldc;
+  const float mul = g.out_mul, beta = g.beta;
+  const float* bias = g.bias != nullptr ? g.bias + j0 : nullptr;
+  MicroKernel(kc, ap, bp, prev, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
+    float* row = c + r * ldc;
+    v0 = hn::Mul(v0, hn::Set(df, mul));
+    v1 = hn::Mul(v1, hn::Set(df, mul));
+    if (beta != 0.0f) {
+      v0 = hn::MulAdd(hn::Set(df, beta), hn::LoadU(df, row), v0);
+      v1 = hn::MulAdd(hn::Set(df, beta), hn::LoadU(df, row + kLanes), v1);
+    }
+    if (bias != nullptr) {
+      v0 = hn::Add(v0, hn::LoadU(df, bias));
+      v1 = hn::Add(v1, hn::LoadU(df, bias + kLanes));
+    }
+    hn::StoreU(v0, df, row);
+    hn::StoreU(v1, df, row + kLanes);
+  });
 }
 
 // GELU, tanh form: 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
@@ -363,13 +408,15 @@ uint32_t Epilogue(const gd::Args& g, const float* tile, size_t rows, size_t cols
 // using it and for each other before the next is packed over it.
 uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1,
                    gd::Workspace& ws, const gd::SharedPanel* shared) {
-  const gd::Blocking bl = gd::blocking(g.K, m1 - m0, n1 - n0, kMR, kNR);
+  const gd::Blocking bl = gd::blocking(g.K, m1 - m0, n1 - n0, GemmTiling());
   float* ap = ws.get(0, bl.mc * bl.kc);
   float* bp = shared ? shared->bp : ws.get(1, bl.nc * bl.kc);
   float* ctiles = bl.passes > 1 ? ws.get(2, bl.mo * bl.nc) : nullptr;
   float* tmp = ws.get(3, std::max({bl.mc, bl.nc, 4 * bl.kc}));
   HWY_ALIGN float tile[kMR * kNR];
   uint32_t amax = 0;
+  // Full tiles of a plain FP32 output skip the tile buffer and the epilogue.
+  const bool direct = g.c_type == static_cast<int>(DType::kF32) && !g.gelu && !g.want_amax;
 
   for (size_t jc = n0; jc < n1; jc += bl.nc) {
     const size_t ncur = std::min(bl.nc, n1 - jc);
@@ -401,12 +448,17 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
               const size_t strip_row = (ic - mo) / kMR + si;
               float* acc =
                   ctiles ? ctiles + (sj * mo_strips + strip_row) * kMR * kNR : nullptr;
+              const size_t rows = std::min(kMR, mcur - si * kMR);
+              const size_t cols = std::min(kNR, ncur - sj * kNR);
+              if (last && direct && rows == kMR && cols == kNR) {
+                MicroKernelToC(kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
+                               first ? nullptr : acc, g, ic + si * kMR, jc + sj * kNR);
+                continue;
+              }
               MicroKernel(kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
                           first ? nullptr : acc, last ? tile : acc);
               if (last) {
-                amax = std::max(amax, Epilogue(g, tile, std::min(kMR, mcur - si * kMR),
-                                               std::min(kNR, ncur - sj * kNR), ic + si * kMR,
-                                               jc + sj * kNR));
+                amax = std::max(amax, Epilogue(g, tile, rows, cols, ic + si * kMR, jc + sj * kNR));
               }
             }
           }
@@ -427,15 +479,26 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include "core/check.h"
+#include <unistd.h>
+
 #include "core/parallel.h"
 #include "kernels/gemm.h"
 
 namespace fp8lm {
 HWY_EXPORT(GemmSlice);
-HWY_EXPORT(TileRows);
-HWY_EXPORT(TileCols);
+HWY_EXPORT(GemmTiling);
 
 namespace kernels {
+
+size_t gemm_detail::half_l2_bytes() {
+  static const size_t bytes = [] {
+    const long l2 = ::sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l2 <= 0) return size_t{256} << 10;
+    return std::clamp(static_cast<size_t>(l2) / 2, size_t{64} << 10, gemm_detail::kABytes);
+  }();
+  return bytes;
+}
+
 namespace {
 
 bool is_gemm_dtype(DType t) {
@@ -532,6 +595,7 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   g.saturate = c.saturate;
   g.bias = c.bias;
   g.gelu = c.activation == GemmActivation::kGelu;
+  g.want_amax = c.amax != nullptr;
   FP8LM_CHECK(g.lda >= a_cols && g.ldb >= b_cols && g.ldc >= N,
               "gemm: leading dimensions too small (lda ", g.lda, ", ldb ", g.ldb, ", ldc ", g.ldc,
               ")");
@@ -552,13 +616,14 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   constexpr double kMinFlopsPerThread = 1 << 22;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   const size_t by_work = static_cast<size_t>(std::max(1.0, flops / kMinFlopsPerThread));
-  const size_t mr = HWY_DYNAMIC_DISPATCH(TileRows)(), nr = HWY_DYNAMIC_DISPATCH(TileCols)();
+  const gemm_detail::Tiling tiling = HWY_DYNAMIC_DISPATCH(GemmTiling)();
+  const size_t mr = tiling.mr, nr = tiling.nr;
   const size_t max_threads = std::min(static_cast<size_t>(num_threads()), by_work);
   const double wa = a.transposed ? 1.0 : 3.0, wb = b.transposed ? 3.0 : 1.0;
   auto pack_cost = [&](bool split_n) {
     const size_t rows = split_n ? M : (M + max_threads - 1) / max_threads;
     const size_t cols = split_n ? (N + max_threads - 1) / max_threads : N;
-    const auto bl = gemm_detail::blocking(K, rows, cols, mr, nr);
+    const auto bl = gemm_detail::blocking(K, rows, cols, tiling);
     const double col_blocks = static_cast<double>((cols + bl.nc - 1) / bl.nc);
     const double b_share = split_n ? 1.0 : static_cast<double>(max_threads);
     return static_cast<double>(rows) * K * wa * col_blocks +
@@ -577,14 +642,14 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   bool share_b = !split_n && threads > 1;
   for (size_t t = 0; share_b && t < threads; ++t) {
     const auto [lo, hi] = bounds(t);
-    const auto bl = gemm_detail::blocking(K, hi - lo, N, mr, nr);
+    const auto bl = gemm_detail::blocking(K, hi - lo, N, tiling);
     share_b = bl.passes == 1 || bl.mo >= hi - lo;
   }
   gemm_detail::SharedPanel shared{};
   if (share_b) {
     // The calling thread's own B buffer: it is thread 0 of the team, whose slice would use
     // it anyway (nc and kc depend on N and K only, so every slice wants the same size).
-    const auto bl = gemm_detail::blocking(K, M, N, mr, nr);
+    const auto bl = gemm_detail::blocking(K, M, N, tiling);
     shared.bp = thread_workspace().get(1, bl.nc * bl.kc);
     shared.threads = threads;
   }

@@ -16,7 +16,9 @@ namespace fp8lm::kernels::gemm_detail {
 // KC: measured on AVX-512 (Zen) at 2 threads, passes of 512..1024 beat one long pass for
 // K = 2048/3072 by 5-10%; 768 keeps the common K = 768 in one pass.
 inline constexpr size_t kKCMax = 768;
-inline constexpr size_t kABytes = size_t{1} << 20;  // packed A block (MC×KC FP32): ~L2
+// Packed A block (MC×KC FP32), streamed once per B strip from L2: the target's budget
+// (Tiling::a_bytes) is at most this.
+inline constexpr size_t kABytes = size_t{1} << 20;
 inline constexpr size_t kBBytes = size_t{4} << 20;  // packed B panel (KC×NC FP32): L3 share
 inline constexpr size_t kCBytes = size_t{4} << 20;  // partial sums (MO×NC FP32), K > KC only
 
@@ -34,11 +36,21 @@ inline size_t balanced(size_t total, size_t max_block, size_t unit) {
   return std::max(unit, (per + unit - 1) / unit * unit);
 }
 
-inline Blocking blocking(size_t K, size_t rows, size_t cols, size_t mr, size_t nr) {
+// The dispatched target's register tile (MR×NR) and packed-A budget.
+struct Tiling {
+  size_t mr, nr, a_bytes;
+};
+
+// Half of this core's L2 (as the C library reports it), within [64 KiB, kABytes]: the A block
+// then shares L2 with the B strips and C tiles streaming past it. 256 KiB if unknown.
+size_t half_l2_bytes();
+
+inline Blocking blocking(size_t K, size_t rows, size_t cols, const Tiling& t) {
+  const size_t mr = t.mr, nr = t.nr;
   Blocking b{};
   b.passes = std::max<size_t>(1, (K + kKCMax - 1) / kKCMax);
   b.kc = std::max<size_t>(1, (K + b.passes - 1) / b.passes);  // equal passes
-  const size_t mc_max = std::max(mr, kABytes / (b.kc * sizeof(float)) / mr * mr);
+  const size_t mc_max = std::max(mr, std::min(t.a_bytes, kABytes) / (b.kc * sizeof(float)) / mr * mr);
   const size_t nc_max = std::max(nr, kBBytes / (b.kc * sizeof(float)) / nr * nr);
   b.nc = balanced(std::max<size_t>(cols, 1), nc_max, nr);
   b.mc = balanced(std::max<size_t>(rows, 1), mc_max, mr);
@@ -75,6 +87,7 @@ struct Args {
   bool saturate;
   const float* bias;
   bool gelu;
+  bool want_amax;  // the caller reads the amax of y
 };
 
 // A B panel packed by a team of threads together: thread t of `threads` packs its share of

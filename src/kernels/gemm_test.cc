@@ -165,11 +165,23 @@ void run_case(const Case& cs, std::mt19937& rng) {
         std::memset(out.data() + (i * C.ld + j) * es, 0xFF, es);
   }
   float amax = -1.0f;
+  const std::vector<uint8_t> before = out;
   kernels::GemmOutput o{out.data(), cs.c, C.ld, c_scale, true, &amax,
                         cs.bias ? bias.data() : nullptr,
                         cs.gelu_act ? kernels::GemmActivation::kGelu : kernels::GemmActivation::kNone};
-  kernels::gemm(M, N, K, cs.alpha, {A.bytes.data(), cs.a, cs.ta, A.ld, A.scale_inv},
-                {B.bytes.data(), cs.b, cs.tb, B.ld, B.scale_inv}, cs.beta, o);
+  const kernels::GemmOperand ga{A.bytes.data(), cs.a, cs.ta, A.ld, A.scale_inv};
+  const kernels::GemmOperand gb{B.bytes.data(), cs.b, cs.tb, B.ld, B.scale_inv};
+  kernels::gemm(M, N, K, cs.alpha, ga, gb, cs.beta, o);
+  if (cs.c == DType::kF32 && !cs.gelu_act) {
+    // Without an amax, full tiles of an FP32 output go from the registers straight to C:
+    // the same bits as through the tile buffer and the epilogue.
+    std::vector<uint8_t> direct = before;
+    kernels::GemmOutput od = o;
+    od.data = direct.data();
+    od.amax = nullptr;
+    kernels::gemm(M, N, K, cs.alpha, ga, gb, cs.beta, od);
+    EXPECT_EQ(std::memcmp(direct.data(), out.data(), out.size()), 0) << "direct store differs";
+  }
 
   Mat got = C;
   got.bytes = out;

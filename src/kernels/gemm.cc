@@ -162,87 +162,28 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
   }
 }
 
-// B as stored K×N: each k row is decoded vector by vector straight into its strips.
-template <int kSrc>
-void PackBRowsT(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp) {
-  const DF df;
-  constexpr size_t kBytes = dtype_size(static_cast<DType>(kSrc));
-  const size_t full = cols / kNR, rest = cols % kNR;
-  for (size_t k = 0; k < kc; ++k) {
-    const uint8_t* src = g.b + ((k0 + k) * g.ldb + j0) * kBytes;
-    for (size_t s = 0; s < full; ++s) {
-      float* dst = bp + (s * kc + k) * kNR;
-      hn::Store(LoadAsF32<kSrc>(df, src + s * kNR * kBytes), df, dst);
-      hn::Store(LoadAsF32<kSrc>(df, src + (s * kNR + kLanes) * kBytes), df, dst + kLanes);
-    }
-    if (rest != 0) {
-      float* dst = bp + (full * kc + k) * kNR;
-      DecodeRun(dst, src + full * kNR * kBytes, kSrc, rest);
-      std::fill(dst + rest, dst + kNR, 0.0f);
-    }
-  }
-}
-
-// Packs k [k0, k0+kc) × columns [j0, j0+cols) of op(B) into strips of kNR columns:
-// bp[s][k][c] (zero-padded past N). tmp holds max(cols, 4·kc) floats.
-void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp,
-           float* tmp) {
-  if (!g.b_trans && g.b_bs) {  // stored K×N with block scales: decode, scale, then split
-    for (size_t k = 0; k < kc; ++k) {
-      DecodeStoredRow(tmp, g.b, g.b_type, g.ldb, k0 + k, j0, cols, g.b_bs, g.b_br, g.b_bc,
-                      g.b_bld);
-      RunToStrips<kNR>(tmp, cols, k, kc, bp);
-    }
-    return;
-  }
-  if (!g.b_trans) {
-    switch (static_cast<DType>(g.b_type)) {
-      case DType::kF32:
-        return PackBRowsT<static_cast<int>(DType::kF32)>(g, k0, kc, j0, cols, bp);
-      case DType::kF16:
-        return PackBRowsT<static_cast<int>(DType::kF16)>(g, k0, kc, j0, cols, bp);
-      case DType::kBF16:
-        return PackBRowsT<static_cast<int>(DType::kBF16)>(g, k0, kc, j0, cols, bp);
-      case DType::kE4M3:
-        return PackBRowsT<static_cast<int>(DType::kE4M3)>(g, k0, kc, j0, cols, bp);
-      default:
-        return PackBRowsT<static_cast<int>(DType::kE5M2)>(g, k0, kc, j0, cols, bp);
-    }
-  }
-  // Stored N×K: decode each stored row, interleave by kNR.
-  const size_t strips = (cols + kNR - 1) / kNR;
-  for (size_t s = 0; s < strips; ++s) {
-    const size_t first = j0 + s * kNR;
-    RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), kc, bp + s * kc * kNR, tmp,
-                     [&](size_t c, float* dst) {
-                       DecodeStoredRow(dst, g.b, g.b_type, g.ldb, first + c, k0, kc, g.b_bs,
-                                       g.b_br, g.b_bc, g.b_bld);
-                     });
-  }
-}
-
-// p[0..n) = decode(cast(p[i] · mul)) in format kTo: the operand enters the product exactly as
-// its cast would (E4M3/E5M2 saturating, BF16 nearest-even with overflow to inf).
+// decode(cast(v · m)) in format kTo: an operand enters the product exactly as its cast would
+// (E4M3/E5M2 saturating, BF16 nearest-even with overflow to inf).
 template <int kTo>
-void CastRunT(float* HWY_RESTRICT p, size_t n, float mul) {
+HWY_INLINE hn::Vec<DF> CastLanes(DF df, hn::Vec<DF> v, hn::Vec<DF> m) {
   constexpr FloatFormat F = float_format(static_cast<DType>(kTo));
   constexpr uint32_t kOverflow = F.bias == 127 ? F.inf_code : F.max_code;
+  return DecodeLanes<F>(df, EncodeLanes<F>(df, hn::Mul(v, m), kOverflow));
+}
+
+// p[0..n) = CastLanes<kTo>(p[i], mul).
+template <int kTo>
+void CastRunT(float* HWY_RESTRICT p, size_t n, float mul) {
   const DF df;
-  const hn::RebindToUnsigned<DF> du;
   const auto m = hn::Set(df, mul);
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    const auto v = hn::Mul(hn::LoadU(df, p + i), m);
-    hn::StoreU(DecodeLanes<F>(df, EncodeLanes<F>(df, v, kOverflow)), df, p + i);
-  }
+  for (; i + kLanes <= n; i += kLanes) hn::StoreU(CastLanes<kTo>(df, hn::LoadU(df, p + i), m), df, p + i);
   if (i < n) {
     HWY_ALIGN float buf[kLanes] = {};
     std::memcpy(buf, p + i, (n - i) * sizeof(float));
-    const auto v = hn::Mul(hn::Load(df, buf), m);
-    hn::Store(DecodeLanes<F>(df, EncodeLanes<F>(df, v, kOverflow)), df, buf);
+    hn::Store(CastLanes<kTo>(df, hn::Load(df, buf), m), df, buf);
     std::memcpy(p + i, buf, (n - i) * sizeof(float));
   }
-  (void)du;
 }
 
 void CastRun(float* p, size_t n, int to, float mul) {
@@ -256,6 +197,92 @@ void CastRun(float* p, size_t n, int to, float mul) {
     default:
       return CastRunT<static_cast<int>(DType::kE5M2)>(p, n, mul);
   }
+}
+
+// B as stored K×N: each k row is decoded vector by vector straight into its strips, and cast
+// on the way when kTo is not f32 (an FP16 master weight entering an FP8 product).
+template <int kSrc, int kTo = static_cast<int>(DType::kF32)>
+void PackBRowsT(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp) {
+  const DF df;
+  constexpr size_t kBytes = dtype_size(static_cast<DType>(kSrc));
+  constexpr bool kCast = kTo != static_cast<int>(DType::kF32);
+  const auto m = hn::Set(df, g.b_cast_mul);
+  auto load = [&](const uint8_t* p) {
+    const auto v = LoadAsF32<kSrc>(df, p);
+    if constexpr (kCast) return CastLanes<kTo>(df, v, m);
+    return v;
+  };
+  const size_t full = cols / kNR, rest = cols % kNR;
+  for (size_t k = 0; k < kc; ++k) {
+    const uint8_t* src = g.b + ((k0 + k) * g.ldb + j0) * kBytes;
+    for (size_t s = 0; s < full; ++s) {
+      float* dst = bp + (s * kc + k) * kNR;
+      hn::Store(load(src + s * kNR * kBytes), df, dst);
+      hn::Store(load(src + (s * kNR + kLanes) * kBytes), df, dst + kLanes);
+    }
+    if (rest != 0) {
+      float* dst = bp + (full * kc + k) * kNR;
+      DecodeRun(dst, src + full * kNR * kBytes, kSrc, rest);
+      if constexpr (kCast) CastRunT<kTo>(dst, rest, g.b_cast_mul);
+      std::fill(dst + rest, dst + kNR, 0.0f);
+    }
+  }
+}
+
+// FP16 B as stored K×N (master weights) with its cast fused into the decode.
+void PackBRowsF16(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp) {
+  constexpr int kF16 = static_cast<int>(DType::kF16);
+  switch (static_cast<DType>(g.b_cast)) {
+    case DType::kE4M3:
+      return PackBRowsT<kF16, static_cast<int>(DType::kE4M3)>(g, k0, kc, j0, cols, bp);
+    case DType::kE5M2:
+      return PackBRowsT<kF16, static_cast<int>(DType::kE5M2)>(g, k0, kc, j0, cols, bp);
+    case DType::kBF16:
+      return PackBRowsT<kF16, static_cast<int>(DType::kBF16)>(g, k0, kc, j0, cols, bp);
+    default:
+      return PackBRowsT<kF16>(g, k0, kc, j0, cols, bp);
+  }
+}
+
+// Packs k [k0, k0+kc) × columns [j0, j0+cols) of op(B) into strips of kNR columns:
+// bp[s][k][c] (zero-padded past N), cast as g.b_cast asks. tmp holds max(cols, 4·kc) floats.
+void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp,
+           float* tmp) {
+  const size_t strips = (cols + kNR - 1) / kNR;
+  if (!g.b_trans && g.b_bs) {  // stored K×N with block scales: decode, scale, then split
+    for (size_t k = 0; k < kc; ++k) {
+      DecodeStoredRow(tmp, g.b, g.b_type, g.ldb, k0 + k, j0, cols, g.b_bs, g.b_br, g.b_bc,
+                      g.b_bld);
+      RunToStrips<kNR>(tmp, cols, k, kc, bp);
+    }
+  } else if (!g.b_trans) {
+    switch (static_cast<DType>(g.b_type)) {
+      case DType::kF32:
+        PackBRowsT<static_cast<int>(DType::kF32)>(g, k0, kc, j0, cols, bp);
+        break;
+      case DType::kF16:
+        return PackBRowsF16(g, k0, kc, j0, cols, bp);
+      case DType::kBF16:
+        PackBRowsT<static_cast<int>(DType::kBF16)>(g, k0, kc, j0, cols, bp);
+        break;
+      case DType::kE4M3:
+        PackBRowsT<static_cast<int>(DType::kE4M3)>(g, k0, kc, j0, cols, bp);
+        break;
+      default:
+        PackBRowsT<static_cast<int>(DType::kE5M2)>(g, k0, kc, j0, cols, bp);
+        break;
+    }
+  } else {  // stored N×K: decode each stored row, interleave by kNR
+    for (size_t s = 0; s < strips; ++s) {
+      const size_t first = j0 + s * kNR;
+      RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), kc, bp + s * kc * kNR, tmp,
+                       [&](size_t c, float* dst) {
+                         DecodeStoredRow(dst, g.b, g.b_type, g.ldb, first + c, k0, kc, g.b_bs,
+                                         g.b_br, g.b_bc, g.b_bld);
+                       });
+    }
+  }
+  CastRun(bp, strips * kc * kNR, g.b_cast, g.b_cast_mul);
 }
 
 // The kMR×kNR tile prev (or 0) + ap_strip · bp_strip over kc, kept in registers, then
@@ -433,7 +460,6 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
         if (s1 > s0) {
           float* strips = bp + s0 * kcur * kNR;
           PackB(g, pc, kcur, jc + s0 * kNR, std::min(ncur, s1 * kNR) - s0 * kNR, strips, tmp);
-          CastRun(strips, (s1 - s0) * kcur * kNR, g.b_cast, g.b_cast_mul);
         }
         if (shared) {
 #pragma omp barrier

@@ -39,9 +39,9 @@ constexpr size_t kMR = 6;
 #endif
 constexpr size_t kNR = 2 * kLanes;
 
-// The packed-A budget, chosen by measurement per target: AVX-512 (the Xeon, 1 MiB L2) all of
-// kABytes; AVX2 (Zen 1, 512 KiB L2) half the L2, 2-5% faster than 1 MiB on the GPT-2 shapes
-// (docs/performance.md). Other targets follow the AVX2 rule.
+// The register tile and packed-A budget: AVX-512 all of kABytes (measured on its Xeon, 1 MiB
+// L2); the others half the core's L2, so the A block stays there (on Zen 1 every size from
+// 128 KiB to 1 MiB measured alike; docs/performance.md).
 gd::Tiling GemmTiling() {
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
   return {kMR, kNR, gd::kABytes};

@@ -2072,6 +2072,21 @@ def class_env(h):
             add("FP8LM_ISA=%r :: %s" % (isa, cmd), fn, expect=exp,
                 quick=(cmd == "eval" and isa in ("bogus", "avx512")))
 
+    # FP8LM_GEMM_A_KIB (the packed-A block budget, KiB in [16, 1024]).
+    for kib, exp in [("bogus", MUST_REFUSE), ("0", MUST_REFUSE), ("2048", MUST_REFUSE),
+                     ("64", MUST_ACCEPT), ("", MUST_ACCEPT)]:
+        for cmd in ("train", "inspect"):
+            def fn(h, d, kib=kib, exp=exp, cmd=cmd):
+                if cmd == "train":
+                    argv, fin = h.train_argv(d), train_finite(os.path.join(d, "run"))
+                else:
+                    argv = [h.binary, "inspect", os.path.join(h.fixture("ref")["ckpt"], "model.safetensors")]
+                    fin = None
+                p = h.run(argv, d, cmd, env_extra={"FP8LM_GEMM_A_KIB": kib})
+                return judge(p, exp, fin, mention="FP8LM_GEMM_A_KIB" if exp == MUST_REFUSE else None)
+            add("FP8LM_GEMM_A_KIB=%r :: %s" % (kib, cmd), fn, expect=exp,
+                quick=(cmd == "train" and kib in ("bogus", "64")))
+
     # Output to a full device: the printed result is lost, so exit 0 would be a lie.
     def full_stdout(cmd):
         def fn(h, d):

@@ -410,6 +410,18 @@ TEST_F(Cli, IsaOverrideIsValidated) {
   EXPECT_NE(bad.err.find("FP8LM_ISA"), std::string::npos);
 }
 
+TEST_F(Cli, GemmBlockOverrideIsValidated) {
+  ::setenv("FP8LM_GEMM_A_KIB", "64", 1);
+  const Result set = run("bench gemm --json --reps 1 --shape 2048x768x768");
+  ::setenv("FP8LM_GEMM_A_KIB", "4096", 1);
+  const Result bad = run("bench gemm --json --reps 1 --shape 2048x768x768");
+  ::unsetenv("FP8LM_GEMM_A_KIB");
+  ASSERT_EQ(set.rc, 0) << set.err;
+  EXPECT_EQ(nlohmann::json::parse(set.out)["a_block_bytes"], 64 * 1024);
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.err.find("FP8LM_GEMM_A_KIB=4096"), std::string::npos) << bad.err;
+}
+
 TEST_F(Cli, BenchCastReportsRatio) {
   const Result r = run("--threads 2 bench cast --json --mib 8 --reps 3");
   ASSERT_EQ(r.rc, 0) << r.err;

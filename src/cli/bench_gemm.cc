@@ -211,8 +211,10 @@ void run_bench_gemm(const BenchGemmOptions& o) {
   const double peak = kernels::measure_fma_peak_gflops(threads);
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json) {
-    std::printf("bench gemm: %d threads, simd %s, OpenBLAS core %s%s, FMA peak %.1f GFLOP/s\n",
-                threads, simd::active_target().c_str(), blas.core.c_str(),
+    std::printf("bench gemm: %d threads, simd %s (packed A block %zu KiB), OpenBLAS core %s%s, "
+                "FMA peak %.1f GFLOP/s\n",
+                threads, simd::active_target().c_str(), kernels::gemm_a_block_bytes() >> 10,
+                blas.core.c_str(),
                 blas.full_width ? "" : " (narrower kernels than this CPU runs: ratios flatter fp8lm)",
                 peak);
     std::printf("%-16s %-30s %-16s %9s %9s %6s %6s", "MxNxK", "layer", "a x b -> c", "GFLOP/s",
@@ -322,6 +324,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
   if (o.json) {
     const nlohmann::json j = {{"threads", threads},
                               {"simd", simd::active_target()},
+                              {"a_block_bytes", kernels::gemm_a_block_bytes()},
                               {"openblas_core", blas.core},
                               {"openblas_core_full_width", blas.full_width},
                               {"fma_peak_gflops", peak},

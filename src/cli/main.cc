@@ -8,6 +8,7 @@
 #include "core/check.h"
 #include "core/parallel.h"
 #include "distributed/world.h"
+#include "kernels/gemm.h"
 #include "kernels/simd.h"
 
 namespace fp8lm::cli {
@@ -20,6 +21,7 @@ GlobalOptions& global_options() {
 void apply_global_options() {
   if (global_options().threads > 0) set_num_threads(global_options().threads);
   simd::apply_isa_env();
+  kernels::apply_gemm_env();
 }
 
 }  // namespace fp8lm::cli

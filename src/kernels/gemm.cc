@@ -435,7 +435,7 @@ uint32_t Epilogue(const gd::Args& g, const float* tile, size_t rows, size_t cols
 // using it and for each other before the next is packed over it.
 uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1,
                    gd::Workspace& ws, const gd::SharedPanel* shared) {
-  const gd::Blocking bl = gd::blocking(g.K, m1 - m0, n1 - n0, GemmTiling());
+  const gd::Blocking bl = gd::blocking(g.K, m1 - m0, n1 - n0, {kMR, kNR, g.a_bytes});
   float* ap = ws.get(0, bl.mc * bl.kc);
   float* bp = shared ? shared->bp : ws.get(1, bl.nc * bl.kc);
   float* ctiles = bl.passes > 1 ? ws.get(2, bl.mo * bl.nc) : nullptr;
@@ -504,9 +504,11 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include "core/check.h"
 #include <unistd.h>
 
+#include <cstdlib>
+
+#include "core/check.h"
 #include "core/parallel.h"
 #include "kernels/gemm.h"
 
@@ -515,6 +517,26 @@ HWY_EXPORT(GemmSlice);
 HWY_EXPORT(GemmTiling);
 
 namespace kernels {
+
+namespace {
+size_t a_block_override = 0;  // FP8LM_GEMM_A_KIB in bytes, 0 = the target's own budget
+}  // namespace
+
+void apply_gemm_env() {
+  const char* v = std::getenv("FP8LM_GEMM_A_KIB");
+  a_block_override = 0;
+  if (v == nullptr || *v == '\0') return;
+  char* end = nullptr;
+  const long kib = std::strtol(v, &end, 10);
+  if (*end != '\0' || kib < 16 || kib > static_cast<long>(gemm_detail::kABytes >> 10))
+    fail("FP8LM_GEMM_A_KIB=", v, ": not a whole number of KiB in [16, ",
+         gemm_detail::kABytes >> 10, "]");
+  a_block_override = static_cast<size_t>(kib) << 10;
+}
+
+size_t gemm_a_block_bytes() {
+  return a_block_override != 0 ? a_block_override : HWY_DYNAMIC_DISPATCH(GemmTiling)().a_bytes;
+}
 
 size_t gemm_detail::half_l2_bytes() {
   static const size_t bytes = [] {
@@ -642,7 +664,9 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   constexpr double kMinFlopsPerThread = 1 << 22;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   const size_t by_work = static_cast<size_t>(std::max(1.0, flops / kMinFlopsPerThread));
-  const gemm_detail::Tiling tiling = HWY_DYNAMIC_DISPATCH(GemmTiling)();
+  gemm_detail::Tiling tiling = HWY_DYNAMIC_DISPATCH(GemmTiling)();
+  if (a_block_override != 0) tiling.a_bytes = a_block_override;
+  g.a_bytes = tiling.a_bytes;
   const size_t mr = tiling.mr, nr = tiling.nr;
   const size_t max_threads = std::min(static_cast<size_t>(num_threads()), by_work);
   const double wa = a.transposed ? 1.0 : 3.0, wb = b.transposed ? 3.0 : 1.0;

@@ -57,6 +57,14 @@ struct GemmOutput {
 void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const GemmOperand& b,
           float beta, const GemmOutput& c);
 
+// The packed-A block budget in effect (bytes): the dispatched target's own (AVX-512 1 MiB, else
+// half the core's L2), or FP8LM_GEMM_A_KIB's. Block sizes never change results.
+size_t gemm_a_block_bytes();
+// Reads FP8LM_GEMM_A_KIB (KiB in [16, 1024]; unset or empty: the targets' own budgets), for
+// tuning block sizes on a new CPU with `fp8lm bench gemm`. Throws Error naming the variable
+// for a bad value.
+void apply_gemm_env();
+
 // Bytes of packing workspace the calling thread keeps between calls (accounted as
 // MemCategory::kWorkspace); bounded by the block sizes, independent of M, N and K.
 size_t gemm_workspace_bytes_per_thread();

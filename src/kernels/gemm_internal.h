@@ -88,6 +88,7 @@ struct Args {
   const float* bias;
   bool gelu;
   bool want_amax;  // the caller reads the amax of y
+  size_t a_bytes;  // packed-A budget (Tiling::a_bytes, or FP8LM_GEMM_A_KIB)
 };
 
 // A B panel packed by a team of threads together: thread t of `threads` packs its share of

@@ -16,6 +16,8 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/check.h"
@@ -338,6 +340,54 @@ TEST(Gemm, DeterministicForAnyThreadCount) {
     }
   }
   set_num_threads(saved);
+}
+
+// The packed-A budget decides block sizes only: every budget gives the same bits. A bad
+// FP8LM_GEMM_A_KIB is refused by name.
+TEST(Gemm, ABlockBudgetChangesNoBits) {
+  std::mt19937 rng(9);
+  const size_t M = 700, N = 900, K = 1500;  // K in two passes; several A blocks at 16 KiB
+  const Mat A = random_mat(DType::kE4M3, M, K, 0, rng);
+  const Mat B = random_mat(DType::kE5M2, N, K, 0, rng);
+  auto run = [&](const char* kib) {
+    if (kib != nullptr)
+      ::setenv("FP8LM_GEMM_A_KIB", kib, 1);
+    else
+      ::unsetenv("FP8LM_GEMM_A_KIB");
+    kernels::apply_gemm_env();
+    std::vector<float> c(M * N, std::bit_cast<float>(0x7FC00001u));
+    std::vector<uint8_t> c8(M * N, 0xFF);
+    float amax = -1.0f;
+    kernels::gemm(M, N, K, 1.0f, {A.bytes.data(), A.t, false, 0, A.scale_inv},
+                  {B.bytes.data(), B.t, true, 0, B.scale_inv}, 0.0f, {c.data(), DType::kF32});
+    kernels::gemm(M, N, K, 1.0f, {A.bytes.data(), A.t, false, 0, A.scale_inv},
+                  {B.bytes.data(), B.t, true, 0, B.scale_inv}, 0.0f,
+                  {c8.data(), DType::kE4M3, 0, 8.0f, true, &amax});
+    const size_t budget = kernels::gemm_a_block_bytes();
+    return std::tuple{c, c8, amax, budget};
+  };
+  const auto [c0, q0, a0, own] = run(nullptr);
+  for (const char* kib : {"16", "100", "1024"}) {
+    const auto [c, q, a, budget] = run(kib);
+    EXPECT_EQ(budget, static_cast<size_t>(std::atoi(kib)) << 10);
+    EXPECT_EQ(std::memcmp(c.data(), c0.data(), c.size() * 4), 0) << kib << " KiB";
+    EXPECT_EQ(q, q0) << kib << " KiB";
+    EXPECT_EQ(a, a0) << kib << " KiB";
+  }
+  for (const char* kib : {"abc", "8", "2048", "64k", "-64"}) {
+    ::setenv("FP8LM_GEMM_A_KIB", kib, 1);
+    try {
+      kernels::apply_gemm_env();
+      ADD_FAILURE() << "accepted FP8LM_GEMM_A_KIB=" << kib;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("FP8LM_GEMM_A_KIB"), std::string::npos);
+    }
+  }
+  ::unsetenv("FP8LM_GEMM_A_KIB");
+  kernels::apply_gemm_env();
+  EXPECT_EQ(kernels::gemm_a_block_bytes(), own);
+  EXPECT_GE(own, size_t{64} << 10);
+  EXPECT_LE(own, size_t{1} << 20);
 }
 
 TEST(Gemm, RejectsBadArguments) {

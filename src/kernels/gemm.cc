@@ -93,30 +93,36 @@ void RunToStrips(const float* HWY_RESTRICT run, size_t n, size_t k, size_t kc,
   }
 }
 
-// dst[0..n) = stored row `row` at columns [c0, c0+n), decoded and times its block scales
-// (bs: grid of br×bc blocks, row stride bld; null: none).
-void DecodeStoredRow(float* dst, const uint8_t* base, int type, size_t ld, size_t row, size_t c0,
-                     size_t n, const float* bs, size_t br, size_t bc, size_t bld) {
+// Stored row `row` at columns [c0, c0+n) as FP32 values times its block scales (bs: grid of
+// br×bc blocks, row stride bld; null: none): an unscaled FP32 row is read where it is stored,
+// any other is decoded (and scaled) into dst[0..n).
+const float* StoredRow(float* dst, const uint8_t* base, int type, size_t ld, size_t row,
+                       size_t c0, size_t n, const float* bs, size_t br, size_t bc, size_t bld) {
+  if (type == static_cast<int>(DType::kF32) && bs == nullptr)
+    return reinterpret_cast<const float*>(base) + row * ld + c0;
   DecodeRun(dst, base + (row * ld + c0) * dtype_size(static_cast<DType>(type)), type, n);
   if (bs) ScaleRun(dst, n, c0, bs + row / br * bld, bc);
+  return dst;
 }
 
 // Interleaves n ≤ W stored rows into one packed strip, strip[k·W + r] = row r at k (zero for
-// r ≥ n); decode(r, dst) writes row r's kc values. Rows go four at a time through 4×4
+// r ≥ n); row(r, buffer) returns row r's kc values (decoded into buffer, or where stored).
+// Rows go four at a time through 4×4
 // register transposes (a scalar scatter costs one store per value). tmp holds 4·kc floats.
-template <size_t W, class Decode>
+template <size_t W, class Row>
 void RowsToStrip(size_t n, size_t kc, float* HWY_RESTRICT strip, float* HWY_RESTRICT tmp,
-                 const Decode& decode) {
+                 const Row& row) {
   size_t r = 0;
 #if HWY_TARGET != HWY_SCALAR
   const hn::FixedTag<float, 4> d4;
   const hn::FixedTag<uint64_t, 2> d64;
   for (; r + 4 <= n; r += 4) {
-    for (size_t q = 0; q < 4; ++q) decode(r + q, tmp + q * kc);
+    const float* x[4];
+    for (size_t q = 0; q < 4; ++q) x[q] = row(r + q, tmp + q * kc);
     size_t k = 0;
     for (; k + 4 <= kc; k += 4) {
-      const auto a = hn::LoadU(d4, tmp + k), b = hn::LoadU(d4, tmp + kc + k);
-      const auto c = hn::LoadU(d4, tmp + 2 * kc + k), e = hn::LoadU(d4, tmp + 3 * kc + k);
+      const auto a = hn::LoadU(d4, x[0] + k), b = hn::LoadU(d4, x[1] + k);
+      const auto c = hn::LoadU(d4, x[2] + k), e = hn::LoadU(d4, x[3] + k);
       const auto ab_lo = hn::BitCast(d64, hn::InterleaveLower(d4, a, b));  // a0 b0 a1 b1
       const auto ce_lo = hn::BitCast(d64, hn::InterleaveLower(d4, c, e));
       const auto ab_hi = hn::BitCast(d64, hn::InterleaveUpper(d4, a, b));  // a2 b2 a3 b3
@@ -128,12 +134,12 @@ void RowsToStrip(size_t n, size_t kc, float* HWY_RESTRICT strip, float* HWY_REST
       hn::StoreU(hn::BitCast(d4, hn::InterleaveUpper(d64, ab_hi, ce_hi)), d4, dst + 3 * W);
     }
     for (; k < kc; ++k)
-      for (size_t q = 0; q < 4; ++q) strip[k * W + r + q] = tmp[q * kc + k];
+      for (size_t q = 0; q < 4; ++q) strip[k * W + r + q] = x[q][k];
   }
 #endif
   for (; r < n; ++r) {
-    decode(r, tmp);
-    for (size_t k = 0; k < kc; ++k) strip[k * W + r] = tmp[k];
+    const float* x = row(r, tmp);
+    for (size_t k = 0; k < kc; ++k) strip[k * W + r] = x[k];
   }
   for (; r < W; ++r)
     for (size_t k = 0; k < kc; ++k) strip[k * W + r] = 0.0f;
@@ -146,18 +152,18 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
   const size_t strips = (rows + kMR - 1) / kMR;
   if (g.a_trans) {  // stored K×M: each k gives a contiguous run of rows
     for (size_t k = 0; k < kc; ++k) {
-      DecodeStoredRow(tmp, g.a, g.a_type, g.lda, k0 + k, i0, rows, g.a_bs, g.a_br, g.a_bc,
-                      g.a_bld);
-      RunToStrips<kMR>(tmp, rows, k, kc, ap);
+      RunToStrips<kMR>(StoredRow(tmp, g.a, g.a_type, g.lda, k0 + k, i0, rows, g.a_bs, g.a_br,
+                                 g.a_bc, g.a_bld),
+                       rows, k, kc, ap);
     }
     return;
   }
   for (size_t s = 0; s < strips; ++s) {  // stored M×K: decode each row, interleave by kMR
     const size_t first = i0 + s * kMR;
     RowsToStrip<kMR>(std::min(kMR, rows - s * kMR), kc, ap + s * kc * kMR, tmp,
-                     [&](size_t r, float* dst) {
-                       DecodeStoredRow(dst, g.a, g.a_type, g.lda, first + r, k0, kc, g.a_bs,
-                                       g.a_br, g.a_bc, g.a_bld);
+                     [&](size_t r, float* buf) {
+                       return StoredRow(buf, g.a, g.a_type, g.lda, first + r, k0, kc, g.a_bs,
+                                        g.a_br, g.a_bc, g.a_bld);
                      });
   }
 }
@@ -251,9 +257,9 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
   const size_t strips = (cols + kNR - 1) / kNR;
   if (!g.b_trans && g.b_bs) {  // stored K×N with block scales: decode, scale, then split
     for (size_t k = 0; k < kc; ++k) {
-      DecodeStoredRow(tmp, g.b, g.b_type, g.ldb, k0 + k, j0, cols, g.b_bs, g.b_br, g.b_bc,
-                      g.b_bld);
-      RunToStrips<kNR>(tmp, cols, k, kc, bp);
+      RunToStrips<kNR>(StoredRow(tmp, g.b, g.b_type, g.ldb, k0 + k, j0, cols, g.b_bs, g.b_br,
+                                 g.b_bc, g.b_bld),
+                       cols, k, kc, bp);
     }
   } else if (!g.b_trans) {
     switch (static_cast<DType>(g.b_type)) {
@@ -276,9 +282,9 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
     for (size_t s = 0; s < strips; ++s) {
       const size_t first = j0 + s * kNR;
       RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), kc, bp + s * kc * kNR, tmp,
-                       [&](size_t c, float* dst) {
-                         DecodeStoredRow(dst, g.b, g.b_type, g.ldb, first + c, k0, kc, g.b_bs,
-                                         g.b_br, g.b_bc, g.b_bld);
+                       [&](size_t c, float* buf) {
+                         return StoredRow(buf, g.b, g.b_type, g.ldb, first + c, k0, kc, g.b_bs,
+                                          g.b_br, g.b_bc, g.b_bld);
                        });
     }
   }

@@ -259,6 +259,14 @@ TEST_P(GemmOnTarget, LargeShapesSpanSeveralBlocksAndKPasses) {
     run_case({700, 1400, 96, true, false, DType::kE5M2, DType::kE4M3, DType::kE4M3, 1.0f, 0.0f,
               true, true, 0},
              rng);
+  // FP32 operands are read where they are stored: gathers at a K pass's offset, and A stored
+  // K×M in several blocks of rows (strided, so a wrong offset reads other values).
+  run_case({45, 70, 1700, false, true, DType::kF32, DType::kF32, DType::kF32, 1.0f, 0.5f, true,
+            false, 3},
+           rng);
+  run_case({700, 40, 1700, true, false, DType::kF32, DType::kF32, DType::kF32, 0.75f, 0.0f, true,
+            false, 5},
+           rng);
 }
 
 TEST_P(GemmOnTarget, EmptyKGivesBetaCPlusBias) {

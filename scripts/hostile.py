@@ -2053,39 +2053,35 @@ def class_env(h):
             return judge(p, exp, fin, mention="threads" if exp == MUST_REFUSE else None)
         add(label, fn, quick=label.startswith("--threads 0"), expect=exp)
 
-    # FP8LM_ISA.
-    has512 = "avx512f" in cpu_flags()
-    for isa, exp in [("bogus", MUST_REFUSE), ("avx512", MAY_ACCEPT if has512 else MUST_REFUSE),
-                     ("AVX2", MAY_ACCEPT), ("scalar", MUST_ACCEPT), ("", MUST_ACCEPT),
-                     ("avx2 ", MUST_REFUSE)]:
-        for cmd in ("train", "eval", "inspect"):
-            def fn(h, d, isa=isa, exp=exp, cmd=cmd):
-                if cmd == "train":
-                    argv, fin = h.train_argv(d), train_finite(os.path.join(d, "run"))
-                elif cmd == "eval":
-                    argv, fin = h.eval_argv(h.copy_ckpt(d)), eval_finite
-                else:
-                    argv = [h.binary, "inspect", os.path.join(h.fixture("ref")["ckpt"], "model.safetensors")]
-                    fin = None
-                p = h.run(argv, d, cmd, env_extra={"FP8LM_ISA": isa})
-                return judge(p, exp, fin, mention="FP8LM_ISA" if exp == MUST_REFUSE else None)
-            add("FP8LM_ISA=%r :: %s" % (isa, cmd), fn, expect=exp,
-                quick=(cmd == "eval" and isa in ("bogus", "avx512")))
+    # Environment variables read at start-up: a bad value is refused by name.
+    def env_cases(var, values, cmds, quick):
+        for val, exp in values:
+            for cmd in cmds:
+                def fn(h, d, val=val, exp=exp, cmd=cmd):
+                    if cmd == "train":
+                        argv, fin = h.train_argv(d), train_finite(os.path.join(d, "run"))
+                    elif cmd == "eval":
+                        argv, fin = h.eval_argv(h.copy_ckpt(d)), eval_finite
+                    else:
+                        argv = [h.binary, "inspect", os.path.join(h.fixture("ref")["ckpt"], "model.safetensors")]
+                        fin = None
+                    p = h.run(argv, d, cmd, env_extra={var: val})
+                    return judge(p, exp, fin, mention=var if exp == MUST_REFUSE else None)
+                add("%s=%r :: %s" % (var, val, cmd), fn, expect=exp, quick=quick(val, cmd))
 
-    # FP8LM_GEMM_A_KIB (the packed-A block budget, KiB in [16, 1024]).
-    for kib, exp in [("bogus", MUST_REFUSE), ("0", MUST_REFUSE), ("2048", MUST_REFUSE),
-                     ("64", MUST_ACCEPT), ("", MUST_ACCEPT)]:
-        for cmd in ("train", "inspect"):
-            def fn(h, d, kib=kib, exp=exp, cmd=cmd):
-                if cmd == "train":
-                    argv, fin = h.train_argv(d), train_finite(os.path.join(d, "run"))
-                else:
-                    argv = [h.binary, "inspect", os.path.join(h.fixture("ref")["ckpt"], "model.safetensors")]
-                    fin = None
-                p = h.run(argv, d, cmd, env_extra={"FP8LM_GEMM_A_KIB": kib})
-                return judge(p, exp, fin, mention="FP8LM_GEMM_A_KIB" if exp == MUST_REFUSE else None)
-            add("FP8LM_GEMM_A_KIB=%r :: %s" % (kib, cmd), fn, expect=exp,
-                quick=(cmd == "train" and kib in ("bogus", "64")))
+    has512 = "avx512f" in cpu_flags()
+    env_cases("FP8LM_ISA",
+              [("bogus", MUST_REFUSE), ("avx512", MAY_ACCEPT if has512 else MUST_REFUSE),
+               ("AVX2", MAY_ACCEPT), ("scalar", MUST_ACCEPT), ("", MUST_ACCEPT),
+               ("avx2 ", MUST_REFUSE)],
+              ("train", "eval", "inspect"),
+              lambda val, cmd: cmd == "eval" and val in ("bogus", "avx512"))
+    # The GEMM's packed-A block budget, KiB in [16, 1024].
+    env_cases("FP8LM_GEMM_A_KIB",
+              [("bogus", MUST_REFUSE), ("0", MUST_REFUSE), ("2048", MUST_REFUSE),
+               ("64", MUST_ACCEPT), ("", MUST_ACCEPT)],
+              ("train", "inspect"),
+              lambda val, cmd: cmd == "train" and val in ("bogus", "64"))
 
     # Output to a full device: the printed result is lost, so exit 0 would be a lie.
     def full_stdout(cmd):

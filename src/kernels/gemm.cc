@@ -85,9 +85,12 @@ void DecodeRun(float* dst, const uint8_t* src, int type, size_t n) {
 template <size_t W>
 void RunToStrips(const float* HWY_RESTRICT run, size_t n, size_t k, size_t kc,
                  float* HWY_RESTRICT strips) {
-  for (size_t s = 0; s * W < n; ++s) {
+  size_t s = 0;
+  for (; (s + 1) * W <= n; ++s)  // whole strips: a fixed-size copy, a few register moves
+    std::memcpy(strips + (s * kc + k) * W, run + s * W, W * sizeof(float));
+  if (s * W < n) {
     float* dst = strips + (s * kc + k) * W;
-    const size_t m = std::min(W, n - s * W);
+    const size_t m = n - s * W;
     std::memcpy(dst, run + s * W, m * sizeof(float));
     std::fill(dst + m, dst + W, 0.0f);
   }

@@ -186,7 +186,8 @@ void CastRunT(float* HWY_RESTRICT p, size_t n, float mul) {
   const DF df;
   const auto m = hn::Set(df, mul);
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) hn::StoreU(CastLanes<kTo>(df, hn::LoadU(df, p + i), m), df, p + i);
+  for (; i + kLanes <= n; i += kLanes)
+    hn::StoreU(CastLanes<kTo>(df, hn::LoadU(df, p + i), m), df, p + i);
   if (i < n) {
     HWY_ALIGN float buf[kLanes] = {};
     std::memcpy(buf, p + i, (n - i) * sizeof(float));

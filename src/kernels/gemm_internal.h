@@ -50,7 +50,8 @@ inline Blocking blocking(size_t K, size_t rows, size_t cols, const Tiling& t) {
   Blocking b{};
   b.passes = std::max<size_t>(1, (K + kKCMax - 1) / kKCMax);
   b.kc = std::max<size_t>(1, (K + b.passes - 1) / b.passes);  // equal passes
-  const size_t mc_max = std::max(mr, std::min(t.a_bytes, kABytes) / (b.kc * sizeof(float)) / mr * mr);
+  const size_t a_bytes = std::min(t.a_bytes, kABytes);
+  const size_t mc_max = std::max(mr, a_bytes / (b.kc * sizeof(float)) / mr * mr);
   const size_t nc_max = std::max(nr, kBBytes / (b.kc * sizeof(float)) / nr * nr);
   b.nc = balanced(std::max<size_t>(cols, 1), nc_max, nr);
   b.mc = balanced(std::max<size_t>(rows, 1), mc_max, mr);

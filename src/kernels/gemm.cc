@@ -530,6 +530,13 @@ namespace kernels {
 
 namespace {
 size_t a_block_override = 0;  // FP8LM_GEMM_A_KIB in bytes, 0 = the target's own budget
+
+// The dispatched target's tiling with FP8LM_GEMM_A_KIB applied.
+gemm_detail::Tiling tiling_in_effect() {
+  gemm_detail::Tiling t = HWY_DYNAMIC_DISPATCH(GemmTiling)();
+  if (a_block_override != 0) t.a_bytes = a_block_override;
+  return t;
+}
 }  // namespace
 
 void apply_gemm_env() {
@@ -544,9 +551,7 @@ void apply_gemm_env() {
   a_block_override = static_cast<size_t>(kib) << 10;
 }
 
-size_t gemm_a_block_bytes() {
-  return a_block_override != 0 ? a_block_override : HWY_DYNAMIC_DISPATCH(GemmTiling)().a_bytes;
-}
+size_t gemm_a_block_bytes() { return tiling_in_effect().a_bytes; }
 
 size_t gemm_detail::half_l2_bytes() {
   static const size_t bytes = [] {
@@ -674,8 +679,7 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   constexpr double kMinFlopsPerThread = 1 << 22;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   const size_t by_work = static_cast<size_t>(std::max(1.0, flops / kMinFlopsPerThread));
-  gemm_detail::Tiling tiling = HWY_DYNAMIC_DISPATCH(GemmTiling)();
-  if (a_block_override != 0) tiling.a_bytes = a_block_override;
+  const gemm_detail::Tiling tiling = tiling_in_effect();
   g.a_bytes = tiling.a_bytes;
   const size_t mr = tiling.mr, nr = tiling.nr;
   const size_t max_threads = std::min(static_cast<size_t>(num_threads()), by_work);

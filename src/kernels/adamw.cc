@@ -76,14 +76,19 @@ void AdamWT(uint8_t* master, uint8_t* m1, uint8_t* m2, const uint8_t* grad, size
   for (; i + kLanes <= n; i += kLanes)
     body(master + i * bM, m1 + i * b1, m2 + i * b2, grad + i * bG, master + i * bM, m1 + i * b1,
          m2 + i * b2);
-  if (i < n) {  // tail through zero-padded buffers (padding lanes: all-zero states, amax 0)
+  if (i < n) {  // tail through buffers whose padding lanes repeat the last element: they add
+                // nothing to the amaxes (zero states would make 0/0 where ε = 0) and are not stored
     const size_t k = n - i;
-    HWY_ALIGN uint8_t bufM[HWY_MAX_BYTES] = {}, buf1[HWY_MAX_BYTES] = {},
-                      buf2[HWY_MAX_BYTES] = {}, bufG[HWY_MAX_BYTES] = {};
-    std::memcpy(bufM, master + i * bM, k * bM);
-    std::memcpy(buf1, m1 + i * b1, k * b1);
-    std::memcpy(buf2, m2 + i * b2, k * b2);
-    std::memcpy(bufG, grad + i * bG, k * bG);
+    HWY_ALIGN uint8_t bufM[HWY_MAX_BYTES], buf1[HWY_MAX_BYTES], buf2[HWY_MAX_BYTES],
+        bufG[HWY_MAX_BYTES];
+    auto fill = [&](uint8_t* buf, const uint8_t* src, size_t bytes) {
+      std::memcpy(buf, src + i * bytes, k * bytes);
+      for (size_t j = k; j < kLanes; ++j) std::memcpy(buf + j * bytes, src + (n - 1) * bytes, bytes);
+    };
+    fill(bufM, master, bM);
+    fill(buf1, m1, b1);
+    fill(buf2, m2, b2);
+    fill(bufG, grad, bG);
     body(bufM, buf1, buf2, bufG, bufM, buf1, buf2);
     if constexpr (kWrite) {
       std::memcpy(master + i * bM, bufM, k * bM);

@@ -23,6 +23,13 @@ struct CompletionOptions {
 // new tokens of each prompt, `stop` excluded.
 std::vector<std::vector<int32_t>> complete(Gpt& model, const std::vector<std::vector<int32_t>>& prompts,
                                            int32_t stop, const CompletionOptions& o);
+// The same on the FP32 values of `params` with a key/value cache (model/decoder.h), `batch`
+// prompts at a time, the window model.seq_len: each new token costs one pass over the
+// weights instead of a whole window's forward. Only a row whose context outgrows the window
+// is recomputed (its last seq_len tokens at positions 0 …, as above).
+std::vector<std::vector<int32_t>> complete(const GptParams& params,
+                                           const std::vector<std::vector<int32_t>>& prompts,
+                                           int32_t stop, const CompletionOptions& o, size_t batch);
 
 struct TaskScore {
   size_t prompts = 0;

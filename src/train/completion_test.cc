@@ -1,6 +1,7 @@
 // Completions: the greedy token is the argmax of the model's logits at the prompt's last
 // position; results do not depend on how prompts are batched (sampling included); the stop
-// token ends a completion; prompts longer than the window keep their last T tokens.
+// token ends a completion; prompts longer than the window keep their last T tokens; the
+// key/value-cache path completes as the whole-window forward does.
 #include "train/completion.h"
 
 #include <gtest/gtest.h>
@@ -69,6 +70,30 @@ TEST(Completion, GreedyIsTheArgmaxAndBatchingChangesNothing) {
   EXPECT_EQ(sa, sb);
   o.seed = 4;
   EXPECT_NE(complete(three, prompts, stop, o), sa);
+}
+
+TEST(Completion, KeyValueCacheCompletesAsTheWholeWindow) {
+  GptParams params(tiny_config());
+  params.init_gpt2(10);
+  Gpt model(params, ComputeMode::kF32, 2, 16, {}, false);
+  std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4}, {5, 6, 7, 8, 9, 10, 11}};
+  prompts.push_back(std::vector<int32_t>(14, 12));  // slides out of the window while completing
+  prompts.push_back(std::vector<int32_t>(20, 13));  // longer than the window from the start
+  CompletionOptions o;
+  o.max_new_tokens = 9;
+  const int32_t stop = 49;
+  size_t slid = 0;
+  for (const double temperature : {0.0, 1.0}) {
+    o.temperature = temperature;
+    const auto whole = complete(model, prompts, stop, o);
+    for (const size_t batch : {size_t{1}, size_t{3}, size_t{8}})
+      EXPECT_EQ(complete(params, prompts, stop, o, batch), whole) << temperature << " " << batch;
+    slid += prompts[3].size() + whole[3].size() > 16;
+    size_t made = 0;
+    for (const auto& c : whole) made += c.size();
+    EXPECT_GT(made, 10u);  // completions long enough to compare
+  }
+  EXPECT_GT(slid, 0u);  // the window slid in at least one run
 }
 
 }  // namespace

@@ -22,17 +22,15 @@
 namespace fp8lm {
 namespace {
 
-std::string generate(GptParams& params, const Tokenizer& tok, const std::string& prompt, int tokens,
-                     double temperature, uint64_t seed) {
-  Gpt model(params, ComputeMode::kF32, 1, static_cast<size_t>(params.config().seq_len), {},
-            /*with_grads=*/false);
+std::string generate(const GptParams& params, const Tokenizer& tok, const std::string& prompt,
+                     int tokens, double temperature, uint64_t seed) {
   std::vector<int32_t> ctx = tok.encode(prompt);
   if (ctx.empty()) ctx.push_back(tok.eot());
   CompletionOptions o;
   o.max_new_tokens = tokens;
   o.temperature = temperature;
   o.seed = seed;
-  return prompt + tok.decode(complete(model, {ctx}, tok.eot(), o)[0]);
+  return prompt + tok.decode(complete(params, {ctx}, tok.eot(), o, 1)[0]);
 }
 
 }  // namespace

@@ -2,8 +2,9 @@
 // each attending to the keys and values its row's earlier tokens left in the cache. What
 // sampling needs (`fp8lm sample`, completions): a new token costs one pass over the weights
 // and its row's cached positions, not a whole window's forward and T·V logits.
-// The products go through kernels::gemm (each element summed over K in the same order as in
-// Gpt's forward, so linear layers agree bit for bit); attention is a direct loop per head.
+// Linear layers and the LM head go through kernels::gemm, attention is a direct loop per new
+// token and head. Every new token's arithmetic is its own (GEMM rows are independent), so how
+// tokens are grouped into calls and rows changes no bit of the logits.
 #pragma once
 
 #include <cstddef>

@@ -29,16 +29,18 @@ void linear(float* y, const float* x, const float* w, const float* bias, size_t 
 
 }  // namespace
 
-GptDecoder::GptDecoder(const GptParams& params, size_t rows)
+GptDecoder::GptDecoder(const GptParams& params, size_t rows, size_t positions)
     : params_(params),
       rows_(rows),
-      T_(static_cast<size_t>(params.config().seq_len)),
+      T_(positions > 0 ? positions : static_cast<size_t>(params.config().seq_len)),
       C_(static_cast<size_t>(params.config().n_embd)),
       NH_(static_cast<size_t>(params.config().n_head)),
       L_(static_cast<size_t>(params.config().n_layer)),
       V_(static_cast<size_t>(params.config().vocab_size)),
       length_(rows, 0) {
   FP8LM_CHECK(rows > 0, "decoder: no rows");
+  FP8LM_CHECK(T_ <= static_cast<size_t>(params.config().seq_len), "decoder: ", T_,
+              " positions, the model has ", params.config().seq_len);
   FP8LM_CHECK(params.specs().size() == 4 + kPerBlock * L_ &&
                   params.specs()[0].shape == params.specs()[0].full_shape,
               "decoder: the parameters of one whole model (no tensor or pipeline split)");
@@ -57,7 +59,7 @@ void GptDecoder::append(const std::vector<std::vector<int32_t>>& tokens, float* 
   for (size_t r = 0; r < tokens.size(); ++r) {
     if (length_[r] + tokens[r].size() > T_)
       fail("decoder: row ", r, " would hold ", length_[r] + tokens[r].size(),
-           " tokens, more than model.seq_len = ", T_);
+           " tokens, more than its ", T_, " positions");
     for (size_t j = 0; j < tokens[r].size(); ++j) {
       const int32_t t = tokens[r][j];
       if (t < 0 || static_cast<size_t>(t) >= V_)

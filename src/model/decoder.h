@@ -19,11 +19,12 @@ namespace fp8lm {
 class GptDecoder {
  public:
   // Reads the FP32 values of `params` (unsharded, one process) at every call; `rows`
-  // sequences are decoded side by side, each up to config().seq_len positions.
-  GptDecoder(const GptParams& params, size_t rows);
+  // sequences are decoded side by side, each up to `positions` tokens (0: the model's
+  // seq_len; at most seq_len). The cache holds L · rows · positions keys and values.
+  GptDecoder(const GptParams& params, size_t rows, size_t positions = 0);
 
   size_t rows() const { return rows_; }
-  size_t capacity() const { return T_; }  // positions per row (the model's seq_len)
+  size_t capacity() const { return T_; }  // positions per row
   size_t length(size_t row) const { return length_[row]; }
   // Forgets row `row`'s tokens: its next token is at position 0 again.
   void reset(size_t row);

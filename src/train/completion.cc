@@ -85,8 +85,13 @@ std::vector<std::vector<int32_t>> complete(const GptParams& params,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            int32_t stop, const CompletionOptions& o, size_t batch) {
   const size_t B = std::max<size_t>(1, std::min(batch, prompts.size()));
-  GptDecoder dec(params, B);
-  const size_t T = dec.capacity(), V = static_cast<size_t>(params.config().vocab_size);
+  const size_t T = static_cast<size_t>(params.config().seq_len);
+  const size_t V = static_cast<size_t>(params.config().vocab_size);
+  // Positions to cache: the longest window and its new tokens (a row can slide only when
+  // that reaches T). All but the last new token are fed back.
+  size_t longest = 0;
+  for (const auto& p : prompts) longest = std::max(longest, std::min(p.size(), T));
+  GptDecoder dec(params, B, std::min(T, longest + static_cast<size_t>(std::max(o.max_new_tokens, 1))));
   std::vector<std::vector<int32_t>> out(prompts.size());
   std::vector<float> logits(B * V);
   // Row r's last T tokens from position 0: the prompt, or a context that outgrew the window.
@@ -114,7 +119,7 @@ std::vector<std::vector<int32_t>> complete(const GptParams& params,
         ctx[r].push_back(next);
         out[first + r].push_back(next);
         any = true;
-        if (dec.length(r) < T) {
+        if (dec.length(r) < dec.capacity()) {
           feed[r] = {next};
         } else {  // the window slides: every position changes, so the row starts over
           dec.reset(r);

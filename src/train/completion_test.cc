@@ -89,6 +89,9 @@ TEST(Completion, KeyValueCacheCompletesAsTheWholeWindow) {
     for (const size_t batch : {size_t{1}, size_t{3}, size_t{8}})
       EXPECT_EQ(complete(params, prompts, stop, o, batch), whole) << temperature << " " << batch;
     slid += prompts[3].size() + whole[3].size() > 16;
+    // Short prompts only: the cache holds their windows and new tokens, not seq_len positions.
+    const std::vector<std::vector<int32_t>> short_prompts(prompts.begin(), prompts.begin() + 2);
+    EXPECT_EQ(complete(params, short_prompts, stop, o, 2), complete(model, short_prompts, stop, o));
     size_t made = 0;
     for (const auto& c : whole) made += c.size();
     EXPECT_GT(made, 10u);  // completions long enough to compare

@@ -295,38 +295,40 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
   CastRun(bp, strips * kc * kNR, g.b_cast, g.b_cast_mul);
 }
 
-// The kMR×kNR tile prev (or 0) + ap_strip · bp_strip over kc, kept in registers, then
-// handed to store(r, row's first vector, row's second vector) row by row.
-template <class Store>
+// The first kRows rows of the kMR×kNR tile prev (or 0) + ap_strip · bp_strip over kc, kept
+// in registers, then handed to store(r, row's first vector, row's second vector) row by row.
+// Rows are independent: a row's bits do not depend on kRows.
+template <size_t kRows = kMR, class Store>
 HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float* HWY_RESTRICT bp,
                             const float* HWY_RESTRICT prev, const Store& store) {
   const DF df;
   using V = hn::Vec<DF>;
-  V c0[kMR], c1[kMR];
-  HWY_UNROLL(kMR)
-  for (size_t r = 0; r < kMR; ++r) {
+  V c0[kRows], c1[kRows];
+  HWY_UNROLL(16)  // ≥ kRows: fully unrolled
+  for (size_t r = 0; r < kRows; ++r) {
     c0[r] = prev ? hn::Load(df, prev + r * kNR) : hn::Zero(df);
     c1[r] = prev ? hn::Load(df, prev + r * kNR + kLanes) : hn::Zero(df);
   }
   for (size_t k = 0; k < kc; ++k) {
     const V b0 = hn::Load(df, bp + k * kNR);
     const V b1 = hn::Load(df, bp + k * kNR + kLanes);
-    HWY_UNROLL(kMR)
-    for (size_t r = 0; r < kMR; ++r) {
+    HWY_UNROLL(16)  // ≥ kRows: fully unrolled
+    for (size_t r = 0; r < kRows; ++r) {
       const V a = hn::Set(df, ap[k * kMR + r]);
       c0[r] = hn::MulAdd(a, b0, c0[r]);
       c1[r] = hn::MulAdd(a, b1, c1[r]);
     }
   }
-  HWY_UNROLL(kMR)
-  for (size_t r = 0; r < kMR; ++r) store(r, c0[r], c1[r]);
+  HWY_UNROLL(16)  // ≥ kRows: fully unrolled
+  for (size_t r = 0; r < kRows; ++r) store(r, c0[r], c1[r]);
 }
 
-// Into a kMR×kNR buffer (partial sums, or a finished tile for Epilogue).
+// Into a kMR×kNR buffer (partial sums, or a finished tile for Epilogue); its first kRows rows.
+template <size_t kRows = kMR>
 HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float* HWY_RESTRICT bp,
                             const float* HWY_RESTRICT prev, float* HWY_RESTRICT tile) {
   const DF df;
-  MicroKernel(kc, ap, bp, prev, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
+  MicroKernel<kRows>(kc, ap, bp, prev, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
     hn::Store(v0, df, tile + r * kNR);
     hn::Store(v1, df, tile + r * kNR + kLanes);
   });
@@ -509,6 +511,57 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
   return amax;
 }
 
+// MicroKernel<rows> for a rows count known at run time (1 ≤ rows < kMR).
+template <size_t kRows = kMR - 1>
+void FewRowsKernel(size_t rows, size_t kc, const float* ap, const float* bp, const float* prev,
+                   float* out) {
+  if constexpr (kRows > 1) {
+    if (rows < kRows) return FewRowsKernel<kRows - 1>(rows, kc, ap, bp, prev, out);
+  }
+  MicroKernel<kRows>(kc, ap, bp, prev, out);
+}
+
+// C[0:M, n0:n1] for M < kMR rows (one A strip: sampling's token per sequence). Each packed B
+// value serves M rows only, so B is packed in wide panels of short K passes that stay in the
+// L2 (the A budget's size) and are used at once, instead of panels sized for reuse that go
+// through memory; the micro-kernel computes M rows, not kMR. A is packed once for all of K.
+// Packing, per-row arithmetic and epilogue are GemmSlice's: the same bits.
+uint32_t FewRowsSlice(const gd::Args& g, size_t n0, size_t n1, gd::Workspace& ws) {
+  const size_t M = g.M, K = g.K;
+  constexpr size_t kc = 128;
+  const size_t panel = std::max<size_t>(1, g.a_bytes / (kc * sizeof(float) * kNR)) * kNR;
+  float* ap = ws.get(0, std::max<size_t>(K, 1) * kMR);
+  float* bp = ws.get(1, kc * panel);
+  float* acc = ws.get(2, panel * kMR);
+  float* tmp = ws.get(3, std::max({panel, M, 4 * kc}));
+  for (size_t pc = 0; pc < K; pc += kc) {  // pass p's strip at ap + pc·kMR
+    const size_t kcur = std::min(kc, K - pc);
+    PackA(g, 0, M, pc, kcur, ap + pc * kMR, tmp);
+    CastRun(ap + pc * kMR, kcur * kMR, g.a_cast, g.a_cast_mul);
+  }
+  HWY_ALIGN float tile[kMR * kNR];
+  uint32_t amax = 0;
+  for (size_t jp = n0; jp < n1; jp += panel) {
+    const size_t cols = std::min(panel, n1 - jp), strips = (cols + kNR - 1) / kNR;
+    size_t pc = 0;
+    do {  // at least once, so K == 0 still writes beta·C + bias
+      const size_t kcur = std::min(kc, K - pc);
+      const bool first = pc == 0, last = pc + kcur >= K;
+      PackB(g, pc, kcur, jp, cols, bp, tmp);
+      for (size_t s = 0; s < strips; ++s) {
+        float* part = acc + s * kMR * kNR;
+        FewRowsKernel(M, kcur, ap + pc * kMR, bp + s * kcur * kNR, first ? nullptr : part,
+                      last ? tile : part);
+        if (last)
+          amax = std::max(amax, Epilogue(g, tile, M, std::min(kNR, cols - s * kNR), 0,
+                                         jp + s * kNR));
+      }
+      pc += kcur;
+    } while (pc < K);
+  }
+  return amax;
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace fp8lm
 HWY_AFTER_NAMESPACE();
@@ -524,6 +577,7 @@ HWY_AFTER_NAMESPACE();
 
 namespace fp8lm {
 HWY_EXPORT(GemmSlice);
+HWY_EXPORT(FewRowsSlice);
 HWY_EXPORT(GemmTiling);
 
 namespace kernels {
@@ -683,6 +737,26 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   g.a_bytes = tiling.a_bytes;
   const size_t mr = tiling.mr, nr = tiling.nr;
   const size_t max_threads = std::min(static_cast<size_t>(num_threads()), by_work);
+  std::vector<uint32_t> amax;
+  if (M < mr) {  // one A strip: B strip by strip, the strips split over the threads
+    // Threads by the bytes of B, which bound this product (its FLOPs are few).
+    const size_t strips = (N + nr - 1) / nr;
+    const size_t threads = std::min({static_cast<size_t>(num_threads()), strips,
+                                     std::max<size_t>(1, N * K >> 16)});
+    amax.assign(threads, 0);
+    auto slice = [&](size_t t) {
+      const size_t j0 = strips * t / threads * nr, j1 = std::min(N, strips * (t + 1) / threads * nr);
+      amax[t] = HWY_DYNAMIC_DISPATCH(FewRowsSlice)(g, j0, j1, thread_workspace());
+    };
+    if (threads == 1) {
+      slice(0);
+    } else {
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads))
+      for (size_t t = 0; t < threads; ++t) slice(t);
+    }
+    if (c.amax) *c.amax = std::bit_cast<float>(*std::max_element(amax.begin(), amax.end()));
+    return;
+  }
   const double wa = a.transposed ? 1.0 : 3.0, wb = b.transposed ? 3.0 : 1.0;
   auto pack_cost = [&](bool split_n) {
     const size_t rows = split_n ? M : (M + max_threads - 1) / max_threads;
@@ -717,7 +791,7 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
     shared.bp = thread_workspace().get(1, bl.nc * bl.kc);
     shared.threads = threads;
   }
-  std::vector<uint32_t> amax(threads, 0);
+  amax.assign(threads, 0);
   auto run = [&](size_t t, const gemm_detail::SharedPanel* sp) {
     const auto [lo, hi] = bounds(t);
     amax[t] = split_n ? HWY_DYNAMIC_DISPATCH(GemmSlice)(g, 0, M, lo, hi, thread_workspace(), sp)

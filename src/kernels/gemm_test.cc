@@ -311,6 +311,67 @@ TEST_P(GemmOnTarget, CastWhilePackingEqualsTheExplicitCast) {
   }
 }
 
+// Fewer rows than the register tile take their own path (B packed strip by strip, used at
+// once): every row must be the bits that row gets inside a larger product, for every count
+// below AVX-512's 14-row tile, both layouts, casts on the fly, K in one pass and in several,
+// and every output type with beta, bias, GELU and the amax.
+TEST_P(GemmOnTarget, FewRowsGiveTheBitsOfALargerProduct) {
+  std::mt19937 rng(17);
+  struct Combo {
+    DType a, b, c;
+    DType b_cast;
+    bool gelu;
+    float beta;
+    size_t N, K;
+  };
+  const Combo combos[] = {{DType::kF32, DType::kF32, DType::kF32, DType::kF32, false, 0.0f, 70, 45},
+                          {DType::kE4M3, DType::kF16, DType::kBF16, DType::kE4M3, true, 0.0f, 33, 29},
+                          {DType::kBF16, DType::kE5M2, DType::kE4M3, DType::kF32, false, 0.5f, 97, 3000},
+                          {DType::kF32, DType::kF16, DType::kF32, DType::kBF16, true, 1.0f, 16, 1}};
+  const size_t big = 20;
+  for (const Combo& k : combos) {
+    for (int trans = 0; trans < 4; ++trans) {
+      const bool ta = trans & 1, tb = trans & 2;
+      const Mat A = ta ? random_mat(k.a, k.K, big, 0, rng) : random_mat(k.a, big, k.K, 0, rng);
+      const Mat B = tb ? random_mat(k.b, k.N, k.K, 0, rng) : random_mat(k.b, k.K, k.N, 0, rng);
+      std::vector<float> bias(k.N);
+      std::normal_distribution<float> d(0.0f, 1.0f);
+      for (float& v : bias) v = d(rng);
+      const std::vector<float> old_f(big * k.N, 0.25f);
+      const size_t cs = dtype_size(k.c);
+      std::vector<uint8_t> old(big * k.N * cs);
+      if (k.c == DType::kF32)
+        std::memcpy(old.data(), old_f.data(), old.size());
+      else
+        kernels::quantize(old.data(), k.c, old_f.data(), old_f.size(), 4.0f);
+      auto run = [&](size_t M, float* amax) {
+        std::vector<uint8_t> c = old;
+        kernels::GemmOperand b{B.bytes.data(), B.t, tb, 0, B.scale_inv, k.b_cast, 0.5f};
+        kernels::GemmOutput o{c.data(), k.c, 0, 4.0f};
+        o.bias = bias.data();
+        o.activation = k.gelu ? kernels::GemmActivation::kGelu : kernels::GemmActivation::kNone;
+        o.amax = amax;
+        kernels::gemm(M, k.N, k.K, 0.75f, {A.bytes.data(), A.t, ta, ta ? big : 0, A.scale_inv}, b,
+                      k.beta, o);
+        return c;
+      };
+      float big_amax = 0;
+      const std::vector<uint8_t> want = run(big, &big_amax);
+      for (size_t M = 1; M < 14; ++M) {
+        float amax = -1;
+        const std::vector<uint8_t> got = run(M, &amax);
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), M * k.N * cs), 0)
+            << dtype_name(k.a) << "x" << dtype_name(k.b) << "->" << dtype_name(k.c) << " ta " << ta
+            << " tb " << tb << " M " << M;
+        EXPECT_EQ(std::memcmp(got.data() + M * k.N * cs, old.data() + M * k.N * cs,
+                              (big - M) * k.N * cs), 0);  // rows past M untouched
+        EXPECT_GT(amax, 0.0f);
+        EXPECT_LE(amax, big_amax);
+      }
+    }
+  }
+}
+
 FP8LM_INSTANTIATE_ON_EVERY_TARGET(GemmOnTarget);
 
 // Splits over M pack each B panel together (a share per thread), splits over N alone; both

@@ -536,7 +536,8 @@ void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* ta
   }
 }
 
-float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
+float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const size_t* rows_at,
+               size_t n_at) {
   const size_t C = static_cast<size_t>(cfg_.n_embd), V = static_cast<size_t>(cfg_.vocab_size);
   const size_t Vp = Vpl_;  // this rank's rows of wte (all of them without TP)
   const kernels::GemmOperand wte = kernels::gemm_operand(weights_[wte_]);
@@ -548,10 +549,21 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out) {
   if (targets == nullptr) no_targets.assign(BT_, 0);
   const int32_t* t = targets ? targets : no_targets.data();
   double loss = 0;
-  for (size_t r0 = 0; r0 < BT_; r0 += chunk_rows_) {
-    const size_t rows = std::min(chunk_rows_, BT_ - r0);
+  // The LM head's input rows: all of lnf, or (logits at chosen rows) those rows gathered.
+  const float* lnf = lnf_.as<float>();
+  size_t total = BT_;
+  if (rows_at != nullptr) {
+    FP8LM_CHECK(logits_out != nullptr && !grads, "head: chosen rows are for logits only");
+    float* picked = ws_a_.as<float>();  // dlnf's buffer, unused without gradients
+    for (size_t i = 0; i < n_at; ++i)
+      std::memcpy(picked + i * C, lnf + rows_at[i] * C, C * sizeof(float));
+    lnf = picked;
+    total = n_at;
+  }
+  for (size_t r0 = 0; r0 < total; r0 += chunk_rows_) {
+    const size_t rows = std::min(chunk_rows_, total - r0);
     float* logits = ws_logits_.as<float>();
-    const float* x = lnf_.as<float>() + r0 * C;
+    const float* x = lnf + r0 * C;
     kernels::gemm(rows, Vp, C, 1.0f, {x, DType::kF32}, wte_t, 0.0f, {logits, DType::kF32});
     if (logits_out != nullptr) {
       const float* all = logits;  // [rank][rows][Vp]: every rank's columns of the chunk
@@ -679,7 +691,8 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
   }
 }
 
-float Gpt::run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits) {
+float Gpt::run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits,
+                       const size_t* rows, size_t n) {
   FP8LM_CHECK(!weights_.empty(), "Gpt: set_weights() was not called");
   FP8LM_CHECK(!lora_.on() || !adapters_.empty(), "Gpt: set_adapters() was not called");
   for (size_t p = 0; p < adapter_layer_.size(); ++p)
@@ -693,7 +706,7 @@ float Gpt::run_forward(const int32_t* tokens, const int32_t* targets, bool grads
     for (ScalingMeta* m : scaling_metas()) saved.push_back(*m);
   embed(tokens);
   forward_blocks();
-  const float loss = last() ? head(targets, grads, logits) : 0.0f;
+  const float loss = last() ? head(targets, grads, logits, rows, n) : 0.0f;
   if (!grads) {
     const std::vector<ScalingMeta*> metas = scaling_metas();
     for (size_t i = 0; i < metas.size(); ++i) *metas[i] = saved[i];
@@ -752,6 +765,15 @@ void Gpt::logits(const int32_t* tokens, float* out) {
   FP8LM_CHECK(pp_ == nullptr, "logits: a pipeline-parallel model has no whole LM head here");
   select_slot(0);
   run_forward(tokens, nullptr, false, out);
+}
+
+void Gpt::logits_at(const int32_t* tokens, const size_t* rows, size_t n, float* out) {
+  FP8LM_CHECK(pp_ == nullptr, "logits: a pipeline-parallel model has no whole LM head here");
+  FP8LM_CHECK(n <= BT_, "logits_at: ", n, " rows of ", BT_);
+  for (size_t i = 0; i < n; ++i)
+    FP8LM_CHECK(rows[i] < BT_, "logits_at: row ", rows[i], " of ", BT_);
+  select_slot(0);
+  run_forward(tokens, nullptr, false, out, rows, n);
 }
 
 MutableScaledView Gpt::grad_buffer(size_t i) {

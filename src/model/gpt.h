@@ -106,6 +106,9 @@ class Gpt {
   const float* token_losses() const { return ws_losses_.as<float>(); }
   // Logits [B·T, V] (unpadded) for tokens; for sampling and tests (one stage only).
   void logits(const int32_t* tokens, float* out);
+  // Logits [n, V] of the n positions rows[0..n) (each < B·T) only: the bits logits() has at
+  // those rows, the LM head run for them alone (sampling reads one position per sequence).
+  void logits_at(const int32_t* tokens, const size_t* rows, size_t n, float* out);
 
   // The pipeline's steps, one micro-batch at a time (forward() and forward_backward() are
   // these on slot 0, with the loss shared). Slots hold the saved activations of the
@@ -146,7 +149,9 @@ class Gpt {
   MutableScaledView grad_buffer(size_t spec);
   const float* small(size_t spec) const { return small_.as<float>() + small_off_[spec]; }
   float* grad_buf(size_t spec) const { return grads_.as<float>() + grad_off_[spec]; }
-  float run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits);
+  // `rows`/`n` (with logits): the LM head's rows, default all B·T (logits_at).
+  float run_forward(const int32_t* tokens, const int32_t* targets, bool grads, float* logits,
+                    const size_t* rows = nullptr, size_t n = 0);
   // Zeroes the FP32 gradients, or (accumulate) sets them to the gradient so far.
   void begin_grads(bool accumulate);
   // The saved activations of `slot` into the layers (swapped with those they hold).
@@ -156,7 +161,8 @@ class Gpt {
   void embed(const int32_t* tokens);
   void forward_blocks();
   // LM head + loss over row chunks; with grads, also dlnf and dwte.
-  float head(const int32_t* targets, bool grads, float* logits_out);
+  float head(const int32_t* targets, bool grads, float* logits_out, const size_t* rows = nullptr,
+             size_t n = 0);
   void backward(const int32_t* tokens, bool accumulate);
 
   // Tensor-parallel transitions (no-ops without tensor parallelism; docs/parallelism.md).

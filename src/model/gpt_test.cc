@@ -203,6 +203,27 @@ TEST(GptModel, Fp8OnFp16MastersEqualsFp8OnTheirValues) {
   }
 }
 
+// The logits of chosen positions are the bits of those rows of all the logits, in FP32 and
+// FP8 (the LM head's rows are independent; chunking and scaling state do not enter).
+TEST(GptModel, LogitsAtChosenRowsAreThoseRowsOfAll) {
+  GptParams params(gpt_preset("tiny"));
+  params.init_gpt2(8);
+  const size_t B = 3, T = 16, V = static_cast<size_t>(params.config().vocab_size);
+  const Batch batch = random_batch(B * T, params.config().vocab_size, 9);
+  const std::vector<size_t> rows = {47, 0, 20, 20, 5};
+  for (ComputeMode mode : {ComputeMode::kF32, ComputeMode::kFP8}) {
+    Gpt m(params, mode, B, T, {}, false);
+    std::vector<float> all(B * T * V), at(rows.size() * V, std::nanf(""));
+    m.logits(batch.tokens.data(), all.data());
+    m.logits_at(batch.tokens.data(), rows.data(), rows.size(), at.data());
+    for (size_t i = 0; i < rows.size(); ++i)
+      EXPECT_EQ(std::memcmp(at.data() + i * V, all.data() + rows[i] * V, V * sizeof(float)), 0)
+          << compute_mode_name(mode) << " row " << rows[i];
+    const size_t bad = B * T;
+    EXPECT_THROW(m.logits_at(batch.tokens.data(), &bad, 1, at.data()), Error);
+  }
+}
+
 TEST(GptModel, DeterministicAndAccumulating) {
   GptParams params(small_config());
   params.init_gpt2(9);

@@ -45,7 +45,8 @@ std::vector<std::vector<int32_t>> complete(Gpt& model, const std::vector<std::ve
   const size_t V = static_cast<size_t>(model.config().vocab_size);
   std::vector<std::vector<int32_t>> out(prompts.size());
   std::vector<int32_t> window(B * T);
-  std::vector<float> logits(B * T * V);
+  std::vector<float> logits(B * V);
+  std::vector<size_t> last(B);  // each row's last position in the window
   for (size_t first = 0; first < prompts.size(); first += B) {
     const size_t rows = std::min(B, prompts.size() - first);
     std::vector<std::vector<int32_t>> ctx(prompts.begin() + static_cast<long>(first),
@@ -61,12 +62,12 @@ std::vector<std::vector<int32_t>> complete(Gpt& model, const std::vector<std::ve
         std::fill(window.begin() + static_cast<long>(r * T), window.begin() + static_cast<long>((r + 1) * T), stop);
         std::copy(c.end() - static_cast<long>(len), c.end(), window.begin() + static_cast<long>(r * T));
       }
-      model.logits(window.data(), logits.data());
+      for (size_t r = 0; r < rows; ++r) last[r] = r * T + std::min(ctx[r].size(), T) - 1;
+      model.logits_at(window.data(), last.data(), rows, logits.data());
       bool any = false;
       for (size_t r = 0; r < rows; ++r) {
         if (done[r]) continue;
-        const size_t len = std::min(ctx[r].size(), T);
-        const int32_t next = pick(logits.data() + (r * T + len - 1) * V, V, o, rng[r]);
+        const int32_t next = pick(logits.data() + r * V, V, o, rng[r]);
         if (next == stop) {
           done[r] = true;
           continue;

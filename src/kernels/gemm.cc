@@ -511,33 +511,35 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
   return amax;
 }
 
-// MicroKernel<rows> for a rows count known at run time (1 ≤ rows < kMR).
-template <size_t kRows = kMR - 1>
-void FewRowsKernel(size_t rows, size_t kc, const float* ap, const float* bp, const float* prev,
-                   float* out) {
+// MicroKernel<rows> for a rows count known at run time (1 ≤ rows ≤ kMR).
+template <size_t kRows = kMR>
+void RowsKernel(size_t rows, size_t kc, const float* ap, const float* bp, const float* prev,
+                float* out) {
   if constexpr (kRows > 1) {
-    if (rows < kRows) return FewRowsKernel<kRows - 1>(rows, kc, ap, bp, prev, out);
+    if (rows < kRows) return RowsKernel<kRows - 1>(rows, kc, ap, bp, prev, out);
   }
   MicroKernel<kRows>(kc, ap, bp, prev, out);
 }
 
-// C[0:M, n0:n1] for M < kMR rows (one A strip: sampling's token per sequence). Each packed B
-// value serves M rows only, so B is packed in wide panels of short K passes that stay in the
-// L2 (the A budget's size) and are used at once, instead of panels sized for reuse that go
-// through memory; the micro-kernel computes M rows, not kMR. A is packed once for all of K.
-// Packing, per-row arithmetic and epilogue are GemmSlice's: the same bits.
+// C[0:M, n0:n1] for few rows (M < kFewRows·kMR; sampling's token per sequence). A packed B
+// value serves M rows only, so the panels sized for reuse would go through memory for
+// little: B is packed in wide panels of short K passes that stay in the L2 (the A budget's
+// size) and are used at once by every row; A is packed once for all of K; a partial strip of
+// rows runs a micro-kernel of just those rows. Packing, per-row arithmetic and epilogue are
+// GemmSlice's: the same bits.
 uint32_t FewRowsSlice(const gd::Args& g, size_t n0, size_t n1, gd::Workspace& ws) {
-  const size_t M = g.M, K = g.K;
+  const size_t M = g.M, K = g.K, a_strips = (M + kMR - 1) / kMR;
   constexpr size_t kc = 128;
   const size_t panel = std::max<size_t>(1, g.a_bytes / (kc * sizeof(float) * kNR)) * kNR;
-  float* ap = ws.get(0, std::max<size_t>(K, 1) * kMR);
+  float* ap = ws.get(0, std::max<size_t>(K, 1) * a_strips * kMR);
   float* bp = ws.get(1, kc * panel);
-  float* acc = ws.get(2, panel * kMR);
+  float* acc = ws.get(2, panel * a_strips * kMR);
   float* tmp = ws.get(3, std::max({panel, M, 4 * kc}));
-  for (size_t pc = 0; pc < K; pc += kc) {  // pass p's strip at ap + pc·kMR
+  for (size_t pc = 0; pc < K; pc += kc) {  // pass p's strips from ap + pc·a_strips·kMR
     const size_t kcur = std::min(kc, K - pc);
-    PackA(g, 0, M, pc, kcur, ap + pc * kMR, tmp);
-    CastRun(ap + pc * kMR, kcur * kMR, g.a_cast, g.a_cast_mul);
+    float* pass = ap + pc * a_strips * kMR;
+    PackA(g, 0, M, pc, kcur, pass, tmp);
+    CastRun(pass, a_strips * kcur * kMR, g.a_cast, g.a_cast_mul);
   }
   HWY_ALIGN float tile[kMR * kNR];
   uint32_t amax = 0;
@@ -549,12 +551,15 @@ uint32_t FewRowsSlice(const gd::Args& g, size_t n0, size_t n1, gd::Workspace& ws
       const bool first = pc == 0, last = pc + kcur >= K;
       PackB(g, pc, kcur, jp, cols, bp, tmp);
       for (size_t s = 0; s < strips; ++s) {
-        float* part = acc + s * kMR * kNR;
-        FewRowsKernel(M, kcur, ap + pc * kMR, bp + s * kcur * kNR, first ? nullptr : part,
-                      last ? tile : part);
-        if (last)
-          amax = std::max(amax, Epilogue(g, tile, M, std::min(kNR, cols - s * kNR), 0,
-                                         jp + s * kNR));
+        for (size_t si = 0; si < a_strips; ++si) {
+          const size_t rows = std::min(kMR, M - si * kMR);
+          float* part = acc + (s * a_strips + si) * kMR * kNR;
+          RowsKernel(rows, kcur, ap + (pc * a_strips + si * kcur) * kMR, bp + s * kcur * kNR,
+                     first ? nullptr : part, last ? tile : part);
+          if (last)
+            amax = std::max(amax, Epilogue(g, tile, rows, std::min(kNR, cols - s * kNR),
+                                           si * kMR, jp + s * kNR));
+        }
       }
       pc += kcur;
     } while (pc < K);
@@ -738,7 +743,7 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   const size_t mr = tiling.mr, nr = tiling.nr;
   const size_t max_threads = std::min(static_cast<size_t>(num_threads()), by_work);
   std::vector<uint32_t> amax;
-  if (M < mr) {  // one A strip: B strip by strip, the strips split over the threads
+  if (M < gemm_detail::kFewRows * mr) {  // few rows: B in L2-sized panels, columns split
     // Threads by the bytes of B, which bound this product (its FLOPs are few).
     const size_t strips = (N + nr - 1) / nr;
     const size_t threads = std::min({static_cast<size_t>(num_threads()), strips,

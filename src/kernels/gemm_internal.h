@@ -22,6 +22,10 @@ inline constexpr size_t kABytes = size_t{1} << 20;
 inline constexpr size_t kBBytes = size_t{4} << 20;  // packed B panel (KC×NC FP32): L3 share
 inline constexpr size_t kCBytes = size_t{4} << 20;  // partial sums (MO×NC FP32), K > KC only
 
+// Products of fewer than kFewRows·MR rows (decoding: one token per sequence) take the
+// few-rows path: B in L2-sized panels used at once by all rows, not reuse-sized panels.
+inline constexpr size_t kFewRows = 2;
+
 struct Blocking {
   size_t mc, nc, kc;  // packed block sizes
   size_t mo;          // rows per outer block (all rows when K fits one pass)

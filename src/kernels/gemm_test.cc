@@ -311,10 +311,10 @@ TEST_P(GemmOnTarget, CastWhilePackingEqualsTheExplicitCast) {
   }
 }
 
-// Fewer rows than the register tile take their own path (B packed strip by strip, used at
-// once): every row must be the bits that row gets inside a larger product, for every count
-// below AVX-512's 14-row tile, both layouts, casts on the fly, K in one pass and in several,
-// and every output type with beta, bias, GELU and the amax.
+// Few rows (fewer than two register tiles) take their own path (B in L2-sized panels, used
+// at once): every row must be the bits that row gets inside a larger product, for every count
+// up to two AVX-512 tiles, both layouts, casts on the fly, K in one pass and in several, and
+// every output type with beta, bias, GELU and the amax.
 TEST_P(GemmOnTarget, FewRowsGiveTheBitsOfALargerProduct) {
   std::mt19937 rng(17);
   struct Combo {
@@ -328,7 +328,7 @@ TEST_P(GemmOnTarget, FewRowsGiveTheBitsOfALargerProduct) {
                           {DType::kE4M3, DType::kF16, DType::kBF16, DType::kE4M3, true, 0.0f, 33, 29},
                           {DType::kBF16, DType::kE5M2, DType::kE4M3, DType::kF32, false, 0.5f, 97, 3000},
                           {DType::kF32, DType::kF16, DType::kF32, DType::kBF16, true, 1.0f, 16, 1}};
-  const size_t big = 20;
+  const size_t big = 40;  // at least 2 tiles of rows on every target: the usual path
   for (const Combo& k : combos) {
     for (int trans = 0; trans < 4; ++trans) {
       const bool ta = trans & 1, tb = trans & 2;
@@ -357,7 +357,7 @@ TEST_P(GemmOnTarget, FewRowsGiveTheBitsOfALargerProduct) {
       };
       float big_amax = 0;
       const std::vector<uint8_t> want = run(big, &big_amax);
-      for (size_t M = 1; M < 14; ++M) {
+      for (size_t M = 1; M < 29; ++M) {  // the few-rows path on every target, and past it
         float amax = -1;
         const std::vector<uint8_t> got = run(M, &amax);
         EXPECT_EQ(std::memcmp(got.data(), want.data(), M * k.N * cs), 0)

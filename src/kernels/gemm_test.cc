@@ -387,7 +387,9 @@ TEST(Gemm, DeterministicForAnyThreadCount) {
   const Shape3 cases[] = {{300, 900, 500, DType::kE4M3, DType::kE5M2, false, DType::kF32},
                         {1000, 700, 2000, DType::kE4M3, DType::kE4M3, false, DType::kF32},
                         {257, 1000, 768, DType::kE4M3, DType::kF16, true, DType::kE4M3},
-                        {96, 5000, 64, DType::kF32, DType::kF32, true, DType::kF32}};
+                        {96, 5000, 64, DType::kF32, DType::kF32, true, DType::kF32},
+                        {5, 3000, 700, DType::kF32, DType::kF32, true, DType::kF32},  // few rows
+                        {9, 2000, 300, DType::kE4M3, DType::kF16, false, DType::kE4M3}};
   const int saved = num_threads();
   std::mt19937 rng(5);
   for (const Shape3& k : cases) {

@@ -55,8 +55,7 @@ void BM_AdamWStep(benchmark::State& state, PrecisionLevel level) {
 
 // The O2 states (FP16 master, E4M3 m1, FP16 m2, E4M3 gradient) after a few steps.
 struct O2States {
-  AdamW opt{PrecisionLevel::kO2, {}, {"w"}, {kParams}, {true},
-            {normal(kParams, 0.02f, 1).data()}};
+  AdamW opt{PrecisionLevel::kO2, {}, {"w"}, {kParams}, {true}, {normal(kParams, 0.02f, 1).data()}};
   Grad g{DType::kE4M3, normal(kParams, 1e-3f, 2)};
   kernels::AdamWArgs args{1e-4f, 0.9f, 0.95f, 1e-8f, 1e-5f, 0.5f, 0.1f, 1.0f};
   O2States() {
@@ -68,8 +67,8 @@ struct O2States {
 void BM_AdamWAmaxO2(benchmark::State& state) {
   O2States s;
   for (auto _ : state)
-    benchmark::DoNotOptimize(
-        kernels::adamw_amax(s.p().master.view(), s.p().m1.view(), s.p().m2.view(), s.g.view(), s.args));
+    benchmark::DoNotOptimize(kernels::adamw_amax(s.p().master.view(), s.p().m1.view(),
+                                                 s.p().m2.view(), s.g.view(), s.args));
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kParams));
 }
 

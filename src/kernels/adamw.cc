@@ -83,7 +83,8 @@ void AdamWT(uint8_t* master, uint8_t* m1, uint8_t* m2, const uint8_t* grad, size
         bufG[HWY_MAX_BYTES];
     auto fill = [&](uint8_t* buf, const uint8_t* src, size_t bytes) {
       std::memcpy(buf, src + i * bytes, k * bytes);
-      for (size_t j = k; j < kLanes; ++j) std::memcpy(buf + j * bytes, src + (n - 1) * bytes, bytes);
+      for (size_t j = k; j < kLanes; ++j)
+        std::memcpy(buf + j * bytes, src + (n - 1) * bytes, bytes);
     };
     fill(bufM, master, bM);
     fill(buf1, m1, b1);

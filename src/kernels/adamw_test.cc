@@ -3,6 +3,8 @@
 // the bits of the largest stored magnitudes, NaN included: the update deciding the maximum, a
 // record in every vector, non-finite, negative and subnormal second moments, ε = 0, and
 // lengths with a vector tail.
+#include "kernels/adamw.h"
+
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -12,7 +14,6 @@
 #include <random>
 #include <vector>
 
-#include "kernels/adamw.h"
 #include "kernels/simd_test_util.h"
 
 namespace fp8lm {
@@ -46,8 +47,11 @@ uint32_t abs_bits(float x) { return std::bit_cast<uint32_t>(x) & 0x7FFFFFFFu; }
 void expect_pass1_matches_pass2(States s, const kernels::AdamWArgs& a, const char* what) {
   const Shape shape{static_cast<int64_t>(s.master.size())};
   const float one = 1.0f;
-  auto view = [&](std::vector<float>& v) { return tensor_view(v.data(), DType::kF32, shape, nullptr); };
-  const ScaledView grad = tensor_view(static_cast<const void*>(s.grad.data()), DType::kF32, shape, &one);
+  auto view = [&](std::vector<float>& v) {
+    return tensor_view(v.data(), DType::kF32, shape, nullptr);
+  };
+  const ScaledView grad =
+      tensor_view(static_cast<const void*>(s.grad.data()), DType::kF32, shape, &one);
   const kernels::AdamWScales amax =
       kernels::adamw_amax(view(s.master), view(s.m1), view(s.m2), grad, a);
   kernels::adamw_apply(view(s.master), view(s.m1), view(s.m2), grad, a, {1.0f, 1.0f, 1.0f});
@@ -75,7 +79,6 @@ TEST_P(AdamWKernelOnTarget, Pass1AmaxIsTheLargestStoredValue) {
   States grow = random_states(n, 3);
   for (size_t i = 0; i < n; ++i) grow.master[i] = 1e-3f * static_cast<float>(i + 1);
   expect_pass1_matches_pass2(grow, args(1e-3f, 1e-8f, 0.0f), "growing");
-
 }
 
 TEST_P(AdamWKernelOnTarget, Pass1AmaxWithSpecialSecondMoments) {

@@ -557,8 +557,8 @@ uint32_t FewRowsSlice(const gd::Args& g, size_t n0, size_t n1, gd::Workspace& ws
           RowsKernel(rows, kcur, ap + (pc * a_strips + si * kcur) * kMR, bp + s * kcur * kNR,
                      first ? nullptr : part, last ? tile : part);
           if (last)
-            amax = std::max(amax, Epilogue(g, tile, rows, std::min(kNR, cols - s * kNR),
-                                           si * kMR, jp + s * kNR));
+            amax = std::max(amax, Epilogue(g, tile, rows, std::min(kNR, cols - s * kNR), si * kMR,
+                                           jp + s * kNR));
         }
       }
       pc += kcur;
@@ -746,11 +746,12 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   if (M < gemm_detail::kFewRows * mr) {  // few rows: B in L2-sized panels, columns split
     // Threads by the bytes of B, which bound this product (its FLOPs are few).
     const size_t strips = (N + nr - 1) / nr;
-    const size_t threads = std::min({static_cast<size_t>(num_threads()), strips,
-                                     std::max<size_t>(1, N * K >> 16)});
+    const size_t threads =
+        std::min({static_cast<size_t>(num_threads()), strips, std::max<size_t>(1, N * K >> 16)});
     amax.assign(threads, 0);
     auto slice = [&](size_t t) {
-      const size_t j0 = strips * t / threads * nr, j1 = std::min(N, strips * (t + 1) / threads * nr);
+      const size_t j0 = strips * t / threads * nr,
+                   j1 = std::min(N, strips * (t + 1) / threads * nr);
       amax[t] = HWY_DYNAMIC_DISPATCH(FewRowsSlice)(g, j0, j1, thread_workspace());
     };
     if (threads == 1) {

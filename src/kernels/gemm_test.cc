@@ -324,10 +324,11 @@ TEST_P(GemmOnTarget, FewRowsGiveTheBitsOfALargerProduct) {
     float beta;
     size_t N, K;
   };
-  const Combo combos[] = {{DType::kF32, DType::kF32, DType::kF32, DType::kF32, false, 0.0f, 70, 45},
-                          {DType::kE4M3, DType::kF16, DType::kBF16, DType::kE4M3, true, 0.0f, 33, 29},
-                          {DType::kBF16, DType::kE5M2, DType::kE4M3, DType::kF32, false, 0.5f, 97, 3000},
-                          {DType::kF32, DType::kF16, DType::kF32, DType::kBF16, true, 1.0f, 16, 1}};
+  const Combo combos[] = {
+      {DType::kF32, DType::kF32, DType::kF32, DType::kF32, false, 0.0f, 70, 45},
+      {DType::kE4M3, DType::kF16, DType::kBF16, DType::kE4M3, true, 0.0f, 33, 29},
+      {DType::kBF16, DType::kE5M2, DType::kE4M3, DType::kF32, false, 0.5f, 97, 3000},
+      {DType::kF32, DType::kF16, DType::kF32, DType::kBF16, true, 1.0f, 16, 1}};
   const size_t big = 40;  // at least 2 tiles of rows on every target: the usual path
   for (const Combo& k : combos) {
     for (int trans = 0; trans < 4; ++trans) {
@@ -363,8 +364,9 @@ TEST_P(GemmOnTarget, FewRowsGiveTheBitsOfALargerProduct) {
         EXPECT_EQ(std::memcmp(got.data(), want.data(), M * k.N * cs), 0)
             << dtype_name(k.a) << "x" << dtype_name(k.b) << "->" << dtype_name(k.c) << " ta " << ta
             << " tb " << tb << " M " << M;
-        EXPECT_EQ(std::memcmp(got.data() + M * k.N * cs, old.data() + M * k.N * cs,
-                              (big - M) * k.N * cs), 0);  // rows past M untouched
+        EXPECT_EQ(
+            std::memcmp(got.data() + M * k.N * cs, old.data() + M * k.N * cs, (big - M) * k.N * cs),
+            0);  // rows past M untouched
         EXPECT_GT(amax, 0.0f);
         EXPECT_LE(amax, big_amax);
       }
@@ -385,11 +387,11 @@ TEST(Gemm, DeterministicForAnyThreadCount) {
     DType b_cast;
   };
   const Shape3 cases[] = {{300, 900, 500, DType::kE4M3, DType::kE5M2, false, DType::kF32},
-                        {1000, 700, 2000, DType::kE4M3, DType::kE4M3, false, DType::kF32},
-                        {257, 1000, 768, DType::kE4M3, DType::kF16, true, DType::kE4M3},
-                        {96, 5000, 64, DType::kF32, DType::kF32, true, DType::kF32},
-                        {5, 3000, 700, DType::kF32, DType::kF32, true, DType::kF32},  // few rows
-                        {9, 2000, 300, DType::kE4M3, DType::kF16, false, DType::kE4M3}};
+                          {1000, 700, 2000, DType::kE4M3, DType::kE4M3, false, DType::kF32},
+                          {257, 1000, 768, DType::kE4M3, DType::kF16, true, DType::kE4M3},
+                          {96, 5000, 64, DType::kF32, DType::kF32, true, DType::kF32},
+                          {5, 3000, 700, DType::kF32, DType::kF32, true, DType::kF32},  // few rows
+                          {9, 2000, 300, DType::kE4M3, DType::kF16, false, DType::kE4M3}};
   const int saved = num_threads();
   std::mt19937 rng(5);
   for (const Shape3& k : cases) {

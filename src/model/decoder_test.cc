@@ -91,8 +91,9 @@ TEST(GptDecoder, GroupingOfTokensChangesNoBit) {
   std::vector<float> at_once(3 * V), one_by_one(3 * V);
   dec.append({seq}, at_once.data());
   for (size_t i = 0; i < seq.size(); ++i)
-    dec.append({{}, {seq[i]}, i % 3 ? std::vector<int32_t>{} : sequence(2, static_cast<int32_t>(i))},
-               one_by_one.data());
+    dec.append(
+        {{}, {seq[i]}, i % 3 ? std::vector<int32_t>{} : sequence(2, static_cast<int32_t>(i))},
+        one_by_one.data());
   EXPECT_EQ(0, std::memcmp(at_once.data(), one_by_one.data() + V, V * sizeof(float)));
   // A reset row starts over at position 0: the same tokens give the same bits.
   dec.reset(0);
@@ -109,7 +110,7 @@ TEST(GptDecoder, BadInputThrows) {
   std::vector<float> logits(2 * 100);
   EXPECT_THROW(dec.append({{100}}, logits.data()), Error);  // outside the vocabulary
   EXPECT_THROW(dec.append({{-1}}, logits.data()), Error);
-  EXPECT_THROW(dec.append({{1}, {2}, {3}}, logits.data()), Error);  // three rows of two
+  EXPECT_THROW(dec.append({{1}, {2}, {3}}, logits.data()), Error);    // three rows of two
   EXPECT_THROW(dec.append({sequence(25, 1)}, logits.data()), Error);  // longer than seq_len
   EXPECT_EQ(dec.length(0), 0u);  // nothing was appended by a refused call
 }

@@ -537,7 +537,7 @@ void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* ta
 }
 
 float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const size_t* rows_at,
-               size_t n_at) {
+                size_t n_at) {
   const size_t C = static_cast<size_t>(cfg_.n_embd), V = static_cast<size_t>(cfg_.vocab_size);
   const size_t Vp = Vpl_;  // this rank's rows of wte (all of them without TP)
   const kernels::GemmOperand wte = kernels::gemm_operand(weights_[wte_]);

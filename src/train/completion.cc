@@ -27,8 +27,8 @@ int32_t pick(const float* row, size_t V, const CompletionOptions& o, std::mt1993
 }
 
 // Prompts [first, first + rows): their streams, checked non-empty.
-std::vector<std::mt19937_64> streams(const std::vector<std::vector<int32_t>>& prompts,
-                                     size_t first, size_t rows, const CompletionOptions& o) {
+std::vector<std::mt19937_64> streams(const std::vector<std::vector<int32_t>>& prompts, size_t first,
+                                     size_t rows, const CompletionOptions& o) {
   std::vector<std::mt19937_64> rng;
   for (size_t r = 0; r < rows; ++r) {
     FP8LM_CHECK(!prompts[first + r].empty(), "prompt ", first + r, " has no tokens");
@@ -92,7 +92,8 @@ std::vector<std::vector<int32_t>> complete(const GptParams& params,
   // that reaches T). All but the last new token are fed back.
   size_t longest = 0;
   for (const auto& p : prompts) longest = std::max(longest, std::min(p.size(), T));
-  GptDecoder dec(params, B, std::min(T, longest + static_cast<size_t>(std::max(o.max_new_tokens, 1))));
+  GptDecoder dec(params, B,
+                 std::min(T, longest + static_cast<size_t>(std::max(o.max_new_tokens, 1))));
   std::vector<std::vector<int32_t>> out(prompts.size());
   std::vector<float> logits(B * V);
   // Row r's last T tokens from position 0: the prompt, or a context that outgrew the window.

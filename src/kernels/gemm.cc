@@ -5,6 +5,7 @@
 // A block (MC×KC) and B panel (KC×NC) are decoded into FP32 strips of MR rows / NR columns;
 // the micro-kernel keeps an MR×NR tile of C in registers for the whole KC loop. When K fits
 // in one KC (all GPT-2 Linear shapes), the B panel is packed once per jc and reused.
+// Products of few rows (decoding) take FewRowsSlice: L2-sized B panels used at once.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -524,23 +525,18 @@ void RowsKernel(size_t rows, size_t kc, const float* ap, const float* bp, const 
 // C[0:M, n0:n1] for few rows (M < kFewRows·kMR; sampling's token per sequence). A packed B
 // value serves M rows only, so the panels sized for reuse would go through memory for
 // little: B is packed in wide panels of short K passes that stay in the L2 (the A budget's
-// size) and are used at once by every row; A is packed once for all of K; a partial strip of
-// rows runs a micro-kernel of just those rows. Packing, per-row arithmetic and epilogue are
-// GemmSlice's: the same bits.
+// size) and are used at once by every row; a partial strip of rows runs a micro-kernel of
+// just those rows. A's few rows are packed again per panel and pass (M·K per panel, next to
+// the panel's K·panel of B), so the buffers stay bounded whatever K is. Packing, per-row
+// arithmetic and epilogue are GemmSlice's: the same bits.
 uint32_t FewRowsSlice(const gd::Args& g, size_t n0, size_t n1, gd::Workspace& ws) {
   const size_t M = g.M, K = g.K, a_strips = (M + kMR - 1) / kMR;
   constexpr size_t kc = 128;
   const size_t panel = std::max<size_t>(1, g.a_bytes / (kc * sizeof(float) * kNR)) * kNR;
-  float* ap = ws.get(0, std::max<size_t>(K, 1) * a_strips * kMR);
+  float* ap = ws.get(0, a_strips * kc * kMR);
   float* bp = ws.get(1, kc * panel);
   float* acc = ws.get(2, panel * a_strips * kMR);
   float* tmp = ws.get(3, std::max({panel, M, 4 * kc}));
-  for (size_t pc = 0; pc < K; pc += kc) {  // pass p's strips from ap + pc·a_strips·kMR
-    const size_t kcur = std::min(kc, K - pc);
-    float* pass = ap + pc * a_strips * kMR;
-    PackA(g, 0, M, pc, kcur, pass, tmp);
-    CastRun(pass, a_strips * kcur * kMR, g.a_cast, g.a_cast_mul);
-  }
   HWY_ALIGN float tile[kMR * kNR];
   uint32_t amax = 0;
   for (size_t jp = n0; jp < n1; jp += panel) {
@@ -549,12 +545,14 @@ uint32_t FewRowsSlice(const gd::Args& g, size_t n0, size_t n1, gd::Workspace& ws
     do {  // at least once, so K == 0 still writes beta·C + bias
       const size_t kcur = std::min(kc, K - pc);
       const bool first = pc == 0, last = pc + kcur >= K;
+      PackA(g, 0, M, pc, kcur, ap, tmp);
+      CastRun(ap, a_strips * kcur * kMR, g.a_cast, g.a_cast_mul);
       PackB(g, pc, kcur, jp, cols, bp, tmp);
       for (size_t s = 0; s < strips; ++s) {
         for (size_t si = 0; si < a_strips; ++si) {
           const size_t rows = std::min(kMR, M - si * kMR);
           float* part = acc + (s * a_strips + si) * kMR * kNR;
-          RowsKernel(rows, kcur, ap + (pc * a_strips + si * kcur) * kMR, bp + s * kcur * kNR,
+          RowsKernel(rows, kcur, ap + si * kcur * kMR, bp + s * kcur * kNR,
                      first ? nullptr : part, last ? tile : part);
           if (last)
             amax = std::max(amax, Epilogue(g, tile, rows, std::min(kNR, cols - s * kNR), si * kMR,

@@ -111,8 +111,8 @@ const float* StoredRow(float* dst, const uint8_t* base, int type, size_t ld, siz
 
 // Interleaves n ≤ W stored rows into one packed strip, strip[k·W + r] = row r at k (zero for
 // r ≥ n); row(r, buffer) returns row r's kc values (decoded into buffer, or where stored).
-// Rows go four at a time through 4×4
-// register transposes (a scalar scatter costs one store per value). tmp holds 4·kc floats.
+// Rows go four at a time through 4×4 register transposes (a scalar scatter costs one store
+// per value). tmp holds 4·kc floats.
 template <size_t W, class Row>
 void RowsToStrip(size_t n, size_t kc, float* HWY_RESTRICT strip, float* HWY_RESTRICT tmp,
                  const Row& row) {

@@ -28,14 +28,11 @@
 #include "train/checkpoint.h"
 #include "train/gpt_state.h"
 #include "train/grad_sync.h"
-#include "train/model_values.h"
 #include "train/post_train.h"
 #include "train/pp_comm.h"
 #include "train/run_folder.h"
 #include "train/session.h"
 #include "train/telemetry.h"
-#include "train/tp_comm.h"
-#include "train/zero_replica.h"
 
 namespace fp8lm {
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "core/check.h"
@@ -304,6 +305,14 @@ void Gpt::set_weights(std::vector<ScaledView> weights) {
   weights_ = std::move(weights);
 }
 
+void Gpt::set_token_weight_fn(TokenWeightFn fn, size_t group) {
+  FP8LM_CHECK(fn == nullptr || (group > 0 && BT_ % group == 0), "set_token_weight_fn: groups of ",
+              group, " rows do not tile the batch's ", BT_);
+  weight_fn_ = std::move(fn);
+  weight_group_ = group;
+  token_weights_.assign(weight_fn_ != nullptr ? BT_ : 0, 0.0f);
+}
+
 void Gpt::set_adapters(std::vector<ScaledView> adapters) {
   FP8LM_CHECK(lora_.on() && adapters.size() == adapter_specs_.size(), "set_adapters: ",
               adapters.size(), " tensors for ", adapter_specs_.size(), " adapters");
@@ -499,13 +508,20 @@ void Gpt::forward_blocks() {
   if (sp_) gather_rows(lnf_.as<float>(), DType::kF32, nullptr);  // the LM head reads all rows
 }
 
-void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* targets,
-                                 size_t rows, float grad_scale, const float* row_scale) {
-  const size_t V = static_cast<size_t>(cfg_.vocab_size);
+void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
+                                 float grad_scale, const float* row_scale) {
   if (tp_ == nullptr && row_scale == nullptr) {
-    kernels::softmax_cross_entropy(logits, losses, targets, rows, V, Vpl_, grad_scale);
+    kernels::softmax_cross_entropy(logits, losses, targets, rows,
+                                   static_cast<size_t>(cfg_.vocab_size), Vpl_, grad_scale);
     return;
   }
+  std::vector<float> lse;
+  chunk_losses(logits, losses, targets, rows, lse);
+  if (grad_scale != 0.0f) chunk_grads(logits, targets, rows, lse, grad_scale, row_scale);
+}
+
+void Gpt::chunk_losses(const float* logits, float* losses, const int32_t* targets, size_t rows,
+                       std::vector<float>& lse) {
   // Per row: max m and Σexp(x − m) over this rank's columns, then over the group:
   // M = max m, S = Σ Σexp · exp(m − M); the target's logit comes from the rank holding it.
   std::vector<float> m(rows), s(rows), xt(rows, 0.0f);
@@ -520,12 +536,15 @@ void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* ta
   }
   tp_sum(s.data(), rows);
   tp_sum(xt.data(), rows);
-  std::vector<float> lse(rows);
+  lse.resize(rows);
   for (size_t r = 0; r < rows; ++r) {
     lse[r] = M[r] + std::log(s[r]);
     losses[r] = targets[r] < 0 ? 0.0f : lse[r] - xt[r];
   }
-  if (grad_scale == 0.0f) return;
+}
+
+void Gpt::chunk_grads(float* logits, const int32_t* targets, size_t rows,
+                      const std::vector<float>& lse, float grad_scale, const float* row_scale) {
   std::vector<float> g(rows);
   for (size_t r = 0; r < rows; ++r)
     g[r] = targets[r] < 0 ? 0.0f : row_scale != nullptr ? row_scale[r] : grad_scale;
@@ -560,9 +579,28 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
     lnf = picked;
     total = n_at;
   }
-  for (size_t r0 = 0; r0 < total; r0 += chunk_rows_) {
-    const size_t rows = std::min(chunk_rows_, total - r0);
-    float* logits = ws_logits_.as<float>();
+  // Weights decided from this forward's losses (set_token_weight_fn): chunks of whole groups,
+  // each chunk's losses made before its gradient; groups larger than a chunk have every
+  // row's loss made first by a loss-only pass (whose logits are made again below).
+  const bool decide = grads && weight_fn_ != nullptr;
+  const bool loss_pass = decide && weight_group_ > chunk_rows_;
+  float* w = decide ? token_weights_.data() : nullptr;
+  float* all_losses = ws_losses_.as<float>();
+  float* logits = ws_logits_.as<float>();
+  std::vector<float> lse;
+  if (loss_pass) {
+    for (size_t r0 = 0; r0 < total; r0 += chunk_rows_) {
+      const size_t rows = std::min(chunk_rows_, total - r0);
+      kernels::gemm(rows, Vp, C, 1.0f, {lnf + r0 * C, DType::kF32}, wte_t, 0.0f,
+                    {logits, DType::kF32});
+      chunk_losses(logits, all_losses + r0, t + r0, rows, lse);
+    }
+    weight_fn_(0, total, all_losses, w);
+  }
+  const size_t step =
+      decide && !loss_pass ? chunk_rows_ / weight_group_ * weight_group_ : chunk_rows_;
+  for (size_t r0 = 0; r0 < total; r0 += step) {
+    const size_t rows = std::min(step, total - r0);
     const float* x = lnf + r0 * C;
     kernels::gemm(rows, Vp, C, 1.0f, {x, DType::kF32}, wte_t, 0.0f, {logits, DType::kF32});
     if (logits_out != nullptr) {
@@ -583,12 +621,18 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
         }
       continue;
     }
-    const float grad_scale =
-        !grads ? 0.0f : loss_weight_ > 0 ? loss_weight_ : 1.0f / static_cast<float>(BT_);
-    float* losses = ws_losses_.as<float>() + r0;
-    const float* row_scale = token_weights_ != nullptr ? token_weights_ + r0 : nullptr;
-    parallel_cross_entropy(logits, losses, t + r0, rows, grad_scale, row_scale);
-    for (size_t r = 0; r < rows; ++r) loss += row_scale != nullptr ? losses[r] * row_scale[r] : losses[r];
+    float* losses = all_losses + r0;
+    if (decide) {
+      chunk_losses(logits, losses, t + r0, rows, lse);
+      if (!loss_pass) weight_fn_(r0, rows, all_losses, w);
+      chunk_grads(logits, t + r0, rows, lse, 0.0f, w + r0);
+      for (size_t r = 0; r < rows; ++r) loss += losses[r] * w[r0 + r];
+    } else {
+      const float grad_scale =
+          !grads ? 0.0f : loss_weight_ > 0 ? loss_weight_ : 1.0f / static_cast<float>(BT_);
+      parallel_cross_entropy(logits, losses, t + r0, rows, grad_scale);
+      for (size_t r = 0; r < rows; ++r) loss += losses[r];
+    }
     if (!grads) continue;
     // dlnf rows = dlogits · wte;  dwte += dlogitsᵀ · lnf rows
     kernels::gemm(rows, C, Vp, 1.0f, {logits, DType::kF32}, wte, 0.0f,
@@ -605,7 +649,7 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
   } else if (grads) {
     tp_sum(dlnf, BT_ * C);
   }
-  if (token_weights_ != nullptr) return static_cast<float>(loss);
+  if (decide) return static_cast<float>(loss);
   return static_cast<float>(loss_weight_ > 0 ? loss * static_cast<double>(loss_weight_)
                                              : loss / static_cast<double>(BT_));
 }

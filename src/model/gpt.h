@@ -27,6 +27,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -97,10 +98,17 @@ class Gpt {
   // Σ_t loss_t · w (0, the default: w = 1/(B·T), the mean over positions). Fine-tuning sets
   // it so a step's gradient is the mean over its target tokens, however they fall in rows.
   void set_loss_weight(float w) { loss_weight_ = w; }
-  // Per-target weights [B·T] (null: off, the default), for objectives that weigh each token's
-  // log-probability (DPO, GRPO): the loss is Σ_t loss_t · w[t], and set_loss_weight is not
-  // used. The array is read at every forward; w[t] may be negative.
-  void set_token_weights(const float* w) { token_weights_ = w; }
+  // Per-target weights decided from the forward's own losses, for objectives that weigh each
+  // token's log-probability by a function of the log-probabilities (DPO, GRPO): the loss of
+  // forward_backward is Σ_t loss_t · w[t] (set_loss_weight unused; w[t] may be negative), one
+  // forward serving both. Once the losses of rows [r0, r0 + n) are known and before their
+  // gradient is formed, fn(r0, n, losses, w) fills w[r0, r0 + n) (losses and w: the whole
+  // [B·T] arrays); n is a multiple of `group` rows and r0 starts a group (a preference pair,
+  // a sampled row), and the calls cover every row once, in order. Groups larger than a
+  // logits chunk cost a loss-only pass of the LM head first. Null fn: off (the default).
+  // forward() never calls it.
+  using TokenWeightFn = std::function<void(size_t r0, size_t n, const float* losses, float* w)>;
+  void set_token_weight_fn(TokenWeightFn fn, size_t group);
   // Each position's loss −log p(target) of the last forward on the last stage [B·T] (0 where
   // the target is < 0; valid until the next forward).
   const float* token_losses() const { return ws_losses_.as<float>(); }
@@ -192,6 +200,12 @@ class Gpt {
   // `row_scale` (null: grad_scale for every row): each row's own grad_scale.
   void parallel_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
                               float grad_scale, const float* row_scale = nullptr);
+  // Its two halves: the rows' losses and log-sum-exps, then the logits overwritten with the
+  // gradient g[r] · (softmax − onehot) (g[r] = 0 where the target is < 0).
+  void chunk_losses(const float* logits, float* losses, const int32_t* targets, size_t rows,
+                    std::vector<float>& lse);
+  void chunk_grads(float* logits, const int32_t* targets, size_t rows,
+                   const std::vector<float>& lse, float grad_scale, const float* row_scale);
 
   GptConfig cfg_;
   TpComm* tp_;
@@ -217,7 +231,9 @@ class Gpt {
   std::vector<size_t> sp_sum_specs_;  // LayerNorm parameters: gradients summed over the rows
   bool with_grads_;
   float loss_weight_ = 0;
-  const float* token_weights_ = nullptr;
+  TokenWeightFn weight_fn_;
+  size_t weight_group_ = 1;
+  std::vector<float> token_weights_;  // [B·T] while weight_fn_ is set
   std::vector<ScaledView> weights_;
   // FP32 values of the parameters that are neither Linear weights nor wte (positions,
   // LayerNorm, biases: small), refreshed from weights_ at every forward.

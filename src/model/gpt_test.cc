@@ -224,6 +224,85 @@ TEST(GptModel, LogitsAtChosenRowsAreThoseRowsOfAll) {
   }
 }
 
+// Weights decided inside forward_backward from its own losses (DPO, GRPO): every row is
+// handed over once, in whole groups, with the losses forward() gives; the gradient is the
+// weighted sum of the rows' gradients. Groups that fit a logits chunk (B = 4 pairs, B = 3
+// rows) and one that outgrows it (B = 2 pairs: the loss-only pass), in FP32 against the
+// FP64 reference model and in FP8 against weights fixed before the call.
+TEST(GptModel, TokenWeightsAreDecidedFromTheForwardsOwnLosses) {
+  GptParams params(small_config());
+  params.init_gpt2(12);
+  const size_t T = 8;
+  // Each target's weight: a nonlinear function of its group's summed loss (a group's
+  // losses all needed) and of its row.
+  auto weigh = [](const float* losses, const int32_t* targets, size_t r0, size_t n, size_t group,
+                  size_t T, float* w) {
+    for (size_t g = r0; g < r0 + n; g += group) {
+      double sum = 0;
+      for (size_t i = g; i < g + group; ++i) sum += losses[i];
+      for (size_t i = g; i < g + group; ++i)
+        w[i] = targets[i] < 0
+                   ? 0.0f
+                   : static_cast<float>(0.05 * std::sin(sum + static_cast<double>(i / T)));
+    }
+  };
+  struct Case {
+    size_t B, group;
+  };
+  for (const Case c : {Case{4, 2 * T}, Case{3, T}, Case{2, 2 * T}})
+    for (ComputeMode mode : {ComputeMode::kF32, ComputeMode::kFP8}) {
+      const size_t B = c.B, BT = B * T;
+      SCOPED_TRACE(std::string(compute_mode_name(mode)) + " B " + std::to_string(B) + " group " +
+                   std::to_string(c.group));
+      Batch batch = random_batch(BT, 37, 13);
+      for (size_t i = 0; i < BT; i += 5) batch.targets[i] = -1;
+      Gpt probe(params, mode, B, T);
+      probe.forward(batch.tokens.data(), batch.targets.data());
+      const std::vector<float> L(probe.token_losses(), probe.token_losses() + BT);
+      std::vector<float> w(BT);
+      weigh(L.data(), batch.targets.data(), 0, BT, c.group, T, w.data());
+
+      Gpt decided(params, mode, B, T);
+      size_t next = 0;
+      decided.set_token_weight_fn(
+          [&](size_t r0, size_t n, const float* losses, float* out) {
+            EXPECT_EQ(r0, next);
+            EXPECT_TRUE(n > 0 && n % c.group == 0) << n;
+            next = r0 + n;
+            EXPECT_EQ(std::memcmp(losses + r0, L.data() + r0, n * sizeof(float)), 0) << r0;
+            weigh(losses, batch.targets.data(), r0, n, c.group, T, out);
+          },
+          c.group);
+      const float loss = decided.forward_backward(batch.tokens.data(), batch.targets.data());
+      EXPECT_EQ(next, BT);
+      double want = 0;
+      for (size_t i = 0; i < BT; ++i) want += L[i] * w[i];
+      EXPECT_NEAR(loss, want, 1e-6);
+
+      if (mode == ComputeMode::kF32) {  // Σ_t w_t ∇ℓ_t from the FP64 model, one row at a time
+        const ref::RefModel rm(params);
+        std::vector<ref::Vec> want_g;
+        const ref::Vec w64(w.begin(), w.end());
+        rm.loss(batch.tokens, batch.targets, B, T, &want_g, &w64);
+        for (size_t s = 0; s < params.specs().size(); ++s)
+          EXPECT_LT(compare(grad(decided, params, s), want_g[s]).rel, 1e-4)
+              << params.specs()[s].name;
+      } else {  // the same bits as the weights known before the call
+        Gpt fixed(params, mode, B, T);
+        fixed.set_token_weight_fn(
+            [&](size_t r0, size_t n, const float*, float* out) {
+              std::memcpy(out + r0, w.data() + r0, n * sizeof(float));
+            },
+            c.group);
+        fixed.forward_backward(batch.tokens.data(), batch.targets.data());
+        for (size_t s = 0; s < params.specs().size(); ++s)
+          EXPECT_EQ(grad(decided, params, s), grad(fixed, params, s)) << params.specs()[s].name;
+      }
+    }
+  Gpt m(params, ComputeMode::kF32, 3, T);
+  EXPECT_THROW(m.set_token_weight_fn([](size_t, size_t, const float*, float*) {}, 2 * T), Error);
+}
+
 TEST(GptModel, DeterministicAndAccumulating) {
   GptParams params(small_config());
   params.init_gpt2(9);

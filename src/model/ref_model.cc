@@ -74,12 +74,12 @@ Vec RefModel::logits(const std::vector<int32_t>& tokens, size_t B, size_t T) con
 }
 
 double RefModel::loss(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets,
-                      size_t B, size_t T, std::vector<Vec>* grads) const {
+                      size_t B, size_t T, std::vector<Vec>* grads, const Vec* weights) const {
   const size_t C = static_cast<size_t>(cfg.n_embd), BT = B * T, L = static_cast<size_t>(cfg.n_layer);
   const size_t NH = static_cast<size_t>(cfg.n_head), V = static_cast<size_t>(cfg.vocab_size);
   const Trace tr = run_forward(*this, tokens, B, T);
   Vec dlogits;
-  const double loss = cross_entropy(tr.logits, targets, BT, V, grads ? &dlogits : nullptr);
+  const double loss = cross_entropy(tr.logits, targets, BT, V, grads ? &dlogits : nullptr, weights);
   if (!grads) return loss;
   std::vector<Vec>& g = *grads;
   g.clear();

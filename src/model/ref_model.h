@@ -16,9 +16,10 @@ struct RefModel {
   std::vector<Vec> p;  // one per ParamSpec, wte with vocab_size rows
 
   explicit RefModel(const GptParams& params);
-  // Mean loss; grads (if non-null) gets one Vec per parameter.
+  // Mean loss over the B·T positions (targets < 0 count as zero), or with `weights` [B·T]
+  // Σ_t weights[t] · loss_t; grads (if non-null) gets one Vec per parameter.
   double loss(const std::vector<int32_t>& tokens, const std::vector<int32_t>& targets, size_t B,
-              size_t T, std::vector<Vec>* grads) const;
+              size_t T, std::vector<Vec>* grads, const Vec* weights = nullptr) const;
   // Logits [B·T, V].
   Vec logits(const std::vector<int32_t>& tokens, size_t B, size_t T) const;
 };

@@ -151,24 +151,26 @@ inline void attention_bwd(Vec& dqkv, const Vec& dout, const Vec& qkv, size_t B, 
       }
 }
 
-// Mean over rows of −log softmax(logits[r, :V])[target[r]]; dlogits = ∂mean/∂logits.
+// Σ_r w_r · (−log softmax(logits[r, :V])[target[r]]) with w_r = 1/rows (the mean) or
+// (weights) weights[r]; rows whose target is < 0 are left out. dlogits = ∂loss/∂logits.
 inline double cross_entropy(const Vec& logits, const std::vector<int32_t>& targets, size_t rows,
-                            size_t V, Vec* dlogits) {
+                            size_t V, Vec* dlogits, const Vec* weights = nullptr) {
   double loss = 0;
   if (dlogits) dlogits->assign(rows * V, 0);
   for (size_t r = 0; r < rows; ++r) {
+    if (targets[r] < 0) continue;
+    const double w = weights != nullptr ? (*weights)[r] : 1.0 / static_cast<double>(rows);
     double m = -std::numeric_limits<double>::infinity(), sum = 0;
     for (size_t c = 0; c < V; ++c) m = std::max(m, logits[r * V + c]);
     for (size_t c = 0; c < V; ++c) sum += std::exp(logits[r * V + c] - m);
     const double lse = m + std::log(sum);
-    loss += lse - logits[r * V + static_cast<size_t>(targets[r])];
+    loss += w * (lse - logits[r * V + static_cast<size_t>(targets[r])]);
     if (dlogits) {
-      for (size_t c = 0; c < V; ++c)
-        (*dlogits)[r * V + c] = std::exp(logits[r * V + c] - lse) / static_cast<double>(rows);
-      (*dlogits)[r * V + static_cast<size_t>(targets[r])] -= 1.0 / static_cast<double>(rows);
+      for (size_t c = 0; c < V; ++c) (*dlogits)[r * V + c] = w * std::exp(logits[r * V + c] - lse);
+      (*dlogits)[r * V + static_cast<size_t>(targets[r])] -= w;
     }
   }
-  return loss / static_cast<double>(rows);
+  return loss;
 }
 
 }  // namespace fp8lm::ref

@@ -102,6 +102,19 @@ TEST(RefOpsGrad, CrossEntropy) {
   Vec d;
   cross_entropy(logits, t, R, V, &d);
   check_grad(logits, d, [&] { return cross_entropy(logits, t, R, V, nullptr); }, "dlogits");
+  // Per-row weights (negative too), a row left out (target < 0): its loss and gradient 0.
+  const std::vector<int32_t> t2 = {0, -1, 3, 8};
+  const Vec w = {0.5, 7.0, -1.25, 2.0};
+  cross_entropy(logits, t2, R, V, &d, &w);
+  check_grad(
+      logits, d, [&] { return cross_entropy(logits, t2, R, V, nullptr, &w); }, "weighted");
+  for (size_t c = 0; c < V; ++c) EXPECT_EQ(d[V + c], 0.0);
+  Vec first(logits.begin(), logits.begin() + V);
+  const std::vector<int32_t> t0 = {0};
+  const Vec w0 = {0.5};
+  EXPECT_NEAR(
+      cross_entropy(logits, t2, R, V, nullptr, &w) - cross_entropy(first, t0, 1, V, nullptr, &w0),
+      cross_entropy(logits, {-1, -1, 3, 8}, R, V, nullptr, &w), 1e-12);
 }
 
 }  // namespace

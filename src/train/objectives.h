@@ -2,9 +2,10 @@
 //
 // DPO and GRPO losses are functions of the policy's log-probabilities of the response tokens,
 // ℓ_t = −log p(token t) the model's token loss. Their gradient is Σ_t (∂L/∂ℓ_t) · ∇ℓ_t, so one
-// backward of the model with per-token weights w_t = ∂L/∂ℓ_t (Gpt::set_token_weights) gives
-// the exact gradient of L. These functions compute L and the w_t from the token losses of a
-// forward pass; the model's forward_backward with the weights then gives the gradient.
+// backward of the model with per-token weights w_t = ∂L/∂ℓ_t gives the exact gradient of L.
+// These functions compute L and the w_t from the token losses of a forward pass; the model
+// calls them inside its forward_backward (Gpt::set_token_weight_fn), between the LM head's
+// losses and their gradient, so one forward serves both.
 #pragma once
 
 #include <cstddef>

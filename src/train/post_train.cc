@@ -1,6 +1,7 @@
 #include "train/post_train.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "core/check.h"
 
@@ -8,26 +9,33 @@ namespace fp8lm {
 
 namespace {
 
-// The policy's gradient of Σ_t w_t ℓ_t.
-void backward_weighted(Gpt& policy, const int32_t* inputs, const int32_t* targets,
-                       const std::vector<float>& w, bool accumulate) {
-  policy.set_token_weights(w.data());
+// The policy's gradient of Σ_t w_t ℓ_t, the weights decided by `fn` from this forward's own
+// losses in groups of `group` rows (Gpt::set_token_weight_fn).
+void backward_weighted(Gpt& policy, const int32_t* inputs, const int32_t* targets, size_t group,
+                       Gpt::TokenWeightFn fn, bool accumulate) {
+  struct Off {  // the policy keeps no reference to the caller's frame, however this ends
+    Gpt& g;
+    ~Off() { g.set_token_weight_fn(nullptr, 1); }
+  } off{policy};
+  policy.set_token_weight_fn(std::move(fn), group);
   policy.forward_backward(inputs, targets, accumulate);
-  policy.set_token_weights(nullptr);
 }
 
 }  // namespace
 
 DpoStats dpo_micro_batch(Gpt& policy, ReferenceModel& ref, const int32_t* inputs,
                          const int32_t* targets, double beta, double scale, bool accumulate) {
-  const size_t B = policy.batch(), T = policy.seq();
+  const size_t T = policy.seq();
   const float* rl = ref.token_losses(inputs, targets);
-  const std::vector<float> ref_losses(rl, rl + B * T);
-  policy.forward(inputs, targets);
-  std::vector<float> w(B * T);
+  const std::vector<float> ref_losses(rl, rl + policy.batch() * T);
   DpoStats st;
-  dpo_weights(policy.token_losses(), ref_losses.data(), targets, B, T, beta, scale, w.data(), &st);
-  backward_weighted(policy, inputs, targets, w, accumulate);
+  backward_weighted(
+      policy, inputs, targets, 2 * T,
+      [&](size_t r0, size_t n, const float* losses, float* w) {
+        dpo_weights(losses + r0, ref_losses.data() + r0, targets + r0, n / T, T, beta, scale,
+                    w + r0, &st);
+      },
+      accumulate);
   return st;
 }
 
@@ -103,15 +111,18 @@ GrpoRows grpo_rows(Gpt& policy, const GrpoPrompts& prompts, const std::vector<si
 
 GrpoStats grpo_micro_batch(Gpt& policy, ReferenceModel& ref, const GrpoRows& rows, double clip,
                            double kl, double scale, bool accumulate, const float* old_losses) {
-  const size_t B = policy.batch(), T = policy.seq();
+  const size_t T = policy.seq();
   const float* rl = ref.token_losses(rows.inputs.data(), rows.targets.data());
-  const std::vector<float> ref_losses(rl, rl + B * T);
-  policy.forward(rows.inputs.data(), rows.targets.data());
-  std::vector<float> w(B * T);
+  const std::vector<float> ref_losses(rl, rl + policy.batch() * T);
   GrpoStats st;
-  grpo_weights(policy.token_losses(), old_losses, ref_losses.data(), rows.targets.data(),
-               rows.advantages.data(), B, T, clip, kl, scale, w.data(), &st);
-  backward_weighted(policy, rows.inputs.data(), rows.targets.data(), w, accumulate);
+  backward_weighted(
+      policy, rows.inputs.data(), rows.targets.data(), T,
+      [&](size_t r0, size_t n, const float* losses, float* w) {
+        grpo_weights(losses + r0, old_losses != nullptr ? old_losses + r0 : nullptr,
+                     ref_losses.data() + r0, rows.targets.data() + r0,
+                     rows.advantages.data() + r0 / T, n / T, T, clip, kl, scale, w + r0, &st);
+      },
+      accumulate);
   return st;
 }
 

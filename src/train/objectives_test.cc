@@ -139,7 +139,9 @@ TEST(Objectives, GrpoWeightsAreTheLossDerivativesWithClippedRatios) {
     double n = 0;
     for (size_t t = b * r.T; t < (b + 1) * r.T; ++t) n += r.targets[t] >= 0;
     for (size_t t = b * r.T; t < (b + 1) * r.T; ++t)
-      if (r.targets[t] >= 0) EXPECT_NEAR(w[t], adv[b] / n, 1e-6) << b;
+      if (r.targets[t] >= 0) {
+        EXPECT_NEAR(w[t], adv[b] / n, 1e-6) << b;
+      }
   }
 }
 
@@ -151,7 +153,9 @@ TEST(Objectives, GroupAdvantagesAreStandardisedPerGroup) {
     for (size_t i = g; i < g + 4; ++i) mean += a[i] / 4;
     for (size_t i = g; i < g + 4; ++i) sq += a[i] * a[i] / 4;
     EXPECT_NEAR(mean, 0.0, 1e-12);
-    if (g != 4) EXPECT_NEAR(sq, 1.0, 1e-3) << g;  // unit variance, up to the 1e-4 guard
+    if (g != 4) {  // unit variance, up to the 1e-4 guard
+      EXPECT_NEAR(sq, 1.0, 1e-3) << g;
+    }
   }
   for (size_t i = 4; i < 8; ++i) EXPECT_EQ(a[i], 0.0);  // equal rewards: no signal
   EXPECT_GT(a[0], 0.0);

@@ -32,22 +32,24 @@ struct Gpt::Block {
   // C: the model's width; tp: the tensor-parallel ranks (the heads, c_attn's and c_fc's
   // outputs and the c_proj inputs are split tp ways; NH: this rank's heads).
   // Rl: the rows of the residual stream this rank holds (B·T / tp with sequence parallelism).
+  // Without `saves` the activations (acts()) are left empty, to be lent by another block.
   Block(ComputeMode mode, size_t B, size_t T, size_t C, size_t NH, size_t tp, size_t Rl,
-        const LinearWorkspace& ws, const Fp8Options& fp8, bool with_grads, const LoraSpec& lora)
-      : attn(mode, C, 3 * C / tp, B * T, ws, fp8),
-        proj(mode, C / tp, C, B * T, ws, fp8),
-        fc(mode, C, 4 * C / tp, B * T, ws, fp8),
-        fcproj(mode, 4 * C / tp, C, B * T, ws, fp8) {
+        const LinearWorkspace& ws, const Fp8Options& fp8, bool with_grads, const LoraSpec& lora,
+        bool saves)
+      : attn(mode, C, 3 * C / tp, B * T, ws, fp8, saves),
+        proj(mode, C / tp, C, B * T, ws, fp8, saves),
+        fc(mode, C, 4 * C / tp, B * T, ws, fp8, saves),
+        fcproj(mode, 4 * C / tp, C, B * T, ws, fp8, saves) {
     const size_t Cl = C / tp;
-    const int64_t BT = i64(B * T);
+    const int64_t BT = saves ? i64(B * T) : 0;  // 0 rows: no storage
     const auto act = MemCategory::kActivations;
     const DType wide = mode == ComputeMode::kF32 ? DType::kF32 : DType::kBF16;
-    const int64_t R = i64(Rl);
+    const int64_t R = saves ? i64(Rl) : 0;
     resid_in = Tensor(DType::kF32, {R, i64(C)}, act);
     ln1_mean = Tensor(DType::kF32, {R}, act);
     ln1_rstd = Tensor(DType::kF32, {R}, act);
     qkv = Tensor(wide, {BT, i64(3 * Cl)}, act);
-    lse = Tensor(DType::kF32, {i64(B * NH * T)}, act);
+    lse = Tensor(DType::kF32, {BT, i64(NH)}, act);
     if (mode == ComputeMode::kFP8) att16 = Tensor(DType::kBF16, {BT, i64(Cl)}, act);
     resid_mid = Tensor(DType::kF32, {R, i64(C)}, act);
     ln2_mean = Tensor(DType::kF32, {R}, act);
@@ -64,6 +66,18 @@ struct Gpt::Block {
     g_proj = proj.make_grad();
     g_fc = fc.make_grad();
     g_fcproj = fcproj.make_grad();
+  }
+
+  // The block's own activation tensors, and with the layers' saved inputs (acts): allocated
+  // or not, in a fixed order, the same in every block.
+  std::vector<Tensor*> own() {
+    return {&resid_in, &ln1_mean,  &ln1_rstd, &qkv,      &lse,
+            &att16,    &resid_mid, &ln2_mean, &ln2_rstd, &fch};
+  }
+  std::vector<Tensor*> acts() {
+    std::vector<Tensor*> v = own();
+    for (Linear* lin : {&attn, &proj, &fc, &fcproj}) lin->input_tensors(v);
+    return v;
   }
 };
 
@@ -153,10 +167,13 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
                             at("mlp.c_fc.weight"), at("mlp.c_fc.bias"), at("mlp.c_proj.weight"),
                             at("mlp.c_proj.bias")});
   }
+  // Without gradients no block's activations outlive the next block: one set is passed
+  // along the blocks (hand_over), a 1/L share of the activation memory.
+  pass_along_ = !with_grads && l1 - l0 > 1;
   const int64_t before = mem_stats(MemCategory::kActivations).current;
   for (int l = l0; l < l1; ++l)
-    blocks_.push_back(
-        std::make_unique<Block>(mode, B, T, C, NHl_, tps, Rl_, lws, fp8, with_grads, lora_));
+    blocks_.push_back(std::make_unique<Block>(mode, B, T, C, NHl_, tps, Rl_, lws, fp8, with_grads,
+                                              lora_, !pass_along_ || l == l0));
   for (auto& k : blocks_)
     for (int t = 0; t < 4; ++t)
       if (k->layer(t).has_adapter()) adapter_layer_.push_back(&k->layer(t));
@@ -238,8 +255,7 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
 
   // Every saved activation, for the pipeline's slots.
   for (auto& k : blocks_) {
-    for (Tensor* t : {&k->resid_in, &k->ln1_mean, &k->ln1_rstd, &k->qkv, &k->lse, &k->att16,
-                      &k->resid_mid, &k->ln2_mean, &k->ln2_rstd, &k->fch})
+    for (Tensor* t : k->own())
       if (t->data() != nullptr) live_.push_back(t);
     for (Linear* lin : {&k->attn, &k->proj, &k->fc, &k->fcproj})
       lin->saved_state(live_, live_scales_);
@@ -249,8 +265,16 @@ Gpt::Gpt(const GptConfig& cfg, ComputeMode mode, size_t B, size_t T, const Fp8Op
   stash_.resize(1);
 }
 
+void Gpt::hand_over(size_t to) {
+  if (to == acts_at_) return;
+  const std::vector<Tensor*> from = blocks_[acts_at_]->acts(), into = blocks_[to]->acts();
+  for (size_t i = 0; i < from.size(); ++i) std::swap(*from[i], *into[i]);
+  acts_at_ = to;
+}
+
 void Gpt::set_slots(size_t n) {
-  FP8LM_CHECK(n >= 1, "set_slots: at least one slot");
+  FP8LM_CHECK(n >= 1 && (n == 1 || with_grads_), "set_slots: ", n,
+              " slots (at least one; more only for a model with gradients)");
   select_slot(0);
   while (stash_.size() > n) stash_.pop_back();
   const int64_t before = mem_stats(MemCategory::kActivations).current;
@@ -494,9 +518,12 @@ void Gpt::forward_blocks() {
     k.fcproj.commit_input(g);
     k.fcproj.forward(b, DType::kF32, tp_ ? nullptr : small(s.fcproj_b));
     const float* y2 = exit_tp(b, small(s.fcproj_b), a);
-    float* next =
-        l + 1 < blocks_.size() ? blocks_[l + 1]->resid_in.as<float>() : resid_final_.as<float>();
+    // The next block's input (passed along: this block's own resid_in, read already).
+    float* next = l + 1 == blocks_.size() ? resid_final_.as<float>()
+                  : pass_along_           ? k.resid_in.as<float>()
+                                          : blocks_[l + 1]->resid_in.as<float>();
     kernels::add(next, k.resid_mid.as<float>(), y2, Rl_ * C);
+    if (pass_along_ && l + 1 < blocks_.size()) hand_over(l + 1);
   }
   if (!last()) {
     pp_->send_forward(resid_final_.as<float>(), Rl_ * C);
@@ -748,6 +775,7 @@ float Gpt::run_forward(const int32_t* tokens, const int32_t* targets, bool grads
   std::vector<ScalingMeta> saved;
   if (!grads)
     for (ScalingMeta* m : scaling_metas()) saved.push_back(*m);
+  if (pass_along_) hand_over(0);  // the first block's input is written first
   embed(tokens);
   forward_blocks();
   const float loss = last() ? head(targets, grads, logits, rows, n) : 0.0f;

@@ -164,6 +164,8 @@ class Gpt {
   void begin_grads(bool accumulate);
   // The saved activations of `slot` into the layers (swapped with those they hold).
   void select_slot(size_t slot);
+  // Without gradients (pass_along_): the one set of block activations to block `to`.
+  void hand_over(size_t to);
   bool first() const { return stage_.first(); }
   bool last() const { return stage_.last(); }
   void embed(const int32_t* tokens);
@@ -275,6 +277,8 @@ class Gpt {
   std::vector<float*> live_scales_;
   std::vector<Saved> stash_;
   size_t held_ = 0;
+  bool pass_along_ = false;
+  size_t acts_at_ = 0;  // the block holding the activations, with pass_along_
   QuantProbe* probe_ = nullptr;
 };
 

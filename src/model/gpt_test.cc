@@ -303,6 +303,46 @@ TEST(GptModel, TokenWeightsAreDecidedFromTheForwardsOwnLosses) {
   EXPECT_THROW(m.set_token_weight_fn([](size_t, size_t, const float*, float*) {}, 2 * T), Error);
 }
 
+// A model without gradients keeps one block's activations and passes them along the blocks:
+// the same losses and logits as a model with gradients, again after an input error, and its
+// activation memory L − 1 blocks smaller.
+TEST(GptModel, WithoutGradientsOneBlocksActivationsArePassedAlong) {
+  GptConfig cfg = small_config();
+  cfg.n_layer = 3;
+  GptParams params(cfg);
+  params.init_gpt2(14);
+  const size_t B = 2, T = 8, L = 3, C = 16, BT = B * T;
+  const Batch batch = random_batch(BT, 37, 15);
+  struct Mode {
+    ComputeMode mode;
+    Fp8Options fp8;
+  };
+  for (const Mode& m :
+       {Mode{ComputeMode::kF32, {}}, Mode{ComputeMode::kBF16, {}}, Mode{ComputeMode::kFP8, {}},
+        Mode{ComputeMode::kFP8, fp8_options("block")}}) {
+    SCOPED_TRACE(compute_mode_name(m.mode));
+    Gpt full(params, m.mode, B, T, m.fp8);
+    Gpt light(params, m.mode, B, T, m.fp8, /*with_grads=*/false);
+    const float want = full.forward(batch.tokens.data(), batch.targets.data());
+    const std::vector<float> want_losses(full.token_losses(), full.token_losses() + BT);
+    std::vector<float> want_logits(BT * 37), logits(BT * 37);
+    full.logits(batch.tokens.data(), want_logits.data());
+    for (int round = 0; round < 2; ++round) {
+      EXPECT_EQ(light.forward(batch.tokens.data(), batch.targets.data()), want);
+      EXPECT_EQ(std::memcmp(light.token_losses(), want_losses.data(), BT * sizeof(float)), 0);
+      light.logits(batch.tokens.data(), logits.data());
+      EXPECT_EQ(logits, want_logits);
+      std::vector<int32_t> bad = batch.tokens;
+      bad[3] = 37;
+      EXPECT_THROW(light.forward(bad.data(), batch.targets.data()), Error);
+    }
+    // Activations outside the blocks: the last residual and ln_f (FP32), ln_f's mean and rstd.
+    const size_t outside = 2 * BT * C * sizeof(float) + 2 * BT * sizeof(float);
+    const size_t block = light.activation_bytes() - outside;
+    EXPECT_EQ(full.activation_bytes(), L * block + outside);
+  }
+}
+
 TEST(GptModel, DeterministicAndAccumulating) {
   GptParams params(small_config());
   params.init_gpt2(9);

@@ -53,7 +53,7 @@ size_t linear_grid_bytes(size_t r, size_t c) {
 }
 
 Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const LinearWorkspace& ws,
-               const Fp8Options& fp8)
+               const Fp8Options& fp8, bool saves_input)
     : mode_(mode),
       in_(in),
       out_(out),
@@ -62,7 +62,7 @@ Linear::Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const Linea
       w8_meta_(scaling(DType::kE4M3, ScalingTiming::kJustInTime)),
       ws_(ws),
       dy8_meta_(scaling(fp8.dy, fp8.recipe->timing, fp8)) {
-  const Shape xs{i64(rows), i64(in)};
+  const Shape xs{i64(saves_input ? rows : 0), i64(in)};  // 0 rows: no storage
   switch (mode) {
     case ComputeMode::kF32:
       x_ = Tensor(DType::kF32, xs, MemCategory::kActivations);
@@ -122,6 +122,10 @@ void Linear::saved_state(std::vector<Tensor*>& tensors, std::vector<float*>& sca
     if (t->data() != nullptr) tensors.push_back(t);
   for (ScalingMeta* m : {&x8_.meta, &xt8_.meta, &u8_meta_})
     scales.insert(scales.end(), {&m->scale, &m->scale_inv});
+}
+
+void Linear::input_tensors(std::vector<Tensor*>& tensors) {
+  tensors.insert(tensors.end(), {&x_, &x8_.data, &x8_.scales, &xt8_.data, &xt8_.scales});
 }
 
 std::vector<ScalingMeta*> Linear::scaling_metas() {

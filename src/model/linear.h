@@ -63,8 +63,11 @@ size_t linear_grid_bytes(size_t r, size_t c);
 
 class Linear {
  public:
+  // Without `saves_input` the saved input's tensors stay empty (input_tensors()) and the
+  // owner lends them before each forward: a model without gradients passes one block's
+  // activations from layer to layer.
   Linear(ComputeMode mode, size_t in, size_t out, size_t rows, const LinearWorkspace& ws,
-         const Fp8Options& fp8 = {});
+         const Fp8Options& fp8 = {}, bool saves_input = true);
 
   // Collects every rank's part of a payload in place (sequence parallelism): base holds this
   // rank's part at its offset; every part is bytes_per_rank of `format`.
@@ -132,6 +135,9 @@ class Linear {
   // Pipeline slots: the tensors and per-tensor scales that make up the saved input (what
   // forward leaves for backward), appended to `tensors` and `scales`.
   void saved_state(std::vector<Tensor*>& tensors, std::vector<float*>& scales);
+  // The saved input's tensors in a fixed order, allocated or not (the LoRA adapter's u not
+  // among them), appended to `tensors`.
+  void input_tensors(std::vector<Tensor*>& tensors);
 
   // The delayed-scaling state of the saved input and of the output gradient (fp8 mode;
   // empty otherwise), for checkpoints.

@@ -89,5 +89,3 @@ BENCHMARK(BM_AdamWAmaxO2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_AdamWApplyO2)->Unit(benchmark::kMillisecond);
 
 }  // namespace
-
-BENCHMARK_MAIN();

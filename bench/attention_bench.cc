@@ -67,5 +67,3 @@ BENCHMARK(BM_AttentionForward)->FP8LM_ATTENTION_SHAPES;
 BENCHMARK(BM_AttentionBackward)->FP8LM_ATTENTION_SHAPES;
 
 }  // namespace
-
-BENCHMARK_MAIN();

@@ -56,5 +56,3 @@ BENCHMARK_CAPTURE(BM_Dequantize, e4m3, fp8lm::DType::kE4M3)->Arg(1 << 20)->Arg(1
 BENCHMARK(BM_CastTranspose)->Arg(768)->Arg(3072);
 
 }  // namespace
-
-BENCHMARK_MAIN();

@@ -525,14 +525,16 @@ void RowsKernel(size_t rows, size_t kc, const float* ap, const float* bp, const 
 // C[0:M, n0:n1] for few rows (M < kFewRows·kMR; sampling's token per sequence). A packed B
 // value serves M rows only, so the panels sized for reuse would go through memory for
 // little: B is packed in wide panels of short K passes that stay in the L2 (the A budget's
-// size) and are used at once by every row; a partial strip of rows runs a micro-kernel of
+// size, at most half the L2 as measured on Zen 1: AVX-512's 1 MiB budget is its Xeon's whole
+// L2) and are used at once by every row; a partial strip of rows runs a micro-kernel of
 // just those rows. A's few rows are packed again per panel and pass (M·K per panel, next to
 // the panel's K·panel of B), so the buffers stay bounded whatever K is. Packing, per-row
 // arithmetic and epilogue are GemmSlice's: the same bits.
 uint32_t FewRowsSlice(const gd::Args& g, size_t n0, size_t n1, gd::Workspace& ws) {
   const size_t M = g.M, K = g.K, a_strips = (M + kMR - 1) / kMR;
   constexpr size_t kc = 128;
-  const size_t panel = std::max<size_t>(1, g.a_bytes / (kc * sizeof(float) * kNR)) * kNR;
+  const size_t budget = std::min(g.a_bytes, gd::half_l2_bytes());
+  const size_t panel = std::max<size_t>(1, budget / (kc * sizeof(float) * kNR)) * kNR;
   float* ap = ws.get(0, a_strips * kc * kMR);
   float* bp = ws.get(1, kc * panel);
   float* acc = ws.get(2, panel * a_strips * kMR);

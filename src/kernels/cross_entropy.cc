@@ -47,24 +47,6 @@ float ExpSum(const float* x, size_t V, float m, float* out) {
   return hn::GetLane(hn::SumOfLanes(df, vsum));
 }
 
-// Row statistics over the first V columns: the max m (−inf when V = 0) and Σ exp(x − m).
-void RowStats(const float* x, size_t V, float* max, float* sumexp) {
-  *max = RowMax(x, V);
-  *sumexp = V == 0 ? 0.0f : ExpSum<false>(x, V, *max, nullptr);
-}
-
-// x[0, V) ← grad_scale · exp(x − lse); x[V, Vp) ← 0.
-void SoftmaxRow(float* x, size_t V, size_t Vp, float lse, float grad_scale) {
-  const DF df;
-  const auto vlse = hn::Set(df, lse), vg = hn::Set(df, grad_scale);
-  for (size_t c = 0; c < V; c += kLanes) {
-    const size_t n = std::min(kLanes, V - c);
-    const auto p = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, x + c, n), vlse));
-    StorePart(df, hn::Mul(p, vg), x + c, n);
-  }
-  std::fill(x + V, x + Vp, 0.0f);
-}
-
 // x[0, V) ← x · mul; x[V, Vp) ← 0.
 void ScaleRow(float* x, size_t V, size_t Vp, float mul) {
   const DF df;
@@ -87,9 +69,8 @@ void CrossEntropyRows(float* logits, float* losses, const int32_t* targets, size
       continue;
     }
     if (grad_scale == 0.0f) {  // the loss only: logits stay as they are
-      float m, sum;
-      RowStats(x, V, &m, &sum);
-      losses[r] = m + std::log(sum) - x[target];
+      const float m = RowMax(x, V);
+      losses[r] = m + std::log(ExpSum<false>(x, V, m, nullptr)) - x[target];
       continue;
     }
     const float m = RowMax(x, V);
@@ -102,14 +83,18 @@ void CrossEntropyRows(float* logits, float* losses, const int32_t* targets, size
   }
 }
 
-void LogitStatsRows(const float* logits, size_t rows, size_t V, size_t Vp, float* max,
-                    float* sumexp) {
-  for (size_t r = 0; r < rows; ++r) RowStats(logits + r * Vp, V, max + r, sumexp + r);
+// Per row: the max m of the first V columns (−inf when V = 0), Σ exp(x − m), and the
+// columns overwritten with exp(x − m).
+void LogitExpRows(float* logits, size_t rows, size_t V, size_t Vp, float* max, float* sumexp) {
+  for (size_t r = 0; r < rows; ++r) {
+    float* x = logits + r * Vp;
+    max[r] = RowMax(x, V);
+    sumexp[r] = V == 0 ? 0.0f : ExpSum<true>(x, V, max[r], x);
+  }
 }
 
-void SoftmaxGradRows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
-                     float grad_scale) {
-  for (size_t r = 0; r < rows; ++r) SoftmaxRow(logits + r * Vp, V, Vp, lse[r], grad_scale);
+void ScaleRows(float* logits, size_t rows, size_t V, size_t Vp, const float* mul) {
+  for (size_t r = 0; r < rows; ++r) ScaleRow(logits + r * Vp, V, Vp, mul[r]);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -123,8 +108,8 @@ HWY_AFTER_NAMESPACE();
 
 namespace fp8lm {
 HWY_EXPORT(CrossEntropyRows);
-HWY_EXPORT(LogitStatsRows);
-HWY_EXPORT(SoftmaxGradRows);
+HWY_EXPORT(LogitExpRows);
+HWY_EXPORT(ScaleRows);
 
 namespace kernels {
 
@@ -140,28 +125,17 @@ void softmax_cross_entropy(float* logits, float* losses, const int32_t* targets,
   });
 }
 
-void logit_row_stats(const float* logits, size_t rows, size_t V, size_t Vp, float* max,
-                     float* sumexp) {
-  FP8LM_CHECK(V <= Vp, "logit_row_stats: V = ", V, " > Vp = ", Vp);
+void logit_row_exps(float* logits, size_t rows, size_t V, size_t Vp, float* max, float* sumexp) {
+  FP8LM_CHECK(V <= Vp, "logit_row_exps: V = ", V, " > Vp = ", Vp);
   parallel_for(rows, 1, 1, [&](size_t, size_t r0, size_t r1) {
-    HWY_DYNAMIC_DISPATCH(LogitStatsRows)(logits + r0 * Vp, r1 - r0, V, Vp, max + r0, sumexp + r0);
+    HWY_DYNAMIC_DISPATCH(LogitExpRows)(logits + r0 * Vp, r1 - r0, V, Vp, max + r0, sumexp + r0);
   });
 }
 
-void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
-                       float grad_scale) {
-  FP8LM_CHECK(V <= Vp, "softmax_grad_rows: V = ", V, " > Vp = ", Vp);
+void scale_rows(float* logits, size_t rows, size_t V, size_t Vp, const float* mul) {
+  FP8LM_CHECK(V <= Vp, "scale_rows: V = ", V, " > Vp = ", Vp);
   parallel_for(rows, 1, 1, [&](size_t, size_t r0, size_t r1) {
-    HWY_DYNAMIC_DISPATCH(SoftmaxGradRows)(logits + r0 * Vp, lse + r0, r1 - r0, V, Vp, grad_scale);
-  });
-}
-
-void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
-                       const float* row_scale) {
-  FP8LM_CHECK(V <= Vp, "softmax_grad_rows: V = ", V, " > Vp = ", Vp);
-  parallel_for(rows, 1, 1, [&](size_t, size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; ++r)
-      HWY_DYNAMIC_DISPATCH(SoftmaxGradRows)(logits + r * Vp, lse + r, 1, V, Vp, row_scale[r]);
+    HWY_DYNAMIC_DISPATCH(ScaleRows)(logits + r0 * Vp, r1 - r0, V, Vp, mul + r0);
   });
 }
 

@@ -46,17 +46,12 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 void softmax_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
                            size_t V, size_t Vp, float grad_scale);
 
-// The two halves of it for a vocabulary split over ranks (the caller combines the rows'
-// statistics across the ranks): per row of logits [rows, Vp], the max over the first V
-// columns (−inf when V = 0) and Σ exp(x − max); then, given each row's log-sum-exp,
-// logits ← grad_scale · softmax (the caller subtracts grad_scale at the target), zero in
-// the padded columns. softmax_cross_entropy is these two with one rank.
-void logit_row_stats(const float* logits, size_t rows, size_t V, size_t Vp, float* max,
-                     float* sumexp);
-void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
-                       float grad_scale);
-// The same with each row's own grad_scale (row_scale[r]).
-void softmax_grad_rows(float* logits, const float* lse, size_t rows, size_t V, size_t Vp,
-                       const float* row_scale);
+// Its two halves, for a vocabulary split over ranks (the caller combines the rows' statistics
+// across the ranks): per row of logits [rows, Vp], the max m over the first V columns (−inf
+// when V = 0) and Σ exp(x − m), the columns overwritten with exp(x − m) (each logit goes
+// through exp once); then each row times mul[r], zero in the padded columns (with the group's
+// max M and sum S, mul = g · exp(m − M) / S makes it g · softmax).
+void logit_row_exps(float* logits, size_t rows, size_t V, size_t Vp, float* max, float* sumexp);
+void scale_rows(float* logits, size_t rows, size_t V, size_t Vp, const float* mul);
 
 }  // namespace fp8lm::kernels

@@ -131,6 +131,52 @@ TEST_P(NnOnTarget, SoftmaxCrossEntropy) {
   }
 }
 
+// The vocabulary split over three "ranks" (the last holding only padding): each rank's
+// exp(x − m), m and Σexp, combined as the model does, then each row scaled to g[r] · softmax
+// minus g[r] at the target: the FP64 gradient of Σ_r g[r] · loss_r (g of mixed signs).
+TEST_P(NnOnTarget, CrossEntropyHalvesOverASplitVocabulary) {
+  std::mt19937 rng(6);
+  const size_t R = 9, V = 700;
+  const size_t parts[3][2] = {{0, 384}, {384, 700}, {700, 700}};  // [v0, v1) of each rank
+  const size_t Vp = 384;                                          // each rank's padded columns
+  const auto full = randf(R * V, rng, 5.0f);
+  std::vector<int32_t> t(R);
+  for (size_t r = 0; r < R; ++r) t[r] = static_cast<int32_t>(rng() % V);
+  const ref::Vec g = {0.5, -1.25, 2.0, 0.0, 1.0, -0.125, 3.0, 0.75, -2.0};
+  std::vector<std::vector<float>> x(3), m(3, std::vector<float>(R)), s(3, std::vector<float>(R));
+  for (size_t q = 0; q < 3; ++q) {
+    x[q].assign(R * Vp, 7.0f);  // padding columns poisoned: they must come out 0
+    for (size_t r = 0; r < R; ++r)
+      for (size_t v = parts[q][0]; v < parts[q][1]; ++v)
+        x[q][r * Vp + v - parts[q][0]] = full[r * V + v];
+    kernels::logit_row_exps(x[q].data(), R, parts[q][1] - parts[q][0], Vp, m[q].data(),
+                            s[q].data());
+  }
+  ref::Vec d;
+  ref::cross_entropy(to_d(full), t, R, V, &d, &g);
+  for (size_t r = 0; r < R; ++r) {
+    float M = -INFINITY, S = 0;
+    for (size_t q = 0; q < 3; ++q) M = std::max(M, m[q][r]);
+    for (size_t q = 0; q < 3; ++q) S += s[q][r] == 0.0f ? 0.0f : s[q][r] * std::exp(m[q][r] - M);
+    double want_s = 0;
+    for (size_t v = 0; v < V; ++v) want_s += std::exp(double(full[r * V + v]) - M);
+    EXPECT_NEAR(S, want_s, 1e-5 * want_s) << r;
+    for (size_t q = 0; q < 3; ++q) {
+      const float mul =
+          static_cast<float>(g[r]) * (s[q][r] == 0.0f ? 0.0f : std::exp(m[q][r] - M) / S);
+      kernels::scale_rows(x[q].data() + r * Vp, 1, parts[q][1] - parts[q][0], Vp, &mul);
+      const size_t tv = static_cast<size_t>(t[r]);
+      if (tv >= parts[q][0] && tv < parts[q][1])
+        x[q][r * Vp + tv - parts[q][0]] -= static_cast<float>(g[r]);
+      for (size_t v = parts[q][0]; v < parts[q][1]; ++v)
+        ASSERT_NEAR(x[q][r * Vp + v - parts[q][0]], d[r * V + v],
+                    2e-6 * (1 + std::fabs(d[r * V + v])))
+            << r << " " << v;
+      for (size_t c = parts[q][1] - parts[q][0]; c < Vp; ++c) ASSERT_EQ(x[q][r * Vp + c], 0.0f);
+    }
+  }
+}
+
 FP8LM_INSTANTIATE_ON_EVERY_TARGET(NnOnTarget);
 
 }  // namespace

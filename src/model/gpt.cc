@@ -542,40 +542,47 @@ void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* ta
                                    static_cast<size_t>(cfg_.vocab_size), Vpl_, grad_scale);
     return;
   }
-  std::vector<float> lse;
-  chunk_losses(logits, losses, targets, rows, lse);
-  if (grad_scale != 0.0f) chunk_grads(logits, targets, rows, lse, grad_scale, row_scale);
+  std::vector<float> norm;
+  chunk_losses(logits, losses, targets, rows, norm);
+  if (grad_scale != 0.0f) chunk_grads(logits, targets, rows, norm, grad_scale, row_scale);
 }
 
-void Gpt::chunk_losses(const float* logits, float* losses, const int32_t* targets, size_t rows,
-                       std::vector<float>& lse) {
-  // Per row: max m and Σexp(x − m) over this rank's columns, then over the group:
-  // M = max m, S = Σ Σexp · exp(m − M); the target's logit comes from the rank holding it.
+void Gpt::chunk_losses(float* logits, float* losses, const int32_t* targets, size_t rows,
+                       std::vector<float>& norm) {
+  // Per row: the target's logit (from the rank holding it), max m and Σexp(x − m) over this
+  // rank's columns (which keep exp(x − m)), then over the group M = max m and
+  // S = Σ Σexp · exp(m − M): loss = M + log S − x_target, softmax = exp(x − m) · norm.
   std::vector<float> m(rows), s(rows), xt(rows, 0.0f);
-  kernels::logit_row_stats(logits, rows, Vl_, Vpl_, m.data(), s.data());
-  std::vector<float> M = m;
-  if (tp_ != nullptr) tp_->allreduce_max(M.data(), rows);
   for (size_t r = 0; r < rows; ++r) {
-    s[r] = s[r] == 0.0f ? 0.0f : s[r] * std::exp(m[r] - M[r]);
     const int32_t t = targets[r];
     if (t >= 0 && static_cast<size_t>(t) >= v0_ && static_cast<size_t>(t) < v0_ + Vl_)
       xt[r] = logits[r * Vpl_ + (static_cast<size_t>(t) - v0_)];
   }
+  kernels::logit_row_exps(logits, rows, Vl_, Vpl_, m.data(), s.data());
+  std::vector<float> M = m;
+  if (tp_ != nullptr) tp_->allreduce_max(M.data(), rows);
+  std::vector<float> shift(rows);  // exp(m − M): this rank's Σexp in the group's terms
+  for (size_t r = 0; r < rows; ++r) {
+    shift[r] = s[r] == 0.0f ? 0.0f : std::exp(m[r] - M[r]);
+    s[r] *= shift[r];
+  }
   tp_sum(s.data(), rows);
   tp_sum(xt.data(), rows);
-  lse.resize(rows);
+  norm.resize(rows);
   for (size_t r = 0; r < rows; ++r) {
-    lse[r] = M[r] + std::log(s[r]);
-    losses[r] = targets[r] < 0 ? 0.0f : lse[r] - xt[r];
+    losses[r] = targets[r] < 0 ? 0.0f : M[r] + std::log(s[r]) - xt[r];
+    norm[r] = shift[r] / s[r];
   }
 }
 
 void Gpt::chunk_grads(float* logits, const int32_t* targets, size_t rows,
-                      const std::vector<float>& lse, float grad_scale, const float* row_scale) {
-  std::vector<float> g(rows);
-  for (size_t r = 0; r < rows; ++r)
+                      const std::vector<float>& norm, float grad_scale, const float* row_scale) {
+  std::vector<float> g(rows), mul(rows);
+  for (size_t r = 0; r < rows; ++r) {
     g[r] = targets[r] < 0 ? 0.0f : row_scale != nullptr ? row_scale[r] : grad_scale;
-  kernels::softmax_grad_rows(logits, lse.data(), rows, Vl_, Vpl_, g.data());
+    mul[r] = g[r] * norm[r];
+  }
+  kernels::scale_rows(logits, rows, Vl_, Vpl_, mul.data());
   for (size_t r = 0; r < rows; ++r) {
     const size_t t = static_cast<size_t>(targets[r]);
     if (g[r] != 0.0f && t >= v0_ && t < v0_ + Vl_) logits[r * Vpl_ + (t - v0_)] -= g[r];
@@ -614,13 +621,13 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
   float* w = decide ? token_weights_.data() : nullptr;
   float* all_losses = ws_losses_.as<float>();
   float* logits = ws_logits_.as<float>();
-  std::vector<float> lse;
+  std::vector<float> norm;
   if (loss_pass) {
     for (size_t r0 = 0; r0 < total; r0 += chunk_rows_) {
       const size_t rows = std::min(chunk_rows_, total - r0);
       kernels::gemm(rows, Vp, C, 1.0f, {lnf + r0 * C, DType::kF32}, wte_t, 0.0f,
                     {logits, DType::kF32});
-      chunk_losses(logits, all_losses + r0, t + r0, rows, lse);
+      chunk_losses(logits, all_losses + r0, t + r0, rows, norm);
     }
     weight_fn_(0, total, all_losses, w);
   }
@@ -650,9 +657,9 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
     }
     float* losses = all_losses + r0;
     if (decide) {
-      chunk_losses(logits, losses, t + r0, rows, lse);
+      chunk_losses(logits, losses, t + r0, rows, norm);
       if (!loss_pass) weight_fn_(r0, rows, all_losses, w);
-      chunk_grads(logits, t + r0, rows, lse, 0.0f, w + r0);
+      chunk_grads(logits, t + r0, rows, norm, 0.0f, w + r0);
       for (size_t r = 0; r < rows; ++r) loss += losses[r] * w[r0 + r];
     } else {
       const float grad_scale =

@@ -202,12 +202,13 @@ class Gpt {
   // `row_scale` (null: grad_scale for every row): each row's own grad_scale.
   void parallel_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
                               float grad_scale, const float* row_scale = nullptr);
-  // Its two halves: the rows' losses and log-sum-exps, then the logits overwritten with the
-  // gradient g[r] · (softmax − onehot) (g[r] = 0 where the target is < 0).
-  void chunk_losses(const float* logits, float* losses, const int32_t* targets, size_t rows,
-                    std::vector<float>& lse);
+  // Its two halves: the rows' losses (the logits left as this rank's exp(x − m), `norm` the
+  // factor that makes them the softmax), then the logits overwritten with the gradient
+  // g[r] · (softmax − onehot) (g[r] = 0 where the target is < 0).
+  void chunk_losses(float* logits, float* losses, const int32_t* targets, size_t rows,
+                    std::vector<float>& norm);
   void chunk_grads(float* logits, const int32_t* targets, size_t rows,
-                   const std::vector<float>& lse, float grad_scale, const float* row_scale);
+                   const std::vector<float>& norm, float grad_scale, const float* row_scale);
 
   GptConfig cfg_;
   TpComm* tp_;

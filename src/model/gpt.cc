@@ -49,7 +49,7 @@ struct Gpt::Block {
     ln1_mean = Tensor(DType::kF32, {R}, act);
     ln1_rstd = Tensor(DType::kF32, {R}, act);
     qkv = Tensor(wide, {BT, i64(3 * Cl)}, act);
-    lse = Tensor(DType::kF32, {BT, i64(NH)}, act);
+    lse = Tensor(DType::kF32, {saves ? i64(B * NH * T) : 0}, act);
     if (mode == ComputeMode::kFP8) att16 = Tensor(DType::kBF16, {BT, i64(Cl)}, act);
     resid_mid = Tensor(DType::kF32, {R, i64(C)}, act);
     ln2_mean = Tensor(DType::kF32, {R}, act);

@@ -22,7 +22,8 @@
 //   residual in (f32), ln_1 out (c_attn input, mode format), qkv (f32 | bf16 in bf16/fp8),
 //   attention out (c_proj input, mode format; fp8 also keeps a bf16 copy for the softmax
 //   backward), residual mid (f32), ln_2 out (c_fc input), fc pre-GELU (f32 | bf16), GELU out
-//   (c_proj input); plus LayerNorm mean/rstd and the attention log-sum-exp.
+//   (c_proj input); plus LayerNorm mean/rstd and the attention log-sum-exp. A model without
+//   gradients keeps one block's set, handed from block to block as the forward goes.
 #pragma once
 
 #include <cstddef>

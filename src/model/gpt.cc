@@ -598,12 +598,16 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
   wte_t.transposed = true;
   float* dwte = grads && !lora_.on() ? grad_buf(wte_) : nullptr;  // wte frozen with LoRA
   float* dlnf = ws_a_.as<float>();
-  std::vector<int32_t> no_targets;
-  if (targets == nullptr) no_targets.assign(BT_, 0);
-  const int32_t* t = targets ? targets : no_targets.data();
+  float* all_losses = ws_losses_.as<float>();
   double loss = 0;
-  // The LM head's input rows: all of lnf, or (logits at chosen rows) those rows gathered.
+  // The LM head's rows: all of lnf; the chosen ones (logits_at); or, with targets, those that
+  // have one — a row without a target (a prompt, padding) adds nothing to the loss or its
+  // gradient, so fine-tuning's prompt rows never meet wte (pre-training: every row). Chosen
+  // or kept rows are gathered (kept ones into ws_b_, free until backward).
   const float* lnf = lnf_.as<float>();
+  std::vector<size_t> keep;  // kept rows, ascending (compact row i is row keep[i])
+  std::vector<int32_t> kept_targets;
+  const int32_t* t = targets;
   size_t total = BT_;
   if (rows_at != nullptr) {
     FP8LM_CHECK(logits_out != nullptr && !grads, "head: chosen rows are for logits only");
@@ -612,29 +616,82 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
       std::memcpy(picked + i * C, lnf + rows_at[i] * C, C * sizeof(float));
     lnf = picked;
     total = n_at;
+  } else if (targets != nullptr) {
+    for (size_t r = 0; r < BT_; ++r)
+      if (targets[r] >= 0) keep.push_back(r);
+    if (keep.size() < BT_) {
+      float* picked = ws_b_.as<float>();
+      for (size_t i = 0; i < keep.size(); ++i) {
+        std::memcpy(picked + i * C, lnf + keep[i] * C, C * sizeof(float));
+        kept_targets.push_back(targets[keep[i]]);
+      }
+      lnf = picked;
+      t = kept_targets.data();
+      total = keep.size();
+      std::fill(all_losses, all_losses + BT_, 0.0f);
+    } else {
+      keep.clear();  // every row, in place
+    }
   }
-  // Weights decided from this forward's losses (set_token_weight_fn): chunks of whole groups,
-  // each chunk's losses made before its gradient; groups larger than a chunk have every
-  // row's loss made first by a loss-only pass (whose logits are made again below).
+  std::vector<int32_t> no_targets;
+  if (t == nullptr) {
+    no_targets.assign(total, 0);
+    t = no_targets.data();
+  }
+  const bool compact = !keep.empty() || (targets != nullptr && rows_at == nullptr && total == 0);
+  auto row_of = [&](size_t i) { return compact ? keep[i] : i; };  // compact → batch row
+  // Losses land in the batch's layout: in place, or compact then scattered.
+  std::vector<float> kept_losses(compact ? total : 0);
+  float* losses_at = compact ? kept_losses.data() : all_losses;
+  auto scatter_losses = [&](size_t c0, size_t c1) {
+    if (compact)
+      for (size_t i = c0; i < c1; ++i) all_losses[keep[i]] = kept_losses[i];
+  };
+
+  // Weights decided from this forward's losses (set_token_weight_fn): chunks of whole groups
+  // (of the batch's rows), each chunk's losses made before its gradient; when a group's rows
+  // outgrow a chunk, every row's loss is made first by a loss-only pass (whose logits are
+  // made again below). The calls hand over every batch row once, in order.
   const bool decide = grads && weight_fn_ != nullptr;
-  const bool loss_pass = decide && weight_group_ > chunk_rows_;
+  const size_t G = weight_group_;
+  std::vector<size_t> cuts = {0};  // compact row where each chunk starts, then total
+  bool loss_pass = false;
+  if (decide) {
+    for (size_t i = 0, start = 0; i < total;) {
+      size_t j = i;
+      while (j < total && row_of(j) / G == row_of(i) / G) ++j;  // [i, j): one group's rows
+      if (j - i > chunk_rows_) loss_pass = true;
+      if (j - start > chunk_rows_ && i > start) cuts.push_back(start = i);
+      i = j;
+    }
+  }
+  if (!decide || loss_pass) {
+    cuts = {0};
+    for (size_t r0 = chunk_rows_; r0 < total; r0 += chunk_rows_) cuts.push_back(r0);
+  }
+  cuts.push_back(total);
   float* w = decide ? token_weights_.data() : nullptr;
-  float* all_losses = ws_losses_.as<float>();
+  std::vector<float> kept_w;
+  size_t handed = 0;  // batch rows handed to weight_fn_ so far
+  auto hand_rows = [&](size_t end) {
+    if (end > handed) weight_fn_(handed, end - handed, all_losses, w);
+    handed = std::max(handed, end);
+  };
   float* logits = ws_logits_.as<float>();
   std::vector<float> norm;
   if (loss_pass) {
-    for (size_t r0 = 0; r0 < total; r0 += chunk_rows_) {
-      const size_t rows = std::min(chunk_rows_, total - r0);
+    for (size_t c = 0; c + 1 < cuts.size(); ++c) {
+      const size_t r0 = cuts[c], rows = cuts[c + 1] - r0;
       kernels::gemm(rows, Vp, C, 1.0f, {lnf + r0 * C, DType::kF32}, wte_t, 0.0f,
                     {logits, DType::kF32});
-      chunk_losses(logits, all_losses + r0, t + r0, rows, norm);
+      chunk_losses(logits, losses_at + r0, t + r0, rows, norm);
     }
-    weight_fn_(0, total, all_losses, w);
+    scatter_losses(0, total);
+    hand_rows(BT_);
   }
-  const size_t step =
-      decide && !loss_pass ? chunk_rows_ / weight_group_ * weight_group_ : chunk_rows_;
-  for (size_t r0 = 0; r0 < total; r0 += step) {
-    const size_t rows = std::min(step, total - r0);
+  for (size_t c = 0; c + 1 < cuts.size(); ++c) {
+    const size_t r0 = cuts[c], rows = cuts[c + 1] - r0;
+    if (rows == 0) continue;  // a batch without targets
     const float* x = lnf + r0 * C;
     kernels::gemm(rows, Vp, C, 1.0f, {x, DType::kF32}, wte_t, 0.0f, {logits, DType::kF32});
     if (logits_out != nullptr) {
@@ -655,12 +712,17 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
         }
       continue;
     }
-    float* losses = all_losses + r0;
+    float* losses = losses_at + r0;
     if (decide) {
       chunk_losses(logits, losses, t + r0, rows, norm);
-      if (!loss_pass) weight_fn_(r0, rows, all_losses, w);
-      chunk_grads(logits, t + r0, rows, norm, 0.0f, w + r0);
-      for (size_t r = 0; r < rows; ++r) loss += losses[r] * w[r0 + r];
+      if (!loss_pass) {
+        scatter_losses(r0, r0 + rows);
+        hand_rows(c + 2 == cuts.size() ? BT_ : (row_of(r0 + rows - 1) / G + 1) * G);
+      }
+      kept_w.resize(rows);
+      for (size_t r = 0; r < rows; ++r) kept_w[r] = w[row_of(r0 + r)];
+      chunk_grads(logits, t + r0, rows, norm, 0.0f, kept_w.data());
+      for (size_t r = 0; r < rows; ++r) loss += losses[r] * kept_w[r];
     } else {
       const float grad_scale =
           !grads ? 0.0f : loss_weight_ > 0 ? loss_weight_ : 1.0f / static_cast<float>(BT_);
@@ -674,6 +736,18 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
     if (dwte != nullptr)
       kernels::gemm(Vp, C, rows, 1.0f, {logits, DType::kF32, true}, {x, DType::kF32}, 1.0f,
                     {dwte, DType::kF32});
+  }
+  if (decide) hand_rows(BT_);  // groups after the last kept row (or a batch with no targets)
+  if (compact && !decide) scatter_losses(0, total);
+  if (grads && compact) {  // the kept rows' dlnf to their rows (descending: in place), 0 elsewhere
+    size_t above = BT_;    // rows from here on are done
+    for (size_t i = total; i-- > 0;) {
+      const size_t r = keep[i];
+      std::memset(dlnf + (r + 1) * C, 0, (above - r - 1) * C * sizeof(float));
+      std::memmove(dlnf + r * C, dlnf + i * C, C * sizeof(float));
+      above = r;
+    }
+    std::memset(dlnf, 0, above * C * sizeof(float));
   }
   // Each rank's vocabulary rows contributed a part of every row's dlnf.
   if (grads && sp_) {

@@ -256,6 +256,7 @@ TEST(GptModel, TokenWeightsAreDecidedFromTheForwardsOwnLosses) {
                    std::to_string(c.group));
       Batch batch = random_batch(BT, 37, 13);
       for (size_t i = 0; i < BT; i += 5) batch.targets[i] = -1;
+      for (size_t i = T; i < 2 * T; ++i) batch.targets[i] = -1;  // a row without targets
       Gpt probe(params, mode, B, T);
       probe.forward(batch.tokens.data(), batch.targets.data());
       const std::vector<float> L(probe.token_losses(), probe.token_losses() + BT);
@@ -301,6 +302,56 @@ TEST(GptModel, TokenWeightsAreDecidedFromTheForwardsOwnLosses) {
     }
   Gpt m(params, ComputeMode::kF32, 3, T);
   EXPECT_THROW(m.set_token_weight_fn([](size_t, size_t, const float*, float*) {}, 2 * T), Error);
+}
+
+// The LM head runs for the rows that have a target only (fine-tuning's prompts and padding
+// have none): their losses are the bits of a batch where every row has one, the gradient
+// the FP64 model's with the others ignored, and a batch without targets gives loss 0 and a
+// zero gradient (every row still handed to a token-weight function).
+TEST(GptModel, TheLmHeadRunsForRowsWithTargetsOnly) {
+  GptParams params(small_config());
+  params.init_gpt2(16);
+  const size_t B = 4, T = 8, BT = B * T;
+  const Batch all = random_batch(BT, 37, 17);
+  Batch some = all;
+  for (size_t i = 0; i < BT; ++i)
+    if (!(i == 3 || i == 4 || i == 21 || (i >= 28 && i < 31))) some.targets[i] = -1;
+  for (ComputeMode mode : {ComputeMode::kF32, ComputeMode::kFP8}) {
+    SCOPED_TRACE(compute_mode_name(mode));
+    Gpt full(params, mode, B, T, {}, false), m(params, mode, B, T);
+    full.forward(all.tokens.data(), all.targets.data());
+    const float loss = m.forward_backward(some.tokens.data(), some.targets.data());
+    double want = 0;
+    for (size_t i = 0; i < BT; ++i) {
+      if (some.targets[i] < 0) {
+        EXPECT_EQ(m.token_losses()[i], 0.0f) << i;
+        continue;
+      }
+      EXPECT_EQ(m.token_losses()[i], full.token_losses()[i]) << i;
+      want += m.token_losses()[i];
+    }
+    EXPECT_FLOAT_EQ(loss, static_cast<float>(want / BT));
+    if (mode == ComputeMode::kF32) {
+      const ref::RefModel rm(params);
+      std::vector<ref::Vec> rg;
+      EXPECT_NEAR(rm.loss(some.tokens, some.targets, B, T, &rg), loss, 1e-5);
+      for (size_t s = 0; s < params.specs().size(); ++s)
+        EXPECT_LT(compare(grad(m, params, s), rg[s]).rel, 1e-4) << params.specs()[s].name;
+    }
+    std::vector<int32_t> none(BT, -1);
+    EXPECT_EQ(m.forward_backward(some.tokens.data(), none.data()), 0.0f);
+    for (size_t s = 0; s < params.specs().size(); ++s)
+      for (float g : grad(m, params, s)) ASSERT_EQ(g, 0.0f) << params.specs()[s].name;
+    size_t handed = 0;
+    m.set_token_weight_fn(
+        [&](size_t r0, size_t n, const float*, float*) {
+          EXPECT_EQ(r0, handed);
+          handed += n;
+        },
+        2 * T);
+    m.forward_backward(some.tokens.data(), none.data());
+    EXPECT_EQ(handed, BT);
+  }
 }
 
 // A model without gradients keeps one block's activations and passes them along the blocks:

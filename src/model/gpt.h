@@ -3,7 +3,8 @@
 // Per block: x → LayerNorm → c_attn (fused QKV) → causal attention → c_proj → + x →
 // LayerNorm → c_fc → GELU → c_proj → + ; then a final LayerNorm and the LM head tied to
 // wte, fused with softmax cross-entropy over chunks of rows (the B·T × V logits are never
-// held at once). Linear layers run in the compute mode (model/linear.h); LayerNorm,
+// held at once) that have a target (positions without one add nothing to the loss or its
+// gradient: fine-tuning's prompts and padding skip the LM head). Linear layers run in the compute mode (model/linear.h); LayerNorm,
 // attention, GELU, residuals, embeddings, the LM head and the loss stay in FP32.
 //
 // Tensor parallelism (docs/parallelism.md; with a TpComm): c_attn and c_fc are column-parallel

@@ -605,40 +605,35 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
   // gradient, so fine-tuning's prompt rows never meet wte (pre-training: every row). Chosen
   // or kept rows are gathered (kept ones into ws_b_, free until backward).
   const float* lnf = lnf_.as<float>();
+  auto gather = [&](const size_t* rows, size_t n, float* to) {
+    for (size_t i = 0; i < n; ++i) std::memcpy(to + i * C, lnf + rows[i] * C, C * sizeof(float));
+    lnf = to;
+  };
   std::vector<size_t> keep;  // kept rows, ascending (compact row i is row keep[i])
   std::vector<int32_t> kept_targets;
   const int32_t* t = targets;
   size_t total = BT_;
   if (rows_at != nullptr) {
     FP8LM_CHECK(logits_out != nullptr && !grads, "head: chosen rows are for logits only");
-    float* picked = ws_a_.as<float>();  // dlnf's buffer, unused without gradients
-    for (size_t i = 0; i < n_at; ++i)
-      std::memcpy(picked + i * C, lnf + rows_at[i] * C, C * sizeof(float));
-    lnf = picked;
+    gather(rows_at, n_at, ws_a_.as<float>());  // dlnf's buffer, unused without gradients
     total = n_at;
   } else if (targets != nullptr) {
     for (size_t r = 0; r < BT_; ++r)
       if (targets[r] >= 0) keep.push_back(r);
-    if (keep.size() < BT_) {
-      float* picked = ws_b_.as<float>();
-      for (size_t i = 0; i < keep.size(); ++i) {
-        std::memcpy(picked + i * C, lnf + keep[i] * C, C * sizeof(float));
-        kept_targets.push_back(targets[keep[i]]);
-      }
-      lnf = picked;
-      t = kept_targets.data();
-      total = keep.size();
-      std::fill(all_losses, all_losses + BT_, 0.0f);
-    } else {
-      keep.clear();  // every row, in place
-    }
+  }
+  const bool compact = keep.size() < total && rows_at == nullptr && targets != nullptr;
+  if (compact) {
+    gather(keep.data(), keep.size(), ws_b_.as<float>());
+    for (const size_t r : keep) kept_targets.push_back(targets[r]);
+    t = kept_targets.data();
+    total = keep.size();
+    std::fill(all_losses, all_losses + BT_, 0.0f);
   }
   std::vector<int32_t> no_targets;
   if (t == nullptr) {
     no_targets.assign(total, 0);
     t = no_targets.data();
   }
-  const bool compact = !keep.empty() || (targets != nullptr && rows_at == nullptr && total == 0);
   auto row_of = [&](size_t i) { return compact ? keep[i] : i; };  // compact → batch row
   // Losses land in the batch's layout: in place, or compact then scattered.
   std::vector<float> kept_losses(compact ? total : 0);
@@ -717,7 +712,7 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
       chunk_losses(logits, losses, t + r0, rows, norm);
       if (!loss_pass) {
         scatter_losses(r0, r0 + rows);
-        hand_rows(c + 2 == cuts.size() ? BT_ : (row_of(r0 + rows - 1) / G + 1) * G);
+        hand_rows((row_of(r0 + rows - 1) / G + 1) * G);
       }
       kept_w.resize(rows);
       for (size_t r = 0; r < rows; ++r) kept_w[r] = w[row_of(r0 + r)];

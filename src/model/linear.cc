@@ -118,7 +118,10 @@ void Linear::probe_weight() {
 }
 
 void Linear::saved_state(std::vector<Tensor*>& tensors, std::vector<float*>& scales) {
-  for (Tensor* t : {&x_, &x8_.data, &x8_.scales, &xt8_.data, &xt8_.scales, &u_})
+  std::vector<Tensor*> all;
+  input_tensors(all);
+  all.push_back(&u_);
+  for (Tensor* t : all)
     if (t->data() != nullptr) tensors.push_back(t);
   for (ScalingMeta* m : {&x8_.meta, &xt8_.meta, &u8_meta_})
     scales.insert(scales.end(), {&m->scale, &m->scale_inv});

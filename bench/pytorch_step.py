@@ -2,11 +2,13 @@
 (with --optimizer also a torch.optim.AdamW step, as `bench step --train` does), same preset
 and batch shape; prints JSON {tokens_per_s, step_s, threads, torch, openblas_coretype}.
 
-fp8lm sets OPENBLAS_CORETYPE from the CPU's features (SkylakeX with AVX-512, else Zen or
-Haswell): Debian's OpenBLAS 0.3.21 otherwise misdetects some CPUs."""
+fp8lm sets OPENBLAS_CORETYPE and ATEN_CPU_CAPABILITY from its own SIMD target (SkylakeX and
+avx512 for avx512, Zen or Haswell and avx2 for avx2): Debian's OpenBLAS 0.3.21 otherwise
+misdetects some CPUs, and a reference wider than fp8lm's target would compare instruction sets."""
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -16,6 +18,12 @@ from torch_gpt2 import gpt2_loss, init_params  # noqa: E402
 
 PRESETS = {"gpt2": (12, 12, 768, 1024, 50257), "gpt2-medium": (24, 16, 1024, 1024, 50257),
            "d6": (6, 6, 384, 256, 50257), "tiny": (2, 2, 64, 64, 512)}
+
+
+def aten_capability():
+    """The ATen kernel set in use, as torch's build summary reports it."""
+    m = re.search(r"CPU capability usage: (\S+)", torch.__config__.show())
+    return m.group(1) if m else ""
 
 
 def main():
@@ -58,7 +66,8 @@ def main():
     times.sort()
     t = times[len(times) // 2]
     print(json.dumps({"tokens_per_s": a.batch * a.seq / t, "step_s": t, "threads": torch.get_num_threads(),
-                      "torch": torch.__version__, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "")}))
+                      "torch": torch.__version__, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
+                      "aten_capability": aten_capability()}))
 
 
 if __name__ == "__main__":

@@ -440,6 +440,21 @@ TEST_F(Cli, BenchCastReportsRatio) {
 namespace fp8lm {
 namespace {
 
+// Pinned to AVX2 on a CPU that runs AVX-512, the reference runs OpenBLAS's AVX2 kernels too:
+// otherwise the ratio would compare two instruction sets.
+TEST_F(Cli, BenchGemmReferenceIsAsWideAsThePinnedTarget) {
+  ::setenv("FP8LM_ISA", "avx2", 1);
+  const Result r = run("--threads 1 bench gemm --json --reps 1 --shape 2048x768x768");
+  ::unsetenv("FP8LM_ISA");
+  if (r.rc != 0 && r.err.find("not available") != std::string::npos)
+    GTEST_SKIP() << "no AVX2 on this CPU";
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["simd"], "avx2");
+  EXPECT_TRUE(j["openblas_core"] == "Zen" || j["openblas_core"] == "Haswell") << j["openblas_core"];
+  EXPECT_TRUE(j["openblas_core_full_width"].get<bool>());
+}
+
 TEST_F(Cli, BenchGemmComparesWithOpenBlasOnOneShape) {
   const Result r = run("--threads 2 bench gemm --json --reps 1 --shape 2048x768x768");
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -449,6 +464,9 @@ TEST_F(Cli, BenchGemmComparesWithOpenBlasOnOneShape) {
   // The reference runs the kernel set chosen from this CPU's features (an AVX2-only CPU
   // gets Zen or Haswell, never SkylakeX, which would die with "Illegal instruction").
   EXPECT_TRUE(j["openblas_core_full_width"].get<bool>()) << j["openblas_core"];
+  if (j["simd"] == "avx2") {
+    EXPECT_NE(j["openblas_core"], "SkylakeX");
+  }
   // Two products have this shape (c_proj forward, and its input gradient with Wᵀ), each with
   // e4m3×e4m3→f32, e5m2×e4m3→f32, e4m3×e5m2→f32 and e4m3×e4m3→e4m3.
   ASSERT_EQ(j["results"].size(), 8u);
@@ -534,6 +552,13 @@ TEST_F(Cli, BenchStepReportsEveryModeAndPyTorch) {
             0.6 * j["results"][0]["activation_bytes"].get<double>());
   EXPECT_GT(j["pytorch_fp32"]["tokens_per_s"].get<double>(), 0.0);
   EXPECT_FALSE(j["pytorch_fp32"]["openblas_coretype"].get<std::string>().empty());
+  // ATen's kernels as wide as fp8lm's target (torch reports AVX512, AVX2 or DEFAULT).
+  const std::string simd = j["simd"], aten = j["pytorch_fp32"]["aten_capability"];
+  if (simd == "avx512") {
+    EXPECT_EQ(aten, "AVX512");
+  } else if (simd == "avx2") {
+    EXPECT_EQ(aten, "AVX2");
+  }
   const Result bad = run("bench step --preset gpt5");
   EXPECT_NE(bad.rc, 0);
   EXPECT_NE(bad.err.find("unknown model preset"), std::string::npos) << bad.err;

@@ -347,8 +347,8 @@ void register_bench_gemm(CLI::App& bench) {
       ->capture_default_str();
   sub->add_option("--shape", o->shape, "Only this shape, as MxNxK (e.g. 2048x768x768)");
   sub->add_option("--openblas-core", o->openblas_core,
-                  "OPENBLAS_CORETYPE for the reference (default: from the CPU: SkylakeX with AVX-512, "
-                  "else Zen or Haswell)");
+                  "OPENBLAS_CORETYPE for the reference (default: as wide as fp8lm's SIMD target: "
+                  "SkylakeX for avx512, Zen or Haswell for avx2)");
   sub->add_option("--scaling", o->scaling,
                   "Also time fine-grained scaling beside per-tensor: block (1x128 tiles, 128x128 "
                   "weight blocks) or mxfp8 (1x32, e8m0 scales)")

@@ -44,8 +44,10 @@ struct BenchStepOptions {
 // and returns its JSON line.
 nlohmann::json run_pytorch(const BenchStepOptions& o) {
   const std::string script = std::string(FP8LM_SOURCE_DIR) + "/bench/pytorch_step.py";
-  const std::string core = openblas_core_for_cpu();
-  const std::string cmd = (core.empty() ? "" : "OPENBLAS_CORETYPE=" + core + " ") + o.python + " " + script + " --preset " +
+  const std::string core = openblas_core_for_target();
+  const std::string cmd = (core.empty() ? "" : "OPENBLAS_CORETYPE=" + core + " ") +
+                          "ATEN_CPU_CAPABILITY=" + aten_capability_for_target() + " " + o.python +
+                          " " + script + " --preset " +
                           o.preset + " --batch " + std::to_string(o.batch) + " --seq " +
                           std::to_string(o.seq) + " --threads " + std::to_string(num_threads()) +
                           " --reps " + std::to_string(o.reps) + (o.train ? " --optimizer" : "");
@@ -194,6 +196,7 @@ void run_bench_step(const BenchStepOptions& o) {
   }
   nlohmann::json j = {{"preset", o.preset},       {"batch", B},     {"seq", T},
                       {"threads", num_threads()}, {"reps", o.reps}, {"train", o.train},
+                      {"simd", simd::active_target()},
                       {"flops_per_token", flops_per_token}, {"fma_peak_gflops", peak},
                       {"results", rows}};
   if (o.telemetry) {  // a telemetry step against the same level's plain step
@@ -213,9 +216,11 @@ void run_bench_step(const BenchStepOptions& o) {
     pt["speedup"] = ours / pt["tokens_per_s"].get<double>();
     j["pytorch_fp32"] = pt;
     if (!o.json)
-      std::printf("  PyTorch %s fp32%s (OpenBLAS core %s): %.1f tokens/s; fp8lm %s is %.2fx\n",
+      std::printf("  PyTorch %s fp32%s (OpenBLAS core %s, ATen %s): %.1f tokens/s; fp8lm %s is "
+                  "%.2fx\n",
                   pt["torch"].get<std::string>().c_str(), o.train ? " + AdamW" : "",
                   pt["openblas_coretype"].get<std::string>().c_str(),
+                  pt["aten_capability"].get<std::string>().c_str(),
                   pt["tokens_per_s"].get<double>(), runners.back().name.c_str(),
                   pt["speedup"].get<double>());
   }

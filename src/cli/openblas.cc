@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "kernels/simd.h"
 
 namespace fp8lm::cli {
 
@@ -50,9 +51,21 @@ std::string openblas_core_for_cpu() {
   return "";
 }
 
+std::string openblas_core_for_target() {
+  const std::string cpu = openblas_core_for_cpu();
+  const std::string target = simd::active_target();
+  if (target == "avx2" && simd_class(cpu) > 1) return amd_cpu() ? "Zen" : "Haswell";
+  return cpu;
+}
+
+std::string aten_capability_for_target() {
+  const std::string target = simd::active_target();
+  return target == "avx512" || target == "avx2" ? target : "default";
+}
+
 OpenBlas OpenBlas::load(int threads, const std::string& core) {
   OpenBlas o;
-  o.wanted = core.empty() ? openblas_core_for_cpu() : core;
+  o.wanted = core.empty() ? openblas_core_for_target() : core;
   if (!o.wanted.empty()) ::setenv("OPENBLAS_CORETYPE", o.wanted.c_str(), /*overwrite=*/1);
   void* lib = ::dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr)
@@ -65,7 +78,7 @@ OpenBlas OpenBlas::load(int threads, const std::string& core) {
     fail("libopenblas.so.0 lacks cblas_sgemm/openblas_get_corename/openblas_set_num_threads");
   set_threads(threads);
   o.core = corename();
-  o.full_width = simd_class(o.core) >= simd_class(openblas_core_for_cpu());
+  o.full_width = simd_class(o.core) >= simd_class(openblas_core_for_target());
   return o;
 }
 

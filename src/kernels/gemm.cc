@@ -20,6 +20,7 @@
 #include "hwy/contrib/math/math-inl.h"
 #include "kernels/blocks-inl.h"
 #include "kernels/codec-inl.h"
+#include "kernels/gemm_dot.h"
 #include "kernels/gemm_internal.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -324,6 +325,30 @@ HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float
   for (size_t r = 0; r < kRows; ++r) store(r, c0[r], c1[r]);
 }
 
+// A full tile's sums, handed to store row by row as MicroKernel does: from the FMA kernel, or
+// on AVX-512 with g.dot from the BF16 dot kernel over paired strips (the same bits).
+template <class Store>
+HWY_INLINE void TileKernel(const gd::Args& g, size_t kc, const float* HWY_RESTRICT ap,
+                           const float* HWY_RESTRICT bp, const float* HWY_RESTRICT prev,
+                           const Store& store) {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  static_assert(kMR == gd::kDotMR && kNR == gd::kDotNR, "the dot kernel's tile is AVX-512's");
+  if (g.dot) {
+    const DF df;
+    HWY_ALIGN float t[kMR * kNR];
+    gd::dot_tile_bf16(kc, reinterpret_cast<const uint32_t*>(ap),
+                      reinterpret_cast<const uint32_t*>(bp), prev, t);
+    HWY_UNROLL(16)
+    for (size_t r = 0; r < kMR; ++r)
+      store(r, hn::Load(df, t + r * kNR), hn::Load(df, t + r * kNR + kLanes));
+    return;
+  }
+#else
+  (void)g;
+#endif
+  MicroKernel(kc, ap, bp, prev, store);
+}
+
 // Into a kMR×kNR buffer (partial sums, or a finished tile for Epilogue); its first kRows rows.
 template <size_t kRows = kMR>
 HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float* HWY_RESTRICT bp,
@@ -346,7 +371,7 @@ HWY_INLINE void MicroKernelToC(size_t kc, const float* HWY_RESTRICT ap,
   const size_t ldc = g.ldc;
   const float mul = g.out_mul, beta = g.beta;
   const float* bias = g.bias != nullptr ? g.bias + j0 : nullptr;
-  MicroKernel(kc, ap, bp, prev, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
+  TileKernel(g, kc, ap, bp, prev, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
     float* row = c + r * ldc;
     v0 = hn::Mul(v0, hn::Set(df, mul));
     v1 = hn::Mul(v1, hn::Set(df, mul));
@@ -473,6 +498,7 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
         if (s1 > s0) {
           float* strips = bp + s0 * kcur * kNR;
           PackB(g, pc, kcur, jc + s0 * kNR, std::min(ncur, s1 * kNR) - s0 * kNR, strips, tmp);
+          if (g.dot) gd::pair_strips(reinterpret_cast<uint32_t*>(strips), s1 - s0, kcur, kNR);
         }
         if (shared) {
 #pragma omp barrier
@@ -482,6 +508,7 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
           const size_t m_strips = (mcur + kMR - 1) / kMR;
           PackA(g, ic, mcur, pc, kcur, ap, tmp);
           CastRun(ap, m_strips * kcur * kMR, g.a_cast, g.a_cast_mul);
+          if (g.dot) gd::pair_strips(reinterpret_cast<uint32_t*>(ap), m_strips, kcur, kMR);
           for (size_t sj = 0; sj < n_strips; ++sj) {
             for (size_t si = 0; si < m_strips; ++si) {
               const size_t strip_row = (ic - mo) / kMR + si;
@@ -494,8 +521,12 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
                                first ? nullptr : acc, g, ic + si * kMR, jc + sj * kNR);
                 continue;
               }
-              MicroKernel(kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
-                          first ? nullptr : acc, last ? tile : acc);
+              float* out = last ? tile : acc;
+              TileKernel(g, kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
+                         first ? nullptr : acc, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
+                           hn::Store(v0, DF(), out + r * kNR);
+                           hn::Store(v1, DF(), out + r * kNR + kLanes);
+                         });
               if (last) {
                 amax = std::max(amax, Epilogue(g, tile, rows, cols, ic + si * kMR, jc + sj * kNR));
               }
@@ -579,6 +610,7 @@ HWY_AFTER_NAMESPACE();
 #include "core/check.h"
 #include "core/parallel.h"
 #include "kernels/gemm.h"
+#include "kernels/simd.h"
 
 namespace fp8lm {
 HWY_EXPORT(GemmSlice);
@@ -628,6 +660,13 @@ bool is_gemm_dtype(DType t) {
 }
 // F16 is read (FP16+scale master weights feed the GEMMs directly), never written.
 bool is_gemm_input_dtype(DType t) { return is_gemm_dtype(t) || t == DType::kF16; }
+// The operand enters the product as FP8 values (the dot kernel's condition, gemm_dot.h).
+bool fp8_valued(const GemmOperand& x) {
+  auto fp8 = [](DType t) { return t == DType::kE4M3 || t == DType::kE5M2; };
+  if (x.cast_to != DType::kF32) return fp8(x.cast_to);
+  return fp8(x.dtype) && x.blocks.data == nullptr;
+}
+
 bool is_cast_dtype(DType t) {
   return t == DType::kF32 || t == DType::kBF16 || t == DType::kE4M3 || t == DType::kE5M2;
 }
@@ -718,6 +757,7 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   g.bias = c.bias;
   g.gelu = c.activation == GemmActivation::kGelu;
   g.want_amax = c.amax != nullptr;
+  g.dot = simd::bf16_dot_active() && fp8_valued(a) && fp8_valued(b);
   FP8LM_CHECK(g.lda >= a_cols && g.ldb >= b_cols && g.ldc >= N,
               "gemm: leading dimensions too small (lda ", g.lda, ", ldb ", g.ldb, ", ldc ", g.ldc,
               ")");

@@ -94,6 +94,7 @@ struct Args {
   bool gelu;
   bool want_amax;  // the caller reads the amax of y
   size_t a_bytes;  // packed-A budget (Tiling::a_bytes, or FP8LM_GEMM_A_KIB)
+  bool dot;        // FP8-valued operands through the AVX512-BF16 kernel (gemm_dot.h)
 };
 
 // A B panel packed by a team of threads together: thread t of `threads` packs its share of

@@ -1,0 +1,60 @@
+// AVX512-BF16 micro-kernel (gemm_dot.h). Only dot_tile_bf16 is compiled for AVX512-BF16
+// (a function attribute, not a file-wide flag, so no inline function of a header shared with
+// other files is ever built with instructions an AVX2 CPU lacks).
+#include "kernels/gemm_dot.h"
+
+#include <immintrin.h>
+
+namespace fp8lm::kernels::gemm_detail {
+
+bool cpu_has_bf16_dot() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+}
+
+void pair_strips(uint32_t* strips, size_t n_strips, size_t kc, size_t w) {
+  const size_t pairs = (kc + 1) / 2;
+  for (size_t s = 0; s < n_strips; ++s) {
+    uint32_t* x = strips + s * kc * w;
+    // Row p is written over rows ≤ 2p, after rows 2p and 2p+1 have been read.
+    for (size_t p = 0; p < pairs; ++p) {
+      const uint32_t* even = x + 2 * p * w;
+      const uint32_t* odd = 2 * p + 1 < kc ? even + w : nullptr;
+      uint32_t* out = x + p * w;
+      for (size_t j = 0; j < w; ++j) {
+        const uint32_t hi = even[j] & 0xFFFF0000u, lo = odd ? odd[j] >> 16 : 0u;
+        out[j] = hi | lo;
+      }
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void dot_tile_bf16(
+    size_t kc, const uint32_t* ap, const uint32_t* bp, const float* prev, float* tile) {
+  static_assert(kDotNR == 32 && kDotMR == 14, "two vectors of 16 lanes, 28 accumulators");
+  __m512 c0[kDotMR], c1[kDotMR];
+#pragma GCC unroll 14
+  for (size_t r = 0; r < kDotMR; ++r) {
+    c0[r] = prev ? _mm512_loadu_ps(prev + r * kDotNR) : _mm512_setzero_ps();
+    c1[r] = prev ? _mm512_loadu_ps(prev + r * kDotNR + 16) : _mm512_setzero_ps();
+  }
+  const size_t pairs = (kc + 1) / 2;
+  for (size_t p = 0; p < pairs; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(bp + p * kDotNR);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(bp + p * kDotNR + 16);
+#pragma GCC unroll 14
+    for (size_t r = 0; r < kDotMR; ++r) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(ap[p * kDotMR + r]));
+      c0[r] = _mm512_dpbf16_ps(c0[r], a, b0);
+      c1[r] = _mm512_dpbf16_ps(c1[r], a, b1);
+    }
+  }
+#pragma GCC unroll 14
+  for (size_t r = 0; r < kDotMR; ++r) {
+    _mm512_store_ps(tile + r * kDotNR, c0[r]);
+    _mm512_store_ps(tile + r * kDotNR + 16, c1[r]);
+  }
+}
+
+}  // namespace fp8lm::kernels::gemm_detail

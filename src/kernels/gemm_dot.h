@@ -1,0 +1,37 @@
+// The GEMM's AVX512-BF16 micro-kernel: FP8-valued operands multiplied with vdpbf16ps, two K
+// steps per instruction, twice the FP32 FMA's multiply-adds per cycle where the CPU has it.
+//
+// Why the results are the FMA path's bits: vdpbf16ps adds, per FP32 lane, the product of the
+// odd BF16 pair element and then that of the even one, each rounded to nearest-even (checked
+// against that model on every lane by gemm_dot_test). Values decoded from E4M3/E5M2 codes are
+// BF16 values, their products are exact in FP32 (4 × 3 significant bits), never subnormal
+// (≥ 2^-25) and never overflow (≤ 57344²), and sums of them are multiples of 2^-25, so the
+// instruction's flush-to-zero never applies. Packing K step k into the odd slot and k+1 into
+// the even one then sums every C element over K in the order of one FMA per step.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fp8lm::kernels::gemm_detail {
+
+// The AVX-512 register tile, which the dot kernel shares: 14 rows × 32 columns.
+inline constexpr size_t kDotMR = 14;
+inline constexpr size_t kDotNR = 32;
+
+// Whether this CPU executes AVX512-BF16 (and AVX-512 F/BW/VL, which the kernel also uses).
+bool cpu_has_bf16_dot();
+
+// Rewrites `strips` packed FP32 strips of kc rows × w values (strip s at s·kc·w, rows k·w) in
+// place as BF16 pairs: row p of strip s becomes w 32-bit words at s·kc·w + p·w, word j holding
+// BF16(row 2p, j) in its high half and BF16(row 2p+1, j) (0 past kc) in its low half. The
+// values must be BF16 values (FP8-valued strips are).
+void pair_strips(uint32_t* strips, size_t n_strips, size_t kc, size_t w);
+
+// tile (kDotMR × kDotNR FP32, 64-byte aligned) = prev (or 0) + the paired A strip (ceil(kc/2)
+// rows of kDotMR words) · the paired B strip (ceil(kc/2) rows of kDotNR words, 64-byte
+// aligned). Only on a CPU with cpu_has_bf16_dot().
+void dot_tile_bf16(size_t kc, const uint32_t* ap, const uint32_t* bp, const float* prev,
+                   float* tile);
+
+}  // namespace fp8lm::kernels::gemm_detail

@@ -1,0 +1,216 @@
+// The AVX512-BF16 GEMM kernel (gemm_dot.h): the instruction's rounding model on every FP8
+// code, and whole GEMMs through it against the FP32 FMA kernel, bit for bit. The CPU tests
+// skip where AVX512-BF16 is absent; the pairing layout is checked everywhere.
+#include "kernels/gemm_dot.h"
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/parallel.h"
+#include "kernels/gemm.h"
+#include "kernels/simd.h"
+#include "numerics/cast_ref.h"
+
+namespace fp8lm {
+namespace {
+
+namespace gd = kernels::gemm_detail;
+
+uint32_t bits(float x) { return std::bit_cast<uint32_t>(x); }
+
+TEST(GemmDot, PairStripsPutsStepKHighAndStepKPlusOneLow) {
+  constexpr size_t kc = 5, w = 3, n = 2;
+  std::vector<uint32_t> s(n * kc * w);
+  for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<uint32_t>(i + 1) << 16 | 0xBEEFu;
+  const std::vector<uint32_t> in = s;
+  gd::pair_strips(s.data(), n, kc, w);
+  for (size_t st = 0; st < n; ++st)
+    for (size_t p = 0; p < 3; ++p)
+      for (size_t j = 0; j < w; ++j) {
+        const uint32_t hi = in[(st * kc + 2 * p) * w + j] >> 16;
+        const uint32_t lo = 2 * p + 1 < kc ? in[(st * kc + 2 * p + 1) * w + j] >> 16 : 0u;
+        EXPECT_EQ(s[st * kc * w + p * w + j], hi << 16 | lo) << st << " " << p << " " << j;
+      }
+}
+
+class GemmDotCpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!gd::cpu_has_bf16_dot()) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  }
+  void TearDown() override { simd::force_target(0); }
+};
+
+float fp8_value(uint32_t code, DType t) { return decode_ref(code, float_format(t)); }
+bool finite_code(uint32_t code, DType t) { return std::isfinite(fp8_value(code, t)); }
+
+// Every finite code of ta times every finite code of tb as the first K step, then a random
+// second step, onto random partial sums (multiples of 2^-25, as FP8 sums are): the kernel
+// equals one FMA per step, in K order.
+TEST_F(GemmDotCpu, EveryCodePairIsOneFmaPerStepInOrder) {
+  std::mt19937 rng(7);
+  const DType types[] = {DType::kE4M3, DType::kE5M2};
+  for (DType ta : types)
+    for (DType tb : types)
+      for (size_t kc : {size_t{1}, size_t{2}}) {
+        std::vector<uint32_t> codes_a, codes_b;
+        for (uint32_t c = 0; c < 256; ++c) {
+          if (finite_code(c, ta)) codes_a.push_back(c);
+          if (finite_code(c, tb)) codes_b.push_back(c);
+        }
+        auto random_code = [&](const std::vector<uint32_t>& v) { return v[rng() % v.size()]; };
+        alignas(64) float a[2][gd::kDotMR], b[2][gd::kDotNR];
+        alignas(64) uint32_t ap[2 * gd::kDotMR], bp[2 * gd::kDotNR];
+        alignas(64) float prev[gd::kDotMR * gd::kDotNR], tile[gd::kDotMR * gd::kDotNR];
+        size_t checked = 0;
+        for (size_t i0 = 0; i0 < codes_a.size(); i0 += gd::kDotMR) {
+          for (size_t j0 = 0; j0 < codes_b.size(); j0 += gd::kDotNR) {
+            for (size_t r = 0; r < gd::kDotMR; ++r) {
+              a[0][r] = fp8_value(codes_a[(i0 + r) % codes_a.size()], ta);
+              a[1][r] = fp8_value(random_code(codes_a), ta);
+            }
+            for (size_t j = 0; j < gd::kDotNR; ++j) {
+              b[0][j] = fp8_value(codes_b[(j0 + j) % codes_b.size()], tb);
+              b[1][j] = fp8_value(random_code(codes_b), tb);
+            }
+            for (float& p : prev)
+              p = std::ldexp(static_cast<float>(static_cast<int32_t>(rng() % 2000001) - 1000000),
+                             static_cast<int>(rng() % 48) - 25);
+            // The packing: FP32 strips (k rows), then paired in place.
+            for (size_t k = 0; k < kc; ++k) {
+              std::memcpy(ap + k * gd::kDotMR, a[k], sizeof a[k]);
+              std::memcpy(bp + k * gd::kDotNR, b[k], sizeof b[k]);
+            }
+            gd::pair_strips(ap, 1, kc, gd::kDotMR);
+            gd::pair_strips(bp, 1, kc, gd::kDotNR);
+            gd::dot_tile_bf16(kc, ap, bp, prev, tile);
+            for (size_t r = 0; r < gd::kDotMR; ++r)
+              for (size_t j = 0; j < gd::kDotNR; ++j) {
+                float want = std::fma(a[0][r], b[0][j], prev[r * gd::kDotNR + j]);
+                if (kc == 2) want = std::fma(a[1][r], b[1][j], want);
+                ASSERT_EQ(bits(tile[r * gd::kDotNR + j]), bits(want))
+                    << dtype_name(ta) << "x" << dtype_name(tb) << " kc " << kc << ": " << a[0][r]
+                    << "*" << b[0][j] << " + " << a[1][r] << "*" << b[1][j] << " onto "
+                    << prev[r * gd::kDotNR + j];
+                ++checked;
+              }
+          }
+        }
+        EXPECT_GE(checked, codes_a.size() * codes_b.size());
+      }
+}
+
+// Random bytes that are finite codes of t (all of them equally likely, subnormals and the
+// largest included).
+std::vector<uint8_t> random_codes(DType t, size_t n, std::mt19937& rng) {
+  std::vector<uint8_t> v(n);
+  for (uint8_t& c : v) {
+    do {
+      c = static_cast<uint8_t>(rng());
+    } while (!finite_code(c, t));
+  }
+  return v;
+}
+
+struct DotCase {
+  size_t M, N, K;
+  bool ta, tb;
+  DType a, b, c;
+  bool f16_b;  // B is FP16 cast to E4M3 while packing (an O2 master weight)
+  bool epilogue;  // beta, bias, GELU and the amax
+};
+
+// One GEMM with the dot kernel and without it: every output byte and the amax equal.
+void expect_same_bits(const DotCase& cs, std::mt19937& rng) {
+  SCOPED_TRACE(::testing::Message() << cs.M << "x" << cs.N << "x" << cs.K << " ta=" << cs.ta
+                                    << " tb=" << cs.tb << " " << dtype_name(cs.a) << "x"
+                                    << (cs.f16_b ? "f16->e4m3" : dtype_name(cs.b)) << "->"
+                                    << dtype_name(cs.c) << (cs.epilogue ? " epilogue" : ""));
+  const std::vector<uint8_t> a = random_codes(cs.a, cs.M * cs.K, rng);
+  std::vector<uint8_t> b;
+  kernels::GemmOperand gb{nullptr, cs.b, cs.tb, 0, 0.75f};
+  if (cs.f16_b) {
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<uint16_t> h(cs.K * cs.N);
+    for (uint16_t& x : h) x = static_cast<uint16_t>(encode_ref(d(rng), kF16Format));
+    b.resize(h.size() * 2);
+    std::memcpy(b.data(), h.data(), b.size());
+    gb.dtype = DType::kF16;
+    gb.cast_to = DType::kE4M3;
+    gb.cast_mul = 96.0f;
+  } else {
+    b = random_codes(cs.b, cs.K * cs.N, rng);
+  }
+  gb.data = b.data();
+  const kernels::GemmOperand ga{a.data(), cs.a, cs.ta, 0, 0.5f};
+  std::vector<float> bias(cs.N);
+  std::normal_distribution<float> d(0.0f, 1e3f);
+  for (float& x : bias) x = d(rng);
+  const size_t es = dtype_size(cs.c);
+  std::vector<uint8_t> old(cs.M * cs.N * es);
+  for (uint8_t& x : old) x = static_cast<uint8_t>(rng() & 0x3F);  // finite in every format
+  float amax[2] = {-1.0f, -1.0f};
+  std::vector<uint8_t> out[2];
+  for (int dot = 0; dot < 2; ++dot) {
+    simd::set_bf16_dot(dot == 1);
+    ASSERT_EQ(simd::active_target() == "avx512bf16", dot == 1) << simd::active_target();
+    out[dot] = old;
+    kernels::GemmOutput o{out[dot].data(), cs.c, 0, cs.c == DType::kF32 ? 1.0f : 1e-4f};
+    if (cs.epilogue) {
+      o.amax = &amax[dot];
+      o.bias = bias.data();
+      o.activation = kernels::GemmActivation::kGelu;
+    }
+    kernels::gemm(cs.M, cs.N, cs.K, 1.5f, ga, gb, cs.epilogue ? 0.5f : 0.0f, o);
+  }
+  EXPECT_EQ(std::memcmp(out[0].data(), out[1].data(), out[0].size()), 0);
+  EXPECT_EQ(bits(amax[0]), bits(amax[1]));
+}
+
+TEST_F(GemmDotCpu, WholeGemmsAreTheFmaKernelsBits) {
+  simd::force_target(0);  // the default dispatch: avx512 on a CPU with AVX512-BF16
+  std::mt19937 rng(11);
+  const DType e4 = DType::kE4M3, e5 = DType::kE5M2, f32 = DType::kF32;
+  const DotCase cases[] = {
+      {64, 96, 768, false, false, e4, e4, f32, false, false},  // full tiles straight to C
+      {29, 45, 7, false, false, e4, e5, f32, false, false},    // edge tiles, odd K
+      {100, 70, 1, false, false, e5, e4, f32, false, true},    // K = 1: one padded pair
+      {57, 130, 1601, false, false, e4, e5, f32, false, false},  // three K passes
+      {43, 77, 800, true, false, e4, e5, f32, false, true},    // Aᵀ (a weight gradient)
+      {61, 50, 300, false, true, e5, e4, f32, false, false},   // Bᵀ (an input gradient)
+      {90, 64, 333, false, false, e4, e4, DType::kE4M3, false, true},
+      {33, 100, 515, false, false, e4, e4, DType::kBF16, true, true},  // FP16 → E4M3 B
+      {200, 300, 768, false, false, e4, e4, f32, true, false},
+  };
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const DotCase& cs : cases) expect_same_bits(cs, rng);
+  }
+  set_num_threads(2);
+}
+
+// Only FP8-valued operands take the dot kernel: a BF16 operand's products can fall below
+// FP32's normal range, where the instruction flushes them to zero and an FMA does not.
+TEST_F(GemmDotCpu, BF16OperandsKeepTheFmaKernel) {
+  simd::force_target(0);
+  constexpr size_t M = 32, N = 32, K = 4;
+  std::vector<uint16_t> a(M * K, static_cast<uint16_t>(bits(0x1p-120f) >> 16));
+  std::vector<uint8_t> b(K * N, 0x08);  // E4M3 2^-6: products of 2^-126 · 2^-... are subnormal
+  b[0] = 0x01;                          // 2^-9: a product of 2^-129
+  const kernels::GemmOperand ga{a.data(), DType::kBF16, false, 0, 1.0f};
+  const kernels::GemmOperand gb{b.data(), DType::kE4M3, false, 0, 1.0f};
+  std::vector<float> c(M * N, -1.0f);
+  kernels::gemm(M, N, K, 1.0f, ga, gb, 0.0f, {c.data(), DType::kF32});
+  ASSERT_TRUE(simd::bf16_dot_active());
+  EXPECT_EQ(c[0], 0x1p-129f + 3 * 0x1p-126f);
+  EXPECT_EQ(c[1], 4 * 0x1p-126f);
+}
+
+}  // namespace
+}  // namespace fp8lm

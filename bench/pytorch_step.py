@@ -22,7 +22,7 @@ PRESETS = {"gpt2": (12, 12, 768, 1024, 50257), "gpt2-medium": (24, 16, 1024, 102
 
 def aten_capability():
     """The ATen kernel set in use, as torch's build summary reports it."""
-    m = re.search(r"CPU capability usage: (\S+)", torch.__config__.show())
+    m = re.search(r"CPU capability usage: ([^\n]+)", torch.__config__.show())
     return m.group(1) if m else ""
 
 

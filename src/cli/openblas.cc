@@ -60,7 +60,8 @@ std::string openblas_core_for_target() {
 
 std::string aten_capability_for_target() {
   const std::string target = simd::active_target();
-  return target == "avx512" || target == "avx2" ? target : "default";
+  if (target.starts_with("avx512")) return "avx512";  // avx512bf16 too: ATen has no such set
+  return target == "avx2" ? target : "default";
 }
 
 OpenBlas OpenBlas::load(int threads, const std::string& core) {

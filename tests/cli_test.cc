@@ -408,6 +408,24 @@ TEST_F(Cli, IsaOverrideIsValidated) {
   EXPECT_EQ(nlohmann::json::parse(pinned.out)["simd"], "scalar");
   EXPECT_NE(bad.rc, 0);
   EXPECT_NE(bad.err.find("FP8LM_ISA"), std::string::npos);
+  // avx512bf16 (the GEMM's BF16 dot products) where the CPU has AVX512-BF16, refused with the
+  // list of what it has elsewhere; avx512 pins the FMA kernel.
+  const bool dot = ok.out.find("\"avx512bf16\"") != std::string::npos;
+  ::setenv("FP8LM_ISA", "avx512bf16", 1);
+  const Result bf16 = run("bench cast --json --mib 1 --reps 1");
+  ::unsetenv("FP8LM_ISA");
+  if (dot) {
+    ASSERT_EQ(bf16.rc, 0) << bf16.err;
+    EXPECT_EQ(nlohmann::json::parse(bf16.out)["simd"], "avx512bf16");
+    ::setenv("FP8LM_ISA", "avx512", 1);
+    const Result fma = run("bench cast --json --mib 1 --reps 1");
+    ::unsetenv("FP8LM_ISA");
+    ASSERT_EQ(fma.rc, 0) << fma.err;
+    EXPECT_EQ(nlohmann::json::parse(fma.out)["simd"], "avx512");
+  } else {
+    EXPECT_NE(bf16.rc, 0);
+    EXPECT_NE(bf16.err.find("FP8LM_ISA=avx512bf16: not available"), std::string::npos) << bf16.err;
+  }
 }
 
 TEST_F(Cli, GemmBlockOverrideIsValidated) {

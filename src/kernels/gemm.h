@@ -53,7 +53,8 @@ struct GemmOutput {
 };
 
 // C is not read when beta == 0 (it may hold anything, NaN included). Results are
-// bit-identical for every thread count: each element is summed over K in one fixed order.
+// bit-identical for every thread count and with or without the AVX512-BF16 dot products
+// (FP8-valued operands, kernels/gemm_dot.h): each element is summed over K in one fixed order.
 void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const GemmOperand& b,
           float beta, const GemmOutput& c);
 

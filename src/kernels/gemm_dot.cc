@@ -13,18 +13,25 @@ bool cpu_has_bf16_dot() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
 }
 
-void pair_strips(uint32_t* strips, size_t n_strips, size_t kc, size_t w) {
+// Called only where dot_tile_bf16 runs, so it may use AVX-512 too: 16 words per vector, the
+// high halves of row 2p merged with the high halves of row 2p+1 shifted down.
+__attribute__((target("avx512f,avx512bw"))) void pair_strips(uint32_t* strips, size_t n_strips,
+                                                              size_t kc, size_t w) {
   const size_t pairs = (kc + 1) / 2;
+  const __mmask32 low_halves = 0x55555555u;
   for (size_t s = 0; s < n_strips; ++s) {
     uint32_t* x = strips + s * kc * w;
     // Row p is written over rows ≤ 2p, after rows 2p and 2p+1 have been read.
     for (size_t p = 0; p < pairs; ++p) {
       const uint32_t* even = x + 2 * p * w;
-      const uint32_t* odd = 2 * p + 1 < kc ? even + w : nullptr;
+      const bool has_odd = 2 * p + 1 < kc;
       uint32_t* out = x + p * w;
-      for (size_t j = 0; j < w; ++j) {
-        const uint32_t hi = even[j] & 0xFFFF0000u, lo = odd ? odd[j] >> 16 : 0u;
-        out[j] = hi | lo;
+      for (size_t j = 0; j < w; j += 16) {
+        const __mmask16 m = static_cast<__mmask16>(w - j >= 16 ? 0xFFFF : (1u << (w - j)) - 1);
+        const __m512i e = _mm512_maskz_loadu_epi32(m, even + j);
+        const __m512i o = has_odd ? _mm512_maskz_loadu_epi32(m, even + w + j) : _mm512_setzero_si512();
+        _mm512_mask_storeu_epi32(out + j, m,
+                                 _mm512_mask_mov_epi16(e, low_halves, _mm512_maskz_srli_epi32(0xFFFF, o, 16)));
       }
     }
   }

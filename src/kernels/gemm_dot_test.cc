@@ -1,6 +1,6 @@
 // The AVX512-BF16 GEMM kernel (gemm_dot.h): the instruction's rounding model on every FP8
-// code, and whole GEMMs through it against the FP32 FMA kernel, bit for bit. The CPU tests
-// skip where AVX512-BF16 is absent; the pairing layout is checked everywhere.
+// code, the pairing of packed strips, and whole GEMMs through it against the FP32 FMA kernel,
+// bit for bit. They skip where the CPU has no AVX512-BF16 (nothing else can run the kernel).
 #include "kernels/gemm_dot.h"
 
 #include <gtest/gtest.h>
@@ -24,21 +24,6 @@ namespace gd = kernels::gemm_detail;
 
 uint32_t bits(float x) { return std::bit_cast<uint32_t>(x); }
 
-TEST(GemmDot, PairStripsPutsStepKHighAndStepKPlusOneLow) {
-  constexpr size_t kc = 5, w = 3, n = 2;
-  std::vector<uint32_t> s(n * kc * w);
-  for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<uint32_t>(i + 1) << 16 | 0xBEEFu;
-  const std::vector<uint32_t> in = s;
-  gd::pair_strips(s.data(), n, kc, w);
-  for (size_t st = 0; st < n; ++st)
-    for (size_t p = 0; p < 3; ++p)
-      for (size_t j = 0; j < w; ++j) {
-        const uint32_t hi = in[(st * kc + 2 * p) * w + j] >> 16;
-        const uint32_t lo = 2 * p + 1 < kc ? in[(st * kc + 2 * p + 1) * w + j] >> 16 : 0u;
-        EXPECT_EQ(s[st * kc * w + p * w + j], hi << 16 | lo) << st << " " << p << " " << j;
-      }
-}
-
 class GemmDotCpu : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -46,6 +31,25 @@ class GemmDotCpu : public ::testing::Test {
   }
   void TearDown() override { simd::force_target(0); }
 };
+
+TEST_F(GemmDotCpu, PairStripsPutsStepKHighAndStepKPlusOneLow) {
+  for (size_t w : {size_t{3}, gd::kDotMR, gd::kDotNR})
+    for (size_t kc : {size_t{1}, size_t{5}, size_t{6}}) {
+      constexpr size_t n = 3;
+      std::vector<uint32_t> s(n * kc * w);
+      for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<uint32_t>(i + 1) << 16 | 0xBEEFu;
+      const std::vector<uint32_t> in = s;
+      gd::pair_strips(s.data(), n, kc, w);
+      for (size_t st = 0; st < n; ++st)
+        for (size_t p = 0; p < (kc + 1) / 2; ++p)
+          for (size_t j = 0; j < w; ++j) {
+            const uint32_t hi = in[(st * kc + 2 * p) * w + j] >> 16;
+            const uint32_t lo = 2 * p + 1 < kc ? in[(st * kc + 2 * p + 1) * w + j] >> 16 : 0u;
+            ASSERT_EQ(s[st * kc * w + p * w + j], hi << 16 | lo)
+                << "w " << w << " kc " << kc << ": strip " << st << " pair " << p << " col " << j;
+          }
+    }
+}
 
 float fp8_value(uint32_t code, DType t) { return decode_ref(code, float_format(t)); }
 bool finite_code(uint32_t code, DType t) { return std::isfinite(fp8_value(code, t)); }

@@ -236,14 +236,14 @@ TEST(GptModel, TokenWeightsAreDecidedFromTheForwardsOwnLosses) {
   // Each target's weight: a nonlinear function of its group's summed loss (a group's
   // losses all needed) and of its row.
   auto weigh = [](const float* losses, const int32_t* targets, size_t r0, size_t n, size_t group,
-                  size_t T, float* w) {
+                  size_t row_len, float* w) {
     for (size_t g = r0; g < r0 + n; g += group) {
       double sum = 0;
       for (size_t i = g; i < g + group; ++i) sum += losses[i];
       for (size_t i = g; i < g + group; ++i)
         w[i] = targets[i] < 0
                    ? 0.0f
-                   : static_cast<float>(0.05 * std::sin(sum + static_cast<double>(i / T)));
+                   : static_cast<float>(0.05 * std::sin(sum + static_cast<double>(i / row_len)));
     }
   };
   struct Case {

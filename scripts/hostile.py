@@ -2070,12 +2070,14 @@ def class_env(h):
                 add("%s=%r :: %s" % (var, val, cmd), fn, expect=exp, quick=quick(val, cmd))
 
     has512 = "avx512f" in cpu_flags()
+    has_dot = has512 and "avx512_bf16" in cpu_flags()
     env_cases("FP8LM_ISA",
               [("bogus", MUST_REFUSE), ("avx512", MAY_ACCEPT if has512 else MUST_REFUSE),
+               ("avx512bf16", MAY_ACCEPT if has_dot else MUST_REFUSE),
                ("AVX2", MAY_ACCEPT), ("scalar", MUST_ACCEPT), ("", MUST_ACCEPT),
                ("avx2 ", MUST_REFUSE)],
               ("train", "eval", "inspect"),
-              lambda val, cmd: cmd == "eval" and val in ("bogus", "avx512"))
+              lambda val, cmd: cmd == "eval" and val in ("bogus", "avx512", "avx512bf16"))
     # The GEMM's packed-A block budget, KiB in [16, 1024].
     env_cases("FP8LM_GEMM_A_KIB",
               [("bogus", MUST_REFUSE), ("0", MUST_REFUSE), ("2048", MUST_REFUSE),

@@ -478,6 +478,8 @@ TEST_F(Cli, BenchGemmComparesWithOpenBlasOnOneShape) {
   ASSERT_EQ(r.rc, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_GT(j["fma_peak_gflops"].get<double>(), 0.0);
+  // The BF16 dot-product peak is measured where the GEMM uses them, and only there.
+  EXPECT_EQ(j["bf16_dot_peak_gflops"].get<double>() > 0.0, j["simd"] == "avx512bf16") << j["simd"];
   EXPECT_FALSE(j["openblas_core"].get<std::string>().empty());
   // The reference runs the kernel set chosen from this CPU's features (an AVX2-only CPU
   // gets Zen or Haswell, never SkylakeX, which would die with "Illegal instruction").

@@ -209,14 +209,17 @@ void run_bench_gemm(const BenchGemmOptions& o) {
   const int threads = num_threads();
   const OpenBlas blas = OpenBlas::load(threads, o.openblas_core);
   const double peak = kernels::measure_fma_peak_gflops(threads);
+  const double dot_peak = kernels::measure_bf16_dot_peak_gflops(threads);
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json) {
     std::printf("bench gemm: %d threads, simd %s (packed A block %zu KiB), OpenBLAS core %s%s, "
-                "FMA peak %.1f GFLOP/s\n",
+                "FMA peak %.1f GFLOP/s",
                 threads, simd::active_target().c_str(), kernels::gemm_a_block_bytes() >> 10,
                 blas.core.c_str(),
                 blas.full_width ? "" : " (narrower kernels than this CPU runs: ratios flatter fp8lm)",
                 peak);
+    if (dot_peak > 0) std::printf(", BF16 dot peak %.1f (FP8 products' bound)", dot_peak);
+    std::printf("\n");
     std::printf("%-16s %-30s %-16s %9s %9s %6s %6s", "MxNxK", "layer", "a x b -> c", "GFLOP/s",
                 "sgemm", "ratio", "%peak");
     if (o.scaling != "tensor") std::printf(" %9s %6s", o.scaling.c_str(), "/tensor");
@@ -328,6 +331,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
                               {"openblas_core", blas.core},
                               {"openblas_core_full_width", blas.full_width},
                               {"fma_peak_gflops", peak},
+                              {"bf16_dot_peak_gflops", dot_peak},
                               {"reps", o.reps},
                               {"scaling", o.scaling},
                               {"results", rows}};

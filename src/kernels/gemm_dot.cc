@@ -64,4 +64,20 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void dot_tile_bf
   }
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) float dot_chains(uint64_t iters,
+                                                                                 float seed) {
+  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3F80);  // BF16 1.0 in both halves
+  const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3380);  // BF16 2^-24
+  __m512 c[12];
+#pragma GCC unroll 12
+  for (int j = 0; j < 12; ++j) c[j] = _mm512_set1_ps(seed + static_cast<float>(j));
+  for (uint64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) c[j] = _mm512_dpbf16_ps(c[j], a, b);
+  }
+  __m512 s = c[0];
+  for (int j = 1; j < 12; ++j) s = _mm512_add_ps(s, c[j]);
+  return _mm512_cvtss_f32(s);
+}
+
 }  // namespace fp8lm::kernels::gemm_detail

@@ -34,4 +34,9 @@ void pair_strips(uint32_t* strips, size_t n_strips, size_t kc, size_t w);
 void dot_tile_bf16(size_t kc, const uint32_t* ap, const uint32_t* bp, const float* prev,
                    float* tile);
 
+// The dot products' throughput probe: `iters` rounds of 12 independent vdpbf16ps chains on
+// registers (kDotChainFlops FLOPs per round); returns a value depending on every chain.
+inline constexpr double kDotChainFlops = 12.0 * 16 * 2 * 2;
+float dot_chains(uint64_t iters, float seed);
+
 }  // namespace fp8lm::kernels::gemm_detail

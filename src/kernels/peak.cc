@@ -52,21 +52,27 @@ float FmaChains(uint64_t iters, float seed, size_t* lanes) {
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
+#include "kernels/gemm_dot.h"
 #include "kernels/peak.h"
+#include "kernels/simd.h"
 
 namespace fp8lm {
 HWY_EXPORT(FmaChains);
 
 namespace kernels {
 
-double measure_fma_peak_gflops(int threads, double seconds) {
-  // Calibrate the iteration count on one thread, then run all threads at once.
-  size_t lanes = 0;
+namespace {
+
+// GFLOP/s of `threads` threads each running rounds(iters, seed) for about `seconds`, where one
+// round does `flops_per_round` FLOPs: the iteration count is calibrated on one thread, then
+// all threads run at once and the slowest sets the time.
+template <class Rounds>
+double measure_peak(int threads, double seconds, double flops_per_round, const Rounds& rounds) {
   uint64_t iters = 1 << 16;
   double t = 0;
   for (;;) {
     const auto t0 = std::chrono::steady_clock::now();
-    volatile float sink = HWY_DYNAMIC_DISPATCH(FmaChains)(iters, 1.0f, &lanes);
+    volatile float sink = rounds(iters, 1.0f);
     (void)sink;
     t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (t > seconds / 4 || iters > (uint64_t{1} << 40)) break;
@@ -77,17 +83,32 @@ double measure_fma_peak_gflops(int threads, double seconds) {
 #pragma omp parallel num_threads(threads)
   {
     const int tid = omp_get_thread_num();
-    size_t l = 0;
     const auto t0 = std::chrono::steady_clock::now();
-    volatile float sink = HWY_DYNAMIC_DISPATCH(FmaChains)(iters, 1.0f + tid, &l);
+    volatile float sink = rounds(iters, 1.0f + static_cast<float>(tid));
     (void)sink;
     secs[static_cast<size_t>(tid)] =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   double slowest = 0;
   for (double s : secs) slowest = std::max(slowest, s);
-  const double flops = 2.0 * 12.0 * static_cast<double>(lanes) * static_cast<double>(iters) * threads;
-  return flops / slowest / 1e9;
+  return flops_per_round * static_cast<double>(iters) * threads / slowest / 1e9;
+}
+
+}  // namespace
+
+double measure_fma_peak_gflops(int threads, double seconds) {
+  size_t lanes = 0;
+  HWY_DYNAMIC_DISPATCH(FmaChains)(1, 1.0f, &lanes);
+  return measure_peak(threads, seconds, 2.0 * 12.0 * static_cast<double>(lanes),
+                      [](uint64_t iters, float seed) {
+                        size_t l = 0;
+                        return HWY_DYNAMIC_DISPATCH(FmaChains)(iters, seed, &l);
+                      });
+}
+
+double measure_bf16_dot_peak_gflops(int threads, double seconds) {
+  if (!simd::bf16_dot_active()) return 0.0;
+  return measure_peak(threads, seconds, gemm_detail::kDotChainFlops, gemm_detail::dot_chains);
 }
 
 }  // namespace kernels

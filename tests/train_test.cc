@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "kernels/simd.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "train/checkpoint.h"
@@ -92,6 +93,81 @@ INSTANTIATE_TEST_SUITE_P(Levels, ResumeTest,
                            std::string n = p.param;
                            for (char& ch : n)
                              if (ch == '/' || ch == '+' || ch == '=') ch = '_';
+                           return n;
+                         });
+
+// What a run writes but the bits of the arithmetic: metrics without the speed.
+std::string metrics_without_speed(const std::string& path) {
+  std::ifstream f(path);
+  std::string out, line;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line);
+    j.erase("tokens_per_s");
+    out += j.dump() + "\n";
+  }
+  return out;
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// AVX-512 (with and without the GEMM's BF16 dot products) and AVX2 runs are the same bits:
+// every logged loss, gradient norm and validation loss, and the checkpoint's model and
+// optimizer files, byte for byte. Reductions sum in a fixed pattern of 32 whatever the vector
+// width (kernels/vec-inl.h); the GEMM sums each element over K in one order.
+class TargetTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void TearDown() override { simd::force_target(0); }
+};
+
+TEST_P(TargetTest, Avx512AndAvx2RunsAreTheSameBits) {
+  std::vector<simd::Target> targets;
+  for (const simd::Target& t : simd::available_targets())
+    if (t.name == "avx512" || t.name == "avx2") targets.push_back(t);
+  if (targets.size() < 2) GTEST_SKIP() << "needs a CPU with both AVX-512 and AVX2";
+  const std::string param = GetParam();
+  const std::string level = param.substr(0, param.find('/'));
+  const std::string recipe =
+      param.find('/') == std::string::npos ? "delayed" : param.substr(param.find('/') + 1);
+  const std::string d = tmpdir("targets_" + level + "_" + recipe);
+  write_data(d);
+  std::vector<std::string> runs;
+  auto run = [&](const std::string& name, int64_t bits, bool dot) {
+    simd::force_target(bits);
+    simd::set_bf16_dot(dot);
+    TrainConfig c = tiny(d, d + "/" + name, level);
+    c.recipe = recipe;
+    c.steps = 4;
+    c.checkpoint_every = 4;
+    c.eval_every = 2;
+    train(c, "");
+    simd::force_target(0);
+    runs.push_back(name);
+  };
+  run("avx512", targets[0].bits, false);
+  run("avx512bf16", targets[0].bits, true);  // the FMA kernel again where the CPU lacks it
+  run("avx2", targets[1].bits, false);
+  const std::string ref = d + "/" + runs[0];
+  for (size_t i = 1; i < runs.size(); ++i) {
+    const std::string other = d + "/" + runs[i];
+    SCOPED_TRACE(runs[i] + " against " + runs[0]);
+    EXPECT_EQ(metrics_without_speed(other + "/metrics.jsonl"),
+              metrics_without_speed(ref + "/metrics.jsonl"));
+    for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+      EXPECT_TRUE(file_bytes(other + "/checkpoints/step-4/" + f) ==
+                  file_bytes(ref + "/checkpoints/step-4/" + f))
+          << f;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, TargetTest,
+                         ::testing::Values("fp32", "bf16", "O2", "O2/block", "O3"),
+                         [](const auto& p) {
+                           std::string n = p.param;
+                           for (char& ch : n)
+                             if (ch == '/') ch = '_';
                            return n;
                          });
 

@@ -9,6 +9,7 @@
 #define HWY_TARGET_INCLUDE "kernels/adamw.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/vec-inl.h"
 #include "kernels/adamw.h"
 #include "kernels/codec-inl.h"
 
@@ -150,21 +151,19 @@ double SumSquaresT(const uint8_t* grad, size_t n) {
   double total = 0;
   for (size_t i = 0; i < n; i += 1024) {  // FP32 partial sums of 1024 values, then double
     const size_t k = std::min<size_t>(1024, n - i);
-    auto s0 = hn::Zero(df), s1 = hn::Zero(df);
+    Sums32 s(df);
     size_t j = 0;
-    for (; j + 2 * kLanes <= k; j += 2 * kLanes) {
+    for (; j + kLanes <= k; j += kLanes) {
       const auto a = LoadAsF32<kType>(df, grad + (i + j) * kBytes);
-      const auto b = LoadAsF32<kType>(df, grad + (i + j + kLanes) * kBytes);
-      s0 = hn::MulAdd(a, a, s0);
-      s1 = hn::MulAdd(b, b, s1);
+      s.at(j) = hn::MulAdd(a, a, s.at(j));
     }
-    for (; j < k; j += kLanes) {
+    if (j < k) {
       HWY_ALIGN uint8_t in[HWY_MAX_BYTES] = {};
-      std::memcpy(in, grad + (i + j) * kBytes, std::min(kLanes, k - j) * kBytes);
+      std::memcpy(in, grad + (i + j) * kBytes, (k - j) * kBytes);
       const auto a = LoadAsF32<kType>(df, in);
-      s0 = hn::MulAdd(a, a, s0);
+      s.at(j) = hn::MulAdd(a, a, s.at(j));
     }
-    total += static_cast<double>(hn::GetLane(hn::SumOfLanes(df, hn::Add(s0, s1))));
+    total += static_cast<double>(s.total());
   }
   return total;
 }

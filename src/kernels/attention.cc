@@ -40,15 +40,15 @@ void SoftmaxRows(float* s, size_t ld, size_t rows, size_t n, size_t i0, float* l
     float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
     for (; j < valid; ++j) m = std::max(m, row[j]);
     const auto vm = hn::Set(df, m);
-    auto vsum = hn::Zero(df);
+    Sums32 vsum(df);
     for (j = 0; j < valid; j += kLanes) {
       const size_t k = std::min(kLanes, valid - j);
       auto p = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, row + j, k), vm));
       if (k < kLanes) p = hn::IfThenElseZero(hn::FirstN(df, k), p);
-      vsum = hn::Add(vsum, p);
+      vsum.at(j) = hn::Add(vsum.at(j), p);
       StorePart(df, p, row + j, k);
     }
-    const float l = hn::GetLane(hn::SumOfLanes(df, vsum));
+    const float l = vsum.total();
     const auto inv_l = hn::Set(df, 1.0f / l);
     for (j = 0; j + kLanes <= valid; j += kLanes)
       hn::StoreU(hn::Mul(hn::LoadU(df, row + j), inv_l), df, row + j);
@@ -86,12 +86,12 @@ void SoftmaxGradRows(float* s, float* dp, size_t ld, size_t rows, size_t n, size
 void RowDots(float* D, const float* a, const float* b, size_t ld, size_t rows, size_t HS) {
   const DF df;
   for (size_t r = 0; r < rows; ++r) {
-    auto s = hn::Zero(df);
+    Sums32 s(df);
     for (size_t d = 0; d < HS; d += kLanes) {
       const size_t k = std::min(kLanes, HS - d);
-      s = hn::MulAdd(LoadPart(df, a + r * ld + d, k), LoadPart(df, b + r * ld + d, k), s);
+      s.at(d) = hn::MulAdd(LoadPart(df, a + r * ld + d, k), LoadPart(df, b + r * ld + d, k), s.at(d));
     }
-    D[r] = hn::GetLane(hn::SumOfLanes(df, s));
+    D[r] = s.total();
   }
 }
 

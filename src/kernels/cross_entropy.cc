@@ -36,15 +36,15 @@ template <bool kStore>
 float ExpSum(const float* x, size_t V, float m, float* out) {
   const DF df;
   const auto vm = hn::Set(df, m);
-  auto vsum = hn::Zero(df);
+  Sums32 vsum(df);
   for (size_t c = 0; c < V; c += kLanes) {
     const size_t n = std::min(kLanes, V - c);
     auto e = hwy::HWY_NAMESPACE::Exp(df, hn::Sub(LoadPart(df, x + c, n), vm));
     if (n < kLanes) e = hn::IfThenElseZero(hn::FirstN(df, n), e);
     if constexpr (kStore) StorePart(df, e, out + c, n);
-    vsum = hn::Add(vsum, e);
+    vsum.at(c) = hn::Add(vsum.at(c), e);
   }
-  return hn::GetLane(hn::SumOfLanes(df, vsum));
+  return vsum.total();
 }
 
 // x[0, V) ← x · mul; x[V, Vp) ← 0.

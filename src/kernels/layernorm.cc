@@ -23,19 +23,19 @@ void LayerNormForwardRows(float* out, float* mean, float* rstd, const float* x, 
   const DF df;
   for (size_t r = 0; r < rows; ++r) {
     const float* xr = x + r * C;
-    auto s = hn::Zero(df);
-    for (size_t c = 0; c < C; c += kLanes) s = hn::Add(s, LoadPart(df, xr + c, C - c));
-    const float m = hn::GetLane(hn::SumOfLanes(df, s)) / static_cast<float>(C);
+    Sums32 s(df);
+    for (size_t c = 0; c < C; c += kLanes) s.at(c) = hn::Add(s.at(c), LoadPart(df, xr + c, C - c));
+    const float m = s.total() / static_cast<float>(C);
     const auto vm = hn::Set(df, m);
-    auto v = hn::Zero(df);
+    Sums32 v(df);
     for (size_t c = 0; c < C; c += kLanes) {
       // Padded lanes would contribute m²: mask them by subtracting from the loaded zeros.
       const size_t n = std::min(kLanes, C - c);
       auto d = hn::Sub(LoadPart(df, xr + c, n), vm);
       if (n < kLanes) d = hn::IfThenElseZero(hn::FirstN(df, n), d);
-      v = hn::MulAdd(d, d, v);
+      v.at(c) = hn::MulAdd(d, d, v.at(c));
     }
-    const float var = hn::GetLane(hn::SumOfLanes(df, v)) / static_cast<float>(C);
+    const float var = v.total() / static_cast<float>(C);
     const float rs = 1.0f / std::sqrt(var + kEps);
     const auto vrs = hn::Set(df, rs);
     for (size_t c = 0; c < C; c += kLanes) {
@@ -58,17 +58,17 @@ void LayerNormBackwardRows(float* dx, float* dw, float* db, const float* dout, c
     const float* gr = dout + r * C;
     const auto vm = hn::Set(df, mean[r]), vrs = hn::Set(df, rstd[r]);
     // Two means over the row: of dnorm = dout·w and of dnorm·norm.
-    auto s1 = hn::Zero(df), s2 = hn::Zero(df);
+    Sums32 s1(df), s2(df);
     for (size_t c = 0; c < C; c += kLanes) {
       const size_t n = std::min(kLanes, C - c);
       const auto norm = hn::Mul(hn::Sub(LoadPart(df, xr + c, n), vm), vrs);
       const auto dnorm = hn::Mul(LoadPart(df, gr + c, n), LoadPart(df, w + c, n));
-      s1 = hn::Add(s1, dnorm);
-      s2 = hn::MulAdd(dnorm, norm, s2);  // padded lanes: dnorm = 0
+      s1.at(c) = hn::Add(s1.at(c), dnorm);
+      s2.at(c) = hn::MulAdd(dnorm, norm, s2.at(c));  // padded lanes: dnorm = 0
     }
     const float inv_c = 1.0f / static_cast<float>(C);
-    const auto mean_d = hn::Set(df, hn::GetLane(hn::SumOfLanes(df, s1)) * inv_c);
-    const auto mean_dn = hn::Set(df, hn::GetLane(hn::SumOfLanes(df, s2)) * inv_c);
+    const auto mean_d = hn::Set(df, s1.total() * inv_c);
+    const auto mean_dn = hn::Set(df, s2.total() * inv_c);
     for (size_t c = 0; c < C; c += kLanes) {
       const size_t n = std::min(kLanes, C - c);
       const auto g = LoadPart(df, gr + c, n);

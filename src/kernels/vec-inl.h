@@ -1,4 +1,5 @@
-// Small Highway helpers shared by the kernel families: partial loads/stores for row tails.
+// Small Highway helpers shared by the kernel families: partial loads/stores for row tails,
+// and sums whose bits do not depend on the vector width.
 
 #if defined(FP8LM_KERNELS_VEC_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef FP8LM_KERNELS_VEC_INL_H_
@@ -33,6 +34,37 @@ HWY_INLINE void StorePart(DF df, hn::Vec<DF> v, float* p, size_t n) {
   hn::Store(v, df, buf);
   std::memcpy(p, buf, n * sizeof(float));
 }
+
+// Running sums in a fixed pattern of 32, whatever the vector width: the element at offset e
+// of a run adds into sum e mod 32, and total() adds the 32 in one fixed order. AVX-512 keeps
+// them in two vectors, AVX2 in four, with the same additions in the same order, so a row's
+// sum has the same bits on both (the scalar target rounds its multiply-adds twice, so only
+// sums without products match there).
+template <class DF>
+class Sums32 {
+ public:
+  using V = hn::Vec<DF>;
+  static constexpr size_t kLanes = hn::MaxLanes(DF());
+  static constexpr size_t kSlots = 32 / kLanes;
+  static_assert(kSlots * kLanes == 32, "vectors of 1 to 32 floats");
+
+  explicit Sums32(DF df) : df_(df) {
+    for (V& v : v_) v = hn::Zero(df);
+  }
+  // The sum of the vector at offset c of the run (a multiple of the lanes).
+  V& at(size_t c) { return v_[(c / kLanes) % kSlots]; }
+  float total() const {
+    HWY_ALIGN float a[32];
+    for (size_t k = 0; k < kSlots; ++k) hn::Store(v_[k], df_, a + k * kLanes);
+    for (size_t w = 16; w >= 1; w /= 2)
+      for (size_t i = 0; i < w; ++i) a[i] += a[i + w];
+    return a[0];
+  }
+
+ private:
+  DF df_;
+  V v_[kSlots];
+};
 
 }  // namespace HWY_NAMESPACE
 }  // namespace fp8lm

@@ -6,6 +6,8 @@
 // the micro-kernel keeps an MR×NR tile of C in registers for the whole KC loop. When K fits
 // in one KC (all GPT-2 Linear shapes), the B panel is packed once per jc and reused.
 // Products of few rows (decoding) take FewRowsSlice: L2-sized B panels used at once.
+// On AVX-512 with AVX512-BF16, products of FP8-valued operands pair their packed strips and
+// run gemm_dot.h's kernel instead of the FMA micro-kernel: the same bits, twice the rate.
 #include <algorithm>
 #include <bit>
 #include <cmath>

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/parallel.h"
 #include "kernels/simd.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
@@ -160,6 +161,40 @@ TEST_P(TargetTest, Avx512AndAvx2RunsAreTheSameBits) {
                   file_bytes(ref + "/checkpoints/step-4/" + f))
           << f;
   }
+}
+
+// One thread and two give the same bits: the GEMM sums each element in one order, and the
+// reductions over rows (LayerNorm's and the biases' weight gradients, the gradient norm) add
+// partial sums of blocks that do not depend on the thread count. A model wide enough that
+// those reductions split into several blocks.
+TEST_P(TargetTest, OneAndTwoThreadsAreTheSameBits) {
+  const std::string param = GetParam();
+  const std::string level = param.substr(0, param.find('/'));
+  const std::string recipe =
+      param.find('/') == std::string::npos ? "delayed" : param.substr(param.find('/') + 1);
+  const std::string d = tmpdir("threads_" + level + "_" + recipe);
+  write_data(d);
+  auto run = [&](int threads) {
+    set_num_threads(threads);
+    TrainConfig c = tiny(d, d + "/t" + std::to_string(threads), level);
+    c.recipe = recipe;
+    c.n_embd = 128;
+    c.seq_len = 64;
+    c.batch_size = 8;
+    c.steps = 3;
+    c.checkpoint_every = 3;
+    c.eval_every = 3;
+    train(c, "");
+    set_num_threads(2);
+    return d + "/t" + std::to_string(threads);
+  };
+  const std::string one = run(1), two = run(2);
+  EXPECT_EQ(metrics_without_speed(one + "/metrics.jsonl"),
+            metrics_without_speed(two + "/metrics.jsonl"));
+  for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+    EXPECT_TRUE(file_bytes(one + "/checkpoints/step-3/" + f) ==
+                file_bytes(two + "/checkpoints/step-3/" + f))
+        << f;
 }
 
 INSTANTIATE_TEST_SUITE_P(Levels, TargetTest,

@@ -42,4 +42,16 @@ void parallel_for(size_t n, size_t min_chunk, size_t align, Fn&& fn) {
   }
 }
 
+// Calls fn(block, begin, end) for the blocks [b·block, min(n, (b+1)·block)) of n items, the
+// blocks spread over the threads. Unlike parallel_for's chunks the blocks do not depend on the
+// thread count, so partial sums per block, added in block order, are the same bits on any
+// number of threads.
+template <typename Fn>
+void for_fixed_blocks(size_t n, size_t block, Fn&& fn) {
+  const size_t blocks = (n + block - 1) / block;
+  parallel_for(blocks, 1, 1, [&](size_t, size_t b0, size_t b1) {
+    for (size_t b = b0; b < b1; ++b) fn(b, b * block, std::min(n, (b + 1) * block));
+  });
+}
+
 }  // namespace fp8lm

@@ -144,13 +144,13 @@ bool AdamWApplyChunk(uint8_t* master, int tm, uint8_t* m1, int t1, uint8_t* m2, 
   return AdamWDispatch<true>(master, tm, m1, t1, m2, t2, grad, tg, n, a, nullptr);
 }
 
+// out[b] = the sum of squares of values [b·kSquaresBlock, (b+1)·kSquaresBlock) of n, in FP32.
 template <int kType>
-double SumSquaresT(const uint8_t* grad, size_t n) {
+void SumSquaresT(const uint8_t* grad, size_t n, float* out) {
   const DF df;
   constexpr size_t kBytes = dtype_size(static_cast<DType>(kType));
-  double total = 0;
-  for (size_t i = 0; i < n; i += 1024) {  // FP32 partial sums of 1024 values, then double
-    const size_t k = std::min<size_t>(1024, n - i);
+  for (size_t i = 0; i < n; i += kernels::detail::kSquaresBlock) {
+    const size_t k = std::min(kernels::detail::kSquaresBlock, n - i);
     Sums32 s(df);
     size_t j = 0;
     for (; j + kLanes <= k; j += kLanes) {
@@ -163,23 +163,22 @@ double SumSquaresT(const uint8_t* grad, size_t n) {
       const auto a = LoadAsF32<kType>(df, in);
       s.at(j) = hn::MulAdd(a, a, s.at(j));
     }
-    total += static_cast<double>(s.total());
+    *out++ = s.total();
   }
-  return total;
 }
 
-double SumSquaresChunk(const uint8_t* grad, int type, size_t n) {
+void SumSquaresChunk(const uint8_t* grad, int type, size_t n, float* out) {
   switch (static_cast<DType>(type)) {
     case DType::kF32:
-      return SumSquaresT<I(DType::kF32)>(grad, n);
+      return SumSquaresT<I(DType::kF32)>(grad, n, out);
     case DType::kF16:
-      return SumSquaresT<I(DType::kF16)>(grad, n);
+      return SumSquaresT<I(DType::kF16)>(grad, n, out);
     case DType::kBF16:
-      return SumSquaresT<I(DType::kBF16)>(grad, n);
+      return SumSquaresT<I(DType::kBF16)>(grad, n, out);
     case DType::kE4M3:
-      return SumSquaresT<I(DType::kE4M3)>(grad, n);
+      return SumSquaresT<I(DType::kE4M3)>(grad, n, out);
     default:
-      return SumSquaresT<I(DType::kE5M2)>(grad, n);
+      return SumSquaresT<I(DType::kE5M2)>(grad, n, out);
   }
 }
 
@@ -309,15 +308,18 @@ double sum_squares(const ScaledView& grad) {
   FP8LM_CHECK(is_float(t), "sum_squares: not a floating dtype: ", dtype_name(t));
   const double s = scale_of(grad, "the gradient");
   const size_t n = grad.numel();
-  const size_t chunks = chunk_count(n, kMinChunk);
-  std::vector<double> partial(chunks, 0.0);
+  // FP32 sums of fixed blocks, added in block order in double: the same bits on any number
+  // of threads.
+  constexpr size_t kBlock = detail::kSquaresBlock;
+  std::vector<float> blocks((n + kBlock - 1) / kBlock);
   const size_t es = dtype_size(t);
-  for_chunks(n, [&](size_t c, size_t lo, size_t hi) {
-    partial[c] = HWY_DYNAMIC_DISPATCH(SumSquaresChunk)(
-        static_cast<const uint8_t*>(grad.data.data) + lo * es, static_cast<int>(t), hi - lo);
+  parallel_for(blocks.size(), kMinChunk / kBlock, 1, [&](size_t, size_t b0, size_t b1) {
+    HWY_DYNAMIC_DISPATCH(SumSquaresChunk)(
+        static_cast<const uint8_t*>(grad.data.data) + b0 * kBlock * es, static_cast<int>(t),
+        std::min(n, b1 * kBlock) - b0 * kBlock, blocks.data() + b0);
   });
   double total = 0;
-  for (double p : partial) total += p;  // chunk order: deterministic
+  for (float b : blocks) total += static_cast<double>(b);
   return total * s * s;
 }
 

@@ -45,6 +45,8 @@ struct AdamWKernelArgs {
   float master_inv, m1_inv, m2_inv, grad_inv;
   float master_scale, m1_scale, m2_scale;  // pass 2
 };
+// sum_squares adds FP32 sums of blocks of this many values (fixed, whatever the threads).
+inline constexpr size_t kSquaresBlock = 1024;
 }  // namespace detail
 
 // Whether the kernels take states stored as master, m1, m2 with gradients as grad (the

@@ -109,14 +109,12 @@ void gelu_backward(float* dx, const float* x, const float* dout, size_t n) {
 }
 
 void column_sum(float* out, const float* x, size_t rows, size_t cols) {
-  const size_t chunks = chunk_count(rows * cols, kMinChunk) ;
+  // Fixed blocks of rows, then the blocks in order: the same bits on any number of threads.
+  const size_t block = std::max<size_t>(1, kMinChunk / std::max<size_t>(cols, 1));
+  const size_t chunks = (rows + block - 1) / block;
   std::vector<float> partial(chunks * cols);
-  const size_t rows_per = (rows + chunks - 1) / chunks;
-  parallel_for(chunks, 1, 1, [&](size_t, size_t c0, size_t c1) {
-    for (size_t c = c0; c < c1; ++c) {
-      const size_t r0 = std::min(rows, c * rows_per), r1 = std::min(rows, r0 + rows_per);
-      HWY_DYNAMIC_DISPATCH(ColumnSumChunk)(partial.data() + c * cols, x + r0 * cols, r1 - r0, cols);
-    }
+  for_fixed_blocks(rows, block, [&](size_t c, size_t r0, size_t r1) {
+    HWY_DYNAMIC_DISPATCH(ColumnSumChunk)(partial.data() + c * cols, x + r0 * cols, r1 - r0, cols);
   });
   for (size_t c = 0; c < chunks; ++c)
     HWY_DYNAMIC_DISPATCH(AddChunk)(out, out, partial.data() + c * cols, cols);

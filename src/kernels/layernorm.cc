@@ -108,15 +108,17 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
                         const float* mean, const float* rstd, const float* w, size_t rows,
                         size_t C) {
-  const size_t min_rows = std::max<size_t>(1, (1 << 14) / std::max<size_t>(C, 1));
-  const size_t chunks = chunk_count(rows, min_rows);
-  std::vector<float> partial(chunks * 2 * C, 0.0f);  // per chunk: dw | db
-  parallel_for(rows, min_rows, 1, [&](size_t c, size_t r0, size_t r1) {
+  // dw and db are summed over fixed blocks of rows, then the blocks in order: the same bits on
+  // any number of threads.
+  const size_t block = std::max<size_t>(1, (1 << 14) / std::max<size_t>(C, 1));
+  const size_t chunks = (rows + block - 1) / block;
+  std::vector<float> partial(chunks * 2 * C, 0.0f);  // per block: dw | db
+  for_fixed_blocks(rows, block, [&](size_t c, size_t r0, size_t r1) {
     float* pw = partial.data() + c * 2 * C;
     HWY_DYNAMIC_DISPATCH(LayerNormBackwardRows)(dx + r0 * C, pw, pw + C, dout + r0 * C,
                                                 x + r0 * C, mean + r0, rstd + r0, w, r1 - r0, C);
   });
-  for (size_t c = 0; c < chunks; ++c) {  // fixed order: deterministic
+  for (size_t c = 0; c < chunks; ++c) {
     const float* pw = partial.data() + c * 2 * C;
     for (size_t i = 0; i < C; ++i) {
       dw[i] += pw[i];

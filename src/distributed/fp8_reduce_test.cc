@@ -276,7 +276,9 @@ TEST(Fp8AllReduceInProcess, EqualsMpiAtTwoRanks) {
       EXPECT_EQ(mpi.mu(), sim.mu()) << name << " call " << call;
       EXPECT_EQ(mpi.mu(), tree.mu()) << name << " call " << call;
     }
-    if (mode == Fp8Scaling::kAuto) EXPECT_LT(sim.mu(), 64.0f) << "the test should halve μ";
+    if (mode == Fp8Scaling::kAuto) {
+      EXPECT_LT(sim.mu(), 64.0f) << "the test should halve μ";
+    }
   }
 }
 

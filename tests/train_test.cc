@@ -1,33 +1,32 @@
 // End-to-end training: a tiny GPT on byte-level tokens. Exact resume (bit-identical losses)
 // for each precision level, evaluation windows, and the errors for bad configurations,
 // checkpoints and data.
-#include "train/trainer.h"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iterator>
 #include <map>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "core/check.h"
 #include "core/parallel.h"
-#include "kernels/simd.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
-#include "train/checkpoint.h"
+#include "kernels/simd.h"
 #include "model/params.h"
+#include "tiny_run.h"
+#include "train/checkpoint.h"
 #include "train/gpt_state.h"
 #include "train/run_folder.h"
 #include "train/telemetry.h"
-#include "tiny_run.h"
+#include "train/trainer.h"
 
 namespace fp8lm {
 namespace {

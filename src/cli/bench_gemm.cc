@@ -212,12 +212,13 @@ void run_bench_gemm(const BenchGemmOptions& o) {
   const double dot_peak = kernels::measure_bf16_dot_peak_gflops(threads);
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json) {
-    std::printf("bench gemm: %d threads, simd %s (packed A block %zu KiB), OpenBLAS core %s%s, "
-                "FMA peak %.1f GFLOP/s",
-                threads, simd::active_target().c_str(), kernels::gemm_a_block_bytes() >> 10,
-                blas.core.c_str(),
-                blas.full_width ? "" : " (narrower kernels than this CPU runs: ratios flatter fp8lm)",
-                peak);
+    std::printf(
+        "bench gemm: %d threads, simd %s (packed A block %zu KiB), OpenBLAS core %s%s, "
+        "FMA peak %.1f GFLOP/s",
+        threads, simd::active_target().c_str(), kernels::gemm_a_block_bytes() >> 10,
+        blas.core.c_str(),
+        blas.full_width ? "" : " (narrower kernels than this CPU runs: ratios flatter fp8lm)",
+        peak);
     if (dot_peak > 0) std::printf(", BF16 dot peak %.1f (FP8 products' bound)", dot_peak);
     std::printf("\n");
     std::printf("%-16s %-30s %-16s %9s %9s %6s %6s", "MxNxK", "layer", "a x b -> c", "GFLOP/s",

@@ -47,10 +47,10 @@ nlohmann::json run_pytorch(const BenchStepOptions& o) {
   const std::string core = openblas_core_for_target();
   const std::string cmd = (core.empty() ? "" : "OPENBLAS_CORETYPE=" + core + " ") +
                           "ATEN_CPU_CAPABILITY=" + aten_capability_for_target() + " " + o.python +
-                          " " + script + " --preset " +
-                          o.preset + " --batch " + std::to_string(o.batch) + " --seq " +
-                          std::to_string(o.seq) + " --threads " + std::to_string(num_threads()) +
-                          " --reps " + std::to_string(o.reps) + (o.train ? " --optimizer" : "");
+                          " " + script + " --preset " + o.preset + " --batch " +
+                          std::to_string(o.batch) + " --seq " + std::to_string(o.seq) +
+                          " --threads " + std::to_string(num_threads()) + " --reps " +
+                          std::to_string(o.reps) + (o.train ? " --optimizer" : "");
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) fail("cannot run ", cmd);
   std::string out;
@@ -194,10 +194,15 @@ void run_bench_step(const BenchStepOptions& o) {
                   100.0 * gflops / peak);
     }
   }
-  nlohmann::json j = {{"preset", o.preset},       {"batch", B},     {"seq", T},
-                      {"threads", num_threads()}, {"reps", o.reps}, {"train", o.train},
+  nlohmann::json j = {{"preset", o.preset},
+                      {"batch", B},
+                      {"seq", T},
+                      {"threads", num_threads()},
+                      {"reps", o.reps},
+                      {"train", o.train},
                       {"simd", simd::active_target()},
-                      {"flops_per_token", flops_per_token}, {"fma_peak_gflops", peak},
+                      {"flops_per_token", flops_per_token},
+                      {"fma_peak_gflops", peak},
                       {"results", rows}};
   if (o.telemetry) {  // a telemetry step against the same level's plain step
     const size_t n = runners.size();
@@ -216,13 +221,13 @@ void run_bench_step(const BenchStepOptions& o) {
     pt["speedup"] = ours / pt["tokens_per_s"].get<double>();
     j["pytorch_fp32"] = pt;
     if (!o.json)
-      std::printf("  PyTorch %s fp32%s (OpenBLAS core %s, ATen %s): %.1f tokens/s; fp8lm %s is "
-                  "%.2fx\n",
-                  pt["torch"].get<std::string>().c_str(), o.train ? " + AdamW" : "",
-                  pt["openblas_coretype"].get<std::string>().c_str(),
-                  pt["aten_capability"].get<std::string>().c_str(),
-                  pt["tokens_per_s"].get<double>(), runners.back().name.c_str(),
-                  pt["speedup"].get<double>());
+      std::printf(
+          "  PyTorch %s fp32%s (OpenBLAS core %s, ATen %s): %.1f tokens/s; fp8lm %s is "
+          "%.2fx\n",
+          pt["torch"].get<std::string>().c_str(), o.train ? " + AdamW" : "",
+          pt["openblas_coretype"].get<std::string>().c_str(),
+          pt["aten_capability"].get<std::string>().c_str(), pt["tokens_per_s"].get<double>(),
+          runners.back().name.c_str(), pt["speedup"].get<double>());
   }
   if (o.json) std::printf("%s\n", j.dump(2).c_str());
 }

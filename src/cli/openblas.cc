@@ -1,10 +1,10 @@
 #include "cli/openblas.h"
 
+#include <cpuid.h>
 #include <dlfcn.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cpuid.h>
 #include <cstdlib>
 #include <cstring>
 

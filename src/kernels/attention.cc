@@ -89,7 +89,8 @@ void RowDots(float* D, const float* a, const float* b, size_t ld, size_t rows, s
     Sums32 s(df);
     for (size_t d = 0; d < HS; d += kLanes) {
       const size_t k = std::min(kLanes, HS - d);
-      s.at(d) = hn::MulAdd(LoadPart(df, a + r * ld + d, k), LoadPart(df, b + r * ld + d, k), s.at(d));
+      s.at(d) =
+          hn::MulAdd(LoadPart(df, a + r * ld + d, k), LoadPart(df, b + r * ld + d, k), s.at(d));
     }
     D[r] = s.total();
   }

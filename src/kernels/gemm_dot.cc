@@ -1,6 +1,7 @@
-// AVX512-BF16 micro-kernel (gemm_dot.h). Only dot_tile_bf16 is compiled for AVX512-BF16
-// (a function attribute, not a file-wide flag, so no inline function of a header shared with
-// other files is ever built with instructions an AVX2 CPU lacks).
+// AVX512-BF16 micro-kernel (gemm_dot.h). Each function that uses AVX-512 says so with a
+// target attribute, not a file-wide flag, so no inline function of a header shared with other
+// files is ever built with instructions an AVX2 CPU lacks; all of them run only where
+// cpu_has_bf16_dot().
 #include "kernels/gemm_dot.h"
 
 #include <immintrin.h>
@@ -16,7 +17,7 @@ bool cpu_has_bf16_dot() {
 // Called only where dot_tile_bf16 runs, so it may use AVX-512 too: 16 words per vector, the
 // high halves of row 2p merged with the high halves of row 2p+1 shifted down.
 __attribute__((target("avx512f,avx512bw"))) void pair_strips(uint32_t* strips, size_t n_strips,
-                                                              size_t kc, size_t w) {
+                                                             size_t kc, size_t w) {
   const size_t pairs = (kc + 1) / 2;
   const __mmask32 low_halves = 0x55555555u;
   for (size_t s = 0; s < n_strips; ++s) {
@@ -29,9 +30,11 @@ __attribute__((target("avx512f,avx512bw"))) void pair_strips(uint32_t* strips, s
       for (size_t j = 0; j < w; j += 16) {
         const __mmask16 m = static_cast<__mmask16>(w - j >= 16 ? 0xFFFF : (1u << (w - j)) - 1);
         const __m512i e = _mm512_maskz_loadu_epi32(m, even + j);
-        const __m512i o = has_odd ? _mm512_maskz_loadu_epi32(m, even + w + j) : _mm512_setzero_si512();
-        _mm512_mask_storeu_epi32(out + j, m,
-                                 _mm512_mask_mov_epi16(e, low_halves, _mm512_maskz_srli_epi32(0xFFFF, o, 16)));
+        const __m512i o =
+            has_odd ? _mm512_maskz_loadu_epi32(m, even + w + j) : _mm512_setzero_si512();
+        _mm512_mask_storeu_epi32(
+            out + j, m,
+            _mm512_mask_mov_epi16(e, low_halves, _mm512_maskz_srli_epi32(0xFFFF, o, 16)));
       }
     }
   }

@@ -126,16 +126,16 @@ struct DotCase {
   size_t M, N, K;
   bool ta, tb;
   DType a, b, c;
-  bool f16_b;  // B is FP16 cast to E4M3 while packing (an O2 master weight)
+  bool f16_b;     // B is FP16 cast to E4M3 while packing (an O2 master weight)
   bool epilogue;  // beta, bias, GELU and the amax
 };
 
 // One GEMM with the dot kernel and without it: every output byte and the amax equal.
 void expect_same_bits(const DotCase& cs, std::mt19937& rng) {
-  SCOPED_TRACE(::testing::Message() << cs.M << "x" << cs.N << "x" << cs.K << " ta=" << cs.ta
-                                    << " tb=" << cs.tb << " " << dtype_name(cs.a) << "x"
-                                    << (cs.f16_b ? "f16->e4m3" : dtype_name(cs.b)) << "->"
-                                    << dtype_name(cs.c) << (cs.epilogue ? " epilogue" : ""));
+  SCOPED_TRACE(::testing::Message()
+               << cs.M << "x" << cs.N << "x" << cs.K << " ta=" << cs.ta << " tb=" << cs.tb << " "
+               << dtype_name(cs.a) << "x" << (cs.f16_b ? "f16->e4m3" : dtype_name(cs.b)) << "->"
+               << dtype_name(cs.c) << (cs.epilogue ? " epilogue" : ""));
   const std::vector<uint8_t> a = random_codes(cs.a, cs.M * cs.K, rng);
   std::vector<uint8_t> b;
   kernels::GemmOperand gb{nullptr, cs.b, cs.tb, 0, 0.75f};
@@ -182,12 +182,12 @@ TEST_F(GemmDotCpu, WholeGemmsAreTheFmaKernelsBits) {
   std::mt19937 rng(11);
   const DType e4 = DType::kE4M3, e5 = DType::kE5M2, f32 = DType::kF32;
   const DotCase cases[] = {
-      {64, 96, 768, false, false, e4, e4, f32, false, false},  // full tiles straight to C
-      {29, 45, 7, false, false, e4, e5, f32, false, false},    // edge tiles, odd K
-      {100, 70, 1, false, false, e5, e4, f32, false, true},    // K = 1: one padded pair
+      {64, 96, 768, false, false, e4, e4, f32, false, false},    // full tiles straight to C
+      {29, 45, 7, false, false, e4, e5, f32, false, false},      // edge tiles, odd K
+      {100, 70, 1, false, false, e5, e4, f32, false, true},      // K = 1: one padded pair
       {57, 130, 1601, false, false, e4, e5, f32, false, false},  // three K passes
-      {43, 77, 800, true, false, e4, e5, f32, false, true},    // Aᵀ (a weight gradient)
-      {61, 50, 300, false, true, e5, e4, f32, false, false},   // Bᵀ (an input gradient)
+      {43, 77, 800, true, false, e4, e5, f32, false, true},      // Aᵀ (a weight gradient)
+      {61, 50, 300, false, true, e5, e4, f32, false, false},     // Bᵀ (an input gradient)
       {90, 64, 333, false, false, e4, e4, DType::kE4M3, false, true},
       {33, 100, 515, false, false, e4, e4, DType::kBF16, true, true},  // FP16 → E4M3 B
       {200, 300, 768, false, false, e4, e4, f32, true, false},

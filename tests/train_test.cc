@@ -119,7 +119,35 @@ std::string file_bytes(const std::string& path) {
 // width (kernels/vec-inl.h); the GEMM sums each element over K in one order.
 class TargetTest : public ::testing::TestWithParam<const char*> {
  protected:
-  void TearDown() override { simd::force_target(0); }
+  void TearDown() override {
+    simd::force_target(0);
+    set_num_threads(2);
+  }
+  // The tiny run at the parameter's "LEVEL" or "LEVEL/RECIPE", writing to dir/name.
+  TrainConfig config(const std::string& dir, const std::string& name) const {
+    const std::string param = GetParam();
+    const size_t slash = param.find('/');
+    TrainConfig c = tiny(dir, dir + "/" + name, param.substr(0, slash));
+    c.recipe = slash == std::string::npos ? "delayed" : param.substr(slash + 1);
+    return c;
+  }
+  // Run folders a and b logged the same metrics (speed aside) and wrote the same checkpoint
+  // bytes at `step`.
+  static void expect_same_bits(const std::string& a, const std::string& b, int step) {
+    EXPECT_EQ(metrics_without_speed(b + "/metrics.jsonl"),
+              metrics_without_speed(a + "/metrics.jsonl"));
+    const std::string ckpt = "/checkpoints/step-" + std::to_string(step) + "/";
+    for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+      EXPECT_TRUE(file_bytes(b + ckpt + f) == file_bytes(a + ckpt + f)) << f;
+  }
+  std::string scratch(const std::string& what) const {
+    std::string n = GetParam();
+    for (char& ch : n)
+      if (ch == '/') ch = '_';
+    const std::string d = tmpdir(what + "_" + n);
+    write_data(d);
+    return d;
+  }
 };
 
 TEST_P(TargetTest, Avx512AndAvx2RunsAreTheSameBits) {
@@ -127,38 +155,24 @@ TEST_P(TargetTest, Avx512AndAvx2RunsAreTheSameBits) {
   for (const simd::Target& t : simd::available_targets())
     if (t.name == "avx512" || t.name == "avx2") targets.push_back(t);
   if (targets.size() < 2) GTEST_SKIP() << "needs a CPU with both AVX-512 and AVX2";
-  const std::string param = GetParam();
-  const std::string level = param.substr(0, param.find('/'));
-  const std::string recipe =
-      param.find('/') == std::string::npos ? "delayed" : param.substr(param.find('/') + 1);
-  const std::string d = tmpdir("targets_" + level + "_" + recipe);
-  write_data(d);
-  std::vector<std::string> runs;
+  const std::string d = scratch("targets");
   auto run = [&](const std::string& name, int64_t bits, bool dot) {
     simd::force_target(bits);
     simd::set_bf16_dot(dot);
-    TrainConfig c = tiny(d, d + "/" + name, level);
-    c.recipe = recipe;
+    TrainConfig c = config(d, name);
     c.steps = 4;
     c.checkpoint_every = 4;
     c.eval_every = 2;
     train(c, "");
     simd::force_target(0);
-    runs.push_back(name);
+    return d + "/" + name;
   };
-  run("avx512", targets[0].bits, false);
-  run("avx512bf16", targets[0].bits, true);  // the FMA kernel again where the CPU lacks it
-  run("avx2", targets[1].bits, false);
-  const std::string ref = d + "/" + runs[0];
-  for (size_t i = 1; i < runs.size(); ++i) {
-    const std::string other = d + "/" + runs[i];
-    SCOPED_TRACE(runs[i] + " against " + runs[0]);
-    EXPECT_EQ(metrics_without_speed(other + "/metrics.jsonl"),
-              metrics_without_speed(ref + "/metrics.jsonl"));
-    for (const char* f : {"model.safetensors", "optimizer.safetensors"})
-      EXPECT_TRUE(file_bytes(other + "/checkpoints/step-4/" + f) ==
-                  file_bytes(ref + "/checkpoints/step-4/" + f))
-          << f;
+  const std::string ref = run("avx512", targets[0].bits, false);
+  // With the dot kernel (the FMA kernel again where the CPU lacks it), then AVX2.
+  for (const std::string& other :
+       {run("avx512bf16", targets[0].bits, true), run("avx2", targets[1].bits, false)}) {
+    SCOPED_TRACE(other + " against " + ref);
+    expect_same_bits(ref, other, 4);
   }
 }
 
@@ -167,16 +181,10 @@ TEST_P(TargetTest, Avx512AndAvx2RunsAreTheSameBits) {
 // partial sums of blocks that do not depend on the thread count. A model wide enough that
 // those reductions split into several blocks.
 TEST_P(TargetTest, OneAndTwoThreadsAreTheSameBits) {
-  const std::string param = GetParam();
-  const std::string level = param.substr(0, param.find('/'));
-  const std::string recipe =
-      param.find('/') == std::string::npos ? "delayed" : param.substr(param.find('/') + 1);
-  const std::string d = tmpdir("threads_" + level + "_" + recipe);
-  write_data(d);
+  const std::string d = scratch("threads");
   auto run = [&](int threads) {
     set_num_threads(threads);
-    TrainConfig c = tiny(d, d + "/t" + std::to_string(threads), level);
-    c.recipe = recipe;
+    TrainConfig c = config(d, "t" + std::to_string(threads));
     c.n_embd = 128;
     c.seq_len = 64;
     c.batch_size = 8;
@@ -185,15 +193,9 @@ TEST_P(TargetTest, OneAndTwoThreadsAreTheSameBits) {
     c.eval_every = 3;
     train(c, "");
     set_num_threads(2);
-    return d + "/t" + std::to_string(threads);
+    return c.out_dir;
   };
-  const std::string one = run(1), two = run(2);
-  EXPECT_EQ(metrics_without_speed(one + "/metrics.jsonl"),
-            metrics_without_speed(two + "/metrics.jsonl"));
-  for (const char* f : {"model.safetensors", "optimizer.safetensors"})
-    EXPECT_TRUE(file_bytes(one + "/checkpoints/step-3/" + f) ==
-                file_bytes(two + "/checkpoints/step-3/" + f))
-        << f;
+  expect_same_bits(run(1), run(2), 3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Levels, TargetTest,

@@ -351,6 +351,24 @@ HWY_INLINE void TileKernel(const gd::Args& g, size_t kc, const float* HWY_RESTRI
   MicroKernel(kc, ap, bp, prev, store);
 }
 
+// TileKernel into a kMR×kNR buffer (partial sums, or a finished tile for Epilogue), 64-byte
+// aligned: the dot kernel stores there itself.
+HWY_INLINE void TileKernel(const gd::Args& g, size_t kc, const float* HWY_RESTRICT ap,
+                           const float* HWY_RESTRICT bp, const float* HWY_RESTRICT prev,
+                           float* HWY_RESTRICT out) {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  if (g.dot) {
+    return gd::dot_tile_bf16(kc, reinterpret_cast<const uint32_t*>(ap),
+                             reinterpret_cast<const uint32_t*>(bp), prev, out);
+  }
+#endif
+  const DF df;
+  TileKernel(g, kc, ap, bp, prev, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
+    hn::Store(v0, df, out + r * kNR);
+    hn::Store(v1, df, out + r * kNR + kLanes);
+  });
+}
+
 // Into a kMR×kNR buffer (partial sums, or a finished tile for Epilogue); its first kRows rows.
 template <size_t kRows = kMR>
 HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float* HWY_RESTRICT bp,
@@ -523,12 +541,8 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
                                first ? nullptr : acc, g, ic + si * kMR, jc + sj * kNR);
                 continue;
               }
-              float* out = last ? tile : acc;
               TileKernel(g, kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
-                         first ? nullptr : acc, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
-                           hn::Store(v0, DF(), out + r * kNR);
-                           hn::Store(v1, DF(), out + r * kNR + kLanes);
-                         });
+                         first ? nullptr : acc, last ? tile : acc);
               if (last) {
                 amax = std::max(amax, Epilogue(g, tile, rows, cols, ic + si * kMR, jc + sj * kNR));
               }

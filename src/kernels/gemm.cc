@@ -506,6 +506,16 @@ uint32_t Epilogue(const gd::Args& g, const float* tile, size_t rows, size_t cols
   }
 }
 
+// MicroKernel<rows> for a rows count known at run time (1 ≤ rows ≤ kMR).
+template <size_t kRows = kMR>
+void RowsKernel(size_t rows, size_t kc, const float* ap, const float* bp, const float* prev,
+                float* out) {
+  if constexpr (kRows > 1) {
+    if (rows < kRows) return RowsKernel<kRows - 1>(rows, kc, ap, bp, prev, out);
+  }
+  MicroKernel<kRows>(kc, ap, bp, prev, out);
+}
+
 // C[m0:m1, n0:n1] for one thread. Returns the amax bits of the written y. With `shared`
 // (a split over M, called by every thread of the team), the B panels are packed together:
 // each thread packs its share of a panel's strips, and all wait for the whole panel before
@@ -560,8 +570,15 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
                                first ? nullptr : acc, g, ic + si * kMR, jc + sj * kNR);
                 continue;
               }
-              TileKernel(g, kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
-                         first ? nullptr : acc, last ? tile : acc);
+              // A strip of fewer rows on FMAs costs just those rows (the dot kernel's tile
+              // is fixed): threads whose row ranges end inside a strip stay balanced.
+              if (rows < kMR && !g.dot) {
+                RowsKernel(rows, kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
+                           first ? nullptr : acc, last ? tile : acc);
+              } else {
+                TileKernel(g, kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
+                           first ? nullptr : acc, last ? tile : acc);
+              }
               if (last) {
                 amax = std::max(amax, Epilogue(g, tile, rows, cols, ic + si * kMR, jc + sj * kNR));
               }
@@ -576,16 +593,6 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
     }
   }
   return amax;
-}
-
-// MicroKernel<rows> for a rows count known at run time (1 ≤ rows ≤ kMR).
-template <size_t kRows = kMR>
-void RowsKernel(size_t rows, size_t kc, const float* ap, const float* bp, const float* prev,
-                float* out) {
-  if constexpr (kRows > 1) {
-    if (rows < kRows) return RowsKernel<kRows - 1>(rows, kc, ap, bp, prev, out);
-  }
-  MicroKernel<kRows>(kc, ap, bp, prev, out);
 }
 
 // C[0:M, n0:n1] for few rows (M < kFewRows·kMR; sampling's token per sequence). A packed B
@@ -849,7 +856,10 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
            static_cast<double>(cols) * K * wb / b_share;
   };
   const bool split_n = pack_cost(true) <= pack_cost(false);
-  const size_t unit = split_n ? nr : mr;
+  // Columns go in whole strips; rows evenly, each thread's last strip short on FMAs as it
+  // must (19 strips of 14 rows as 10 + 9 cost 10 strips' time, two threads of 128 rows
+  // 9 + 2/14 each).
+  const size_t unit = split_n ? nr : 1;
   const size_t units = ((split_n ? N : M) + unit - 1) / unit;
   const size_t threads = std::min(max_threads, units);
   auto bounds = [&](size_t t) {

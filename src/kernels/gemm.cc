@@ -15,11 +15,12 @@
 #include <utility>
 #include <vector>
 
+#include "hwy/cache_control.h"  // hwy::Prefetch
+
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
-#include "hwy/cache_control.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "kernels/blocks-inl.h"
 #include "kernels/codec-inl.h"
@@ -856,9 +857,9 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
            static_cast<double>(cols) * K * wb / b_share;
   };
   const bool split_n = pack_cost(true) <= pack_cost(false);
-  // Columns go in whole strips; rows evenly, each thread's last strip short on FMAs as it
-  // must (19 strips of 14 rows as 10 + 9 cost 10 strips' time, two threads of 128 rows
-  // 9 + 2/14 each).
+  // Columns go in whole strips; rows evenly, a thread's short last strip costing only its
+  // rows on FMAs (256 rows in strips of 14: 10 + 9 strips wait on the tenth; 128 + 128 rows
+  // are 9 strips and one of 2 rows each).
   const size_t unit = split_n ? nr : 1;
   const size_t units = ((split_n ? N : M) + unit - 1) / unit;
   const size_t threads = std::min(max_threads, units);

@@ -1,10 +1,12 @@
 // GEMM: packing with decode, register-blocked FP32 micro-kernel, fused epilogue.
 //
-// Loop nest per thread (BLIS order, K innermost of the blocks so every C element is summed
-// in one fixed order): jc over N in NC columns → ic over M in MC rows → pc over K in KC.
-// A block (MC×KC) and B panel (KC×NC) are decoded into FP32 strips of MR rows / NR columns;
-// the micro-kernel keeps an MR×NR tile of C in registers for the whole KC loop. When K fits
-// in one KC (all GPT-2 Linear shapes), the B panel is packed once per jc and reused.
+// Loop nest per thread (every C element summed over K in one fixed order): jc over N in NC
+// columns → mo over M in blocks whose partial sums fit a buffer → pc over K in passes of KC
+// → ic over those rows in MC. A block (MC×KC) and B panel (KC×NC) are decoded into FP32
+// strips of MR rows / NR columns, an odd number of cache lines apart (gd::strip_stride); the
+// micro-kernel keeps an MR×NR tile of C in registers for the whole pass. When K fits in one
+// pass (forward and input-gradient products at GPT-2 widths), the B panel is packed once per
+// jc and reused by every row.
 // Products of few rows (decoding) take FewRowsSlice: L2-sized B panels used at once.
 // On AVX-512 with AVX512-BF16, products of FP8-valued operands pair their packed strips and
 // run gemm_dot.h's kernel instead of the FMA micro-kernel: the same bits, twice the rate.
@@ -91,11 +93,12 @@ void DecodeRun(float* dst, const uint8_t* src, int type, size_t n) {
 template <size_t W>
 void RunToStrips(const float* HWY_RESTRICT run, size_t n, size_t k, size_t kc,
                  float* HWY_RESTRICT strips) {
+  const size_t stride = gd::strip_stride(kc, W);
   size_t s = 0;
   for (; (s + 1) * W <= n; ++s)  // whole strips: a fixed-size copy, a few register moves
-    std::memcpy(strips + (s * kc + k) * W, run + s * W, W * sizeof(float));
+    std::memcpy(strips + s * stride + k * W, run + s * W, W * sizeof(float));
   if (s * W < n) {
-    float* dst = strips + (s * kc + k) * W;
+    float* dst = strips + s * stride + k * W;
     const size_t m = n - s * W;
     std::memcpy(dst, run + s * W, m * sizeof(float));
     std::fill(dst + m, dst + W, 0.0f);
@@ -183,7 +186,7 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
   }
   for (size_t s = 0; s < strips; ++s) {  // stored M×K: decode each row, interleave by kMR
     const size_t first = i0 + s * kMR;
-    RowsToStrip<kMR>(std::min(kMR, rows - s * kMR), kc, ap + s * kc * kMR, tmp,
+    RowsToStrip<kMR>(std::min(kMR, rows - s * kMR), kc, ap + s * gd::strip_stride(kc, kMR), tmp,
                      [&](size_t r, float* buf) {
                        PrefetchRow(g.a, g.a_type, g.lda, g.M, first + r + kAhead, k0, kc);
                        return StoredRow(buf, g.a, g.a_type, g.lda, first + r, k0, kc, g.a_bs,
@@ -243,17 +246,17 @@ void PackBRowsT(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols,
     if constexpr (kCast) return CastLanes<kTo>(df, v, m);
     return v;
   };
-  const size_t full = cols / kNR, rest = cols % kNR;
+  const size_t full = cols / kNR, rest = cols % kNR, stride = gd::strip_stride(kc, kNR);
   for (size_t k = 0; k < kc; ++k) {
     PrefetchRow(g.b, kSrc, g.ldb, k0 + kc, k0 + k + kAhead, j0, cols);
     const uint8_t* src = g.b + ((k0 + k) * g.ldb + j0) * kBytes;
     for (size_t s = 0; s < full; ++s) {
-      float* dst = bp + (s * kc + k) * kNR;
+      float* dst = bp + s * stride + k * kNR;
       hn::Store(load(src + s * kNR * kBytes), df, dst);
       hn::Store(load(src + (s * kNR + kLanes) * kBytes), df, dst + kLanes);
     }
     if (rest != 0) {
-      float* dst = bp + (full * kc + k) * kNR;
+      float* dst = bp + full * stride + k * kNR;
       DecodeRun(dst, src + full * kNR * kBytes, kSrc, rest);
       if constexpr (kCast) CastRunT<kTo>(dst, rest, g.b_cast_mul);
       std::fill(dst + rest, dst + kNR, 0.0f);
@@ -308,7 +311,7 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
   } else {  // stored N×K: decode each stored row, interleave by kNR
     for (size_t s = 0; s < strips; ++s) {
       const size_t first = j0 + s * kNR;
-      RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), kc, bp + s * kc * kNR, tmp,
+      RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), kc, bp + s * gd::strip_stride(kc, kNR), tmp,
                        [&](size_t c, float* buf) {
                          PrefetchRow(g.b, g.b_type, g.ldb, g.N, first + c + kAhead, k0, kc);
                          return StoredRow(buf, g.b, g.b_type, g.ldb, first + c, k0, kc, g.b_bs,
@@ -316,7 +319,7 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
                        });
     }
   }
-  CastRun(bp, strips * kc * kNR, g.b_cast, g.b_cast_mul);
+  CastRun(bp, strips * gd::strip_stride(kc, kNR), g.b_cast, g.b_cast_mul);
 }
 
 // The first kRows rows of the kMR×kNR tile prev (or 0) + ap_strip · bp_strip over kc, kept
@@ -524,8 +527,8 @@ void RowsKernel(size_t rows, size_t kc, const float* ap, const float* bp, const 
 uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1,
                    gd::Workspace& ws, const gd::SharedPanel* shared) {
   const gd::Blocking bl = gd::blocking(g.K, m1 - m0, n1 - n0, {kMR, kNR, g.a_bytes});
-  float* ap = ws.get(0, bl.mc * bl.kc);
-  float* bp = shared ? shared->bp : ws.get(1, bl.nc * bl.kc);
+  float* ap = ws.get(0, bl.mc / kMR * gd::strip_stride(bl.kc, kMR));
+  float* bp = shared ? shared->bp : ws.get(1, bl.nc / kNR * gd::strip_stride(bl.kc, kNR));
   float* ctiles = bl.passes > 1 ? ws.get(2, bl.mo * bl.nc) : nullptr;
   float* tmp = ws.get(3, std::max({bl.mc, bl.nc, 4 * bl.kc}));
   HWY_ALIGN float tile[kMR * kNR];
@@ -543,12 +546,13 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
       do {  // at least once, so K == 0 still writes beta·C + bias
         const size_t kcur = std::min(bl.kc, g.K - pc);
         const bool first = pc == 0, last = pc + kcur >= g.K;
+        const size_t sa = gd::strip_stride(kcur, kMR), sb = gd::strip_stride(kcur, kNR);
         const size_t s0 = shared ? n_strips * shared->t / shared->threads : 0;
         const size_t s1 = shared ? n_strips * (shared->t + 1) / shared->threads : n_strips;
         if (s1 > s0) {
-          float* strips = bp + s0 * kcur * kNR;
+          float* strips = bp + s0 * sb;
           PackB(g, pc, kcur, jc + s0 * kNR, std::min(ncur, s1 * kNR) - s0 * kNR, strips, tmp);
-          if (g.dot) gd::pair_strips(reinterpret_cast<uint32_t*>(strips), s1 - s0, kcur, kNR);
+          if (g.dot) gd::pair_strips(reinterpret_cast<uint32_t*>(strips), s1 - s0, kcur, kNR, sb);
         }
         if (shared) {
 #pragma omp barrier
@@ -557,8 +561,8 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
           const size_t mcur = std::min(bl.mc, mo_end - ic);
           const size_t m_strips = (mcur + kMR - 1) / kMR;
           PackA(g, ic, mcur, pc, kcur, ap, tmp);
-          CastRun(ap, m_strips * kcur * kMR, g.a_cast, g.a_cast_mul);
-          if (g.dot) gd::pair_strips(reinterpret_cast<uint32_t*>(ap), m_strips, kcur, kMR);
+          CastRun(ap, m_strips * sa, g.a_cast, g.a_cast_mul);
+          if (g.dot) gd::pair_strips(reinterpret_cast<uint32_t*>(ap), m_strips, kcur, kMR, sa);
           for (size_t sj = 0; sj < n_strips; ++sj) {
             for (size_t si = 0; si < m_strips; ++si) {
               const size_t strip_row = (ic - mo) / kMR + si;
@@ -567,17 +571,17 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
               const size_t rows = std::min(kMR, mcur - si * kMR);
               const size_t cols = std::min(kNR, ncur - sj * kNR);
               if (last && direct && rows == kMR && cols == kNR) {
-                MicroKernelToC(kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
+                MicroKernelToC(kcur, ap + si * sa, bp + sj * sb,
                                first ? nullptr : acc, g, ic + si * kMR, jc + sj * kNR);
                 continue;
               }
               // A strip of fewer rows on FMAs costs just those rows (the dot kernel's tile
               // is fixed): threads whose row ranges end inside a strip stay balanced.
               if (rows < kMR && !g.dot) {
-                RowsKernel(rows, kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
+                RowsKernel(rows, kcur, ap + si * sa, bp + sj * sb,
                            first ? nullptr : acc, last ? tile : acc);
               } else {
-                TileKernel(g, kcur, ap + si * kcur * kMR, bp + sj * kcur * kNR,
+                TileKernel(g, kcur, ap + si * sa, bp + sj * sb,
                            first ? nullptr : acc, last ? tile : acc);
               }
               if (last) {
@@ -608,9 +612,10 @@ uint32_t FewRowsSlice(const gd::Args& g, size_t n0, size_t n1, gd::Workspace& ws
   const size_t M = g.M, K = g.K, a_strips = (M + kMR - 1) / kMR;
   constexpr size_t kc = 128;
   const size_t budget = std::min(g.a_bytes, gd::half_l2_bytes());
-  const size_t panel = std::max<size_t>(1, budget / (kc * sizeof(float) * kNR)) * kNR;
-  float* ap = ws.get(0, a_strips * kc * kMR);
-  float* bp = ws.get(1, kc * panel);
+  const size_t panel =
+      std::max<size_t>(1, budget / (gd::strip_stride(kc, kNR) * sizeof(float))) * kNR;
+  float* ap = ws.get(0, a_strips * gd::strip_stride(kc, kMR));
+  float* bp = ws.get(1, panel / kNR * gd::strip_stride(kc, kNR));
   float* acc = ws.get(2, panel * a_strips * kMR);
   float* tmp = ws.get(3, std::max({panel, M, 4 * kc}));
   HWY_ALIGN float tile[kMR * kNR];
@@ -621,14 +626,15 @@ uint32_t FewRowsSlice(const gd::Args& g, size_t n0, size_t n1, gd::Workspace& ws
     do {  // at least once, so K == 0 still writes beta·C + bias
       const size_t kcur = std::min(kc, K - pc);
       const bool first = pc == 0, last = pc + kcur >= K;
+      const size_t sa = gd::strip_stride(kcur, kMR), sb = gd::strip_stride(kcur, kNR);
       PackA(g, 0, M, pc, kcur, ap, tmp);
-      CastRun(ap, a_strips * kcur * kMR, g.a_cast, g.a_cast_mul);
+      CastRun(ap, a_strips * sa, g.a_cast, g.a_cast_mul);
       PackB(g, pc, kcur, jp, cols, bp, tmp);
       for (size_t s = 0; s < strips; ++s) {
         for (size_t si = 0; si < a_strips; ++si) {
           const size_t rows = std::min(kMR, M - si * kMR);
           float* part = acc + (s * a_strips + si) * kMR * kNR;
-          RowsKernel(rows, kcur, ap + si * kcur * kMR, bp + s * kcur * kNR,
+          RowsKernel(rows, kcur, ap + si * sa, bp + s * sb,
                      first ? nullptr : part, last ? tile : part);
           if (last)
             amax = std::max(amax, Epilogue(g, tile, rows, std::min(kNR, cols - s * kNR), si * kMR,
@@ -880,7 +886,7 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
     // The calling thread's own B buffer: it is thread 0 of the team, whose slice would use
     // it anyway (nc and kc depend on N and K only, so every slice wants the same size).
     const auto bl = gemm_detail::blocking(K, M, N, tiling);
-    shared.bp = thread_workspace().get(1, bl.nc * bl.kc);
+    shared.bp = thread_workspace().get(1, bl.nc / nr * gemm_detail::strip_stride(bl.kc, nr));
     shared.threads = threads;
   }
   amax.assign(threads, 0);

@@ -17,11 +17,11 @@ bool cpu_has_bf16_dot() {
 // Called only where dot_tile_bf16 runs, so it may use AVX-512 too: 16 words per vector, the
 // high halves of row 2p merged with the high halves of row 2p+1 shifted down.
 __attribute__((target("avx512f,avx512bw"))) void pair_strips(uint32_t* strips, size_t n_strips,
-                                                             size_t kc, size_t w) {
+                                                             size_t kc, size_t w, size_t stride) {
   const size_t pairs = (kc + 1) / 2;
   const __mmask32 low_halves = 0x55555555u;
   for (size_t s = 0; s < n_strips; ++s) {
-    uint32_t* x = strips + s * kc * w;
+    uint32_t* x = strips + s * stride;
     // Row p is written over rows ≤ 2p, after rows 2p and 2p+1 have been read.
     for (size_t p = 0; p < pairs; ++p) {
       const uint32_t* even = x + 2 * p * w;

@@ -22,11 +22,11 @@ inline constexpr size_t kDotNR = 32;
 // Whether this CPU executes AVX512-BF16 (and AVX-512 F/BW/VL, which the kernel also uses).
 bool cpu_has_bf16_dot();
 
-// Rewrites `strips` packed FP32 strips of kc rows × w values (strip s at s·kc·w, rows k·w) in
-// place as BF16 pairs: row p of strip s becomes w 32-bit words at s·kc·w + p·w, word j holding
+// Rewrites `strips` packed FP32 strips of kc rows × w values (strip s at s·stride, rows k·w) in
+// place as BF16 pairs: row p of strip s becomes w 32-bit words at s·stride + p·w, word j holding
 // BF16(row 2p, j) in its high half and BF16(row 2p+1, j) (0 past kc) in its low half. The
 // values must be BF16 values (FP8-valued strips are). Only on a CPU with cpu_has_bf16_dot().
-void pair_strips(uint32_t* strips, size_t n_strips, size_t kc, size_t w);
+void pair_strips(uint32_t* strips, size_t n_strips, size_t kc, size_t w, size_t stride);
 
 // tile (kDotMR × kDotNR FP32, 64-byte aligned) = prev (or 0) + the paired A strip (ceil(kc/2)
 // rows of kDotMR words) · the paired B strip (ceil(kc/2) rows of kDotNR words, 64-byte

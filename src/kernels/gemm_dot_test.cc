@@ -39,7 +39,7 @@ TEST_F(GemmDotCpu, PairStripsPutsStepKHighAndStepKPlusOneLow) {
       std::vector<uint32_t> s(n * kc * w);
       for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<uint32_t>(i + 1) << 16 | 0xBEEFu;
       const std::vector<uint32_t> in = s;
-      gd::pair_strips(s.data(), n, kc, w);
+      gd::pair_strips(s.data(), n, kc, w, kc * w);
       for (size_t st = 0; st < n; ++st)
         for (size_t p = 0; p < (kc + 1) / 2; ++p)
           for (size_t j = 0; j < w; ++j) {
@@ -91,8 +91,8 @@ TEST_F(GemmDotCpu, EveryCodePairIsOneFmaPerStepInOrder) {
               std::memcpy(ap + k * gd::kDotMR, a[k], sizeof a[k]);
               std::memcpy(bp + k * gd::kDotNR, b[k], sizeof b[k]);
             }
-            gd::pair_strips(ap, 1, kc, gd::kDotMR);
-            gd::pair_strips(bp, 1, kc, gd::kDotNR);
+            gd::pair_strips(ap, 1, kc, gd::kDotMR, kc * gd::kDotMR);
+            gd::pair_strips(bp, 1, kc, gd::kDotNR, kc * gd::kDotNR);
             gd::dot_tile_bf16(kc, ap, bp, prev, tile);
             for (size_t r = 0; r < gd::kDotMR; ++r)
               for (size_t j = 0; j < gd::kDotNR; ++j) {

@@ -26,6 +26,16 @@ inline constexpr size_t kCBytes = size_t{4} << 20;  // partial sums (MO×NC FP32
 // few-rows path: B in L2-sized panels used at once by all rows, not reuse-sized panels.
 inline constexpr size_t kFewRows = 2;
 
+// Floats from one packed strip (kc rows of w values) to the next: kc·w rounded up to whole
+// cache lines, one more line when that count is even. Packing writes row k of every strip in
+// turn; at a power-of-two stride (kc = 512: 32 KiB for 16-wide strips) those writes all fall
+// in one L1 set and evict each other. An odd number of lines spreads them over all sets.
+inline size_t strip_stride(size_t kc, size_t w) {
+  size_t lines = (kc * w + 15) / 16;
+  if (lines % 2 == 0) ++lines;
+  return lines * 16;
+}
+
 struct Blocking {
   size_t mc, nc, kc;  // packed block sizes
   size_t mo;          // rows per outer block (all rows when K fits one pass)
@@ -55,8 +65,10 @@ inline Blocking blocking(size_t K, size_t rows, size_t cols, const Tiling& t) {
   b.passes = std::max<size_t>(1, (K + kKCMax - 1) / kKCMax);
   b.kc = std::max<size_t>(1, (K + b.passes - 1) / b.passes);  // equal passes
   const size_t a_bytes = std::min(t.a_bytes, kABytes);
-  const size_t mc_max = std::max(mr, a_bytes / (b.kc * sizeof(float)) / mr * mr);
-  const size_t nc_max = std::max(nr, kBBytes / (b.kc * sizeof(float)) / nr * nr);
+  const size_t a_strip = strip_stride(b.kc, mr) * sizeof(float);
+  const size_t b_strip = strip_stride(b.kc, nr) * sizeof(float);
+  const size_t mc_max = std::max<size_t>(1, a_bytes / a_strip) * mr;
+  const size_t nc_max = std::max<size_t>(1, kBBytes / b_strip) * nr;
   b.nc = balanced(std::max<size_t>(cols, 1), nc_max, nr);
   b.mc = balanced(std::max<size_t>(rows, 1), mc_max, mr);
   b.mo = rows;

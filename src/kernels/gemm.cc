@@ -161,6 +161,25 @@ void RowsToStrip(size_t n, size_t kc, float* HWY_RESTRICT strip, float* HWY_REST
     for (; k < kc; ++k)
       for (size_t q = 0; q < 4; ++q) strip[k * W + r + q] = x[q][k];
   }
+  if (r + 2 <= n) {  // W = 6 and 14 leave two rows: interleaved in pairs, one 8-byte store each
+    const float* x0 = row(r, tmp);
+    const float* x1 = row(r + 1, tmp + kc);
+    size_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      const auto lo = hn::BitCast(d64, hn::InterleaveLower(d4, hn::LoadU(d4, x0 + k),
+                                                           hn::LoadU(d4, x1 + k)));
+      const auto hi = hn::BitCast(d64, hn::InterleaveUpper(d4, hn::LoadU(d4, x0 + k),
+                                                           hn::LoadU(d4, x1 + k)));
+      const uint64_t pairs[4] = {hn::GetLane(lo), hn::ExtractLane(lo, 1), hn::GetLane(hi),
+                                 hn::ExtractLane(hi, 1)};
+      for (size_t q = 0; q < 4; ++q) std::memcpy(strip + (k + q) * W + r, pairs + q, 8);
+    }
+    for (; k < kc; ++k) {
+      strip[k * W + r] = x0[k];
+      strip[k * W + r + 1] = x1[k];
+    }
+    r += 2;
+  }
 #endif
   for (; r < n; ++r) {
     const float* x = row(r, tmp);

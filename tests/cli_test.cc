@@ -529,6 +529,22 @@ TEST_F(Cli, ZeroPlacementExperimentCoversEveryModelAndRankCount) {
   EXPECT_NE(run("experiment").rc, 0);
 }
 
+// --tokens scales the token dimension: a 4x256 step's weight gradient has K = 1024.
+TEST_F(Cli, BenchGemmShapesFollowTheTokenCount) {
+  const Result r = run("--threads 1 bench gemm --json --reps 1 --tokens 1024 --shape 768x3072x1024");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["tokens"], 1024);
+  ASSERT_EQ(j["results"].size(), 4u);
+  EXPECT_EQ(j["results"][0]["layer"], "mlp.c_fc wgrad (x^T dy)");
+  EXPECT_EQ(j["results"][0]["k"], 1024);
+  const Result mem = run("bench gemm --memory --tokens 512");  // default shape: the LM head
+  ASSERT_EQ(mem.rc, 0) << mem.err;
+  EXPECT_EQ(nlohmann::json::parse(mem.out)["m"], 512);
+  EXPECT_NE(run("bench gemm --tokens 0").rc, 0);
+  EXPECT_NE(run("bench gemm --tokens 1024 --shape 768x3072x2048").rc, 0);  // not at 1024 tokens
+}
+
 TEST_F(Cli, BenchGemmMemoryModeAndBadShape) {
   const Result r = run("bench gemm --memory --shape 2048x768x768");
   ASSERT_EQ(r.rc, 0) << r.err;

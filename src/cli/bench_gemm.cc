@@ -37,20 +37,21 @@ struct Shape3 {
   const char* what;
 };
 
-// GPT-2 124M at 2048 tokens. Weights use the Hugging Face Conv1D layout [in, out].
-const Shape3 kShapes[] = {
-    {2048, 2304, 768, false, false, "attn.c_attn forward"},
-    {2048, 768, 768, false, false, "attn.c_proj forward"},
-    {2048, 3072, 768, false, false, "mlp.c_fc forward"},
-    {2048, 768, 3072, false, false, "mlp.c_proj forward"},
-    {768, 3072, 2048, true, false, "mlp.c_fc wgrad (x^T dy)"},
-    {3072, 768, 2048, true, false, "mlp.c_proj wgrad (h^T dy)"},
-    {2048, 768, 2304, false, true, "attn.c_attn dgrad (dy W^T)"},
-    {2048, 768, 768, false, true, "attn.c_proj dgrad (dy W^T)"},
-    {2048, 768, 3072, false, true, "mlp.c_fc dgrad (dy W^T)"},
-    {2048, 3072, 768, false, true, "mlp.c_proj dgrad (dy W^T)"},
-    {2048, 50304, 768, false, true, "LM head (x wte^T)"},
-};
+// GPT-2 124M's Linear products at T tokens (a batch's rows: T = 2048 is 8 sequences of 256,
+// a 4×256 training step has 1024). Weights use the Hugging Face Conv1D layout [in, out].
+std::vector<Shape3> gpt2_shapes(size_t T) {
+  return {{T, 2304, 768, false, false, "attn.c_attn forward"},
+          {T, 768, 768, false, false, "attn.c_proj forward"},
+          {T, 3072, 768, false, false, "mlp.c_fc forward"},
+          {T, 768, 3072, false, false, "mlp.c_proj forward"},
+          {768, 3072, T, true, false, "mlp.c_fc wgrad (x^T dy)"},
+          {3072, 768, T, true, false, "mlp.c_proj wgrad (h^T dy)"},
+          {T, 768, 2304, false, true, "attn.c_attn dgrad (dy W^T)"},
+          {T, 768, 768, false, true, "attn.c_proj dgrad (dy W^T)"},
+          {T, 768, 3072, false, true, "mlp.c_fc dgrad (dy W^T)"},
+          {T, 3072, 768, false, true, "mlp.c_proj dgrad (dy W^T)"},
+          {T, 50304, 768, false, true, "LM head (x wte^T)"}};
+}
 
 struct Kernel {
   DType a, b, c;
@@ -66,6 +67,7 @@ struct BenchGemmOptions {
   bool json = false;
   bool memory = false;
   int reps = 5;
+  int tokens = 2048;  // the shapes' token dimension
   std::string shape;  // MxNxK filter
   std::string openblas_core;  // empty: the CPU's (openblas_core_for_cpu)
   std::string scaling = "tensor";  // tensor | block | mxfp8
@@ -167,9 +169,10 @@ long peak_rss_kib() {
 }
 
 void run_memory(const BenchGemmOptions& o) {
-  const std::string want = o.shape.empty() ? "2048x50304x768" : o.shape;
+  const std::vector<Shape3> shapes = gpt2_shapes(static_cast<size_t>(o.tokens));
+  const std::string want = o.shape.empty() ? shape_name(shapes.back()) : o.shape;
   const Shape3* s = nullptr;
-  for (const Shape3& sh : kShapes)
+  for (const Shape3& sh : shapes)
     if (shape_name(sh) == want) s = &sh;
   if (s == nullptr) fail("--shape ", want, ": not one of the benchmark shapes");
   const long rss_before = peak_rss_kib();
@@ -227,7 +230,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
     std::printf("\n");
   }
   bool matched = false;
-  for (const Shape3& s : kShapes) {
+  for (const Shape3& s : gpt2_shapes(static_cast<size_t>(o.tokens))) {
     if (!o.shape.empty() && shape_name(s) != o.shape) continue;
     matched = true;
     Tensor a32, b32, a32b, c(DType::kF32, {static_cast<int64_t>(s.m * s.n)}, MemCategory::kWorkspace);
@@ -334,6 +337,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
                               {"fma_peak_gflops", peak},
                               {"bf16_dot_peak_gflops", dot_peak},
                               {"reps", o.reps},
+                              {"tokens", o.tokens},
                               {"scaling", o.scaling},
                               {"results", rows}};
     std::printf("%s\n", j.dump(2).c_str());
@@ -349,6 +353,10 @@ void register_bench_gemm(CLI::App& bench) {
   sub->add_flag("--json", o->json, "Print JSON");
   sub->add_option("--reps", o->reps, "Repetitions per kernel (median reported)")
       ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  sub->add_option("--tokens", o->tokens,
+                  "Tokens per product (the rows of a batch: 4x256 sequences are 1024)")
+      ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   sub->add_option("--shape", o->shape, "Only this shape, as MxNxK (e.g. 2048x768x768)");
   sub->add_option("--openblas-core", o->openblas_core,

@@ -8,6 +8,7 @@
 // GELU adds ≤ 1.2·(that) + 64·u·|x| (its slope is below 1.13; tanh is accurate to a few ulp).
 // Narrow outputs add half an ulp of the output format at the stored magnitude.
 #include "kernels/gemm.h"
+#include "kernels/gemm_internal.h"
 
 #include <gtest/gtest.h>
 
@@ -267,6 +268,23 @@ TEST_P(GemmOnTarget, LargeShapesSpanSeveralBlocksAndKPasses) {
   run_case({700, 40, 1700, true, false, DType::kF32, DType::kF32, DType::kF32, 0.75f, 0.0f, true,
             false, 5},
            rng);
+  // K = 1024: two passes of 512, whose strips would be a power of two apart unpadded
+  // (gemm_detail::strip_stride); A stored K×M as in a weight gradient, a partial last strip.
+  run_case({50, 72, 1024, true, false, DType::kE4M3, DType::kE5M2, DType::kF32, 1.0f, 0.0f,
+            false, false, 0},
+           rng);
+}
+
+TEST(Gemm, StripsAreAnOddNumberOfCacheLinesApart) {
+  namespace gd = kernels::gemm_detail;
+  for (size_t kc : {1, 7, 64, 342, 512, 683, 768})
+    for (size_t w : {4, 6, 14, 16, 32}) {
+      const size_t s = gd::strip_stride(kc, w);
+      EXPECT_GE(s, kc * w);
+      EXPECT_LT(s, kc * w + 32);
+      EXPECT_EQ(s % 16, 0u);
+      EXPECT_EQ(s / 16 % 2, 1u) << kc << " x " << w;
+    }
 }
 
 TEST_P(GemmOnTarget, EmptyKGivesBetaCPlusBias) {

@@ -162,6 +162,16 @@ std::string shape_name(const Shape3& s) {
   return std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
 }
 
+// The products to time: all, or those named by --shape (an error if none is).
+std::vector<Shape3> chosen_shapes(const BenchGemmOptions& o, const std::string& want) {
+  std::vector<Shape3> out;
+  for (const Shape3& s : gpt2_shapes(static_cast<size_t>(o.tokens)))
+    if (want.empty() || shape_name(s) == want) out.push_back(s);
+  if (out.empty())
+    fail("--shape ", want, ": not one of the benchmark shapes at ", o.tokens, " tokens");
+  return out;
+}
+
 long peak_rss_kib() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -169,12 +179,9 @@ long peak_rss_kib() {
 }
 
 void run_memory(const BenchGemmOptions& o) {
-  const std::vector<Shape3> shapes = gpt2_shapes(static_cast<size_t>(o.tokens));
-  const std::string want = o.shape.empty() ? shape_name(shapes.back()) : o.shape;
-  const Shape3* s = nullptr;
-  for (const Shape3& sh : shapes)
-    if (shape_name(sh) == want) s = &sh;
-  if (s == nullptr) fail("--shape ", want, ": not one of the benchmark shapes");
+  const std::string lm_head = shape_name(gpt2_shapes(static_cast<size_t>(o.tokens)).back());
+  const std::vector<Shape3> shapes = chosen_shapes(o, o.shape.empty() ? lm_head : o.shape);
+  const Shape3* s = &shapes.front();
   const long rss_before = peak_rss_kib();
   Operand a = make_operand(DType::kE4M3, s->m * s->k, 1, nullptr);
   Operand b = make_operand(DType::kE4M3, s->k * s->n, 2, nullptr);
@@ -209,6 +216,7 @@ void run_memory(const BenchGemmOptions& o) {
 void run_bench_gemm(const BenchGemmOptions& o) {
   apply_global_options();
   if (o.memory) return run_memory(o);
+  const std::vector<Shape3> shapes = chosen_shapes(o, o.shape);
   const int threads = num_threads();
   const OpenBlas blas = OpenBlas::load(threads, o.openblas_core);
   const double peak = kernels::measure_fma_peak_gflops(threads);
@@ -229,10 +237,7 @@ void run_bench_gemm(const BenchGemmOptions& o) {
     if (o.scaling != "tensor") std::printf(" %9s %6s", o.scaling.c_str(), "/tensor");
     std::printf("\n");
   }
-  bool matched = false;
-  for (const Shape3& s : gpt2_shapes(static_cast<size_t>(o.tokens))) {
-    if (!o.shape.empty() && shape_name(s) != o.shape) continue;
-    matched = true;
+  for (const Shape3& s : shapes) {
     Tensor a32, b32, a32b, c(DType::kF32, {static_cast<int64_t>(s.m * s.n)}, MemCategory::kWorkspace);
     Tensor c8(DType::kE4M3, {static_cast<int64_t>(s.m * s.n)}, MemCategory::kWorkspace);
     std::memset(c.data(), 0, c.bytes());
@@ -327,7 +332,6 @@ void run_bench_gemm(const BenchGemmOptions& o) {
       }
     }
   }
-  if (!matched) fail("--shape ", o.shape, ": not one of the benchmark shapes");
   if (o.json) {
     const nlohmann::json j = {{"threads", threads},
                               {"simd", simd::active_target()},

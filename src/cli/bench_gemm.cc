@@ -179,9 +179,8 @@ long peak_rss_kib() {
 }
 
 void run_memory(const BenchGemmOptions& o) {
-  const std::string lm_head = shape_name(gpt2_shapes(static_cast<size_t>(o.tokens)).back());
-  const std::vector<Shape3> shapes = chosen_shapes(o, o.shape.empty() ? lm_head : o.shape);
-  const Shape3* s = &shapes.front();
+  const std::vector<Shape3> shapes = chosen_shapes(o, o.shape);
+  const Shape3* s = o.shape.empty() ? &shapes.back() : &shapes.front();  // default: LM head
   const long rss_before = peak_rss_kib();
   Operand a = make_operand(DType::kE4M3, s->m * s->k, 1, nullptr);
   Operand b = make_operand(DType::kE4M3, s->k * s->n, 2, nullptr);

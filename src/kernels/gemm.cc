@@ -546,8 +546,8 @@ void RowsKernel(size_t rows, size_t kc, const float* ap, const float* bp, const 
 uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1,
                    gd::Workspace& ws, const gd::SharedPanel* shared) {
   const gd::Blocking bl = gd::blocking(g.K, m1 - m0, n1 - n0, {kMR, kNR, g.a_bytes});
-  float* ap = ws.get(0, bl.mc / kMR * gd::strip_stride(bl.kc, kMR));
-  float* bp = shared ? shared->bp : ws.get(1, bl.nc / kNR * gd::strip_stride(bl.kc, kNR));
+  float* ap = ws.get(0, bl.a_floats(kMR));
+  float* bp = shared ? shared->bp : ws.get(1, bl.b_floats(kNR));
   float* ctiles = bl.passes > 1 ? ws.get(2, bl.mo * bl.nc) : nullptr;
   float* tmp = ws.get(3, std::max({bl.mc, bl.nc, 4 * bl.kc}));
   HWY_ALIGN float tile[kMR * kNR];
@@ -909,7 +909,7 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
     // The calling thread's own B buffer: it is thread 0 of the team, whose slice would use
     // it anyway (nc and kc depend on N and K only, so every slice wants the same size).
     const auto bl = gemm_detail::blocking(K, M, N, tiling);
-    shared.bp = thread_workspace().get(1, bl.nc / nr * gemm_detail::strip_stride(bl.kc, nr));
+    shared.bp = thread_workspace().get(1, bl.b_floats(nr));
     shared.threads = threads;
   }
   amax.assign(threads, 0);

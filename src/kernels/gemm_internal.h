@@ -40,6 +40,9 @@ struct Blocking {
   size_t mc, nc, kc;  // packed block sizes
   size_t mo;          // rows per outer block (all rows when K fits one pass)
   size_t passes;      // ceil(K / kc)
+  // Floats of a packed A block (strips of mr rows) and B panel (strips of nr columns).
+  size_t a_floats(size_t mr) const { return mc / mr * strip_stride(kc, mr); }
+  size_t b_floats(size_t nr) const { return nc / nr * strip_stride(kc, nr); }
 };
 
 // Splits a thread's rows × cols into blocks of near-equal size (so no thin leftover block

@@ -422,34 +422,6 @@ HWY_INLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT ap, const float
   });
 }
 
-// A finished full tile straight into an FP32 C at (i0, j0), without GELU or amax: the
-// epilogue's arithmetic (alpha·scales, then beta·C, then bias) in the same order, so the
-// results are those of the buffered path.
-HWY_INLINE void MicroKernelToC(size_t kc, const float* HWY_RESTRICT ap,
-                               const float* HWY_RESTRICT bp, const float* HWY_RESTRICT prev,
-                               const gd::Args& g, size_t i0, size_t j0) {
-  const DF df;
-  float* c = reinterpret_cast<float*>(g.c) + i0 * g.ldc + j0;
-  const size_t ldc = g.ldc;
-  const float mul = g.out_mul, beta = g.beta;
-  const float* bias = g.bias != nullptr ? g.bias + j0 : nullptr;
-  TileKernel(g, kc, ap, bp, prev, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
-    float* row = c + r * ldc;
-    v0 = hn::Mul(v0, hn::Set(df, mul));
-    v1 = hn::Mul(v1, hn::Set(df, mul));
-    if (beta != 0.0f) {
-      v0 = hn::MulAdd(hn::Set(df, beta), hn::LoadU(df, row), v0);
-      v1 = hn::MulAdd(hn::Set(df, beta), hn::LoadU(df, row + kLanes), v1);
-    }
-    if (bias != nullptr) {
-      v0 = hn::Add(v0, hn::LoadU(df, bias));
-      v1 = hn::Add(v1, hn::LoadU(df, bias + kLanes));
-    }
-    hn::StoreU(v0, df, row);
-    hn::StoreU(v1, df, row + kLanes);
-  });
-}
-
 // GELU, tanh form: 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
 HWY_INLINE hn::Vec<DF> Gelu(DF df, hn::Vec<DF> x) {
   const auto inner = hn::Mul(hn::Set(df, 0.7978845608028654f),
@@ -458,61 +430,119 @@ HWY_INLINE hn::Vec<DF> Gelu(DF df, hn::Vec<DF> x) {
   return hn::MulAdd(half_x, hwy::HWY_NAMESPACE::Tanh(df, inner), half_x);
 }
 
-// Writes rows×cols of the finished tile to C at (i0, j0); returns the amax bits of y.
+// The epilogue of one vector of finished sums, for C of dtype kOut: y = alpha·scales·sum,
+// + beta·C's old value, + bias, GELU; the amax of y; y (times C's scale and cast) stored.
+// One body for both paths a tile takes (straight from the registers, or through the tile
+// buffer), so both give the same bits.
+template <int kOut>
+class Finish {
+ public:
+  static constexpr DType kType = static_cast<DType>(kOut);
+  static constexpr size_t kBytes = dtype_size(kType);
+
+  explicit Finish(const gd::Args& g)
+      : mul_(hn::Set(df_, g.out_mul)),
+        beta_(hn::Set(df_, g.beta)),
+        c_scale_(hn::Set(df_, g.c_scale)),
+        c_scale_inv_(hn::Set(df_, g.c_scale_inv)),
+        amax_(hn::Zero(di_)),
+        read_c_(g.beta != 0.0f),
+        gelu_(g.gelu),
+        amax_wanted_(kType != DType::kF32 || g.want_amax) {
+    if constexpr (kType != DType::kF32) overflow_ = OverflowCode<float_format(kType)>(g.saturate);
+  }
+
+  // v: the sums; old: C's stored values (read when beta ≠ 0); b: the bias or null.
+  HWY_INLINE void operator()(hn::Vec<DF> v, const uint8_t* old, const float* b, uint8_t* dst) {
+    v = hn::Mul(v, mul_);
+    if (read_c_) {
+      auto prev = LoadAsF32<kOut>(df_, old);
+      if constexpr (kType != DType::kF32) prev = hn::Mul(prev, c_scale_inv_);
+      v = hn::MulAdd(beta_, prev, v);
+    }
+    if (b != nullptr) v = hn::Add(v, hn::LoadU(df_, b));
+    if (gelu_) v = Gelu(df_, v);
+    // Lanes past a tile's columns hold zeros from the padded strips: no effect on the amax.
+    if (amax_wanted_)
+      amax_ = hn::Max(amax_, hn::BitCast(di_, hn::And(hn::BitCast(du_, v), hn::Set(du_, 0x7FFFFFFFu))));
+    if constexpr (kType == DType::kF32) {
+      hn::StoreU(v, df_, reinterpret_cast<float*>(dst));
+    } else {
+      constexpr FloatFormat F = float_format(kType);
+      StoreCodes<F>(du_, EncodeLanes<F>(df_, hn::Mul(v, c_scale_), overflow_), dst);
+    }
+  }
+
+  uint32_t amax() const { return static_cast<uint32_t>(hn::GetLane(hn::MaxOfLanes(di_, amax_))); }
+
+ private:
+  DF df_;
+  hn::RebindToUnsigned<DF> du_;
+  hn::RebindToSigned<DF> di_;
+  hn::Vec<DF> mul_, beta_, c_scale_, c_scale_inv_;
+  hn::Vec<hn::RebindToSigned<DF>> amax_;
+  bool read_c_, gelu_, amax_wanted_;
+  uint32_t overflow_ = 0;
+};
+
+// A finished full tile straight from the registers into C at (i0, j0), without the tile
+// buffer. Returns the amax bits of its y.
+template <int kOut>
+uint32_t TileToCT(const gd::Args& g, size_t kc, const float* HWY_RESTRICT ap,
+                  const float* HWY_RESTRICT bp, const float* HWY_RESTRICT prev, size_t i0,
+                  size_t j0) {
+  using F = Finish<kOut>;
+  F fin(g);
+  uint8_t* c = g.c + (i0 * g.ldc + j0) * F::kBytes;
+  const float* bias = g.bias != nullptr ? g.bias + j0 : nullptr;
+  TileKernel(g, kc, ap, bp, prev, [&](size_t r, hn::Vec<DF> v0, hn::Vec<DF> v1) {
+    uint8_t* row = c + r * g.ldc * F::kBytes;
+    fin(v0, row, bias, row);
+    fin(v1, row + kLanes * F::kBytes, bias ? bias + kLanes : nullptr, row + kLanes * F::kBytes);
+  });
+  return fin.amax();
+}
+
+uint32_t TileToC(const gd::Args& g, size_t kc, const float* ap, const float* bp,
+                 const float* prev, size_t i0, size_t j0) {
+  switch (static_cast<DType>(g.c_type)) {
+    case DType::kF32:
+      return TileToCT<static_cast<int>(DType::kF32)>(g, kc, ap, bp, prev, i0, j0);
+    case DType::kBF16:
+      return TileToCT<static_cast<int>(DType::kBF16)>(g, kc, ap, bp, prev, i0, j0);
+    case DType::kE4M3:
+      return TileToCT<static_cast<int>(DType::kE4M3)>(g, kc, ap, bp, prev, i0, j0);
+    default:
+      return TileToCT<static_cast<int>(DType::kE5M2)>(g, kc, ap, bp, prev, i0, j0);
+  }
+}
+
+// Writes rows×cols of a finished tile from the tile buffer to C at (i0, j0); returns the
+// amax bits of y. Full vectors go straight to C, a row's tail through zeroed buffers.
 template <int kOut>
 uint32_t EpilogueT(const gd::Args& g, const float* tile, size_t rows, size_t cols, size_t i0,
                    size_t j0) {
+  using F = Finish<kOut>;
+  F fin(g);
   const DF df;
-  const hn::RebindToUnsigned<DF> du;
-  const hn::RebindToSigned<DF> di;
-  constexpr DType kType = static_cast<DType>(kOut);
-  constexpr size_t kBytes = dtype_size(kType);
-  const auto mul = hn::Set(df, g.out_mul);
-  const auto beta = hn::Set(df, g.beta);
-  const auto c_scale = hn::Set(df, g.c_scale);
-  const auto c_scale_inv = hn::Set(df, g.c_scale_inv);
-  const auto abs_mask = hn::Set(du, 0x7FFFFFFFu);
-  const bool read_c = g.beta != 0.0f;
   const float* bias = g.bias != nullptr ? g.bias + j0 : nullptr;
-  auto amax = hn::Zero(di);
-  uint32_t overflow_code = 0;
-  if constexpr (kType != DType::kF32) overflow_code = OverflowCode<float_format(kType)>(g.saturate);
-
-  // One vector of y from the tile's accumulators, C's old values (when read) and the bias,
-  // stored to dst; full vectors go straight to C, a row's tail through zeroed buffers.
-  auto finish = [&](const float* acc, const uint8_t* old, const float* b, uint8_t* dst) {
-    auto v = hn::Mul(hn::Load(df, acc), mul);
-    if (read_c) {
-      auto prev = LoadAsF32<kOut>(df, old);
-      if constexpr (kType != DType::kF32) prev = hn::Mul(prev, c_scale_inv);
-      v = hn::MulAdd(beta, prev, v);
-    }
-    if (b != nullptr) v = hn::Add(v, hn::LoadU(df, b));
-    if (g.gelu) v = Gelu(df, v);
-    // Lanes past `cols` hold zeros from the padded strips: they cannot raise the amax.
-    amax = hn::Max(amax, hn::BitCast(di, hn::And(hn::BitCast(du, v), abs_mask)));
-    if constexpr (kType == DType::kF32) {
-      hn::StoreU(v, df, reinterpret_cast<float*>(dst));
-    } else {
-      constexpr FloatFormat F = float_format(kType);
-      StoreCodes<F>(du, EncodeLanes<F>(df, hn::Mul(v, c_scale), overflow_code), dst);
-    }
-  };
   const size_t full = cols / kLanes * kLanes, rest = cols - full;
   for (size_t r = 0; r < rows; ++r) {
-    uint8_t* crow = g.c + ((i0 + r) * g.ldc + j0) * kBytes;
+    uint8_t* crow = g.c + ((i0 + r) * g.ldc + j0) * F::kBytes;
+    const float* trow = tile + r * kNR;
     for (size_t j = 0; j < full; j += kLanes)
-      finish(tile + r * kNR + j, crow + j * kBytes, bias ? bias + j : nullptr, crow + j * kBytes);
+      fin(hn::Load(df, trow + j), crow + j * F::kBytes, bias ? bias + j : nullptr,
+          crow + j * F::kBytes);
     if (rest != 0) {
       HWY_ALIGN uint8_t cbuf[HWY_MAX_BYTES] = {};
       HWY_ALIGN float bbuf[kLanes] = {};
-      if (read_c) std::memcpy(cbuf, crow + full * kBytes, rest * kBytes);
+      if (g.beta != 0.0f) std::memcpy(cbuf, crow + full * F::kBytes, rest * F::kBytes);
       if (bias) std::memcpy(bbuf, bias + full, rest * sizeof(float));
-      finish(tile + r * kNR + full, cbuf, bias ? bbuf : nullptr, cbuf);
-      std::memcpy(crow + full * kBytes, cbuf, rest * kBytes);
+      fin(hn::Load(df, trow + full), cbuf, bias ? bbuf : nullptr, cbuf);
+      std::memcpy(crow + full * F::kBytes, cbuf, rest * F::kBytes);
     }
   }
-  return static_cast<uint32_t>(hn::GetLane(hn::MaxOfLanes(di, amax)));
+  return fin.amax();
 }
 
 uint32_t Epilogue(const gd::Args& g, const float* tile, size_t rows, size_t cols, size_t i0,
@@ -552,8 +582,6 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
   float* tmp = ws.get(3, std::max({bl.mc, bl.nc, 4 * bl.kc}));
   HWY_ALIGN float tile[kMR * kNR];
   uint32_t amax = 0;
-  // Full tiles of a plain FP32 output skip the tile buffer and the epilogue.
-  const bool direct = g.c_type == static_cast<int>(DType::kF32) && !g.gelu && !g.want_amax;
 
   for (size_t jc = n0; jc < n1; jc += bl.nc) {
     const size_t ncur = std::min(bl.nc, n1 - jc);
@@ -589,9 +617,9 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
                   ctiles ? ctiles + (sj * mo_strips + strip_row) * kMR * kNR : nullptr;
               const size_t rows = std::min(kMR, mcur - si * kMR);
               const size_t cols = std::min(kNR, ncur - sj * kNR);
-              if (last && direct && rows == kMR && cols == kNR) {
-                MicroKernelToC(kcur, ap + si * sa, bp + sj * sb,
-                               first ? nullptr : acc, g, ic + si * kMR, jc + sj * kNR);
+              if (last && rows == kMR && cols == kNR) {  // a full tile: no tile buffer
+                amax = std::max(amax, TileToC(g, kcur, ap + si * sa, bp + sj * sb,
+                                              first ? nullptr : acc, ic + si * kMR, jc + sj * kNR));
                 continue;
               }
               // A strip of fewer rows on FMAs costs just those rows (the dot kernel's tile

@@ -6,7 +6,7 @@
 namespace fp8lm::kernels {
 
 // GFLOP/s (an FMA counts 2) of `threads` threads each running independent FMA chains for
-// about `seconds`.
+// about `seconds`: the best of five such runs.
 double measure_fma_peak_gflops(int threads, double seconds = 0.3);
 
 // The same with AVX512-BF16 dot products (a multiply-add per BF16 pair counts 2), the GEMM's

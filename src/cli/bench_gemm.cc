@@ -323,6 +323,8 @@ void run_bench_gemm(const BenchGemmOptions& o) {
                                   {"gflops", g},
                                   {"sgemm_gflops", ref},
                                   {"ratio", ratio},
+                                  {"seconds", t_ours[i]},
+                                  {"sgemm_seconds", t_ref},
                                   {"peak_fraction", g / peak}};
       if (scaled) {
         row["scaled_gflops"] = gb;

@@ -463,8 +463,10 @@ class Finish {
     if (b != nullptr) v = hn::Add(v, hn::LoadU(df_, b));
     if (gelu_) v = Gelu(df_, v);
     // Lanes past a tile's columns hold zeros from the padded strips: no effect on the amax.
-    if (amax_wanted_)
-      amax_ = hn::Max(amax_, hn::BitCast(di_, hn::And(hn::BitCast(du_, v), hn::Set(du_, 0x7FFFFFFFu))));
+    if (amax_wanted_) {
+      const auto abs_bits = hn::And(hn::BitCast(du_, v), hn::Set(du_, 0x7FFFFFFFu));
+      amax_ = hn::Max(amax_, hn::BitCast(di_, abs_bits));
+    }
     if constexpr (kType == DType::kF32) {
       hn::StoreU(v, df_, reinterpret_cast<float*>(dst));
     } else {

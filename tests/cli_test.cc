@@ -591,7 +591,15 @@ TEST_F(Cli, BenchStepReportsEveryModeAndPyTorch) {
   // Saved activations shrink with the precision (fp8 keeps E4M3 Linear inputs).
   EXPECT_LT(j["results"][2]["activation_bytes"].get<double>(),
             0.6 * j["results"][0]["activation_bytes"].get<double>());
-  EXPECT_GT(j["pytorch_fp32"]["tokens_per_s"].get<double>(), 0.0);
+  // PyTorch ran before and after fp8lm's steps: its speed is the geometric mean of both runs,
+  // the speedup fp8's against it.
+  const auto& pt = j["pytorch_fp32"];
+  const double before = pt["tokens_per_s_before"], after = pt["tokens_per_s_after"];
+  EXPECT_GT(before, 0.0);
+  EXPECT_GT(after, 0.0);
+  EXPECT_DOUBLE_EQ(pt["tokens_per_s"].get<double>(), std::sqrt(before * after));
+  EXPECT_DOUBLE_EQ(pt["speedup"].get<double>(),
+                   j["results"][2]["tokens_per_s"].get<double>() / std::sqrt(before * after));
   EXPECT_FALSE(j["pytorch_fp32"]["openblas_coretype"].get<std::string>().empty());
   // ATen's kernels as wide as fp8lm's target (torch reports AVX512, AVX2 or DEFAULT).
   const std::string simd = j["simd"], aten = j["pytorch_fp32"]["aten_capability"];

@@ -5,6 +5,7 @@
 // statistics taken (a telemetry step) and the overhead that costs at telemetry.every.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -144,6 +145,10 @@ void run_bench_step(const BenchStepOptions& o) {
   };
   std::vector<std::vector<double>> times(runners.size());
   std::vector<float> losses(runners.size());
+  // PyTorch runs before fp8lm's steps and again after them; its speed is the geometric mean
+  // of the two, so drift of a shared machine between the runs does not favour either side.
+  nlohmann::json pt_before;
+  if (o.pytorch) pt_before = run_pytorch(o);
   for (Runner& r : runners) step(r);  // warm-up
   for (int rep = 0; rep < o.reps; ++rep) {
     for (size_t i = 0; i < runners.size(); ++i) {  // interleaved: drift hits all alike
@@ -215,19 +220,24 @@ void run_bench_step(const BenchStepOptions& o) {
       std::printf("  telemetry step %.3fx a plain one: %.2f%% overhead at telemetry.every = %d\n",
                   ratio, 100.0 * (ratio - 1.0) / every, every);
   }
-  if (o.pytorch) {  // back to back, after fp8lm's runs, same shape and threads
+  if (o.pytorch) {  // same shape and threads, before and after fp8lm's runs
     nlohmann::json pt = run_pytorch(o);
+    const double before = pt_before["tokens_per_s"].get<double>();
+    const double after = pt["tokens_per_s"].get<double>();
+    pt["tokens_per_s_before"] = before;
+    pt["tokens_per_s_after"] = after;
+    pt["tokens_per_s"] = std::sqrt(before * after);
     const double ours = rows.back()["tokens_per_s"].get<double>();  // fp8 / O2
     pt["speedup"] = ours / pt["tokens_per_s"].get<double>();
     j["pytorch_fp32"] = pt;
     if (!o.json)
       std::printf(
-          "  PyTorch %s fp32%s (OpenBLAS core %s, ATen %s): %.1f tokens/s; fp8lm %s is "
-          "%.2fx\n",
+          "  PyTorch %s fp32%s (OpenBLAS core %s, ATen %s): %.1f tokens/s (%.1f before, %.1f "
+          "after fp8lm's runs); fp8lm %s is %.2fx\n",
           pt["torch"].get<std::string>().c_str(), o.train ? " + AdamW" : "",
           pt["openblas_coretype"].get<std::string>().c_str(),
           pt["aten_capability"].get<std::string>().c_str(), pt["tokens_per_s"].get<double>(),
-          runners.back().name.c_str(), pt["speedup"].get<double>());
+          before, after, runners.back().name.c_str(), pt["speedup"].get<double>());
   }
   if (o.json) std::printf("%s\n", j.dump(2).c_str());
 }

@@ -14,6 +14,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -505,18 +506,24 @@ uint32_t TileToCT(const gd::Args& g, size_t kc, const float* HWY_RESTRICT ap,
   return fin.amax();
 }
 
-uint32_t TileToC(const gd::Args& g, size_t kc, const float* ap, const float* bp,
-                 const float* prev, size_t i0, size_t j0) {
+// fn(std::integral_constant<int, kOut>) for C's dtype: the output types a GEMM writes.
+template <class Fn>
+HWY_INLINE uint32_t ByOutputType(const gd::Args& g, const Fn& fn) {
   switch (static_cast<DType>(g.c_type)) {
     case DType::kF32:
-      return TileToCT<static_cast<int>(DType::kF32)>(g, kc, ap, bp, prev, i0, j0);
+      return fn(std::integral_constant<int, static_cast<int>(DType::kF32)>());
     case DType::kBF16:
-      return TileToCT<static_cast<int>(DType::kBF16)>(g, kc, ap, bp, prev, i0, j0);
+      return fn(std::integral_constant<int, static_cast<int>(DType::kBF16)>());
     case DType::kE4M3:
-      return TileToCT<static_cast<int>(DType::kE4M3)>(g, kc, ap, bp, prev, i0, j0);
+      return fn(std::integral_constant<int, static_cast<int>(DType::kE4M3)>());
     default:
-      return TileToCT<static_cast<int>(DType::kE5M2)>(g, kc, ap, bp, prev, i0, j0);
+      return fn(std::integral_constant<int, static_cast<int>(DType::kE5M2)>());
   }
+}
+
+uint32_t TileToC(const gd::Args& g, size_t kc, const float* ap, const float* bp,
+                 const float* prev, size_t i0, size_t j0) {
+  return ByOutputType(g, [&](auto out) { return TileToCT<out()>(g, kc, ap, bp, prev, i0, j0); });
 }
 
 // Writes rows×cols of a finished tile from the tile buffer to C at (i0, j0); returns the
@@ -549,16 +556,7 @@ uint32_t EpilogueT(const gd::Args& g, const float* tile, size_t rows, size_t col
 
 uint32_t Epilogue(const gd::Args& g, const float* tile, size_t rows, size_t cols, size_t i0,
                   size_t j0) {
-  switch (static_cast<DType>(g.c_type)) {
-    case DType::kF32:
-      return EpilogueT<static_cast<int>(DType::kF32)>(g, tile, rows, cols, i0, j0);
-    case DType::kBF16:
-      return EpilogueT<static_cast<int>(DType::kBF16)>(g, tile, rows, cols, i0, j0);
-    case DType::kE4M3:
-      return EpilogueT<static_cast<int>(DType::kE4M3)>(g, tile, rows, cols, i0, j0);
-    default:
-      return EpilogueT<static_cast<int>(DType::kE5M2)>(g, tile, rows, cols, i0, j0);
-  }
+  return ByOutputType(g, [&](auto out) { return EpilogueT<out()>(g, tile, rows, cols, i0, j0); });
 }
 
 // MicroKernel<rows> for a rows count known at run time (1 ≤ rows ≤ kMR).

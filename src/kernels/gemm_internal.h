@@ -22,7 +22,7 @@ inline constexpr size_t kABytes = size_t{1} << 20;
 inline constexpr size_t kBBytes = size_t{4} << 20;  // packed B panel (KC×NC FP32): L3 share
 // Partial sums (MO×NC FP32), K > KC only. Rows past MO start another round of passes that
 // packs every B panel again: 8 MiB holds all 768 rows of a GPT-2 weight gradient beside a
-// 1536-wide panel (4 MiB held 576-682), which made the 1024-token weight gradients 2-5%
+// 1536-wide panel (4 MiB held 576-682), which made the 1024-token weight gradients 0.2-5%
 // faster on the Zen 5 (docs/performance.md).
 inline constexpr size_t kCBytes = size_t{8} << 20;
 

@@ -605,6 +605,11 @@ TEST_F(Cli, BenchStepReportsEveryModeAndPyTorch) {
   EXPECT_DOUBLE_EQ(pt["tokens_per_s"].get<double>(), std::sqrt(before * after));
   EXPECT_DOUBLE_EQ(pt["speedup"].get<double>(),
                    j["results"][2]["tokens_per_s"].get<double>() / std::sqrt(before * after));
+  // PyTorch's model FLOPs/s and fraction of the FMA peak, from the same FLOP count.
+  EXPECT_DOUBLE_EQ(pt["model_gflops"].get<double>(),
+                   811008.0 * pt["tokens_per_s"].get<double>() / 1e9);
+  EXPECT_DOUBLE_EQ(pt["peak_fraction"].get<double>(),
+                   pt["model_gflops"].get<double>() / j["fma_peak_gflops"].get<double>());
   EXPECT_FALSE(j["pytorch_fp32"]["openblas_coretype"].get<std::string>().empty());
   // ATen's kernels as wide as fp8lm's target (torch reports AVX512, AVX2 or DEFAULT).
   const std::string simd = j["simd"], aten = j["pytorch_fp32"]["aten_capability"];

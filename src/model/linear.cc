@@ -217,16 +217,21 @@ void Linear::adapter_forward(const kernels::GemmOperand& x, void* y, DType y_typ
                 {y, y_type});
 }
 
-void Linear::write_grad(ScaledTensor& dst, bool accumulate,
-                        const std::function<void(float* out, float beta)>& gemm_into) {
+void Linear::write_grad(
+    ScaledTensor& dst, bool accumulate,
+    const std::function<void(const kernels::GemmOutput& out, float beta)>& gemm_into) {
   if (dst.data.dtype() != DType::kE4M3) {
-    gemm_into(dst.data.as<float>(), accumulate ? 1.0f : 0.0f);
+    gemm_into({dst.data.as<float>(), DType::kF32}, accumulate ? 1.0f : 0.0f);
     return;
   }
-  // Accumulate in FP32 on the dequantized gradient, then requantize just-in-time.
+  // Accumulate in FP32 on the dequantized gradient, then requantize just-in-time (the
+  // GEMM's epilogue takes the amax, so the cast makes no pass of its own for it).
   if (accumulate) dequantize(ws_.w, dst);
-  gemm_into(ws_.w, accumulate ? 1.0f : 0.0f);
-  quantize(dst, ws_.w);
+  float amax = 0.0f;
+  kernels::GemmOutput out{ws_.w, DType::kF32};
+  out.amax = &amax;
+  gemm_into(out, accumulate ? 1.0f : 0.0f);
+  quantize(dst, ws_.w, {}, &amax);
 }
 
 void Linear::adapter_backward(const kernels::GemmOperand& x, const kernels::GemmOperand& g,
@@ -238,8 +243,8 @@ void Linear::adapter_backward(const kernels::GemmOperand& x, const kernels::Gemm
   kernels::GemmOperand bt = cast_operand(b_, b8_meta_), ut = saved_u(), xt = x;
   bt.transposed = ut.transposed = xt.transposed = true;
   kernels::gemm(rows_, rank_, out_, lora_scale_, g, bt, 0.0f, {du, DType::kF32});
-  write_grad(g_b_, accumulate, [&](float* o, float beta) {
-    kernels::gemm(rank_, out_, rows_, lora_scale_, ut, g, beta, {o, DType::kF32});
+  write_grad(g_b_, accumulate, [&](const kernels::GemmOutput& o, float beta) {
+    kernels::gemm(rank_, out_, rows_, lora_scale_, ut, g, beta, o);
   });
   kernels::GemmOperand d{du, DType::kF32};
   if (mode_ == ComputeMode::kBF16) {
@@ -249,8 +254,8 @@ void Linear::adapter_backward(const kernels::GemmOperand& x, const kernels::Gemm
     quantize(du8_meta_, du_.data(), du, n);
     d = {du_.data(), DType::kE5M2, false, 0, du8_meta_.scale_inv};
   }
-  write_grad(g_a_, accumulate, [&](float* o, float beta) {
-    kernels::gemm(in_, rank_, rows_, 1.0f, xt, d, beta, {o, DType::kF32});
+  write_grad(g_a_, accumulate, [&](const kernels::GemmOutput& o, float beta) {
+    kernels::gemm(in_, rank_, rows_, 1.0f, xt, d, beta, o);
   });
   kernels::GemmOperand at = cast_operand(a_, a8_meta_);
   at.transposed = true;
@@ -422,8 +427,8 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
       x = kernels::gemm_operand(xt8_.view());
     }
     x.transposed = true;
-    write_grad(dw, accumulate, [&](float* o, float beta) {
-      kernels::gemm(in_, out_, rows_, 1.0f, x, g, beta, {o, DType::kF32});
+    write_grad(dw, accumulate, [&](const kernels::GemmOutput& o, float beta) {
+      kernels::gemm(in_, out_, rows_, 1.0f, x, g, beta, o);
     });
     if (probing() && dw.data.dtype() == DType::kE4M3) probe_->record(name_, "dW", ws_.w, dw.view());
   }

@@ -192,9 +192,9 @@ class Linear {
   void adapter_backward(const kernels::GemmOperand& x, const kernels::GemmOperand& g, float* dx,
                         bool accumulate);
   // dst (+)= the FP32 product written by gemm_into (in place, or staged through ws_.w when
-  // dst is e4m3).
+  // dst is e4m3, with the product's amax taken by the GEMM for the just-in-time cast).
   void write_grad(ScaledTensor& dst, bool accumulate,
-                  const std::function<void(float* out, float beta)>& gemm_into);
+                  const std::function<void(const kernels::GemmOutput& out, float beta)>& gemm_into);
 
   QuantProbe* probe_ = nullptr;
   std::string name_;

@@ -74,10 +74,11 @@ void ScalingMeta::record_amax(float amax) {
   history_filled = std::min(history_filled + 1, recipe.window);
 }
 
-float quantize(ScalingMeta& m, void* dst, const float* src, size_t n, const AmaxShare& share) {
+float quantize(ScalingMeta& m, void* dst, const float* src, size_t n, const AmaxShare& share,
+               const float* src_amax) {
   float amax;
   if (m.needs_jit()) {
-    amax = kernels::amax(src, n);
+    amax = src_amax != nullptr ? *src_amax : kernels::amax(src, n);
     if (share) amax = share(amax);
     m.set_scale_from_amax(amax);
     kernels::quantize(dst, m.recipe.format, src, n, m.scale, m.recipe.saturate);
@@ -108,9 +109,10 @@ MutableScaledView ScaledTensor::mut_view() {
   return {data.view(), mode, scales.view()};
 }
 
-float quantize(ScaledTensor& t, const float* src, const AmaxShare& share) {
+float quantize(ScaledTensor& t, const float* src, const AmaxShare& share,
+               const float* src_amax) {
   if (t.mode == ScalingMode::kTensor)
-    return quantize(t.meta, t.data.data(), src, t.data.numel(), share);
+    return quantize(t.meta, t.data.data(), src, t.data.numel(), share, src_amax);
   // Block scales are per block: nothing to share but the recorded amax.
   float amax = kernels::quantize_blocks(t.mut_view(), src, t.meta.recipe.saturate);
   if (share) amax = share(amax);

@@ -91,12 +91,15 @@ using AmaxShare = std::function<float(float)>;
 
 // Casts src (f32, same element count) into t: per tensor following t.meta's recipe, updating
 // the meta; per block with just-in-time block scales (the amax is recorded in t.meta).
-// Returns the amax of src (the group's, with `share`).
-float quantize(ScaledTensor& t, const float* src, const AmaxShare& share = {});
+// Returns the amax of src (the group's, with `share`). `src_amax`, when given, is this rank's
+// max |src| already known (e.g. from the GEMM that wrote src): a just-in-time cast then skips
+// its own pass over src.
+float quantize(ScaledTensor& t, const float* src, const AmaxShare& share = {},
+               const float* src_amax = nullptr);
 // The same into a caller's buffer of n elements in m.recipe.format (a payload that several
 // tensors share in turn, each keeping its own scaling state).
 float quantize(ScalingMeta& m, void* dst, const float* src, size_t n,
-               const AmaxShare& share = {});
+               const AmaxShare& share = {}, const float* src_amax = nullptr);
 // dst = the values of t, in f32.
 void dequantize(float* dst, const ScaledTensor& t);
 

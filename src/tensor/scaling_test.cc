@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -115,6 +116,27 @@ TEST(ScaledTensor, QuantizeJitAndDelayed) {
   EXPECT_EQ(t.meta.scale, *compute_scale(4 * a, 448.0f, 0, true));
   EXPECT_EQ(a3, 400 * a);
   EXPECT_EQ(t.meta.counter, 3);
+}
+
+// A just-in-time cast given src's amax (the GEMM that wrote src took it) uses that amax instead
+// of a pass of its own: the same payload and scale for the true amax, the given one's scale
+// otherwise.
+TEST(ScaledTensor, QuantizeJitTakesAKnownAmax) {
+  std::vector<float> x(1000);
+  std::mt19937 rng(6);
+  std::normal_distribution<float> d(0.0f, 0.3f);
+  for (float& v : x) v = d(rng);
+  ScalingRecipe r;  // E4M3, just-in-time
+  ScaledTensor scanned({10, 100}, r, MemCategory::kActivations);
+  ScaledTensor given({10, 100}, r, MemCategory::kActivations);
+  const float a = quantize(scanned, x.data());
+  EXPECT_EQ(quantize(given, x.data(), {}, &a), a);
+  EXPECT_EQ(given.meta.scale, scanned.meta.scale);
+  EXPECT_EQ(std::memcmp(given.data.data(), scanned.data.data(), x.size()), 0);
+  const float twice = 2 * a;
+  EXPECT_EQ(quantize(given, x.data(), {}, &twice), twice);
+  EXPECT_EQ(given.meta.scale, *compute_scale(twice, 448.0f, 0, true));
+  EXPECT_EQ(given.meta.scale, scanned.meta.scale / 2);
 }
 
 TEST(ScalingMeta, RejectsBadRecipes) {

@@ -30,7 +30,7 @@ HWY_INLINE void StoreAs(DF df, hn::Vec<DF> v, uint8_t* p) {
     hn::StoreU(v, df, reinterpret_cast<float*>(p));
   } else {
     constexpr FloatFormat F = float_format(t);
-    StoreCodes<F>(DU(), EncodeLanes<F>(df, v, F.max_code), p);  // saturating
+    EncodeStore<F>(df, v, F.max_code, p);  // saturating
   }
 }
 

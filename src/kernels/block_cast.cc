@@ -33,7 +33,6 @@ void QuantizeRowT(uint8_t* HWY_RESTRICT dst, const float* HWY_RESTRICT x, size_t
     return;
   }
   const hn::ScalableTag<float> df;
-  const hn::RebindToUnsigned<decltype(df)> du;
   const size_t N = hn::Lanes(df);
   const uint32_t overflow_code = OverflowCode<F>(saturate);
   for (size_t t = 0; t < n; t += N) {
@@ -44,7 +43,7 @@ void QuantizeRowT(uint8_t* HWY_RESTRICT dst, const float* HWY_RESTRICT x, size_t
     std::memcpy(xb, x + t, count * sizeof(float));
     std::memcpy(mb, mul + t, count * sizeof(float));
     const auto v = hn::Mul(hn::Load(df, xb), hn::Load(df, mb));
-    StoreCodes<F>(du, EncodeLanes<F>(df, v, overflow_code), codes);
+    EncodeStore<F>(df, v, overflow_code, codes);
     std::memcpy(dst + t * kOutBytes, codes, count * kOutBytes);
   }
 }

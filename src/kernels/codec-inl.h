@@ -46,21 +46,23 @@ constexpr bool kHwF16 = HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2;
 template <FloatFormat F>
 constexpr bool kIsF16 = F.bits == 16 && F.bias == 15;
 
+// Stores x as F16 codes at p through the conversion instruction. NaN lanes become the quiet
+// NaN with their sign first, which converts to the canonical code 0x7E00 | sign; with
+// saturation, |x| ≥ 65520 (which rounds to inf) is clamped to the largest finite first.
 template <class DF>
-HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> EncodeF16Hw(DF df, hn::Vec<DF> x, bool saturate) {
+HWY_INLINE void StoreF16Hw(DF df, hn::Vec<DF> x, bool saturate, void* HWY_RESTRICT p) {
   static_assert(kF16Format.max_code == 0x7BFF && kF16Format.nan_code == 0x7E00);
   const hn::RebindToUnsigned<DF> du;
   const hn::Rebind<hwy::float16_t, DF> dh;
-  const hn::Rebind<uint16_t, DF> du16;
   auto y = x;
-  if (saturate) {  // |x| ≥ 65520 rounds to inf; clamped to the largest finite, it stays there
+  if (saturate) {
     const auto lim = hn::Set(df, 65504.0f);
     y = hn::Min(hn::Max(y, hn::Neg(lim)), lim);
   }
-  const auto code = hn::PromoteTo(du, hn::BitCast(du16, hn::DemoteTo(dh, y)));
-  const auto sign = hn::ShiftRight<16>(hn::And(hn::BitCast(du, x), hn::Set(du, 0x80000000u)));
-  const auto nan = hn::Or(hn::Set(du, kF16Format.nan_code), sign);
-  return hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(x)), nan, code);
+  const auto qnan =
+      hn::Or(hn::And(hn::BitCast(du, x), hn::Set(du, 0x80000000u)), hn::Set(du, 0x7FC00000u));
+  y = hn::IfThenElse(hn::IsNaN(x), hn::BitCast(df, qnan), y);
+  hn::StoreU(hn::DemoteTo(dh, y), dh, static_cast<hwy::float16_t*>(p));
 }
 
 // float32 lanes → format codes (sign included) in the u32 lanes of the same width.
@@ -69,10 +71,6 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> EncodeLanes(DF df, hn::Vec<DF> x,
                                                         uint32_t overflow_code) {
   const hn::RebindToUnsigned<DF> du;
   const hn::RebindToSigned<DF> di;
-  if constexpr (kHwF16 && kIsF16<F>) {
-    if (overflow_code == F.max_code || overflow_code == F.inf_code)
-      return EncodeF16Hw(df, x, overflow_code == F.max_code);
-  }
   constexpr int kDrop = 23 - F.man_bits;
 
   const auto bits = hn::BitCast(du, x);
@@ -148,6 +146,18 @@ HWY_INLINE void StoreCodes(DU /*du*/, hn::Vec<DU> codes, void* HWY_RESTRICT p) {
   const hn::Rebind<Storage, DU> dn;
   // Codes are < 2^16, so the saturating demotion from int32 is exact.
   hn::StoreU(hn::DemoteTo(dn, hn::BitCast(di, codes)), dn, static_cast<Storage*>(p));
+}
+
+// Encodes float32 lanes and stores their codes (F.bits wide) at p: F16 through StoreF16Hw
+// where the target has the conversion (its overflow codes are the largest finite or inf),
+// every other format through EncodeLanes.
+template <FloatFormat F, class DF>
+HWY_INLINE void EncodeStore(DF df, hn::Vec<DF> x, uint32_t overflow_code, void* HWY_RESTRICT p) {
+  if constexpr (kHwF16 && kIsF16<F>) {
+    if (overflow_code == F.max_code || overflow_code == F.inf_code)
+      return StoreF16Hw(df, x, overflow_code == F.max_code, p);
+  }
+  StoreCodes<F>(hn::RebindToUnsigned<DF>(), EncodeLanes<F>(df, x, overflow_code), p);
 }
 
 // Loads one vector of source elements (dtype kSrc: f32 or a narrow format) as float32 lanes.

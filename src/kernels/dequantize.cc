@@ -15,7 +15,6 @@ namespace HWY_NAMESPACE {
 template <int kSrc, bool kToBF16>
 void DequantT(void* HWY_RESTRICT out, const void* HWY_RESTRICT in, size_t n, float scale_inv) {
   const hn::ScalableTag<float> df;
-  const hn::RebindToUnsigned<decltype(df)> du;
   const size_t N = hn::Lanes(df);
   constexpr size_t kInBytes = dtype_size(static_cast<DType>(kSrc));
   constexpr size_t kOutBytes = kToBF16 ? 2 : 4;
@@ -25,7 +24,7 @@ void DequantT(void* HWY_RESTRICT out, const void* HWY_RESTRICT in, size_t n, flo
 
   auto store = [&](hn::Vec<decltype(df)> y, uint8_t* p) {
     if constexpr (kToBF16) {
-      StoreCodes<kBF16Format>(du, EncodeLanes<kBF16Format>(df, y, kBF16Format.inf_code), p);
+      EncodeStore<kBF16Format>(df, y, kBF16Format.inf_code, p);
     } else {
       hn::StoreU(y, df, reinterpret_cast<float*>(p));
     }

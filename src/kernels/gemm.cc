@@ -472,7 +472,7 @@ class Finish {
       hn::StoreU(v, df_, reinterpret_cast<float*>(dst));
     } else {
       constexpr FloatFormat F = float_format(kType);
-      StoreCodes<F>(du_, EncodeLanes<F>(df_, hn::Mul(v, c_scale_), overflow_), dst);
+      EncodeStore<F>(df_, hn::Mul(v, c_scale_), overflow_, dst);
     }
   }
 

@@ -40,9 +40,8 @@ uint32_t QuantizeT(void* HWY_RESTRICT out, const float* HWY_RESTRICT in, size_t 
     const auto x1 = hn::LoadU(df, in + i + N);
     amax = hn::Max(amax, hn::BitCast(di, hn::And(hn::BitCast(du, x0), abs_mask)));
     amax = hn::Max(amax, hn::BitCast(di, hn::And(hn::BitCast(du, x1), abs_mask)));
-    StoreCodes<F>(du, EncodeLanes<F>(df, hn::Mul(x0, vscale), overflow_code), o + i * kOutBytes);
-    StoreCodes<F>(du, EncodeLanes<F>(df, hn::Mul(x1, vscale), overflow_code),
-                  o + (i + N) * kOutBytes);
+    EncodeStore<F>(df, hn::Mul(x0, vscale), overflow_code, o + i * kOutBytes);
+    EncodeStore<F>(df, hn::Mul(x1, vscale), overflow_code, o + (i + N) * kOutBytes);
   }
   for (; i < n; i += N) {
     const size_t count = std::min(N, n - i);
@@ -51,7 +50,7 @@ uint32_t QuantizeT(void* HWY_RESTRICT out, const float* HWY_RESTRICT in, size_t 
     std::memcpy(buf, in + i, count * sizeof(float));
     const auto x = hn::Load(df, buf);
     amax = hn::Max(amax, hn::BitCast(di, hn::And(hn::BitCast(du, x), abs_mask)));
-    StoreCodes<F>(du, EncodeLanes<F>(df, hn::Mul(x, vscale), overflow_code), codes);
+    EncodeStore<F>(df, hn::Mul(x, vscale), overflow_code, codes);
     std::memcpy(o + i * kOutBytes, codes, count * kOutBytes);
   }
   return static_cast<uint32_t>(hn::GetLane(hn::MaxOfLanes(di, amax)));

@@ -27,7 +27,7 @@ HWY_INLINE void MapCodes(void* out, const void* a, const void* b, size_t n,
   auto step = [&](const uint8_t* xa, const uint8_t* xb, uint8_t* xo) {
     const auto va = DecodeLanes<F>(df, LoadCodes<F>(du, xa));
     const auto vb = DecodeLanes<F>(df, LoadCodes<F>(du, xb));
-    StoreCodes<F>(du, EncodeLanes<F>(df, fn(va, vb), overflow_code), xo);
+    EncodeStore<F>(df, fn(va, vb), overflow_code, xo);
   };
   size_t i = 0;
   for (; i + N <= n; i += N) step(pa + i * kBytes, pb + i * kBytes, po + i * kBytes);

@@ -1,4 +1,4 @@
-// Residual add, GELU forward/backward and column sums (bias gradients).
+// Residual add, GELU forward/backward (x in f32 or bf16) and column sums (bias gradients).
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -8,6 +8,8 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
+#include "kernels/codec-inl.h"
+#include "numerics/dtype.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace fp8lm {
@@ -39,10 +41,34 @@ void AddChunk(float* out, const float* a, const float* b, size_t n) {
 
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCubic = 0.044715f;
+constexpr int kF32 = static_cast<int>(DType::kF32), kBF16 = static_cast<int>(DType::kBF16);
 
-void GeluForwardChunk(float* out, const float* x, size_t n) {
+// out[i] = fn(x[i], b[i]) with x stored as kX (f32, or bf16 decoded on the fly), b and out
+// f32 (b may be null: fn gets zeros); the tail through padded buffers.
+template <int kX, class Fn>
+HWY_INLINE void MapX(float* HWY_RESTRICT out, const void* HWY_RESTRICT x,
+                     const float* HWY_RESTRICT b, size_t n, Fn fn) {
   const DF df;
-  Map2(out, x, x, n, [&](auto v, auto) {
+  constexpr size_t kBytes = dtype_size(static_cast<DType>(kX));
+  const auto* px = static_cast<const uint8_t*>(x);
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    hn::StoreU(fn(LoadAsF32<kX>(df, px + i * kBytes), b ? hn::LoadU(df, b + i) : hn::Zero(df)),
+               df, out + i);
+  if (i < n) {
+    HWY_ALIGN uint8_t bx[kLanes * sizeof(float)] = {};
+    HWY_ALIGN float bb[kLanes] = {}, bo[kLanes];
+    std::memcpy(bx, px + i * kBytes, (n - i) * kBytes);
+    if (b) std::memcpy(bb, b + i, (n - i) * sizeof(float));
+    hn::Store(fn(LoadAsF32<kX>(df, bx), hn::Load(df, bb)), df, bo);
+    std::memcpy(out + i, bo, (n - i) * sizeof(float));
+  }
+}
+
+template <int kX>
+void GeluForwardT(float* out, const void* x, size_t n) {
+  const DF df;
+  MapX<kX>(out, x, nullptr, n, [&](auto v, auto) {
     const auto u = hn::Mul(hn::Set(df, kSqrt2OverPi),
                            hn::MulAdd(hn::Mul(hn::Set(df, kCubic), hn::Mul(v, v)), v, v));
     const auto half_x = hn::Mul(hn::Set(df, 0.5f), v);
@@ -51,9 +77,10 @@ void GeluForwardChunk(float* out, const float* x, size_t n) {
 }
 
 // gelu'(x) = 0.5·(1 + t) + 0.5·x·(1 − t²)·sqrt(2/π)·(1 + 3·0.044715·x²), t = tanh(u).
-void GeluBackwardChunk(float* dx, const float* x, const float* dout, size_t n) {
+template <int kX>
+void GeluBackwardT(float* dx, const void* x, const float* dout, size_t n) {
   const DF df;
-  Map2(dx, x, dout, n, [&](auto v, auto g) {
+  MapX<kX>(dx, x, dout, n, [&](auto v, auto g) {
     const auto x2 = hn::Mul(v, v);
     const auto u = hn::Mul(hn::Set(df, kSqrt2OverPi), hn::MulAdd(hn::Mul(hn::Set(df, kCubic), x2), v, v));
     const auto t = hwy::HWY_NAMESPACE::Tanh(df, u);
@@ -63,6 +90,14 @@ void GeluBackwardChunk(float* dx, const float* x, const float* dout, size_t n) {
     const auto d = hn::MulAdd(hn::Mul(half, v), hn::Mul(sech2, du), hn::Mul(half, hn::Add(one, t)));
     return hn::Mul(d, g);
   });
+}
+
+// x as f32 or bf16 (bf16 = true).
+void GeluForwardChunk(float* out, const void* x, bool bf16, size_t n) {
+  bf16 ? GeluForwardT<kBF16>(out, x, n) : GeluForwardT<kF32>(out, x, n);
+}
+void GeluBackwardChunk(float* dx, const void* x, bool bf16, const float* dout, size_t n) {
+  bf16 ? GeluBackwardT<kBF16>(dx, x, dout, n) : GeluBackwardT<kF32>(dx, x, dout, n);
 }
 
 // out[c] = Σ_{r in rows} x[r, c] (overwrites out).
@@ -98,13 +133,25 @@ void add(float* out, const float* a, const float* b, size_t n) {
 
 void gelu_forward(float* out, const float* x, size_t n) {
   parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
-    HWY_DYNAMIC_DISPATCH(GeluForwardChunk)(out + lo, x + lo, hi - lo);
+    HWY_DYNAMIC_DISPATCH(GeluForwardChunk)(out + lo, x + lo, false, hi - lo);
+  });
+}
+
+void gelu_forward_bf16(float* out, const uint16_t* x, size_t n) {
+  parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
+    HWY_DYNAMIC_DISPATCH(GeluForwardChunk)(out + lo, x + lo, true, hi - lo);
   });
 }
 
 void gelu_backward(float* dx, const float* x, const float* dout, size_t n) {
   parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
-    HWY_DYNAMIC_DISPATCH(GeluBackwardChunk)(dx + lo, x + lo, dout + lo, hi - lo);
+    HWY_DYNAMIC_DISPATCH(GeluBackwardChunk)(dx + lo, x + lo, false, dout + lo, hi - lo);
+  });
+}
+
+void gelu_backward_bf16(float* dx, const uint16_t* x, const float* dout, size_t n) {
+  parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
+    HWY_DYNAMIC_DISPATCH(GeluBackwardChunk)(dx + lo, x + lo, true, dout + lo, hi - lo);
   });
 }
 

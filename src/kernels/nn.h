@@ -17,6 +17,10 @@ void add(float* out, const float* a, const float* b, size_t n);
 void gelu_forward(float* out, const float* x, size_t n);
 // dx[i] = dout[i] · gelu'(x[i]) (overwrites dx; dx may alias dout).
 void gelu_backward(float* dx, const float* x, const float* dout, size_t n);
+// The same with x stored as BF16 bits (the MLP pre-activation the fp8/bf16 modes keep),
+// decoded on the fly: the same results as on its FP32 values, without an FP32 copy.
+void gelu_forward_bf16(float* out, const uint16_t* x, size_t n);
+void gelu_backward_bf16(float* dx, const uint16_t* x, const float* dout, size_t n);
 
 // out[c] += Σ_r x[r, c] for x [rows, cols] (bias gradients).
 void column_sum(float* out, const float* x, size_t rows, size_t cols);

@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <vector>
 
@@ -48,6 +51,24 @@ TEST_P(NnOnTarget, AddGeluColumnSum) {
   }
   EXPECT_LT(rel_err(out, want), 1e-6);
   EXPECT_LT(rel_err(dx, dwant), 1e-6);
+  // From BF16 bits (top halves of FP32 words, exact in FP32): the FP32 kernels' bits on the
+  // decoded values, the tail included (n is not a multiple of any vector width).
+  std::vector<uint16_t> h(n);
+  std::vector<float> wide(n), out16(n), dx16(n);
+  for (size_t i = 0; i < n; ++i) {
+    h[i] = static_cast<uint16_t>(std::bit_cast<uint32_t>(a[i]) >> 16);
+    wide[i] = std::bit_cast<float>(static_cast<uint32_t>(h[i]) << 16);
+  }
+  kernels::gelu_forward(out.data(), wide.data(), n);
+  kernels::gelu_backward(dx.data(), wide.data(), b.data(), n);
+  std::fill(out16.begin(), out16.end(), std::nanf(""));  // poisoned
+  std::fill(dx16.begin(), dx16.end(), std::nanf(""));
+  kernels::gelu_forward_bf16(out16.data(), h.data(), n);
+  kernels::gelu_backward_bf16(dx16.data(), h.data(), b.data(), n);
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_EQ(std::bit_cast<uint32_t>(out16[i]), std::bit_cast<uint32_t>(out[i])) << i;
+    ASSERT_EQ(std::bit_cast<uint32_t>(dx16[i]), std::bit_cast<uint32_t>(dx[i])) << i;
+  }
   const size_t rows = 333, cols = 77;
   const auto x = randf(rows * cols, rng);
   std::vector<float> cs(cols, 1.0f);

@@ -361,6 +361,19 @@ const float* as_f32(const Tensor& t, float* scratch) {
   return scratch;
 }
 
+// GELU of the first n values of a wide (f32 or bf16) pre-activation x into out; with dout,
+// its gradient instead (out = dout · gelu'(x), out may alias dout). BF16 is read as stored.
+void gelu_of(float* out, const Tensor& x, const float* dout, size_t n) {
+  if (x.dtype() == DType::kF32) {
+    if (dout) kernels::gelu_backward(out, x.as<float>(), dout, n);
+    else kernels::gelu_forward(out, x.as<float>(), n);
+  } else {
+    FP8LM_CHECK(x.dtype() == DType::kBF16, "gelu: a ", dtype_name(x.dtype()), " pre-activation");
+    if (dout) kernels::gelu_backward_bf16(out, x.as<uint16_t>(), dout, n);
+    else kernels::gelu_forward_bf16(out, x.as<uint16_t>(), n);
+  }
+}
+
 }  // namespace
 
 void Gpt::embed(const int32_t* tokens) {
@@ -512,9 +525,8 @@ void Gpt::forward_blocks() {
     enter_tp(k.fc, ln2, b);
     k.fc.forward(k.fch.data(), wide, small(s.fc_b));
 
-    const float* fch = as_f32(k.fch, b);
     float* g = k.fcproj.input_buffer(a);
-    kernels::gelu_forward(g, fch, BT_ * 4 * Cl_);
+    gelu_of(g, k.fch, nullptr, BT_ * 4 * Cl_);
     k.fcproj.commit_input(g);
     k.fcproj.forward(b, DType::kF32, tp_ ? nullptr : small(s.fcproj_b));
     const float* y2 = exit_tp(b, small(s.fcproj_b), a);
@@ -781,8 +793,7 @@ void Gpt::backward(const int32_t* tokens, bool acc) {
     const BlockSpecs& s = block_specs_[l];
 
     back_row_parallel(k.fcproj, a, dres, k.g_fcproj, grad_buf(s.fcproj_b), acc);  // d GELU out
-    const float* fch = as_f32(k.fch, b);
-    kernels::gelu_backward(a, fch, a, BT_ * 4 * Cl_);
+    gelu_of(a, k.fch, a, BT_ * 4 * Cl_);  // d GELU in, in place
     k.fc.backward(b, a, k.g_fc, grad_buf(s.fc_b), acc);  // d ln_2 out (partial with TP)
     kernels::layernorm_backward(dres, grad_buf(s.ln2_w), grad_buf(s.ln2_b), enter_sp(b, rows),
                                 k.resid_mid.as<float>(), k.ln2_mean.as<float>(),

@@ -44,10 +44,9 @@ constexpr float kCubic = 0.044715f;
 constexpr int kF32 = static_cast<int>(DType::kF32), kBF16 = static_cast<int>(DType::kBF16);
 
 // out[i] = fn(x[i], b[i]) with x stored as kX (f32, or bf16 decoded on the fly), b and out
-// f32 (b may be null: fn gets zeros); the tail through padded buffers.
+// f32 (b may be null: fn gets zeros; out may be b); the tail through padded buffers.
 template <int kX, class Fn>
-HWY_INLINE void MapX(float* HWY_RESTRICT out, const void* HWY_RESTRICT x,
-                     const float* HWY_RESTRICT b, size_t n, Fn fn) {
+HWY_INLINE void MapX(float* out, const void* HWY_RESTRICT x, const float* b, size_t n, Fn fn) {
   const DF df;
   constexpr size_t kBytes = dtype_size(static_cast<DType>(kX));
   const auto* px = static_cast<const uint8_t*>(x);

@@ -193,8 +193,9 @@ class Linear {
                         bool accumulate);
   // dst (+)= the FP32 product written by gemm_into (in place, or staged through ws_.w when
   // dst is e4m3, with the product's amax taken by the GEMM for the just-in-time cast).
-  void write_grad(ScaledTensor& dst, bool accumulate,
-                  const std::function<void(const kernels::GemmOutput& out, float beta)>& gemm_into);
+  void write_grad(
+      ScaledTensor& dst, bool accumulate,
+      const std::function<void(const kernels::GemmOutput& out, float beta)>& gemm_into);
 
   QuantProbe* probe_ = nullptr;
   std::string name_;

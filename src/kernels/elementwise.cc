@@ -18,35 +18,12 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 constexpr size_t kLanes = hn::MaxLanes(DF());
 
-// Applies fn(vectors...) → vector over n elements, the tail through a padded buffer.
-template <class Fn>
-HWY_INLINE void Map2(float* HWY_RESTRICT out, const float* HWY_RESTRICT a,
-                     const float* HWY_RESTRICT b, size_t n, Fn fn) {
-  const DF df;
-  size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    hn::StoreU(fn(hn::LoadU(df, a + i), hn::LoadU(df, b + i)), df, out + i);
-  if (i < n) {
-    HWY_ALIGN float ba[kLanes] = {}, bb[kLanes] = {}, bo[kLanes];
-    std::memcpy(ba, a + i, (n - i) * sizeof(float));
-    std::memcpy(bb, b + i, (n - i) * sizeof(float));
-    hn::Store(fn(hn::Load(df, ba), hn::Load(df, bb)), df, bo);
-    std::memcpy(out + i, bo, (n - i) * sizeof(float));
-  }
-}
-
-void AddChunk(float* out, const float* a, const float* b, size_t n) {
-  Map2(out, a, b, n, [](auto x, auto y) { return hn::Add(x, y); });
-}
-
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kCubic = 0.044715f;
 constexpr int kF32 = static_cast<int>(DType::kF32), kBF16 = static_cast<int>(DType::kBF16);
 
 // out[i] = fn(x[i], b[i]) with x stored as kX (f32, or bf16 decoded on the fly), b and out
-// f32 (b may be null: fn gets zeros; out may be b); the tail through padded buffers.
+// f32 (b may be null: fn gets zeros; out may be x or b); the tail through padded buffers.
 template <int kX, class Fn>
-HWY_INLINE void MapX(float* out, const void* HWY_RESTRICT x, const float* b, size_t n, Fn fn) {
+HWY_INLINE void MapX(float* out, const void* x, const float* b, size_t n, Fn fn) {
   const DF df;
   constexpr size_t kBytes = dtype_size(static_cast<DType>(kX));
   const auto* px = static_cast<const uint8_t*>(x);
@@ -63,6 +40,13 @@ HWY_INLINE void MapX(float* out, const void* HWY_RESTRICT x, const float* b, siz
     std::memcpy(out + i, bo, (n - i) * sizeof(float));
   }
 }
+
+void AddChunk(float* out, const float* a, const float* b, size_t n) {
+  MapX<kF32>(out, a, b, n, [](auto x, auto y) { return hn::Add(x, y); });
+}
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kCubic = 0.044715f;
 
 template <int kX>
 void GeluForwardT(float* out, const void* x, size_t n) {
@@ -91,12 +75,13 @@ void GeluBackwardT(float* dx, const void* x, const float* dout, size_t n) {
   });
 }
 
-// x as f32 or bf16 (bf16 = true).
-void GeluForwardChunk(float* out, const void* x, bool bf16, size_t n) {
-  bf16 ? GeluForwardT<kBF16>(out, x, n) : GeluForwardT<kF32>(out, x, n);
-}
-void GeluBackwardChunk(float* dx, const void* x, bool bf16, const float* dout, size_t n) {
-  bf16 ? GeluBackwardT<kBF16>(dx, x, dout, n) : GeluBackwardT<kF32>(dx, x, dout, n);
+// GELU of x (f32, or bf16 when bf16) into out; with dout, out = dout · gelu'(x) instead.
+void GeluChunk(float* out, const void* x, bool bf16, const float* dout, size_t n) {
+  if (dout != nullptr) {
+    bf16 ? GeluBackwardT<kBF16>(out, x, dout, n) : GeluBackwardT<kF32>(out, x, dout, n);
+  } else {
+    bf16 ? GeluForwardT<kBF16>(out, x, n) : GeluForwardT<kF32>(out, x, n);
+  }
 }
 
 // out[c] = Σ_{r in rows} x[r, c] (overwrites out).
@@ -115,8 +100,7 @@ HWY_AFTER_NAMESPACE();
 
 namespace fp8lm {
 HWY_EXPORT(AddChunk);
-HWY_EXPORT(GeluForwardChunk);
-HWY_EXPORT(GeluBackwardChunk);
+HWY_EXPORT(GeluChunk);
 HWY_EXPORT(ColumnSumChunk);
 
 namespace kernels {
@@ -130,28 +114,25 @@ void add(float* out, const float* a, const float* b, size_t n) {
   });
 }
 
-void gelu_forward(float* out, const float* x, size_t n) {
+namespace {
+// GELU (dout null) or its gradient over n values of x (4- or 2-byte elements), in chunks.
+void gelu(float* out, const void* x, bool bf16, const float* dout, size_t n) {
+  const size_t bytes = bf16 ? 2 : 4;
   parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
-    HWY_DYNAMIC_DISPATCH(GeluForwardChunk)(out + lo, x + lo, false, hi - lo);
+    HWY_DYNAMIC_DISPATCH(GeluChunk)(out + lo, static_cast<const uint8_t*>(x) + lo * bytes, bf16,
+                                    dout != nullptr ? dout + lo : nullptr, hi - lo);
   });
 }
 
-void gelu_forward_bf16(float* out, const uint16_t* x, size_t n) {
-  parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
-    HWY_DYNAMIC_DISPATCH(GeluForwardChunk)(out + lo, x + lo, true, hi - lo);
-  });
-}
+}  // namespace
 
+void gelu_forward(float* out, const float* x, size_t n) { gelu(out, x, false, nullptr, n); }
+void gelu_forward_bf16(float* out, const uint16_t* x, size_t n) { gelu(out, x, true, nullptr, n); }
 void gelu_backward(float* dx, const float* x, const float* dout, size_t n) {
-  parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
-    HWY_DYNAMIC_DISPATCH(GeluBackwardChunk)(dx + lo, x + lo, false, dout + lo, hi - lo);
-  });
+  gelu(dx, x, false, dout, n);
 }
-
 void gelu_backward_bf16(float* dx, const uint16_t* x, const float* dout, size_t n) {
-  parallel_for(n, kMinChunk / 4, 16, [&](size_t, size_t lo, size_t hi) {
-    HWY_DYNAMIC_DISPATCH(GeluBackwardChunk)(dx + lo, x + lo, true, dout + lo, hi - lo);
-  });
+  gelu(dx, x, true, dout, n);
 }
 
 void column_sum(float* out, const float* x, size_t rows, size_t cols) {

@@ -8,6 +8,7 @@
 
 #include "numerics/block_scales.h"
 #include "numerics/dtype.h"
+#include "numerics/exponent_range.h"
 #include "tensor/scaled_view.h"
 
 namespace fp8lm::kernels {
@@ -22,6 +23,11 @@ float quantize(void* dst, DType dst_type, const float* src, size_t n, float scal
 float amax(const float* src, size_t n);
 // max |decode(src[i])| · scale_inv for src_type f32, f16 or bf16 (a stored master weight).
 float amax(const void* src, DType src_type, size_t n, float scale_inv);
+
+// The exponents of the nonzero values of src [rows, cols] (row stride ld, 0 = cols) as
+// numerics/exponent_range.h defines them; src_type f32, f16 or bf16.
+ExponentRange exponent_range(const void* src, DType src_type, size_t rows, size_t cols,
+                             size_t ld = 0);
 
 // dst[i] = decode(src[i]) · scale_inv, with src_type f32, f16, bf16, e4m3 or e5m2.
 void dequantize(float* dst, const void* src, DType src_type, size_t n, float scale_inv);

@@ -112,6 +112,89 @@ TEST_P(CastOnTarget, AmaxOfFiniteInput) {
   EXPECT_TRUE(std::isnan(kernels::amax(x.data(), x.size())));
 }
 
+// floor(log2 |v|) as exponent_range counts it (float32 subnormal -127, inf/NaN 128).
+int exponent_of(double v) {
+  if (!std::isfinite(v)) return 128;
+  if (std::fabs(v) < 0x1p-126) return -127;
+  return std::ilogb(v);
+}
+
+// Every stored type, every length class, strided rows whose gaps hold values that must not
+// count, against the reference decode of each value.
+TEST_P(CastOnTarget, ExponentRangeMatchesReference) {
+  std::mt19937 rng(29);
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const size_t es = dtype_size(t);
+    for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{33}, size_t{1000},
+                     size_t{3 * 65536 + 5}}) {
+      for (int kind = 0; kind < 3; ++kind) {  // 0: any value; 1: finite; 2: zeros only
+        SCOPED_TRACE(::testing::Message() << dtype_name(t) << " n " << n << " kind " << kind);
+        const std::vector<float> x = test_inputs(n, static_cast<uint32_t>(n) * 3 + kind);
+        std::vector<uint8_t> buf(n * es);
+        int lo = 1, hi = 0;
+        for (size_t i = 0; i < n; ++i) {
+          uint32_t code = t == DType::kF32 ? std::bit_cast<uint32_t>(x[i])
+                                           : encode_ref(x[i], float_format(t), false);
+          double v = t == DType::kF32 ? x[i] : decode_ref(code, float_format(t));
+          if (kind == 2 || (kind == 1 && !std::isfinite(v))) {
+            code = (rng() & 1) << (8 * es - 1);  // ±0
+            v = 0.0;
+          }
+          std::memcpy(buf.data() + i * es, &code, es);
+          if (v == 0.0) continue;
+          const int e = exponent_of(v);
+          if (lo > hi) lo = hi = e;
+          lo = std::min(lo, e);
+          hi = std::max(hi, e);
+        }
+        const ExponentRange r = kernels::exponent_range(buf.data(), t, 1, n);
+        EXPECT_TRUE(r.known);
+        if (lo > hi) {
+          EXPECT_GT(r.lo, r.hi);
+        } else {
+          EXPECT_EQ(r.lo, lo);
+          EXPECT_EQ(r.hi, hi);
+        }
+        if (n < 33) continue;
+        // The same values as rows of 31 with a gap of 2 holding inf and a subnormal.
+        const size_t cols = 31, ld = 33, rows = n / cols;
+        std::vector<uint8_t> strided(rows * ld * es);
+        const float gap[2] = {std::numeric_limits<float>::infinity(), 0x1p-140f};
+        int slo = 1, shi = 0;
+        for (size_t r2 = 0; r2 < rows; ++r2) {
+          std::memcpy(strided.data() + r2 * ld * es, buf.data() + r2 * cols * es, cols * es);
+          for (size_t g = 0; g < 2; ++g) {
+            const uint32_t code = t == DType::kF32 ? std::bit_cast<uint32_t>(gap[g])
+                                                   : encode_ref(gap[g], float_format(t), false);
+            std::memcpy(strided.data() + (r2 * ld + cols + g) * es, &code, es);
+          }
+          for (size_t c = 0; c < cols; ++c) {
+            uint32_t code = 0;
+            std::memcpy(&code, buf.data() + (r2 * cols + c) * es, es);
+            const double v = t == DType::kF32 ? std::bit_cast<float>(code)
+                                              : decode_ref(code, float_format(t));
+            if (v == 0.0) continue;
+            const int e = exponent_of(v);
+            if (slo > shi) slo = shi = e;
+            slo = std::min(slo, e);
+            shi = std::max(shi, e);
+          }
+        }
+        const ExponentRange sr = kernels::exponent_range(strided.data(), t, rows, cols, ld);
+        if (slo > shi) {
+          EXPECT_GT(sr.lo, sr.hi);
+        } else {
+          EXPECT_EQ(sr.lo, slo);
+          EXPECT_EQ(sr.hi, shi);
+        }
+      }
+    }
+  }
+  const float x[2] = {1.0f, 2.0f};
+  EXPECT_THROW(kernels::exponent_range(x, DType::kE4M3, 1, 2), Error);
+  EXPECT_THROW(kernels::exponent_range(x, DType::kF32, 2, 2, 1), Error);
+}
+
 TEST_P(CastOnTarget, DequantizeEveryCode) {
   for (DType t : kNarrow) {
     const FloatFormat& f = float_format(t);

@@ -763,6 +763,13 @@ bool fp8_valued(const GemmOperand& x) {
   return fp8(x.dtype) && x.blocks.data == nullptr;
 }
 
+// The operand enters the product as BF16(stored value) (bf16_dot_exact's condition).
+bool bf16_valued(const GemmOperand& x) {
+  if (x.blocks.data != nullptr) return false;
+  if (x.cast_to != DType::kF32) return x.cast_to == DType::kBF16 && x.cast_mul == 1.0f;
+  return x.dtype == DType::kBF16;
+}
+
 bool is_cast_dtype(DType t) {
   return t == DType::kF32 || t == DType::kBF16 || t == DType::kE4M3 || t == DType::kE5M2;
 }
@@ -853,7 +860,9 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   g.bias = c.bias;
   g.gelu = c.activation == GemmActivation::kGelu;
   g.want_amax = c.amax != nullptr;
-  g.dot = simd::bf16_dot_active() && fp8_valued(a) && fp8_valued(b);
+  g.dot = simd::bf16_dot_active() &&
+          ((fp8_valued(a) && fp8_valued(b)) ||
+           (bf16_valued(a) && bf16_valued(b) && bf16_dot_exact(a.exps, b.exps, K)));
   FP8LM_CHECK(g.lda >= a_cols && g.ldb >= b_cols && g.ldc >= N,
               "gemm: leading dimensions too small (lda ", g.lda, ", ldb ", g.ldb, ", ldc ", g.ldc,
               ")");

@@ -13,6 +13,7 @@
 
 #include "numerics/block_scales.h"
 #include "numerics/dtype.h"
+#include "numerics/exponent_range.h"
 #include "tensor/scaled_view.h"
 
 namespace fp8lm::kernels {
@@ -33,6 +34,10 @@ struct GemmOperand {
   // blocks, MX): each decoded value is multiplied by its block's scale while being packed, so
   // blocks may cut K anywhere. Not combined with cast_to. scale_inv still applies on top.
   BlockScales blocks{};
+  // Optional: the exponents of the stored values (kernels::exponent_range). A product of two
+  // BF16-valued operands (stored bf16, or cast to bf16 with cast_mul 1) whose ranges pass
+  // bf16_dot_exact runs on the dot products where the CPU has them, with the same bits.
+  ExponentRange exps{};
 };
 
 // A view as a GEMM operand (op(X) = Xᵀ when transposed): its per-tensor scale, or its block
@@ -54,7 +59,8 @@ struct GemmOutput {
 
 // C is not read when beta == 0 (it may hold anything, NaN included). Results are
 // bit-identical for every thread count and with or without the AVX512-BF16 dot products
-// (FP8-valued operands, kernels/gemm_dot.h): each element is summed over K in one fixed order.
+// (FP8-valued operands, or BF16-valued ones whose exponents allow it; kernels/gemm_dot.h):
+// each element is summed over K in one fixed order.
 void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const GemmOperand& b,
           float beta, const GemmOutput& c);
 

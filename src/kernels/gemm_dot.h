@@ -1,12 +1,14 @@
-// The GEMM's AVX512-BF16 micro-kernel: FP8-valued operands multiplied with vdpbf16ps, two K
-// steps per instruction, twice the FP32 FMA's multiply-adds per cycle where the CPU has it.
+// The GEMM's AVX512-BF16 micro-kernel: FP8-valued operands (or BF16-valued ones within the
+// exponent bounds of numerics/exponent_range.h) multiplied with vdpbf16ps, two K steps per
+// instruction, twice the FP32 FMA's multiply-adds per cycle where the CPU has it.
 //
 // Why the results are the FMA path's bits: vdpbf16ps adds, per FP32 lane, the product of the
 // odd BF16 pair element and then that of the even one, each rounded to nearest-even (checked
 // against that model on every lane by gemm_dot_test). Values decoded from E4M3/E5M2 codes are
 // BF16 values, their products are exact in FP32 (4 × 3 significant bits), never subnormal
 // (≥ 2^-25) and never overflow (≤ 57344²), and sums of them are multiples of 2^-25, so the
-// instruction's flush-to-zero never applies. Packing K step k into the odd slot and k+1 into
+// instruction's flush-to-zero never applies; BF16 values get the same guarantee from their
+// exponents (bf16_dot_exact). Packing K step k into the odd slot and k+1 into
 // the even one then sums every C element over K in the order of one FMA per step.
 #pragma once
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "kernels/cast.h"
 #include "kernels/gemm.h"
 #include "kernels/simd.h"
 #include "numerics/cast_ref.h"
@@ -214,6 +215,118 @@ TEST_F(GemmDotCpu, BF16OperandsKeepTheFmaKernel) {
   ASSERT_TRUE(simd::bf16_dot_active());
   EXPECT_EQ(c[0], 0x1p-129f + 3 * 0x1p-126f);
   EXPECT_EQ(c[1], 4 * 0x1p-126f);
+}
+
+// A BF16-valued operand: values of 8 significant bits, exponents uniform in [lo, hi], random
+// signs, a tenth of them zero.
+std::vector<float> random_bf16_values(size_t n, int lo, int hi, std::mt19937& rng) {
+  std::uniform_int_distribution<int> e(lo, hi), m(128, 255);
+  std::vector<float> v(n);
+  for (float& x : v) {
+    x = rng() % 10 == 0 ? 0.0f : std::ldexp(static_cast<float>(m(rng)), e(rng) - 7);
+    if (rng() & 1) x = -x;
+  }
+  return v;
+}
+
+std::vector<uint16_t> to_bf16_codes(const std::vector<float>& v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) h[i] = static_cast<uint16_t>(bits(v[i]) >> 16);
+  return h;
+}
+
+// BF16-valued products whose exponents pass bf16_dot_exact take the dot kernel with the FMA
+// kernel's bits: A stored f32 and cast to BF16 while packed (plus values that round), B stored
+// bf16, exponent ranges at the rule's bound (loA + loB = -112, so partial sums reach 2^-126),
+// measured by kernels::exponent_range as the model does.
+TEST_F(GemmDotCpu, BF16ValuedOperandsWithinTheBoundsKeepTheFmaBits) {
+  simd::force_target(0);
+  std::mt19937 rng(5);
+  struct Case {
+    size_t M, N, K;
+    bool ta, tb;
+    int lo_a, hi_a, lo_b, hi_b;
+  };
+  const Case cases[] = {
+      {64, 96, 768, false, false, -60, -40, -52, -30},   // at the bound: -60 + -52 = -112
+      {29, 45, 7, false, true, -56, -50, -56, -50},      // edge tiles, odd K, Bᵀ
+      {57, 130, 1601, true, false, -70, -20, -42, 10},   // three K passes, Aᵀ
+      {200, 300, 768, false, true, -3, 3, -8, 2},        // an LM head's magnitudes
+  };
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const Case& cs : cases) {
+      SCOPED_TRACE(::testing::Message() << cs.M << "x" << cs.N << "x" << cs.K << " threads "
+                                        << threads);
+      std::vector<float> a = random_bf16_values(cs.M * cs.K, cs.lo_a, cs.hi_a, rng);
+      // A few low bits set: A's values round when cast to BF16 (never below 2^lo_a).
+      for (size_t i = 0; i < a.size(); i += 3)
+        if (a[i] != 0.0f) a[i] = std::bit_cast<float>(bits(a[i]) | 0x5A5Au);
+      const std::vector<uint16_t> b =
+          to_bf16_codes(random_bf16_values(cs.K * cs.N, cs.lo_b, cs.hi_b, rng));
+      kernels::GemmOperand ga{a.data(), DType::kF32, cs.ta, 0, 0.5f};
+      ga.cast_to = DType::kBF16;
+      kernels::GemmOperand gb{b.data(), DType::kBF16, cs.tb, 0, 1.0f};
+      ga.exps = kernels::exponent_range(a.data(), DType::kF32, cs.ta ? cs.K : cs.M,
+                                        cs.ta ? cs.M : cs.K);
+      gb.exps = kernels::exponent_range(b.data(), DType::kBF16, cs.K, cs.N);
+      ASSERT_TRUE(bf16_dot_exact(ga.exps, gb.exps, cs.K))
+          << ga.exps.lo << ".." << ga.exps.hi << " x " << gb.exps.lo << ".." << gb.exps.hi;
+      std::vector<float> out[2];
+      for (int dot = 0; dot < 2; ++dot) {
+        simd::set_bf16_dot(dot == 1);
+        out[dot].assign(cs.M * cs.N, std::nanf(""));
+        kernels::gemm(cs.M, cs.N, cs.K, 1.0f, ga, gb, 0.0f, {out[dot].data(), DType::kF32});
+      }
+      EXPECT_EQ(std::memcmp(out[0].data(), out[1].data(), out[0].size() * sizeof(float)), 0);
+    }
+  }
+  set_num_threads(2);
+}
+
+// The ranges decide: with ranges that pass the rule the dot kernel runs (a product below
+// 2^-126, which the ranges hid, is flushed to zero: the kernel ran); with the true ranges, or
+// none, the FMA kernel keeps it.
+TEST_F(GemmDotCpu, ExponentRangesDecideTheKernel) {
+  simd::force_target(0);
+  constexpr size_t M = 32, N = 32, K = 2;
+  std::vector<uint16_t> a(M * K, static_cast<uint16_t>(bits(1.0f) >> 16));
+  std::vector<uint16_t> b(K * N, static_cast<uint16_t>(bits(1.0f) >> 16));
+  a[0] = static_cast<uint16_t>(bits(0x1p-70f) >> 16);
+  b[0] = static_cast<uint16_t>(bits(0x1p-60f) >> 16);
+  a[1] = b[N] = 0;  // c[0] = 2^-130 + 0: subnormal
+  kernels::GemmOperand ga{a.data(), DType::kBF16, false, 0, 1.0f};
+  kernels::GemmOperand gb{b.data(), DType::kBF16, false, 0, 1.0f};
+  auto c0 = [&] {
+    std::vector<float> c(M * N, std::nanf(""));
+    kernels::gemm(M, N, K, 1.0f, ga, gb, 0.0f, {c.data(), DType::kF32});
+    EXPECT_EQ(c[1], 0x1p-70f + 1.0f * 0.0f);
+    return c[0];
+  };
+  ASSERT_TRUE(simd::bf16_dot_active());
+  EXPECT_EQ(c0(), 0x1p-130f);  // no ranges
+  ga.exps = kernels::exponent_range(a.data(), DType::kBF16, M, K);
+  gb.exps = kernels::exponent_range(b.data(), DType::kBF16, K, N);
+  EXPECT_EQ(ga.exps.lo, -70);
+  EXPECT_EQ(gb.exps.lo, -60);
+  EXPECT_EQ(c0(), 0x1p-130f);  // the true ranges fail the rule
+  ga.exps.lo = gb.exps.lo = 0;  // ranges that hide the small values
+  EXPECT_EQ(c0(), 0.0f);
+}
+
+// The rule's edges: the least exponents' sum, subnormal and non-finite values, sums that could
+// overflow, and operands with no nonzero value.
+TEST(Bf16DotExact, Bounds) {
+  auto r = [](int lo, int hi) { return ExponentRange{lo, hi, true}; };
+  EXPECT_TRUE(bf16_dot_exact(r(-56, 0), r(-56, 0), 768));
+  EXPECT_FALSE(bf16_dot_exact(r(-57, 0), r(-56, 0), 768));
+  EXPECT_TRUE(bf16_dot_exact(r(-126, 0), r(14, 20), 768));
+  EXPECT_FALSE(bf16_dot_exact(r(-127, 0), r(15, 20), 768));  // a subnormal value
+  EXPECT_FALSE(bf16_dot_exact(r(0, 128), r(-100, -100), 768));  // inf or NaN
+  EXPECT_TRUE(bf16_dot_exact(r(0, 60), r(0, 55), 1023));     // 60 + 55 + 2 + 10 = 127
+  EXPECT_FALSE(bf16_dot_exact(r(0, 60), r(0, 55), 1024));
+  EXPECT_TRUE(bf16_dot_exact(r(1, 0), r(-127, 128), 5));     // A all zero
+  EXPECT_FALSE(bf16_dot_exact(ExponentRange{}, r(0, 0), 5));  // not measured
 }
 
 }  // namespace

@@ -47,6 +47,45 @@ uint32_t AmaxChunk(const float* HWY_RESTRICT in, size_t n) {
   return result;
 }
 
+// Biased float32 exponents of n values of type kSrc (f32, f16, bf16): the least over nonzero
+// values (0x1FF when none) in the high half, the greatest in the low half (subnormal 0,
+// inf/NaN 255).
+template <int kSrc>
+uint32_t ExponentBoundsT(const uint8_t* HWY_RESTRICT p, size_t n) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const size_t N = hn::Lanes(df);
+  constexpr size_t kBytes = dtype_size(static_cast<DType>(kSrc));
+  const auto abs_mask = hn::Set(du, 0x7FFFFFFFu), none = hn::Set(du, 0x1FFu);
+  auto lo = none;
+  auto hi = hn::Zero(du);
+  auto step = [&](hn::Vec<decltype(df)> v) {
+    const auto mag = hn::And(hn::BitCast(du, v), abs_mask);
+    const auto e = hn::ShiftRight<23>(mag);
+    lo = hn::Min(lo, hn::IfThenElse(hn::Eq(mag, hn::Zero(du)), none, e));
+    hi = hn::Max(hi, e);
+  };
+  size_t i = 0;
+  for (; i + N <= n; i += N) step(LoadAsF32<kSrc>(df, p + i * kBytes));
+  if (i < n) {  // zeros past the end change neither bound
+    HWY_ALIGN uint8_t buf[hn::MaxLanes(df) * sizeof(float)] = {};
+    std::memcpy(buf, p + i * kBytes, (n - i) * kBytes);
+    step(LoadAsF32<kSrc>(df, buf));
+  }
+  return (hn::GetLane(hn::MinOfLanes(du, lo)) << 16) | hn::GetLane(hn::MaxOfLanes(du, hi));
+}
+
+uint32_t ExponentBoundsChunk(const uint8_t* HWY_RESTRICT p, int type, size_t n) {
+  switch (static_cast<DType>(type)) {
+    case DType::kF32:
+      return ExponentBoundsT<static_cast<int>(DType::kF32)>(p, n);
+    case DType::kF16:
+      return ExponentBoundsT<static_cast<int>(DType::kF16)>(p, n);
+    default:
+      return ExponentBoundsT<static_cast<int>(DType::kBF16)>(p, n);
+  }
+}
+
 // Largest magnitude code (sign bit cleared) of 16-bit codes; for IEEE-like formats the
 // magnitude order of codes is the order of values, and NaN codes sort above inf.
 uint32_t MaxMagnitudeCode16Chunk(const uint16_t* HWY_RESTRICT in, size_t n) {
@@ -76,6 +115,7 @@ namespace fp8lm {
 HWY_EXPORT(QuantizeChunk);
 HWY_EXPORT(AmaxChunk);
 HWY_EXPORT(MaxMagnitudeCode16Chunk);
+HWY_EXPORT(ExponentBoundsChunk);
 
 namespace kernels {
 namespace detail {
@@ -132,6 +172,41 @@ float amax(const void* src, DType src_type, size_t n, float scale_inv) {
   });
   const uint32_t code = *std::max_element(partial.begin(), partial.end());
   return static_cast<float>(decode_ref(code, float_format(src_type))) * scale_inv;
+}
+
+ExponentRange exponent_range(const void* src, DType src_type, size_t rows, size_t cols,
+                             size_t ld) {
+  FP8LM_CHECK(src_type == DType::kF32 || src_type == DType::kF16 || src_type == DType::kBF16,
+              "exponent_range: source must be f32, f16 or bf16, got ", dtype_name(src_type));
+  ld = ld ? ld : cols;
+  FP8LM_CHECK(ld >= cols, "exponent_range: row stride ", ld, " is less than ", cols, " columns");
+  if (ld == cols) {  // one run, split evenly
+    cols *= rows;
+    rows = cols ? 1 : 0;
+  }
+  const auto* base = static_cast<const uint8_t*>(src);
+  const size_t bytes = dtype_size(src_type), n = rows * cols;
+  // Chunks of whole rows (or of the one run), each folded into its own bounds.
+  const size_t min_rows = rows == 1 ? 1 : std::max<size_t>(1, kMinChunk / std::max<size_t>(cols, 1));
+  const size_t items = rows == 1 ? n : rows, min_items = rows == 1 ? kMinChunk : min_rows;
+  std::vector<uint32_t> lo(chunk_count(items, min_items), 0x1FF), hi(lo.size(), 0);
+  parallel_for(items, min_items, rows == 1 ? 64 : 1, [&](size_t c, size_t begin, size_t end) {
+    auto fold = [&](const uint8_t* p, size_t count) {
+      const uint32_t b = HWY_DYNAMIC_DISPATCH(ExponentBoundsChunk)(p, static_cast<int>(src_type),
+                                                                   count);
+      lo[c] = std::min(lo[c], b >> 16);
+      hi[c] = std::max(hi[c], b & 0xFFFFu);
+    };
+    if (rows == 1) return fold(base + begin * bytes, end - begin);
+    for (size_t r = begin; r < end; ++r) fold(base + r * ld * bytes, cols);
+  });
+  ExponentRange e;
+  e.known = true;
+  const uint32_t l = *std::min_element(lo.begin(), lo.end());
+  if (l == 0x1FF) return e;  // no nonzero value
+  e.lo = static_cast<int>(l) - 127;
+  e.hi = static_cast<int>(*std::max_element(hi.begin(), hi.end())) - 127;
+  return e;
 }
 
 float cast_transpose(void* dst, void* dst_t, DType dst_type, const float* src, size_t rows,

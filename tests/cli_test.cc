@@ -766,6 +766,7 @@ TEST_F(Cli, TrainRejectsBadConfigAndData) {
       {"train " + flags + " --set precision.master=e5m2", "precision.master"},
       {"train " + flags + " --set precision.m2=e4m3 --set precision.level=O3", "O3"},
       {"train " + flags + " --set precision.m1=bf16", "not a supported combination"},
+      {"train " + flags + " --set precision.lm_head=f16", "precision.lm_head"},
       {"experiment precision-decoupling --rows 9", "unknown row '9'"},
       {"experiment grad-scaling --data " + path("nope.bin"), "nope.bin"},
       {"report " + path("a.txt"), "neither a run folder"},

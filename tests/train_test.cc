@@ -123,12 +123,16 @@ class TargetTest : public ::testing::TestWithParam<const char*> {
     simd::force_target(0);
     set_num_threads(2);
   }
-  // The tiny run at the parameter's "LEVEL" or "LEVEL/RECIPE", writing to dir/name.
+  // The tiny run at the parameter's "LEVEL" or "LEVEL/RECIPE", either with "+bf16head"
+  // (precision.lm_head = bf16), writing to dir/name.
   TrainConfig config(const std::string& dir, const std::string& name) const {
-    const std::string param = GetParam();
+    std::string param = GetParam();
+    const bool bf16_head = param.ends_with("+bf16head");
+    if (bf16_head) param.resize(param.size() - std::string("+bf16head").size());
     const size_t slash = param.find('/');
     TrainConfig c = tiny(dir, dir + "/" + name, param.substr(0, slash));
     c.recipe = slash == std::string::npos ? "delayed" : param.substr(slash + 1);
+    if (bf16_head) c.lm_head = "bf16";
     return c;
   }
   // Run folders a and b logged the same metrics (speed aside) and wrote the same checkpoint
@@ -143,7 +147,7 @@ class TargetTest : public ::testing::TestWithParam<const char*> {
   std::string scratch(const std::string& what) const {
     std::string n = GetParam();
     for (char& ch : n)
-      if (ch == '/') ch = '_';
+      if (ch == '/' || ch == '+') ch = '_';
     const std::string d = tmpdir(what + "_" + n);
     write_data(d);
     return d;
@@ -199,11 +203,12 @@ TEST_P(TargetTest, OneAndTwoThreadsAreTheSameBits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Levels, TargetTest,
-                         ::testing::Values("fp32", "bf16", "O2", "O2/block", "O3"),
+                         ::testing::Values("fp32", "bf16", "O2", "O2/block", "O3",
+                                           "O2+bf16head"),
                          [](const auto& p) {
                            std::string n = p.param;
                            for (char& ch : n)
-                             if (ch == '/') ch = '_';
+                             if (ch == '/' || ch == '+') ch = '_';
                            return n;
                          });
 
@@ -381,6 +386,8 @@ TEST(Train, BadConfigurationsNameTheKey) {
   EXPECT_NE(err("[train]\nsteps = \"ten\"\n").find("train.steps: expected an integer"),
             std::string::npos);
   EXPECT_NE(err("[precision]\nlevel = \"O9\"\n").find("O9"), std::string::npos);
+  EXPECT_NE(err("[precision]\nlm_head = \"e4m3\"\n").find("precision.lm_head = 'e4m3'"),
+            std::string::npos);
   EXPECT_NE(err("[model]\npreset = \"gpt5\"\n").find("gpt5"), std::string::npos);
   EXPECT_NE(err("[train\n").find("cfg.toml:1"), std::string::npos);
   TrainConfig c;
@@ -463,6 +470,7 @@ TEST(Train, TrainerJsonIsValidatedFieldByField) {
       {"n_layer huge", [](auto& j) { j["model"]["n_layer"] = 1ull << 40; }},
       {"level O9", [](auto& j) { j["level"] = "O9"; }},
       {"recipe bogus", [](auto& j) { j["fp8"]["recipe"] = "bogus"; }},
+      {"lm_head e4m3", [](auto& j) { j["lm_head"] = "e4m3"; }},
       {"mu 0", [](auto& j) { j["grad_scaling_mu"] = 0.0; }},
       {"batch_size -1", [](auto& j) { j["batch_size"] = -1; }},
       {"not an object", [](auto& j) { j = nlohmann::json::array(); }},

@@ -38,6 +38,7 @@ struct BenchStepOptions {
   bool train = false;
   bool telemetry = false;
   std::vector<std::string> levels = {"fp32", "bf16", "O1", "O2"};
+  std::vector<std::string> lm_heads = {"f32"};  // each level (mode) once per LM head format
   std::string python = "/usr/bin/python3";  // Debian's python3-torch lives there
 };
 
@@ -95,6 +96,15 @@ void run_bench_step(const BenchStepOptions& o) {
     tokens[i] = d(rng);
     targets[i] = d(rng);
   }
+  // LM head formats: a row per level and format ("O2/bf16"; "O2" alone for f32 only).
+  std::vector<DType> heads;
+  for (const std::string& h : o.lm_heads) {
+    if (h != "f32" && h != "bf16") fail("--lm-head ", h, ": must be f32 or bf16");
+    heads.push_back(h == "bf16" ? DType::kBF16 : DType::kF32);
+  }
+  auto head_suffix = [&](DType h) {
+    return heads.size() == 1 && h == DType::kF32 ? std::string() : "/" + std::string(dtype_name(h));
+  };
   std::vector<Runner> runners;
   std::unique_ptr<GptParams> params;
   if (o.train) {
@@ -105,16 +115,18 @@ void run_bench_step(const BenchStepOptions& o) {
       for (MemCategory c : states) s += mem_stats(c).current;
       return static_cast<size_t>(s);
     };
-    for (const std::string& name : o.levels) {
-      const PrecisionLevel l = level_from_name(name);
-      const size_t before = state_bytes();
-      Runner r{std::string(level_name(l)), nullptr, make_gpt_optimizer(cfg, l, {}, 1), 0,
-               nullptr};
-      r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
-      r.model->set_weights(master_views(*r.opt));  // live: updates need no new call
-      r.state_bytes = state_bytes() - before;
-      runners.push_back(std::move(r));
-    }
+    for (const std::string& name : o.levels)
+      for (const DType head : heads) {
+        const PrecisionLevel l = level_from_name(name);
+        const size_t before = state_bytes();
+        Runner r{std::string(level_name(l)) + head_suffix(head), nullptr,
+                 make_gpt_optimizer(cfg, l, {}, 1), 0, nullptr};
+        r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
+        r.model->set_weights(master_views(*r.opt));  // live: updates need no new call
+        r.model->set_lm_head(head);
+        r.state_bytes = state_bytes() - before;
+        runners.push_back(std::move(r));
+      }
     if (o.telemetry) {  // the last level again, with telemetry on every step
       const PrecisionLevel l = level_from_name(o.levels.back());
       if (level_plan(l).compute != ComputeMode::kFP8)
@@ -134,8 +146,11 @@ void run_bench_step(const BenchStepOptions& o) {
     params = std::make_unique<GptParams>(cfg);
     params->init_gpt2(1);
     for (ComputeMode m : {ComputeMode::kF32, ComputeMode::kBF16, ComputeMode::kFP8})
-      runners.push_back({std::string(compute_mode_name(m)),
-                         std::make_unique<Gpt>(*params, m, B, T), nullptr, 0, nullptr});
+      for (const DType head : heads) {
+        runners.push_back({std::string(compute_mode_name(m)) + head_suffix(head),
+                           std::make_unique<Gpt>(*params, m, B, T), nullptr, 0, nullptr});
+        runners.back().model->set_lm_head(head);
+      }
   }
   auto step = [&](Runner& r) {
     const float loss = r.model->forward_backward(tokens.data(), targets.data());
@@ -271,6 +286,10 @@ void register_bench_step(CLI::App& bench) {
                 "With --train: also time the last level with telemetry on (every FP8 cast's "
                 "statistics), and report its overhead at the default telemetry.every");
   sub->add_option("--levels", o->levels, "With --train: the levels to time (the first is the base)")
+      ->capture_default_str();
+  sub->add_option("--lm-head", o->lm_heads,
+                  "The LM head operand formats to time each level with (f32, bf16; "
+                  "precision.lm_head)")
       ->capture_default_str();
   sub->add_flag("--pytorch", o->pytorch,
                 "Also time PyTorch fp32 (with --train: + AdamW) in this run, "

@@ -601,11 +601,27 @@ void Gpt::chunk_grads(float* logits, const int32_t* targets, size_t rows,
   }
 }
 
+void Gpt::set_lm_head(DType operands) {
+  FP8LM_CHECK(operands == DType::kF32 || operands == DType::kBF16,
+              "LM head operands must be f32 or bf16, got ", dtype_name(operands));
+  lm_head_bf16_ = operands == DType::kBF16;
+}
+
 float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const size_t* rows_at,
                 size_t n_at) {
   const size_t C = static_cast<size_t>(cfg_.n_embd), V = static_cast<size_t>(cfg_.vocab_size);
   const size_t Vp = Vpl_;  // this rank's rows of wte (all of them without TP)
-  const kernels::GemmOperand wte = kernels::gemm_operand(weights_[wte_]);
+  kernels::GemmOperand wte = kernels::gemm_operand(weights_[wte_]);
+  // BF16 operands: each product's A and B cast while packed, with their exponent ranges so
+  // the products may run on the dot kernel (wte's once per call, lnf's over all its rows,
+  // the logits' gradient per chunk).
+  auto bf16 = [&](kernels::GemmOperand o, const ExponentRange& e) {
+    if (!lm_head_bf16_) return o;
+    if (o.dtype != DType::kBF16) o.cast_to = DType::kBF16;
+    o.exps = e;
+    return o;
+  };
+  if (lm_head_bf16_) wte = bf16(wte, kernels::exponent_range(wte.data, wte.dtype, Vp, C));
   kernels::GemmOperand wte_t = wte;
   wte_t.transposed = true;
   float* dwte = grads && !lora_.on() ? grad_buf(wte_) : nullptr;  // wte frozen with LoRA
@@ -686,10 +702,13 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
   };
   float* logits = ws_logits_.as<float>();
   std::vector<float> norm;
+  const ExponentRange lnf_exps =
+      lm_head_bf16_ ? kernels::exponent_range(lnf, DType::kF32, total, C) : ExponentRange{};
+  auto rows_of = [&](const float* x) { return bf16({x, DType::kF32}, lnf_exps); };
   if (loss_pass) {
     for (size_t c = 0; c + 1 < cuts.size(); ++c) {
       const size_t r0 = cuts[c], rows = cuts[c + 1] - r0;
-      kernels::gemm(rows, Vp, C, 1.0f, {lnf + r0 * C, DType::kF32}, wte_t, 0.0f,
+      kernels::gemm(rows, Vp, C, 1.0f, rows_of(lnf + r0 * C), wte_t, 0.0f,
                     {logits, DType::kF32});
       chunk_losses(logits, losses_at + r0, t + r0, rows, norm);
     }
@@ -700,7 +719,7 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
     const size_t r0 = cuts[c], rows = cuts[c + 1] - r0;
     if (rows == 0) continue;  // a batch without targets
     const float* x = lnf + r0 * C;
-    kernels::gemm(rows, Vp, C, 1.0f, {x, DType::kF32}, wte_t, 0.0f, {logits, DType::kF32});
+    kernels::gemm(rows, Vp, C, 1.0f, rows_of(x), wte_t, 0.0f, {logits, DType::kF32});
     if (logits_out != nullptr) {
       const float* all = logits;  // [rank][rows][Vp]: every rank's columns of the chunk
       if (tp_ != nullptr) {
@@ -738,11 +757,13 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
     }
     if (!grads) continue;
     // dlnf rows = dlogits · wte;  dwte += dlogitsᵀ · lnf rows
-    kernels::gemm(rows, C, Vp, 1.0f, {logits, DType::kF32}, wte, 0.0f,
-                  {dlnf + r0 * C, DType::kF32});
+    const ExponentRange dlogits_exps =
+        lm_head_bf16_ ? kernels::exponent_range(logits, DType::kF32, rows, Vp) : ExponentRange{};
+    kernels::GemmOperand dlogits = bf16({logits, DType::kF32}, dlogits_exps);
+    kernels::gemm(rows, C, Vp, 1.0f, dlogits, wte, 0.0f, {dlnf + r0 * C, DType::kF32});
+    dlogits.transposed = true;
     if (dwte != nullptr)
-      kernels::gemm(Vp, C, rows, 1.0f, {logits, DType::kF32, true}, {x, DType::kF32}, 1.0f,
-                    {dwte, DType::kF32});
+      kernels::gemm(Vp, C, rows, 1.0f, dlogits, rows_of(x), 1.0f, {dwte, DType::kF32});
   }
   if (decide) hand_rows(BT_);  // groups after the last kept row (or a batch with no targets)
   if (compact && !decide) scatter_losses(0, total);

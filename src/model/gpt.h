@@ -5,7 +5,8 @@
 // wte, fused with softmax cross-entropy over chunks of rows (the B·T × V logits are never
 // held at once) that have a target (positions without one add nothing to the loss or its
 // gradient: fine-tuning's prompts and padding skip the LM head). Linear layers run in the compute mode (model/linear.h); LayerNorm,
-// attention, GELU, residuals, embeddings, the LM head and the loss stay in FP32.
+// attention, GELU, residuals, embeddings, the LM head and the loss stay in FP32 (the LM head's
+// operands may be BF16: set_lm_head).
 //
 // Tensor parallelism (docs/parallelism.md; with a TpComm): c_attn and c_fc are column-parallel
 // (heads split), both c_proj row-parallel (their partial outputs summed over the group before
@@ -100,6 +101,12 @@ class Gpt {
   // Σ_t loss_t · w (0, the default: w = 1/(B·T), the mean over positions). Fine-tuning sets
   // it so a step's gradient is the mean over its target tokens, however they fall in rows.
   void set_loss_weight(float w) { loss_weight_ = w; }
+  // The LM head's operands (lnf rows, wte, the logits' gradient): f32 (the default) or bf16,
+  // cast while packed, as FP8-LM's BF16 baseline runs its output layer. BF16 products run on
+  // the AVX512-BF16 dot kernel where the CPU has it, with the bits of every other target
+  // (kernels/gemm.h). Throws Error for another dtype.
+  void set_lm_head(DType operands);
+  DType lm_head() const { return lm_head_bf16_ ? DType::kBF16 : DType::kF32; }
   // Per-target weights decided from the forward's own losses, for objectives that weigh each
   // token's log-probability by a function of the log-probabilities (DPO, GRPO): the loss of
   // forward_backward is Σ_t loss_t · w[t] (set_loss_weight unused; w[t] may be negative), one
@@ -236,6 +243,7 @@ class Gpt {
   std::vector<size_t> sp_sum_specs_;  // LayerNorm parameters: gradients summed over the rows
   bool with_grads_;
   float loss_weight_ = 0;
+  bool lm_head_bf16_ = false;
   TokenWeightFn weight_fn_;
   size_t weight_group_ = 1;
   std::vector<float> token_weights_;  // [B·T] while weight_fn_ is set

@@ -1,5 +1,7 @@
 #include "model/ref_model.h"
 
+#include "numerics/cast_ref.h"
+
 namespace fp8lm::ref {
 namespace {
 constexpr size_t kPerBlock = 12;
@@ -8,6 +10,12 @@ Vec add_vec(const Vec& a, const Vec& b) {
   Vec out(a.size());
   for (size_t i = 0; i < a.size(); ++i) out[i] = a[i] + b[i];
   return out;
+}
+
+// x as an LM head operand: BF16(FP32(x)) with the BF16 head, else x.
+double head_operand(const RefModel& m, double x) {
+  if (!m.bf16_head) return x;
+  return decode_ref(encode_ref(static_cast<float>(x), kBF16Format), kBF16Format);
 }
 
 // Everything the backward pass needs from one forward pass.
@@ -63,7 +71,8 @@ static Trace run_forward(const RefModel& m, const std::vector<int32_t>& tokens, 
   for (size_t i = 0; i < BT; ++i)
     for (size_t v = 0; v < V; ++v) {
       double s = 0;
-      for (size_t c = 0; c < C; ++c) s += tr.lnf[i * C + c] * m.p[0][v * C + c];
+      for (size_t c = 0; c < C; ++c)
+        s += head_operand(m, tr.lnf[i * C + c]) * head_operand(m, m.p[0][v * C + c]);
       tr.logits[i * V + v] = s;
     }
   return tr;
@@ -88,10 +97,10 @@ double RefModel::loss(const std::vector<int32_t>& tokens, const std::vector<int3
   Vec dlnf(BT * C, 0);
   for (size_t i = 0; i < BT; ++i)
     for (size_t v = 0; v < V; ++v) {
-      const double d = dlogits[i * V + v];
+      const double d = head_operand(*this, dlogits[i * V + v]);
       for (size_t c = 0; c < C; ++c) {
-        dlnf[i * C + c] += d * p[0][v * C + c];
-        g[0][v * C + c] += d * tr.lnf[i * C + c];
+        dlnf[i * C + c] += d * head_operand(*this, p[0][v * C + c]);
+        g[0][v * C + c] += d * head_operand(*this, tr.lnf[i * C + c]);
       }
     }
   const size_t nf = p.size() - 2;

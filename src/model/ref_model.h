@@ -14,6 +14,9 @@ namespace fp8lm::ref {
 struct RefModel {
   GptConfig cfg;
   std::vector<Vec> p;  // one per ParamSpec, wte with vocab_size rows
+  // The LM head's operands (lnf, wte, the logits' gradient) rounded to BF16 (through FP32, to
+  // nearest even), as Gpt::set_lm_head(bf16) has them.
+  bool bf16_head = false;
 
   explicit RefModel(const GptParams& params);
   // Mean loss over the B·T positions (targets < 0 count as zero), or with `weights` [B·T]

@@ -480,6 +480,7 @@ nlohmann::json trainer_json(const TrainerState& s) {
             {"amax_window", s.amax_window},
             {"margin", s.margin},
             {"mx_grad_format", s.mx_grad_format}}},
+          {"lm_head", s.lm_head},
           {"tokenizer", s.tokenizer},
           {"tokenizer_dir", s.tokenizer_dir},
           {"world_size", s.world_size},
@@ -529,6 +530,11 @@ TrainerState read_trainer_state(const std::string& dir) {
     fail(w, ": fp8.mx_grad_format = '", s.mx_grad_format, "': must be e4m3 or e5m2");
   s.amax_window = static_cast<int>(int_member(fp8, "amax_window", 1, 1024, w + ": fp8"));
   s.margin = static_cast<int>(int_member(fp8, "margin", 0, 8, w + ": fp8"));
+  if (t.contains("lm_head")) {
+    s.lm_head = string_member(t, "lm_head", w);
+    if (s.lm_head != "f32" && s.lm_head != "bf16")
+      fail(w, ".lm_head = '", s.lm_head, "': must be f32 or bf16");
+  }
   s.tokenizer = string_member(t, "tokenizer", w);
   if (s.tokenizer != "gpt2" && s.tokenizer != "byte")
     fail(w, ".tokenizer = '", s.tokenizer, "': must be gpt2 or byte");

@@ -76,6 +76,7 @@ struct TrainerState {
   std::string recipe = "delayed";
   int amax_window = 16, margin = 0;
   std::string mx_grad_format = "e4m3";
+  std::string lm_head = "f32";  // precision.lm_head (absent in earlier checkpoints: f32)
   std::string tokenizer = "gpt2", tokenizer_dir;
   int world_size = 1;
   float grad_scaling_mu = 1.0f;

@@ -108,6 +108,7 @@ const std::vector<Key>& keys() {
       key("precision.master", &TrainConfig::master_format),
       key("precision.m1", &TrainConfig::m1_format),
       key("precision.m2", &TrainConfig::m2_format),
+      key("precision.lm_head", &TrainConfig::lm_head),
       key("telemetry.every", &TrainConfig::telemetry_every),
       key("telemetry.what_if", &TrainConfig::what_if),
       key("telemetry.underflow_alarm", &TrainConfig::underflow_alarm),
@@ -244,6 +245,8 @@ void TrainConfig::validate() const {
       grad_scaling != "sqrt")
     fail("precision.grad_scaling = '", grad_scaling, "': must be auto, pre, post or sqrt");
   state_formats();
+  if (lm_head != "f32" && lm_head != "bf16")
+    fail("precision.lm_head = '", lm_head, "': must be f32 or bf16");
   int_range("telemetry.every", telemetry_every, 0, INT32_MAX, " (0: off)");
   QuantProbe().set_what_if(what_if);  // names the key when the value is not one it knows
   in_range("telemetry.underflow_alarm", underflow_alarm, 0, 1, " (a fraction; 1: off)");

@@ -69,6 +69,9 @@ struct TrainConfig {
   // Optimizer-state storage other than the level's (the precision-decoupling ablations,
   // docs/experiments.md): level | f32 | f16 | bf16 | e4m3 each; not at O3.
   std::string master_format = "level", m1_format = "level", m2_format = "level";
+  // The LM head's operands: f32 | bf16 (cast while packed; the dot kernel where the CPU has
+  // AVX512-BF16, the same bits everywhere; Gpt::set_lm_head).
+  std::string lm_head = "f32";
   // [telemetry]: statistics of every FP8 cast on every `every`-th step (0: off), written to
   // telemetry.jsonl (docs/telemetry.md).
   int telemetry_every = 25;
@@ -114,6 +117,7 @@ struct TrainConfig {
   PrecisionLevel precision_level() const { return level_from_name(level); }
   // The level's state formats with precision.master/m1/m2 applied; nullopt when none is set.
   std::optional<StateFormats> state_formats() const;
+  DType lm_head_operands() const { return lm_head == "bf16" ? DType::kBF16 : DType::kF32; }
   // Checks every value; throws Error naming the first bad key.
   void validate() const;
   // Resolved configuration as TOML text (every key).

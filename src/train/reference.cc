@@ -57,6 +57,7 @@ ReferenceModel::ReferenceModel(const FrozenWeights& weights, const Gpt& policy,
                                const Fp8Options& fp8, TpComm* tp)
     : model_(policy.config(), policy.mode(), policy.batch(), policy.seq(), fp8, false, tp) {
   model_.set_weights(weights.views());
+  model_.set_lm_head(policy.lm_head());
 }
 
 const float* ReferenceModel::token_losses(const int32_t* tokens, const int32_t* targets) {

@@ -102,6 +102,7 @@ Session::Session(const TrainConfig& c, const GptConfig& m, const dist::Grid& g,
             &pp_comm, c.lora()) {
   // 1F1B: stage s has at most pp − s micro-batches in flight.
   model.set_slots(static_cast<size_t>(std::min(g.pp - g.pp_rank, c.grad_accum)));
+  model.set_lm_head(c.lm_head_operands());
   AdamWConfig acfg;
   acfg.beta1 = static_cast<float>(c.beta1);
   acfg.beta2 = static_cast<float>(c.beta2);
@@ -218,6 +219,7 @@ TrainerState Session::state(int64_t done) {
   s.model = mcfg;
   s.recipe = cfg.recipe;
   s.mx_grad_format = cfg.mx_grad_format;
+  s.lm_head = cfg.lm_head;
   s.amax_window = cfg.amax_window;
   s.margin = cfg.margin;
   s.tokenizer = cfg.tokenizer;

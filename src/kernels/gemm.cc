@@ -738,6 +738,8 @@ void apply_gemm_env() {
   a_block_override = static_cast<size_t>(kib) << 10;
 }
 
+bool gemm_has_bf16_dot() { return simd::bf16_dot_active(); }
+
 size_t gemm_a_block_bytes() { return tiling_in_effect().a_bytes; }
 
 size_t gemm_detail::half_l2_bytes() {

@@ -64,6 +64,10 @@ struct GemmOutput {
 void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const GemmOperand& b,
           float beta, const GemmOutput& c);
 
+// Whether the dispatched GEMM has the AVX512-BF16 dot kernel: GemmOperand::exps are read only
+// then, so a caller may skip measuring them otherwise.
+bool gemm_has_bf16_dot();
+
 // The packed-A block budget in effect (bytes): the dispatched target's own (AVX-512 1 MiB, else
 // half the core's L2), or FP8LM_GEMM_A_KIB's. Block sizes never change results.
 size_t gemm_a_block_bytes();

@@ -200,8 +200,9 @@ TEST_F(GemmDotCpu, WholeGemmsAreTheFmaKernelsBits) {
   set_num_threads(2);
 }
 
-// Only FP8-valued operands take the dot kernel: a BF16 operand's products can fall below
-// FP32's normal range, where the instruction flushes them to zero and an FMA does not.
+// A BF16 operand against an FP8 one, and any BF16 operand without exponent ranges, keeps the
+// FMA kernel: its products can fall below FP32's normal range, where the instruction flushes
+// them to zero and an FMA does not.
 TEST_F(GemmDotCpu, BF16OperandsKeepTheFmaKernel) {
   simd::force_target(0);
   constexpr size_t M = 32, N = 32, K = 4;

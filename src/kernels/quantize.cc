@@ -180,24 +180,23 @@ ExponentRange exponent_range(const void* src, DType src_type, size_t rows, size_
               "exponent_range: source must be f32, f16 or bf16, got ", dtype_name(src_type));
   ld = ld ? ld : cols;
   FP8LM_CHECK(ld >= cols, "exponent_range: row stride ", ld, " is less than ", cols, " columns");
-  if (ld == cols) {  // one run, split evenly
-    cols *= rows;
-    rows = cols ? 1 : 0;
-  }
+  // Contiguous rows are one run, split evenly; else chunks of whole rows. Each chunk folds
+  // into its own bounds.
+  const bool run = ld == cols;
   const auto* base = static_cast<const uint8_t*>(src);
-  const size_t bytes = dtype_size(src_type), n = rows * cols;
-  // Chunks of whole rows (or of the one run), each folded into its own bounds.
-  const size_t min_rows = rows == 1 ? 1 : std::max<size_t>(1, kMinChunk / std::max<size_t>(cols, 1));
-  const size_t items = rows == 1 ? n : rows, min_items = rows == 1 ? kMinChunk : min_rows;
+  const size_t bytes = dtype_size(src_type);
+  const size_t items = run ? rows * cols : rows;
+  const size_t min_items =
+      run ? kMinChunk : std::max<size_t>(1, kMinChunk / std::max<size_t>(cols, 1));
   std::vector<uint32_t> lo(chunk_count(items, min_items), 0x1FF), hi(lo.size(), 0);
-  parallel_for(items, min_items, rows == 1 ? 64 : 1, [&](size_t c, size_t begin, size_t end) {
+  parallel_for(items, min_items, run ? 64 : 1, [&](size_t c, size_t begin, size_t end) {
     auto fold = [&](const uint8_t* p, size_t count) {
       const uint32_t b = HWY_DYNAMIC_DISPATCH(ExponentBoundsChunk)(p, static_cast<int>(src_type),
                                                                    count);
       lo[c] = std::min(lo[c], b >> 16);
       hi[c] = std::max(hi[c], b & 0xFFFFu);
     };
-    if (rows == 1) return fold(base + begin * bytes, end - begin);
+    if (run) return fold(base + begin * bytes, end - begin);
     for (size_t r = begin; r < end; ++r) fold(base + r * ld * bytes, cols);
   });
   ExponentRange e;

@@ -614,14 +614,18 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
   kernels::GemmOperand wte = kernels::gemm_operand(weights_[wte_]);
   // BF16 operands: each product's A and B cast while packed, with their exponent ranges so
   // the products may run on the dot kernel (wte's once per call, lnf's over all its rows,
-  // the logits' gradient per chunk).
+  // the logits' gradient per chunk; measured only where that kernel exists).
+  const bool measure = lm_head_bf16_ && kernels::gemm_has_bf16_dot();
+  auto range = [&](const void* x, DType t, size_t rows, size_t cols) {
+    return measure ? kernels::exponent_range(x, t, rows, cols) : ExponentRange{};
+  };
   auto bf16 = [&](kernels::GemmOperand o, const ExponentRange& e) {
     if (!lm_head_bf16_) return o;
     if (o.dtype != DType::kBF16) o.cast_to = DType::kBF16;
     o.exps = e;
     return o;
   };
-  if (lm_head_bf16_) wte = bf16(wte, kernels::exponent_range(wte.data, wte.dtype, Vp, C));
+  wte = bf16(wte, range(wte.data, wte.dtype, Vp, C));
   kernels::GemmOperand wte_t = wte;
   wte_t.transposed = true;
   float* dwte = grads && !lora_.on() ? grad_buf(wte_) : nullptr;  // wte frozen with LoRA
@@ -702,8 +706,7 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
   };
   float* logits = ws_logits_.as<float>();
   std::vector<float> norm;
-  const ExponentRange lnf_exps =
-      lm_head_bf16_ ? kernels::exponent_range(lnf, DType::kF32, total, C) : ExponentRange{};
+  const ExponentRange lnf_exps = range(lnf, DType::kF32, total, C);
   auto rows_of = [&](const float* x) { return bf16({x, DType::kF32}, lnf_exps); };
   if (loss_pass) {
     for (size_t c = 0; c + 1 < cuts.size(); ++c) {
@@ -757,9 +760,8 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
     }
     if (!grads) continue;
     // dlnf rows = dlogits · wte;  dwte += dlogitsᵀ · lnf rows
-    const ExponentRange dlogits_exps =
-        lm_head_bf16_ ? kernels::exponent_range(logits, DType::kF32, rows, Vp) : ExponentRange{};
-    kernels::GemmOperand dlogits = bf16({logits, DType::kF32}, dlogits_exps);
+    kernels::GemmOperand dlogits =
+        bf16({logits, DType::kF32}, range(logits, DType::kF32, rows, Vp));
     kernels::gemm(rows, C, Vp, 1.0f, dlogits, wte, 0.0f, {dlnf + r0 * C, DType::kF32});
     dlogits.transposed = true;
     if (dwte != nullptr)

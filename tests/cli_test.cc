@@ -623,6 +623,25 @@ TEST_F(Cli, BenchStepReportsEveryModeAndPyTorch) {
   EXPECT_NE(bad.err.find("unknown model preset"), std::string::npos) << bad.err;
 }
 
+// --lm-head times each level once per LM head format, the rows named LEVEL/FORMAT; the BF16
+// head's loss is close to the FP32 head's. A format other than f32 or bf16 is an error.
+TEST_F(Cli, BenchStepTimesEachLmHeadFormat) {
+  const Result r = run("bench step --json --preset tiny --batch 2 --seq 32 --reps 1 --train "
+                       "--levels fp32 O2 --lm-head f32 bf16");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["results"].size(), 4u);
+  const char* names[] = {"fp32/f32", "fp32/bf16", "O2/f32", "O2/bf16"};
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(j["results"][i]["level"], names[i]);
+  for (size_t i : {size_t{0}, size_t{2}}) {
+    const double f32 = j["results"][i]["loss"], bf16 = j["results"][i + 1]["loss"];
+    EXPECT_NEAR(bf16, f32, 0.01 * f32) << names[i];
+  }
+  const Result bad = run("bench step --preset tiny --seq 32 --lm-head e4m3");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.err.find("--lm-head e4m3"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace fp8lm
 

@@ -617,7 +617,8 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
   // the logits' gradient per chunk; measured only where that kernel exists).
   const bool measure = lm_head_bf16_ && kernels::gemm_has_bf16_dot();
   auto range = [&](const void* x, DType t, size_t rows, size_t cols) {
-    return measure ? kernels::exponent_range(x, t, rows, cols) : ExponentRange{};
+    const bool stored = t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
+    return measure && stored ? kernels::exponent_range(x, t, rows, cols) : ExponentRange{};
   };
   auto bf16 = [&](kernels::GemmOperand o, const ExponentRange& e) {
     if (!lm_head_bf16_) return o;

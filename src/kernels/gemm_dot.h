@@ -8,8 +8,8 @@
 // BF16 values, their products are exact in FP32 (4 × 3 significant bits), never subnormal
 // (≥ 2^-25) and never overflow (≤ 57344²), and sums of them are multiples of 2^-25, so the
 // instruction's flush-to-zero never applies; BF16 values get the same guarantee from their
-// exponents (bf16_dot_exact). Packing K step k into the odd slot and k+1 into
-// the even one then sums every C element over K in the order of one FMA per step.
+// exponents (bf16_dot_exact). Packing K step k into the odd slot and k+1 into the even one
+// then sums every C element over K in the order of one FMA per step.
 #pragma once
 
 #include <cstddef>

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cross_entropy.cc"
@@ -9,6 +10,7 @@
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "kernels/vec-inl.h"
+#include "numerics/exponent_range.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace fp8lm {
@@ -47,19 +49,24 @@ float ExpSum(const float* x, size_t V, float m, float* out) {
   return vsum.total();
 }
 
-// x[0, V) ← x · mul; x[V, Vp) ← 0.
-void ScaleRow(float* x, size_t V, size_t Vp, float mul) {
+// x[0, V) ← x · mul; x[V, Vp) ← 0. With `bounds`, the new values' exponents are added to it.
+void ScaleRow(float* x, size_t V, size_t Vp, float mul, ExponentBounds<DF>* bounds) {
   const DF df;
   const auto vmul = hn::Set(df, mul);
   for (size_t c = 0; c < V; c += kLanes) {
     const size_t n = std::min(kLanes, V - c);
-    StorePart(df, hn::Mul(LoadPart(df, x + c, n), vmul), x + c, n);
+    const auto y = hn::Mul(LoadPart(df, x + c, n), vmul);  // lanes past n are 0
+    if (bounds != nullptr) bounds->add(y);
+    StorePart(df, y, x + c, n);
   }
   std::fill(x + V, x + Vp, 0.0f);
 }
 
-void CrossEntropyRows(float* logits, float* losses, const int32_t* targets, size_t rows, size_t V,
-                      size_t Vp, float grad_scale) {
+// Returns the gradient's exponent bounds (numerics/exponent_range.h) when `bounds` is set.
+uint32_t CrossEntropyRows(float* logits, float* losses, const int32_t* targets, size_t rows,
+                          size_t V, size_t Vp, float grad_scale, bool bounds) {
+  ExponentBounds<DF> vb{DF()};
+  uint32_t fixed = kNoExponentBounds;  // the targets' entries after the subtraction
   for (size_t r = 0; r < rows; ++r) {
     float* x = logits + r * Vp;
     const int32_t target = targets[r];
@@ -78,9 +85,11 @@ void CrossEntropyRows(float* logits, float* losses, const int32_t* targets, size
     const float sum = ExpSum<true>(x, V, m, x);
     losses[r] = m + std::log(sum) - x_target;
     // d loss / d x = grad_scale · (softmax − onehot(target)).
-    ScaleRow(x, V, Vp, grad_scale / sum);
+    ScaleRow(x, V, Vp, grad_scale / sum, bounds ? &vb : nullptr);
     x[target] -= grad_scale;
+    fixed = add_exponent_bounds(fixed, x[target]);  // (its old value stays in vb: a wider range)
   }
+  return merge_exponent_bounds(vb.packed(), fixed);
 }
 
 // Per row: the max m of the first V columns (−inf when V = 0), Σ exp(x − m), and the
@@ -93,8 +102,12 @@ void LogitExpRows(float* logits, size_t rows, size_t V, size_t Vp, float* max, f
   }
 }
 
-void ScaleRows(float* logits, size_t rows, size_t V, size_t Vp, const float* mul) {
-  for (size_t r = 0; r < rows; ++r) ScaleRow(logits + r * Vp, V, Vp, mul[r]);
+uint32_t ScaleRows(float* logits, size_t rows, size_t V, size_t Vp, const float* mul,
+                   bool bounds) {
+  ExponentBounds<DF> vb{DF()};
+  for (size_t r = 0; r < rows; ++r)
+    ScaleRow(logits + r * Vp, V, Vp, mul[r], bounds ? &vb : nullptr);
+  return vb.packed();
 }
 
 }  // namespace HWY_NAMESPACE
@@ -112,17 +125,29 @@ HWY_EXPORT(LogitExpRows);
 HWY_EXPORT(ScaleRows);
 
 namespace kernels {
+namespace {
+
+ExponentRange merged_range(const std::vector<uint32_t>& bounds) {
+  uint32_t all = kNoExponentBounds;
+  for (const uint32_t b : bounds) all = merge_exponent_bounds(all, b);
+  return exponent_range_of_bounds(all);
+}
+
+}  // namespace
 
 void softmax_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
-                           size_t V, size_t Vp, float grad_scale) {
+                           size_t V, size_t Vp, float grad_scale, ExponentRange* grad_exps) {
   FP8LM_CHECK(V > 0 && V <= Vp, "cross-entropy: need 0 < V <= Vp, got V = ", V, ", Vp = ", Vp);
   for (size_t r = 0; r < rows; ++r)
     FP8LM_CHECK(targets[r] < static_cast<int32_t>(V), "cross-entropy: target ", targets[r],
                 " out of range for vocabulary ", V);
-  parallel_for(rows, 1, 1, [&](size_t, size_t r0, size_t r1) {
-    HWY_DYNAMIC_DISPATCH(CrossEntropyRows)(logits + r0 * Vp, losses + r0, targets + r0, r1 - r0,
-                                           V, Vp, grad_scale);
+  std::vector<uint32_t> bounds(chunk_count(rows, 1), kNoExponentBounds);
+  parallel_for(rows, 1, 1, [&](size_t c, size_t r0, size_t r1) {
+    bounds[c] = HWY_DYNAMIC_DISPATCH(CrossEntropyRows)(logits + r0 * Vp, losses + r0,
+                                                       targets + r0, r1 - r0, V, Vp, grad_scale,
+                                                       grad_exps != nullptr);
   });
+  if (grad_exps != nullptr) *grad_exps = merged_range(bounds);
 }
 
 void logit_row_exps(float* logits, size_t rows, size_t V, size_t Vp, float* max, float* sumexp) {
@@ -132,11 +157,15 @@ void logit_row_exps(float* logits, size_t rows, size_t V, size_t Vp, float* max,
   });
 }
 
-void scale_rows(float* logits, size_t rows, size_t V, size_t Vp, const float* mul) {
+void scale_rows(float* logits, size_t rows, size_t V, size_t Vp, const float* mul,
+                ExponentRange* exps) {
   FP8LM_CHECK(V <= Vp, "scale_rows: V = ", V, " > Vp = ", Vp);
-  parallel_for(rows, 1, 1, [&](size_t, size_t r0, size_t r1) {
-    HWY_DYNAMIC_DISPATCH(ScaleRows)(logits + r0 * Vp, r1 - r0, V, Vp, mul + r0);
+  std::vector<uint32_t> bounds(chunk_count(rows, 1), kNoExponentBounds);
+  parallel_for(rows, 1, 1, [&](size_t c, size_t r0, size_t r1) {
+    bounds[c] = HWY_DYNAMIC_DISPATCH(ScaleRows)(logits + r0 * Vp, r1 - r0, V, Vp, mul + r0,
+                                                exps != nullptr);
   });
+  if (exps != nullptr) *exps = merged_range(bounds);
 }
 
 }  // namespace kernels

@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "numerics/exponent_range.h"
+
 namespace fp8lm::kernels {
 
 // out[i] = a[i] + b[i]
@@ -46,16 +48,20 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 // Softmax cross-entropy over rows of logits [rows, Vp] whose first V columns are valid.
 // losses[r] = logsumexp(logits[r, :V]) − logits[r, target[r]]; rows with target < 0 are
 // skipped (loss 0, zero gradient). If grad_scale != 0, logits are overwritten with
-// grad_scale · (softmax − onehot) (zero in the padded columns).
+// grad_scale · (softmax − onehot) (zero in the padded columns), and with `grad_exps` the
+// gradient's exponent range (numerics/exponent_range.h; may be wider than the values').
 void softmax_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
-                           size_t V, size_t Vp, float grad_scale);
+                           size_t V, size_t Vp, float grad_scale,
+                           ExponentRange* grad_exps = nullptr);
 
 // Its two halves, for a vocabulary split over ranks (the caller combines the rows' statistics
 // across the ranks): per row of logits [rows, Vp], the max m over the first V columns (−inf
 // when V = 0) and Σ exp(x − m), the columns overwritten with exp(x − m) (each logit goes
 // through exp once); then each row times mul[r], zero in the padded columns (with the group's
-// max M and sum S, mul = g · exp(m − M) / S makes it g · softmax).
+// max M and sum S, mul = g · exp(m − M) / S makes it g · softmax), with `exps` the scaled
+// values' exponent range.
 void logit_row_exps(float* logits, size_t rows, size_t V, size_t Vp, float* max, float* sumexp);
-void scale_rows(float* logits, size_t rows, size_t V, size_t Vp, const float* mul);
+void scale_rows(float* logits, size_t rows, size_t V, size_t Vp, const float* mul,
+                ExponentRange* exps = nullptr);
 
 }  // namespace fp8lm::kernels

@@ -152,6 +152,45 @@ TEST_P(NnOnTarget, SoftmaxCrossEntropy) {
   }
 }
 
+// The gradient's exponent range as the cross-entropy kernels report it: exactly the range of
+// the values they wrote together with the targets' scaled probabilities (each target's value
+// before the subtraction), with rows whose probabilities underflow to subnormals (-127).
+TEST_P(NnOnTarget, CrossEntropyGradientExponentRanges) {
+  std::mt19937 rng(9);
+  const size_t R = 23, V = 777, Vp = 832;
+  for (float spread : {3.0f, 40.0f}) {  // 40: exp(x − m) reaches the subnormals
+    SCOPED_TRACE(spread);
+    auto logits = randf(R * Vp, rng, spread);
+    std::vector<int32_t> t(R);
+    for (auto& v : t) v = static_cast<int32_t>(rng() % V);
+    t[3] = -1;
+    const float g = 0.125f;
+    std::vector<float> losses(R);
+    ExponentRange got;
+    kernels::softmax_cross_entropy(logits.data(), losses.data(), t.data(), R, V, Vp, g, &got);
+    uint32_t want = kNoExponentBounds;
+    for (size_t r = 0; r < R; ++r)
+      for (size_t c = 0; c < Vp; ++c) {
+        want = add_exponent_bounds(want, logits[r * Vp + c]);
+        if (t[r] == static_cast<int32_t>(c))
+          want = add_exponent_bounds(want, logits[r * Vp + c] + g);
+      }
+    const ExponentRange w = exponent_range_of_bounds(want);
+    EXPECT_TRUE(got.known);
+    EXPECT_EQ(got.lo, w.lo);
+    EXPECT_EQ(got.hi, w.hi);
+    EXPECT_EQ(got.lo == -127, spread > 10.0f);
+    // scale_rows: exactly the scaled values' range.
+    std::vector<float> x = randf(R * Vp, rng, spread), mul(R);
+    for (auto& m : mul) m = std::ldexp(1.0f, static_cast<int>(rng() % 40) - 20);
+    kernels::scale_rows(x.data(), R, V, Vp, mul.data(), &got);
+    uint32_t scaled = kNoExponentBounds;
+    for (const float v : x) scaled = add_exponent_bounds(scaled, v);
+    EXPECT_EQ(got.lo, exponent_range_of_bounds(scaled).lo);
+    EXPECT_EQ(got.hi, exponent_range_of_bounds(scaled).hi);
+  }
+}
+
 // The vocabulary split over three "ranks" (the last holding only padding): each rank's
 // exp(x − m), m and Σexp, combined as the model does, then each row scaled to g[r] · softmax
 // minus g[r] at the target: the FP64 gradient of Σ_r g[r] · loss_r (g of mixed signs).

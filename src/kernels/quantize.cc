@@ -9,6 +9,8 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "kernels/quantize-inl.h"
+#include "kernels/vec-inl.h"
+#include "numerics/exponent_range.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace fp8lm {
@@ -47,32 +49,21 @@ uint32_t AmaxChunk(const float* HWY_RESTRICT in, size_t n) {
   return result;
 }
 
-// Biased float32 exponents of n values of type kSrc (f32, f16, bf16): the least over nonzero
-// values (0x1FF when none) in the high half, the greatest in the low half (subnormal 0,
-// inf/NaN 255).
+// The exponent bounds (numerics/exponent_range.h) of n values of type kSrc (f32, f16, bf16).
 template <int kSrc>
 uint32_t ExponentBoundsT(const uint8_t* HWY_RESTRICT p, size_t n) {
   const hn::ScalableTag<float> df;
-  const hn::RebindToUnsigned<decltype(df)> du;
   const size_t N = hn::Lanes(df);
   constexpr size_t kBytes = dtype_size(static_cast<DType>(kSrc));
-  const auto abs_mask = hn::Set(du, 0x7FFFFFFFu), none = hn::Set(du, 0x1FFu);
-  auto lo = none;
-  auto hi = hn::Zero(du);
-  auto step = [&](hn::Vec<decltype(df)> v) {
-    const auto mag = hn::And(hn::BitCast(du, v), abs_mask);
-    const auto e = hn::ShiftRight<23>(mag);
-    lo = hn::Min(lo, hn::IfThenElse(hn::Eq(mag, hn::Zero(du)), none, e));
-    hi = hn::Max(hi, e);
-  };
+  ExponentBounds bounds(df);
   size_t i = 0;
-  for (; i + N <= n; i += N) step(LoadAsF32<kSrc>(df, p + i * kBytes));
+  for (; i + N <= n; i += N) bounds.add(LoadAsF32<kSrc>(df, p + i * kBytes));
   if (i < n) {  // zeros past the end change neither bound
     HWY_ALIGN uint8_t buf[hn::MaxLanes(df) * sizeof(float)] = {};
     std::memcpy(buf, p + i * kBytes, (n - i) * kBytes);
-    step(LoadAsF32<kSrc>(df, buf));
+    bounds.add(LoadAsF32<kSrc>(df, buf));
   }
-  return (hn::GetLane(hn::MinOfLanes(du, lo)) << 16) | hn::GetLane(hn::MaxOfLanes(du, hi));
+  return bounds.packed();
 }
 
 uint32_t ExponentBoundsChunk(const uint8_t* HWY_RESTRICT p, int type, size_t n) {
@@ -188,24 +179,19 @@ ExponentRange exponent_range(const void* src, DType src_type, size_t rows, size_
   const size_t items = run ? rows * cols : rows;
   const size_t min_items =
       run ? kMinChunk : std::max<size_t>(1, kMinChunk / std::max<size_t>(cols, 1));
-  std::vector<uint32_t> lo(chunk_count(items, min_items), 0x1FF), hi(lo.size(), 0);
+  std::vector<uint32_t> bounds(chunk_count(items, min_items), kNoExponentBounds);
   parallel_for(items, min_items, run ? 64 : 1, [&](size_t c, size_t begin, size_t end) {
     auto fold = [&](const uint8_t* p, size_t count) {
-      const uint32_t b = HWY_DYNAMIC_DISPATCH(ExponentBoundsChunk)(p, static_cast<int>(src_type),
-                                                                   count);
-      lo[c] = std::min(lo[c], b >> 16);
-      hi[c] = std::max(hi[c], b & 0xFFFFu);
+      bounds[c] = merge_exponent_bounds(
+          bounds[c],
+          HWY_DYNAMIC_DISPATCH(ExponentBoundsChunk)(p, static_cast<int>(src_type), count));
     };
     if (run) return fold(base + begin * bytes, end - begin);
     for (size_t r = begin; r < end; ++r) fold(base + r * ld * bytes, cols);
   });
-  ExponentRange e;
-  e.known = true;
-  const uint32_t l = *std::min_element(lo.begin(), lo.end());
-  if (l == 0x1FF) return e;  // no nonzero value
-  e.lo = static_cast<int>(l) - 127;
-  e.hi = static_cast<int>(*std::max_element(hi.begin(), hi.end())) - 127;
-  return e;
+  uint32_t all = kNoExponentBounds;
+  for (const uint32_t b : bounds) all = merge_exponent_bounds(all, b);
+  return exponent_range_of_bounds(all);
 }
 
 float cast_transpose(void* dst, void* dst_t, DType dst_type, const float* src, size_t rows,

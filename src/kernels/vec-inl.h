@@ -1,5 +1,5 @@
 // Small Highway helpers shared by the kernel families: partial loads/stores for row tails,
-// and sums whose bits do not depend on the vector width.
+// sums whose bits do not depend on the vector width, and exponent bounds.
 
 #if defined(FP8LM_KERNELS_VEC_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef FP8LM_KERNELS_VEC_INL_H_
@@ -8,6 +8,7 @@
 #define FP8LM_KERNELS_VEC_INL_H_
 #endif
 
+#include <cstdint>
 #include <cstring>
 
 #include "hwy/highway.h"
@@ -64,6 +65,29 @@ class Sums32 {
  private:
   DF df_;
   V v_[kSlots];
+};
+
+// Running bounds of the biased float32 exponents of nonzero lanes, packed as
+// numerics/exponent_range.h's kernels word (least << 16 | greatest).
+template <class DF>
+class ExponentBounds {
+ public:
+  using DU = hn::RebindToUnsigned<DF>;
+  explicit ExponentBounds(DF) : lo_(hn::Set(DU(), 0x1FFu)), hi_(hn::Zero(DU())) {}
+  void add(hn::Vec<DF> v) {
+    const DU du;
+    const auto mag = hn::And(hn::BitCast(du, v), hn::Set(du, 0x7FFFFFFFu));
+    const auto e = hn::ShiftRight<23>(mag);
+    lo_ = hn::Min(lo_, hn::IfThenElse(hn::Eq(mag, hn::Zero(du)), hn::Set(du, 0x1FFu), e));
+    hi_ = hn::Max(hi_, e);
+  }
+  uint32_t packed() const {
+    const DU du;
+    return (hn::GetLane(hn::MinOfLanes(du, lo_)) << 16) | hn::GetLane(hn::MaxOfLanes(du, hi_));
+  }
+
+ private:
+  hn::Vec<DU> lo_, hi_;
 };
 
 }  // namespace HWY_NAMESPACE

@@ -548,15 +548,18 @@ void Gpt::forward_blocks() {
 }
 
 void Gpt::parallel_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
-                                 float grad_scale, const float* row_scale) {
+                                 float grad_scale, const float* row_scale,
+                                 ExponentRange* grad_exps) {
   if (tp_ == nullptr && row_scale == nullptr) {
     kernels::softmax_cross_entropy(logits, losses, targets, rows,
-                                   static_cast<size_t>(cfg_.vocab_size), Vpl_, grad_scale);
+                                   static_cast<size_t>(cfg_.vocab_size), Vpl_, grad_scale,
+                                   grad_exps);
     return;
   }
   std::vector<float> norm;
   chunk_losses(logits, losses, targets, rows, norm);
-  if (grad_scale != 0.0f) chunk_grads(logits, targets, rows, norm, grad_scale, row_scale);
+  if (grad_scale != 0.0f)
+    chunk_grads(logits, targets, rows, norm, grad_scale, row_scale, grad_exps);
 }
 
 void Gpt::chunk_losses(float* logits, float* losses, const int32_t* targets, size_t rows,
@@ -588,17 +591,23 @@ void Gpt::chunk_losses(float* logits, float* losses, const int32_t* targets, siz
 }
 
 void Gpt::chunk_grads(float* logits, const int32_t* targets, size_t rows,
-                      const std::vector<float>& norm, float grad_scale, const float* row_scale) {
+                      const std::vector<float>& norm, float grad_scale, const float* row_scale,
+                      ExponentRange* grad_exps) {
   std::vector<float> g(rows), mul(rows);
   for (size_t r = 0; r < rows; ++r) {
     g[r] = targets[r] < 0 ? 0.0f : row_scale != nullptr ? row_scale[r] : grad_scale;
     mul[r] = g[r] * norm[r];
   }
-  kernels::scale_rows(logits, rows, Vl_, Vpl_, mul.data());
+  kernels::scale_rows(logits, rows, Vl_, Vpl_, mul.data(), grad_exps);
+  uint32_t fixed = kNoExponentBounds;  // the targets' entries (their old values stay counted)
   for (size_t r = 0; r < rows; ++r) {
     const size_t t = static_cast<size_t>(targets[r]);
-    if (g[r] != 0.0f && t >= v0_ && t < v0_ + Vl_) logits[r * Vpl_ + (t - v0_)] -= g[r];
+    if (g[r] == 0.0f || t < v0_ || t >= v0_ + Vl_) continue;
+    float& x = logits[r * Vpl_ + (t - v0_)];
+    x -= g[r];
+    fixed = add_exponent_bounds(fixed, x);
   }
+  if (grad_exps != nullptr) *grad_exps = merged(*grad_exps, exponent_range_of_bounds(fixed));
 }
 
 void Gpt::set_lm_head(DType operands) {
@@ -614,7 +623,8 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
   kernels::GemmOperand wte = kernels::gemm_operand(weights_[wte_]);
   // BF16 operands: each product's A and B cast while packed, with their exponent ranges so
   // the products may run on the dot kernel (wte's once per call, lnf's over all its rows,
-  // the logits' gradient per chunk; measured only where that kernel exists).
+  // the logits' gradient per chunk by the kernels that write it; measured only where that
+  // kernel exists).
   const bool measure = lm_head_bf16_ && kernels::gemm_has_bf16_dot();
   auto range = [&](const void* x, DType t, size_t rows, size_t cols) {
     const bool stored = t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
@@ -743,6 +753,8 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
       continue;
     }
     float* losses = losses_at + r0;
+    ExponentRange dlogits_exps;  // measured by the cross-entropy kernels as they write
+    ExponentRange* measured = measure ? &dlogits_exps : nullptr;
     if (decide) {
       chunk_losses(logits, losses, t + r0, rows, norm);
       if (!loss_pass) {
@@ -751,18 +763,17 @@ float Gpt::head(const int32_t* targets, bool grads, float* logits_out, const siz
       }
       kept_w.resize(rows);
       for (size_t r = 0; r < rows; ++r) kept_w[r] = w[row_of(r0 + r)];
-      chunk_grads(logits, t + r0, rows, norm, 0.0f, kept_w.data());
+      chunk_grads(logits, t + r0, rows, norm, 0.0f, kept_w.data(), measured);
       for (size_t r = 0; r < rows; ++r) loss += losses[r] * kept_w[r];
     } else {
       const float grad_scale =
           !grads ? 0.0f : loss_weight_ > 0 ? loss_weight_ : 1.0f / static_cast<float>(BT_);
-      parallel_cross_entropy(logits, losses, t + r0, rows, grad_scale);
+      parallel_cross_entropy(logits, losses, t + r0, rows, grad_scale, nullptr, measured);
       for (size_t r = 0; r < rows; ++r) loss += losses[r];
     }
     if (!grads) continue;
     // dlnf rows = dlogits · wte;  dwte += dlogitsᵀ · lnf rows
-    kernels::GemmOperand dlogits =
-        bf16({logits, DType::kF32}, range(logits, DType::kF32, rows, Vp));
+    kernels::GemmOperand dlogits = bf16({logits, DType::kF32}, dlogits_exps);
     kernels::gemm(rows, C, Vp, 1.0f, dlogits, wte, 0.0f, {dlnf + r0 * C, DType::kF32});
     dlogits.transposed = true;
     if (dwte != nullptr)

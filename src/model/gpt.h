@@ -208,16 +208,19 @@ class Gpt {
   }
   // The vocabulary-parallel cross-entropy of one chunk of rows (losses, and the logits
   // overwritten with their gradient when grad_scale != 0).
-  // `row_scale` (null: grad_scale for every row): each row's own grad_scale.
+  // `row_scale` (null: grad_scale for every row): each row's own grad_scale. With `grad_exps`
+  // the gradient's exponent range (for the BF16 LM head's dot products).
   void parallel_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
-                              float grad_scale, const float* row_scale = nullptr);
+                              float grad_scale, const float* row_scale = nullptr,
+                              ExponentRange* grad_exps = nullptr);
   // Its two halves: the rows' losses (the logits left as this rank's exp(x − m), `norm` the
   // factor that makes them the softmax), then the logits overwritten with the gradient
   // g[r] · (softmax − onehot) (g[r] = 0 where the target is < 0).
   void chunk_losses(float* logits, float* losses, const int32_t* targets, size_t rows,
                     std::vector<float>& norm);
   void chunk_grads(float* logits, const int32_t* targets, size_t rows,
-                   const std::vector<float>& norm, float grad_scale, const float* row_scale);
+                   const std::vector<float>& norm, float grad_scale, const float* row_scale,
+                   ExponentRange* grad_exps = nullptr);
 
   GptConfig cfg_;
   TpComm* tp_;

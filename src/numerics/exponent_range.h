@@ -10,8 +10,10 @@
 // are exact (8 × 8 significant bits) and, with the sum bound below, no sum overflows.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
+#include <cstdint>
 
 namespace fp8lm {
 
@@ -22,6 +24,34 @@ struct ExponentRange {
   int lo = 1, hi = 0;
   bool known = false;
 };
+
+// The range of two matrices' values together.
+inline ExponentRange merged(const ExponentRange& a, const ExponentRange& b) {
+  const bool known = a.known && b.known;
+  if (a.lo > a.hi) return {b.lo, b.hi, known};
+  if (b.lo > b.hi) return {a.lo, a.hi, known};
+  return {std::min(a.lo, b.lo), std::max(a.hi, b.hi), known};
+}
+
+// Kernels accumulate biased float32 exponents (subnormal 0, inf/NaN 255) as one word:
+// the least over nonzero values (0x1FF while none) << 16 | the greatest.
+inline constexpr uint32_t kNoExponentBounds = 0x1FFu << 16;
+inline uint32_t merge_exponent_bounds(uint32_t a, uint32_t b) {
+  return (std::min(a >> 16, b >> 16) << 16) | std::max(a & 0xFFFFu, b & 0xFFFFu);
+}
+// The bounds of one more value.
+inline uint32_t add_exponent_bounds(uint32_t bounds, float x) {
+  const uint32_t mag = std::bit_cast<uint32_t>(x) & 0x7FFFFFFFu;
+  return mag == 0 ? bounds : merge_exponent_bounds(bounds, (mag >> 23) * 0x10001u);
+}
+inline ExponentRange exponent_range_of_bounds(uint32_t bounds) {
+  ExponentRange e;
+  e.known = true;
+  if ((bounds >> 16) == 0x1FF) return e;  // no nonzero value
+  e.lo = static_cast<int>(bounds >> 16) - 127;
+  e.hi = static_cast<int>(bounds & 0xFFFFu) - 127;
+  return e;
+}
 
 // Whether op(A)·op(B) over K may use the dot products with the FMA path's bits, A's and B's
 // values entering the product as BF16(stored value) — rounding to BF16 keeps an exponent or

@@ -342,6 +342,11 @@ const float* Linear::saved_input_f32(float* scratch) const {
   return scratch;
 }
 
+ExponentRange Linear::bf16_range(const void* data, DType type, size_t n) const {
+  if (mode_ != ComputeMode::kBF16 || !kernels::gemm_has_bf16_dot()) return {};
+  return kernels::exponent_range(data, type, 1, n);
+}
+
 void Linear::forward(void* y, DType y_type, const float* bias) {
   kernels::GemmOperand a;
   switch (mode_) {
@@ -355,8 +360,10 @@ void Linear::forward(void* y, DType y_type, const float* bias) {
       a = kernels::gemm_operand(x8_.view());
       break;
   }
-  const kernels::GemmOperand b =
-      weight_operand(fine() ? fp8_.recipe->w_fwd : ScalingMode::kNone);
+  kernels::GemmOperand b = weight_operand(fine() ? fp8_.recipe->w_fwd : ScalingMode::kNone);
+  // BF16 products may take the dot kernel with the FMA kernel's bits (their ranges decide).
+  a.exps = bf16_range(x_.data(), DType::kBF16, rows_ * in_);
+  w_exps_ = b.exps = bf16_range(w_.data.data, w_.data.dtype, in_ * out_);
   kernels::GemmOutput o{y, y_type};
   o.bias = bias;
   kernels::gemm(rows_, out_, in_, 1.0f, a, b, 0.0f, o);
@@ -379,6 +386,8 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
       kernels::quantize(ws_.dy, DType::kBF16, dy, rows_ * out_, 1.0f, false);
       g = {ws_.dy, DType::kBF16};
       x = {x_.data(), DType::kBF16};
+      g.exps = bf16_range(ws_.dy, DType::kBF16, rows_ * out_);
+      x.exps = bf16_range(x_.data(), DType::kBF16, rows_ * in_);
       break;
     case ComputeMode::kFP8:
       if (rows != nullptr) {  // this rank's rows, one scale for all, then the payload gathered
@@ -412,6 +421,7 @@ void Linear::backward(float* dx, const float* dy, ScaledTensor& dw, float* dbias
   }
   kernels::GemmOperand w =
       weight_operand(fine() ? fp8_.recipe->w_dgrad : ScalingMode::kNone);
+  w.exps = w_exps_;  // (bf16: unchanged since forward)
   // dgrad: dx [rows, in] = dy [rows, out] · Wᵀ
   w.transposed = true;
   kernels::gemm(rows_, in_, out_, 1.0f, g, w, 0.0f, {dx, DType::kF32});

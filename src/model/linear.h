@@ -169,6 +169,11 @@ class Linear {
   void probe_weight();
 
   Tensor x_;          // saved input: f32 / bf16 (activations)
+  // bf16 mode on a CPU with the GEMM's dot kernel: the exponent ranges of BF16 operands
+  // (kernels/gemm.h); the weight's measured at forward serves the backward too (weights
+  // change only between steps; saved inputs move between pipeline slots, so theirs is not kept).
+  ExponentRange w_exps_;
+  ExponentRange bf16_range(const void* data, DType type, size_t n) const;
   ScaledTensor x8_;   // saved input: e4m3, delayed (fp8), or tiled along in (fine)
   ScaledTensor xt8_;  // fine: the saved input tiled along rows (weight gradient)
   ScaledView w_;      // the master weight (or O3's replica)

@@ -68,56 +68,40 @@ std::vector<float> grad(const Gpt& m, const GptParams& p, size_t spec) {
   return g;
 }
 
+// With the FP32 LM head and with the BF16 one (against the reference with its head's operands
+// rounded to BF16, which it must match several times closer than the plain reference, so the
+// comparison sees the rounding). Other LM head formats are refused.
 TEST(GptModel, Fp32MatchesFp64ReferenceModel) {
   GptParams params(small_config());
   params.init_gpt2(1);
   const size_t B = 3, T = 8;
   const Batch batch = random_batch(B * T, 37, 2);
-  Gpt model(params, ComputeMode::kF32, B, T);
-  const float loss = model.forward_backward(batch.tokens.data(), batch.targets.data());
-  const ref::RefModel rm(params);
-  std::vector<ref::Vec> rg;
-  const double rloss = rm.loss(batch.tokens, batch.targets, B, T, &rg);
-  EXPECT_NEAR(loss, rloss, 1e-5 * rloss);
-  for (size_t s = 0; s < params.specs().size(); ++s) {
-    const Cmp c = compare(grad(model, params, s), rg[s]);
-    EXPECT_LT(c.rel, 1e-4) << params.specs()[s].name;
+  const ref::RefModel plain(params);
+  for (const DType head : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(dtype_name(head));
+    Gpt model(params, ComputeMode::kF32, B, T);
+    model.set_lm_head(head);
+    EXPECT_EQ(model.lm_head(), head);
+    const float loss = model.forward_backward(batch.tokens.data(), batch.targets.data());
+    ref::RefModel rm(params);
+    rm.bf16_head = head == DType::kBF16;
+    std::vector<ref::Vec> rg, pg;
+    const double rloss = rm.loss(batch.tokens, batch.targets, B, T, &rg);
+    plain.loss(batch.tokens, batch.targets, B, T, &pg);
+    EXPECT_NEAR(loss, rloss, 1e-5 * rloss);
+    for (size_t s = 0; s < params.specs().size(); ++s) {
+      const std::vector<float> g = grad(model, params, s);
+      const Cmp c = compare(g, rg[s]);
+      EXPECT_LT(c.rel, 1e-4) << params.specs()[s].name;
+      if (s == 0 && rm.bf16_head) EXPECT_GT(compare(g, pg[s]).rel, 5 * c.rel) << "wte";
+    }
+    std::vector<float> logits(B * T * 37);
+    model.logits(batch.tokens.data(), logits.data());
+    const double rel = compare(logits, rm.logits(batch.tokens, B, T)).rel;
+    EXPECT_LT(rel, 1e-5);
+    if (rm.bf16_head) EXPECT_GT(compare(logits, plain.logits(batch.tokens, B, T)).rel, 5 * rel);
+    EXPECT_THROW(model.set_lm_head(DType::kE4M3), Error);
   }
-  std::vector<float> logits(B * T * 37);
-  model.logits(batch.tokens.data(), logits.data());
-  EXPECT_LT(compare(logits, rm.logits(batch.tokens, B, T)).rel, 1e-5);
-}
-
-// The BF16 LM head against the FP64 reference with its head's operands rounded to BF16: as
-// close as the FP32 head is to the plain reference, and several times closer than to the
-// plain reference (so the comparison sees the rounding). Other operand formats are refused.
-TEST(GptModel, Bf16LmHeadMatchesFp64ReferenceWithBf16Operands) {
-  GptParams params(small_config());
-  params.init_gpt2(1);
-  const size_t B = 3, T = 8;
-  const Batch batch = random_batch(B * T, 37, 2);
-  Gpt model(params, ComputeMode::kF32, B, T);
-  model.set_lm_head(DType::kBF16);
-  EXPECT_EQ(model.lm_head(), DType::kBF16);
-  const float loss = model.forward_backward(batch.tokens.data(), batch.targets.data());
-  ref::RefModel plain(params), rm(params);
-  rm.bf16_head = true;
-  std::vector<ref::Vec> rg, pg;
-  const double rloss = rm.loss(batch.tokens, batch.targets, B, T, &rg);
-  plain.loss(batch.tokens, batch.targets, B, T, &pg);
-  EXPECT_NEAR(loss, rloss, 1e-5 * rloss);
-  for (size_t s = 0; s < params.specs().size(); ++s) {
-    const std::vector<float> g = grad(model, params, s);
-    const Cmp c = compare(g, rg[s]);
-    EXPECT_LT(c.rel, 1e-4) << params.specs()[s].name;
-    if (s == 0) EXPECT_GT(compare(g, pg[s]).rel, 5 * c.rel) << "wte against the FP32 head";
-  }
-  std::vector<float> logits(B * T * 37);
-  model.logits(batch.tokens.data(), logits.data());
-  const double rel = compare(logits, rm.logits(batch.tokens, B, T)).rel;
-  EXPECT_LT(rel, 1e-5);
-  EXPECT_GT(compare(logits, plain.logits(batch.tokens, B, T)).rel, 5 * rel);
-  EXPECT_THROW(model.set_lm_head(DType::kE4M3), Error);
 }
 
 // Central differences of the FP64 reference model's loss, against both its own analytic

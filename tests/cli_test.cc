@@ -636,6 +636,10 @@ TEST_F(Cli, BenchStepTimesEachLmHeadFormat) {
   for (size_t i : {size_t{0}, size_t{2}}) {
     const double f32 = j["results"][i]["loss"], bf16 = j["results"][i + 1]["loss"];
     EXPECT_NEAR(bf16, f32, 0.01 * f32) << names[i];
+    // The BF16 head's products took the dot kernel where the run had it (the FP32 head has
+    // no BF16 products).
+    EXPECT_FALSE(j["results"][i].contains("bf16_products_on_dot"));
+    if (j["simd"] == "avx512bf16") EXPECT_EQ(j["results"][i + 1]["bf16_products_on_dot"], 1.0);
   }
   const Result bad = run("bench step --preset tiny --seq 32 --lm-head e4m3");
   EXPECT_NE(bad.rc, 0);

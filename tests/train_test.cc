@@ -19,6 +19,7 @@
 #include "core/parallel.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
+#include "kernels/gemm.h"
 #include "kernels/simd.h"
 #include "model/params.h"
 #include "tiny_run.h"
@@ -167,7 +168,14 @@ TEST_P(TargetTest, Avx512AndAvx2RunsAreTheSameBits) {
     c.steps = 4;
     c.checkpoint_every = 4;
     c.eval_every = 2;
+    const kernels::Bf16DotCount before = kernels::bf16_dot_count();
     train(c, "");
+    const kernels::Bf16DotCount after = kernels::bf16_dot_count();
+    // The bf16 level's Linear products and the BF16 LM head's: all on the dot kernel.
+    if (dot && simd::bf16_dot_active() && (c.level == "bf16" || c.lm_head == "bf16")) {
+      EXPECT_GT(after.products, before.products);
+      EXPECT_EQ(after.on_dot - before.on_dot, after.products - before.products);
+    }
     simd::force_target(0);
     return d + "/" + name;
   };

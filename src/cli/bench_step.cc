@@ -19,6 +19,7 @@
 #include "core/check.h"
 #include "core/memory.h"
 #include "core/parallel.h"
+#include "kernels/gemm.h"
 #include "kernels/peak.h"
 #include "kernels/simd.h"
 #include "model/gpt.h"
@@ -159,6 +160,9 @@ void run_bench_step(const BenchStepOptions& o) {
     return loss;
   };
   std::vector<std::vector<double>> times(runners.size());
+  // BF16 products with measured ranges (the bf16 level, the BF16 LM head) and how many of
+  // them took the dot kernel, per row, over its timed steps.
+  std::vector<kernels::Bf16DotCount> bf16(runners.size());
   std::vector<float> losses(runners.size());
   // PyTorch runs before fp8lm's steps and again after them; its speed is the geometric mean
   // of the two, so drift of a shared machine between the runs does not favour either side.
@@ -167,10 +171,14 @@ void run_bench_step(const BenchStepOptions& o) {
   for (Runner& r : runners) step(r);  // warm-up
   for (int rep = 0; rep < o.reps; ++rep) {
     for (size_t i = 0; i < runners.size(); ++i) {  // interleaved: drift hits all alike
+      const kernels::Bf16DotCount c0 = kernels::bf16_dot_count();
       const auto t0 = std::chrono::steady_clock::now();
       losses[i] = step(runners[i]);
       times[i].push_back(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      const kernels::Bf16DotCount c1 = kernels::bf16_dot_count();
+      bf16[i].products += c1.products - c0.products;
+      bf16[i].on_dot += c1.on_dot - c0.on_dot;
     }
   }
   nlohmann::json rows = nlohmann::json::array();
@@ -201,6 +209,10 @@ void run_bench_step(const BenchStepOptions& o) {
         {"peak_fraction", gflops / peak}};
     if (o.train)
       row["state_bytes_per_param"] = static_cast<double>(runners[i].state_bytes) / n_params;
+    const double on_dot = bf16[i].products == 0 ? 0.0
+                                                : static_cast<double>(bf16[i].on_dot) /
+                                                      static_cast<double>(bf16[i].products);
+    if (bf16[i].products > 0) row["bf16_products_on_dot"] = on_dot;
     rows.push_back(row);
     if (!o.json) {
       std::printf(
@@ -210,8 +222,10 @@ void run_bench_step(const BenchStepOptions& o) {
           runners[0].name.c_str(), static_cast<double>(act) / (1 << 20),
           static_cast<double>(act) / static_cast<double>(a32), runners[0].name.c_str());
       if (o.train) std::printf("  states %.2f B/param", row["state_bytes_per_param"].get<double>());
-      std::printf("  loss %.4f  %.1f GFLOP/s (%.0f%% of peak)\n", losses[i], gflops,
+      std::printf("  loss %.4f  %.1f GFLOP/s (%.0f%% of peak)", losses[i], gflops,
                   100.0 * gflops / peak);
+      if (bf16[i].products > 0) std::printf("  BF16 products on dot %.0f%%", 100.0 * on_dot);
+      std::printf("\n");
     }
   }
   nlohmann::json j = {{"preset", o.preset},

@@ -11,6 +11,7 @@
 // On AVX-512 with AVX512-BF16, products of FP8-valued operands pair their packed strips and
 // run gemm_dot.h's kernel instead of the FMA micro-kernel: the same bits, twice the rate.
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -740,6 +741,15 @@ void apply_gemm_env() {
 
 bool gemm_has_bf16_dot() { return simd::bf16_dot_active(); }
 
+namespace {
+std::atomic<uint64_t> bf16_products{0}, bf16_on_dot{0};
+}  // namespace
+
+Bf16DotCount bf16_dot_count() {
+  return {bf16_products.load(std::memory_order_relaxed),
+          bf16_on_dot.load(std::memory_order_relaxed)};
+}
+
 size_t gemm_a_block_bytes() { return tiling_in_effect().a_bytes; }
 
 size_t gemm_detail::half_l2_bytes() {
@@ -862,9 +872,14 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   g.bias = c.bias;
   g.gelu = c.activation == GemmActivation::kGelu;
   g.want_amax = c.amax != nullptr;
-  g.dot = simd::bf16_dot_active() &&
-          ((fp8_valued(a) && fp8_valued(b)) ||
-           (bf16_valued(a) && bf16_valued(b) && bf16_dot_exact(a.exps, b.exps, K)));
+  const bool bf16_measured = simd::bf16_dot_active() && bf16_valued(a) && bf16_valued(b) &&
+                             a.exps.known && b.exps.known;
+  g.dot = simd::bf16_dot_active() && ((fp8_valued(a) && fp8_valued(b)) ||
+                                      (bf16_measured && bf16_dot_exact(a.exps, b.exps, K)));
+  if (bf16_measured) {
+    bf16_products.fetch_add(1, std::memory_order_relaxed);
+    if (g.dot) bf16_on_dot.fetch_add(1, std::memory_order_relaxed);
+  }
   FP8LM_CHECK(g.lda >= a_cols && g.ldb >= b_cols && g.ldc >= N,
               "gemm: leading dimensions too small (lda ", g.lda, ", ldb ", g.ldb, ", ldc ", g.ldc,
               ")");

@@ -67,6 +67,13 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
 // Whether the dispatched GEMM has the AVX512-BF16 dot kernel: GemmOperand::exps are read only
 // then, so a caller may skip measuring them otherwise.
 bool gemm_has_bf16_dot();
+// Products of two BF16-valued operands with measured exponent ranges where the dot kernel
+// exists, since the process started: how many ran, and how many of them on the dot kernel
+// (the others failed bf16_dot_exact). For benchmarks and tests.
+struct Bf16DotCount {
+  uint64_t products = 0, on_dot = 0;
+};
+Bf16DotCount bf16_dot_count();
 
 // The packed-A block budget in effect (bytes): the dispatched target's own (AVX-512 1 MiB, else
 // half the core's L2), or FP8LM_GEMM_A_KIB's. Block sizes never change results.

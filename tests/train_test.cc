@@ -171,10 +171,15 @@ TEST_P(TargetTest, Avx512AndAvx2RunsAreTheSameBits) {
     const kernels::Bf16DotCount before = kernels::bf16_dot_count();
     train(c, "");
     const kernels::Bf16DotCount after = kernels::bf16_dot_count();
-    // The bf16 level's Linear products and the BF16 LM head's: all on the dot kernel.
+    // The bf16 level's Linear products and the BF16 LM head's: all on the dot kernel, as the
+    // run's summary says (null where none ran).
+    const auto summary = nlohmann::json::parse(std::ifstream(c.out_dir + "/summary.json"));
     if (dot && simd::bf16_dot_active() && (c.level == "bf16" || c.lm_head == "bf16")) {
       EXPECT_GT(after.products, before.products);
       EXPECT_EQ(after.on_dot - before.on_dot, after.products - before.products);
+      EXPECT_EQ(summary["bf16_products_on_dot"], 1.0);
+    } else if (!dot) {
+      EXPECT_TRUE(summary["bf16_products_on_dot"].is_null());
     }
     simd::force_target(0);
     return d + "/" + name;

@@ -24,6 +24,7 @@
 #include "distributed/collectives.h"
 #include "distributed/grid.h"
 #include "distributed/world.h"
+#include "kernels/gemm.h"
 #include "model/gpt.h"
 #include "train/checkpoint.h"
 #include "train/gpt_state.h"
@@ -97,8 +98,10 @@ void start_ranks(const TrainConfig& cfg, const std::string& resume) {
 }
 
 // Phase 6: summary.json from the step rates and every rank's memory peaks.
+// `dot`: this rank's BF16 products with measured ranges during the run (kernels/gemm.h).
 void write_summary(Session& s, const std::string& out, const TrainResult& result,
-                   const std::vector<double>& tok_rates, const dist::CommBytes& step_comm) {
+                   const std::vector<double>& tok_rates, const dist::CommBytes& step_comm,
+                   const kernels::Bf16DotCount& dot) {
   const int world = s.world;
   // Every rank's peak bytes per memory category, gathered to rank 0 (a sum of one-hot rows).
   std::vector<double> rank_peaks(static_cast<size_t>(world * kNumMemCategories), 0.0);
@@ -169,7 +172,12 @@ void write_summary(Session& s, const std::string& out, const TrainResult& result
         {"micro_batches", s.cfg.grad_accum},
         {"idle_fraction", idle},
         {"bubble_1f1b", static_cast<double>(pp - 1) / (s.cfg.grad_accum + pp - 1)}}},
-      {"alarms", s.alarms.raised()}};
+      {"alarms", s.alarms.raised()},
+      // The share of them on the AVX512-BF16 dot kernel (null: none ran).
+      {"bf16_products_on_dot",
+       dot.products == 0 ? nlohmann::json(nullptr)
+                         : nlohmann::json(static_cast<double>(dot.on_dot) /
+                                          static_cast<double>(dot.products))}};
   const std::string text = summary.dump(2) + "\n";
   write_text_atomic(out + "/summary.json", text);
   if (!s.telemetry.empty())
@@ -348,6 +356,7 @@ double validate(Session& s, const Inputs& inputs, nlohmann::json& metrics) {
 TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool overwrite) {
   cfg.validate();
   mem_reset_peaks();  // peaks per category are this run's (a process may train several)
+  const kernels::Bf16DotCount dot_start = kernels::bf16_dot_count();
   start_ranks(cfg, resume_from);
   const GptConfig mcfg = cfg.model();
   const int world = dist::size(), rank = dist::rank();
@@ -517,7 +526,9 @@ TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool o
     result.final_val_loss = last_val;
     // The summary comes before the final checkpoint: a run killed between the two resumes
     // from an earlier checkpoint and writes both again, so a complete run always has both.
-    write_summary(s, out, result, tok_rates, step_comm);
+    const kernels::Bf16DotCount dot_end = kernels::bf16_dot_count();
+    write_summary(s, out, result, tok_rates, step_comm,
+                  {dot_end.products - dot_start.products, dot_end.on_dot - dot_start.on_dot});
     s.checkpoint(out, cfg.steps);
   }
   if (!lead) return result;

@@ -101,7 +101,7 @@ void run_bench_step(const BenchStepOptions& o) {
   std::vector<DType> heads;
   for (const std::string& h : o.lm_heads) {
     if (h != "f32" && h != "bf16") fail("--lm-head ", h, ": must be f32 or bf16");
-    heads.push_back(h == "bf16" ? DType::kBF16 : DType::kF32);
+    heads.push_back(lm_head_dtype(h));
   }
   auto head_suffix = [&](DType h) {
     return heads.size() == 1 && h == DType::kF32 ? std::string() : "/" + std::string(dtype_name(h));

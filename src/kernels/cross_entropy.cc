@@ -125,15 +125,6 @@ HWY_EXPORT(LogitExpRows);
 HWY_EXPORT(ScaleRows);
 
 namespace kernels {
-namespace {
-
-ExponentRange merged_range(const std::vector<uint32_t>& bounds) {
-  uint32_t all = kNoExponentBounds;
-  for (const uint32_t b : bounds) all = merge_exponent_bounds(all, b);
-  return exponent_range_of_bounds(all);
-}
-
-}  // namespace
 
 void softmax_cross_entropy(float* logits, float* losses, const int32_t* targets, size_t rows,
                            size_t V, size_t Vp, float grad_scale, ExponentRange* grad_exps) {
@@ -147,7 +138,7 @@ void softmax_cross_entropy(float* logits, float* losses, const int32_t* targets,
                                                        targets + r0, r1 - r0, V, Vp, grad_scale,
                                                        grad_exps != nullptr);
   });
-  if (grad_exps != nullptr) *grad_exps = merged_range(bounds);
+  if (grad_exps != nullptr) *grad_exps = exponent_range_of_bounds(bounds);
 }
 
 void logit_row_exps(float* logits, size_t rows, size_t V, size_t Vp, float* max, float* sumexp) {
@@ -165,7 +156,7 @@ void scale_rows(float* logits, size_t rows, size_t V, size_t Vp, const float* mu
     bounds[c] = HWY_DYNAMIC_DISPATCH(ScaleRows)(logits + r0 * Vp, r1 - r0, V, Vp, mul + r0,
                                                 exps != nullptr);
   });
-  if (exps != nullptr) *exps = merged_range(bounds);
+  if (exps != nullptr) *exps = exponent_range_of_bounds(bounds);
 }
 
 }  // namespace kernels

@@ -189,9 +189,7 @@ ExponentRange exponent_range(const void* src, DType src_type, size_t rows, size_
     if (run) return fold(base + begin * bytes, end - begin);
     for (size_t r = begin; r < end; ++r) fold(base + r * ld * bytes, cols);
   });
-  uint32_t all = kNoExponentBounds;
-  for (const uint32_t b : bounds) all = merge_exponent_bounds(all, b);
-  return exponent_range_of_bounds(all);
+  return exponent_range_of_bounds(bounds);
 }
 
 float cast_transpose(void* dst, void* dst_t, DType dst_type, const float* src, size_t rows,

@@ -14,6 +14,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace fp8lm {
 
@@ -51,6 +52,12 @@ inline ExponentRange exponent_range_of_bounds(uint32_t bounds) {
   e.lo = static_cast<int>(bounds >> 16) - 127;
   e.hi = static_cast<int>(bounds & 0xFFFFu) - 127;
   return e;
+}
+// The range of several chunks' bounds together (a threaded kernel's partial results).
+inline ExponentRange exponent_range_of_bounds(const std::vector<uint32_t>& chunks) {
+  uint32_t all = kNoExponentBounds;
+  for (const uint32_t b : chunks) all = merge_exponent_bounds(all, b);
+  return exponent_range_of_bounds(all);
 }
 
 // Whether op(A)·op(B) over K may use the dot products with the FMA path's bits, A's and B's

@@ -15,6 +15,12 @@
 
 namespace fp8lm {
 
+// precision.lm_head's value as the LM head's operand dtype (bf16, else f32: values are
+// checked where they are read).
+inline DType lm_head_dtype(const std::string& name) {
+  return name == "bf16" ? DType::kBF16 : DType::kF32;
+}
+
 struct TrainConfig {
   // [model]: a preset, optionally with its sizes overridden.
   std::string preset = "d6";
@@ -117,7 +123,7 @@ struct TrainConfig {
   PrecisionLevel precision_level() const { return level_from_name(level); }
   // The level's state formats with precision.master/m1/m2 applied; nullopt when none is set.
   std::optional<StateFormats> state_formats() const;
-  DType lm_head_operands() const { return lm_head == "bf16" ? DType::kBF16 : DType::kF32; }
+  DType lm_head_operands() const { return lm_head_dtype(lm_head); }
   // Checks every value; throws Error naming the first bad key.
   void validate() const;
   // Resolved configuration as TOML text (every key).

@@ -97,6 +97,43 @@ INSTANTIATE_TEST_SUITE_P(Levels, ResumeTest,
                            return n;
                          });
 
+// precision.lm_head = level (the default) is BF16 at the bf16 and FP8 levels and FP32 at fp32,
+// as trainer.json records; a resumed run keeps its checkpoint's format unless it is set (a run
+// from before the default changed continues exactly with its FP32 head).
+TEST(LmHeadDefault, FollowsTheLevelAndResumesInTheCheckpointsFormat) {
+  const std::string d = tmpdir("lm_head_default");
+  write_data(d);
+  for (const char* level : {"fp32", "bf16", "O2"}) {
+    TrainConfig c = tiny(d, d + "/" + level, level);
+    c.steps = 2;
+    c.checkpoint_every = 2;
+    c.eval_every = 2;
+    train(c, "");
+    EXPECT_EQ(read_trainer_state(d + "/" + level + "/checkpoints/step-2").lm_head,
+              std::string(level) == "fp32" ? "f32" : "bf16")
+        << level;
+  }
+  TrainConfig f32 = tiny(d, d + "/f32", "O2");
+  f32.lm_head = "f32";
+  train(f32, "");
+  const std::vector<double> a = losses(d + "/f32/metrics.jsonl");
+  ASSERT_EQ(a.size(), 8u);
+  TrainConfig resumed = tiny(d, d + "/resumed", "O2");  // lm_head unset
+  train(resumed, d + "/f32/checkpoints/step-4");
+  const std::vector<double> b = losses(d + "/resumed/metrics.jsonl");
+  ASSERT_EQ(b.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(b[i], a[4 + i]) << "step " << 5 + i;
+  EXPECT_EQ(read_trainer_state(d + "/resumed/checkpoints/step-8").lm_head, "f32");
+  // Set, it is the format from then on: the same start, other losses.
+  TrainConfig bf16 = tiny(d, d + "/bf16head", "O2");
+  bf16.lm_head = "bf16";
+  train(bf16, d + "/f32/checkpoints/step-4");
+  const std::vector<double> e = losses(d + "/bf16head/metrics.jsonl");
+  ASSERT_EQ(e.size(), 4u);
+  EXPECT_NE(e[0], a[4]);
+  EXPECT_EQ(read_trainer_state(d + "/bf16head/checkpoints/step-8").lm_head, "bf16");
+}
+
 // What a run writes but the bits of the arithmetic: metrics without the speed.
 std::string metrics_without_speed(const std::string& path) {
   std::ifstream f(path);
@@ -124,16 +161,16 @@ class TargetTest : public ::testing::TestWithParam<const char*> {
     simd::force_target(0);
     set_num_threads(2);
   }
-  // The tiny run at the parameter's "LEVEL" or "LEVEL/RECIPE", either with "+bf16head"
-  // (precision.lm_head = bf16), writing to dir/name.
+  // The tiny run at the parameter's "LEVEL" or "LEVEL/RECIPE", either with "+f32head"
+  // (precision.lm_head = f32; else the level's), writing to dir/name.
   TrainConfig config(const std::string& dir, const std::string& name) const {
     std::string param = GetParam();
-    const bool bf16_head = param.ends_with("+bf16head");
-    if (bf16_head) param.resize(param.size() - std::string("+bf16head").size());
+    const bool f32_head = param.ends_with("+f32head");
+    if (f32_head) param.resize(param.size() - std::string("+f32head").size());
     const size_t slash = param.find('/');
     TrainConfig c = tiny(dir, dir + "/" + name, param.substr(0, slash));
     c.recipe = slash == std::string::npos ? "delayed" : param.substr(slash + 1);
-    if (bf16_head) c.lm_head = "bf16";
+    if (f32_head) c.lm_head = "f32";
     return c;
   }
   // Run folders a and b logged the same metrics (speed aside) and wrote the same checkpoint
@@ -174,7 +211,7 @@ TEST_P(TargetTest, Avx512AndAvx2RunsAreTheSameBits) {
     // The bf16 level's Linear products and the BF16 LM head's: all on the dot kernel, as the
     // run's summary says (null where none ran).
     const auto summary = nlohmann::json::parse(std::ifstream(c.out_dir + "/summary.json"));
-    if (dot && simd::bf16_dot_active() && (c.level == "bf16" || c.lm_head == "bf16")) {
+    if (dot && simd::bf16_dot_active() && (c.level == "bf16" || c.lm_head_operands() == DType::kBF16)) {
       EXPECT_GT(after.products, before.products);
       EXPECT_EQ(after.on_dot - before.on_dot, after.products - before.products);
       EXPECT_EQ(summary["bf16_products_on_dot"], 1.0);
@@ -217,7 +254,7 @@ TEST_P(TargetTest, OneAndTwoThreadsAreTheSameBits) {
 
 INSTANTIATE_TEST_SUITE_P(Levels, TargetTest,
                          ::testing::Values("fp32", "bf16", "O2", "O2/block", "O3",
-                                           "O2+bf16head"),
+                                           "O2+f32head"),
                          [](const auto& p) {
                            std::string n = p.param;
                            for (char& ch : n)

@@ -39,7 +39,7 @@ struct BenchStepOptions {
   bool train = false;
   bool telemetry = false;
   std::vector<std::string> levels = {"fp32", "bf16", "O1", "O2"};
-  std::vector<std::string> lm_heads = {"f32"};  // each level (mode) once per LM head format
+  std::vector<std::string> lm_heads = {"level"};  // each level (mode) once per LM head format
   std::string python = "/usr/bin/python3";  // Debian's python3-torch lives there
 };
 
@@ -97,14 +97,14 @@ void run_bench_step(const BenchStepOptions& o) {
     tokens[i] = d(rng);
     targets[i] = d(rng);
   }
-  // LM head formats: a row per level and format ("O2/bf16"; "O2" alone for f32 only).
-  std::vector<DType> heads;
-  for (const std::string& h : o.lm_heads) {
-    if (h != "f32" && h != "bf16") fail("--lm-head ", h, ": must be f32 or bf16");
-    heads.push_back(lm_head_dtype(h));
-  }
+  // LM head formats (precision.lm_head's values): a row per level and format ("O2/bf16"; the
+  // level's name alone for `level` only).
+  for (const std::string& h : o.lm_heads)
+    if (h != "level" && h != "f32" && h != "bf16")
+      fail("--lm-head ", h, ": must be level, f32 or bf16");
+  const bool suffix = o.lm_heads.size() > 1 || o.lm_heads[0] != "level";
   auto head_suffix = [&](DType h) {
-    return heads.size() == 1 && h == DType::kF32 ? std::string() : "/" + std::string(dtype_name(h));
+    return suffix ? "/" + std::string(dtype_name(h)) : std::string();
   };
   std::vector<Runner> runners;
   std::unique_ptr<GptParams> params;
@@ -117,8 +117,9 @@ void run_bench_step(const BenchStepOptions& o) {
       return static_cast<size_t>(s);
     };
     for (const std::string& name : o.levels)
-      for (const DType head : heads) {
+      for (const std::string& h : o.lm_heads) {
         const PrecisionLevel l = level_from_name(name);
+        const DType head = lm_head_dtype(h, level_plan(l).compute);
         const size_t before = state_bytes();
         Runner r{std::string(level_name(l)) + head_suffix(head), nullptr,
                  make_gpt_optimizer(cfg, l, {}, 1), 0, nullptr};
@@ -137,6 +138,7 @@ void run_bench_step(const BenchStepOptions& o) {
                make_gpt_optimizer(cfg, l, {}, 1), 0, nullptr};
       r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
       r.model->set_weights(master_views(*r.opt));
+      r.model->set_lm_head(lm_head_dtype(o.lm_heads.back(), level_plan(l).compute));  // as the row before
       r.state_bytes = state_bytes() - before;
       r.probe = std::make_unique<QuantProbe>();
       r.probe->arm(true);
@@ -147,7 +149,8 @@ void run_bench_step(const BenchStepOptions& o) {
     params = std::make_unique<GptParams>(cfg);
     params->init_gpt2(1);
     for (ComputeMode m : {ComputeMode::kF32, ComputeMode::kBF16, ComputeMode::kFP8})
-      for (const DType head : heads) {
+      for (const std::string& h : o.lm_heads) {
+        const DType head = lm_head_dtype(h, m);
         runners.push_back({std::string(compute_mode_name(m)) + head_suffix(head),
                            std::make_unique<Gpt>(*params, m, B, T), nullptr, 0, nullptr});
         runners.back().model->set_lm_head(head);
@@ -302,7 +305,7 @@ void register_bench_step(CLI::App& bench) {
   sub->add_option("--levels", o->levels, "With --train: the levels to time (the first is the base)")
       ->capture_default_str();
   sub->add_option("--lm-head", o->lm_heads,
-                  "The LM head operand formats to time each level with (f32, bf16; "
+                  "The LM head operand formats to time each level with (level, f32, bf16; "
                   "precision.lm_head)")
       ->capture_default_str();
   sub->add_flag("--pytorch", o->pytorch,

@@ -245,8 +245,8 @@ void TrainConfig::validate() const {
       grad_scaling != "sqrt")
     fail("precision.grad_scaling = '", grad_scaling, "': must be auto, pre, post or sqrt");
   state_formats();
-  if (lm_head != "f32" && lm_head != "bf16")
-    fail("precision.lm_head = '", lm_head, "': must be f32 or bf16");
+  if (lm_head != "level" && lm_head != "f32" && lm_head != "bf16")
+    fail("precision.lm_head = '", lm_head, "': must be level, f32 or bf16");
   int_range("telemetry.every", telemetry_every, 0, INT32_MAX, " (0: off)");
   QuantProbe().set_what_if(what_if);  // names the key when the value is not one it knows
   in_range("telemetry.underflow_alarm", underflow_alarm, 0, 1, " (a fraction; 1: off)");

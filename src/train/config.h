@@ -15,9 +15,11 @@
 
 namespace fp8lm {
 
-// precision.lm_head's value as the LM head's operand dtype (bf16, else f32: values are
-// checked where they are read).
-inline DType lm_head_dtype(const std::string& name) {
+// precision.lm_head's value as the LM head's operand dtype for a level computing in
+// `compute`: bf16, f32, or level (bf16 at the bf16 and FP8 levels, as FP8-LM keeps its output
+// layer in BF16; f32 at fp32). Values are checked where they are read.
+inline DType lm_head_dtype(const std::string& name, ComputeMode compute) {
+  if (name == "level") return compute == ComputeMode::kF32 ? DType::kF32 : DType::kBF16;
   return name == "bf16" ? DType::kBF16 : DType::kF32;
 }
 
@@ -75,9 +77,10 @@ struct TrainConfig {
   // Optimizer-state storage other than the level's (the precision-decoupling ablations,
   // docs/experiments.md): level | f32 | f16 | bf16 | e4m3 each; not at O3.
   std::string master_format = "level", m1_format = "level", m2_format = "level";
-  // The LM head's operands: f32 | bf16 (cast while packed; the dot kernel where the CPU has
-  // AVX512-BF16, the same bits everywhere; Gpt::set_lm_head).
-  std::string lm_head = "f32";
+  // The LM head's operands: level | f32 | bf16 (cast while packed; the dot kernel where the
+  // CPU has AVX512-BF16, the same bits everywhere; Gpt::set_lm_head). A resumed run keeps its
+  // checkpoint's unless this is set.
+  std::string lm_head = "level";
   // [telemetry]: statistics of every FP8 cast on every `every`-th step (0: off), written to
   // telemetry.jsonl (docs/telemetry.md).
   int telemetry_every = 25;
@@ -123,7 +126,9 @@ struct TrainConfig {
   PrecisionLevel precision_level() const { return level_from_name(level); }
   // The level's state formats with precision.master/m1/m2 applied; nullopt when none is set.
   std::optional<StateFormats> state_formats() const;
-  DType lm_head_operands() const { return lm_head_dtype(lm_head); }
+  DType lm_head_operands() const {
+    return lm_head_dtype(lm_head, level_plan(precision_level()).compute);
+  }
   // Checks every value; throws Error naming the first bad key.
   void validate() const;
   // Resolved configuration as TOML text (every key).

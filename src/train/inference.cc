@@ -110,7 +110,7 @@ double evaluate_checkpoint(const std::string& checkpoint, const std::string& dat
   Gpt model(c, level_plan(level).compute, B, T, fp8, /*with_grads=*/false, nullptr, nullptr,
             t.lora);
   restore_scaling(t, model.scaling_metas(), dir);
-  model.set_lm_head(lm_head_dtype(t.lm_head));
+  model.set_lm_head(lm_head_dtype(t.lm_head, level_plan(level).compute));
   if (!t.lora.on()) {
     model.set_weights(std::move(views));
     return evaluate(model, f, batches);

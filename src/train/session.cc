@@ -219,7 +219,7 @@ TrainerState Session::state(int64_t done) {
   s.model = mcfg;
   s.recipe = cfg.recipe;
   s.mx_grad_format = cfg.mx_grad_format;
-  s.lm_head = cfg.lm_head;
+  s.lm_head = std::string(dtype_name(model.lm_head()));  // resolved: f32 or bf16
   s.amax_window = cfg.amax_window;
   s.margin = cfg.margin;
   s.tokenizer = cfg.tokenizer;

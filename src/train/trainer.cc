@@ -353,8 +353,13 @@ double validate(Session& s, const Inputs& inputs, nlohmann::json& metrics) {
 
 }  // namespace
 
-TrainResult train(const TrainConfig& cfg, const std::string& resume_from, bool overwrite) {
-  cfg.validate();
+TrainResult train(const TrainConfig& config, const std::string& resume_from, bool overwrite) {
+  config.validate();
+  // Resuming with precision.lm_head unset continues in the checkpoint's LM head format (runs
+  // from before `level` was the default kept an FP32 head).
+  TrainConfig cfg = config;
+  if (!resume_from.empty() && cfg.lm_head == "level")
+    cfg.lm_head = read_trainer_state(resolve_checkpoint(resume_from)).lm_head;
   mem_reset_peaks();  // peaks per category are this run's (a process may train several)
   const kernels::Bf16DotCount dot_start = kernels::bf16_dot_count();
   start_ranks(cfg, resume_from);

@@ -106,6 +106,13 @@ void run_bench_step(const BenchStepOptions& o) {
   auto head_suffix = [&](DType h) {
     return suffix ? "/" + std::string(dtype_name(h)) : std::string();
   };
+  auto heads_of = [&](ComputeMode m) {  // each format once (level may repeat f32 or bf16)
+    std::vector<DType> heads;
+    for (const std::string& h : o.lm_heads)
+      if (std::find(heads.begin(), heads.end(), lm_head_dtype(h, m)) == heads.end())
+        heads.push_back(lm_head_dtype(h, m));
+    return heads;
+  };
   std::vector<Runner> runners;
   std::unique_ptr<GptParams> params;
   if (o.train) {
@@ -117,9 +124,8 @@ void run_bench_step(const BenchStepOptions& o) {
       return static_cast<size_t>(s);
     };
     for (const std::string& name : o.levels)
-      for (const std::string& h : o.lm_heads) {
+      for (const DType head : heads_of(level_plan(level_from_name(name)).compute)) {
         const PrecisionLevel l = level_from_name(name);
-        const DType head = lm_head_dtype(h, level_plan(l).compute);
         const size_t before = state_bytes();
         Runner r{std::string(level_name(l)) + head_suffix(head), nullptr,
                  make_gpt_optimizer(cfg, l, {}, 1), 0, nullptr};
@@ -149,8 +155,7 @@ void run_bench_step(const BenchStepOptions& o) {
     params = std::make_unique<GptParams>(cfg);
     params->init_gpt2(1);
     for (ComputeMode m : {ComputeMode::kF32, ComputeMode::kBF16, ComputeMode::kFP8})
-      for (const std::string& h : o.lm_heads) {
-        const DType head = lm_head_dtype(h, m);
+      for (const DType head : heads_of(m)) {
         runners.push_back({std::string(compute_mode_name(m)) + head_suffix(head),
                            std::make_unique<Gpt>(*params, m, B, T), nullptr, 0, nullptr});
         runners.back().model->set_lm_head(head);

@@ -11,7 +11,9 @@
 # (default 40, 3e-5, 4) — the settings of BENCHMARKS.md; DPO_PAIRS=hard (pairs rejecting the
 # SFT model's own wrong answers, scripts/genre_pairs.py, instead of random wrong genres);
 # LORA_RANK (also LoRA fine-tuning of that rank from the base, lr LORA_LR, default 3e-3, for
-# SFT_STEPS; default 0: not); THREADS (kernel threads per run, default all cores); SKIP_DATA=1
+# SFT_STEPS; default 0: not); LM_HEAD (precision.lm_head of every run, default level; f32
+# reproduces the figures measured before 2026-12-07); THREADS (kernel threads per run,
+# default all cores); SKIP_DATA=1
 # uses the task's data as a previous run left it (so that runs of different levels can go
 # side by side). About 2 hours on 2 AVX2 cores.
 set -euo pipefail
@@ -21,6 +23,7 @@ levels=("$@")
 [[ ${#levels[@]} -gt 0 ]] || levels=(fp32 O2)
 fp8lm=(build/fp8lm)
 [[ -z ${THREADS:-} ]] || fp8lm+=(--threads "$THREADS")
+head=(--set precision.lm_head="${LM_HEAD:-level}")
 out=runs/genre
 data=data/genre
 mkdir -p "$out"
@@ -39,7 +42,7 @@ pre=${PRE:-$out/pre}
 if [[ -z ${PRE:-} ]]; then
   # A small GPT (4 layers x 256, GPT-2 vocabulary, 128 positions) on the training texts.
   echo "2. pre-training on the training texts (${PRE_STEPS:-600} steps, O2)"
-  "${fp8lm[@]}" train --overwrite --set model.preset=d6 --set model.n_layer=4 --set model.n_embd=256 \
+  "${fp8lm[@]}" train --overwrite "${head[@]}" --set model.preset=d6 --set model.n_layer=4 --set model.n_embd=256 \
     --set model.n_head=4 --set model.seq_len=128 --set telemetry.every=0 \
     --set train.out_dir="$pre" --set data.train="$data/pre/train.bin" \
     --set data.val="$data/pre/val.bin" --set train.steps="${PRE_STEPS:-600}" --set train.warmup_steps=30 \
@@ -59,7 +62,7 @@ metric() {  # metric RUN KEY: the first and the last value of KEY in RUN/metrics
 echo "3. held-out exact-match accuracy (greedy, 8 new tokens at most)"
 python3 -c "import json; g=json.load(open('$data/genres.json')); print(f\"  majority class ('{g['majority_class']}') {100*g['majority_baseline_val']:.1f}%\")"
 accuracy pretrained "$pre"
-common=(--overwrite --set model.seq_len=80 --set telemetry.every=0 --set train.checkpoint_every=0
+common=(--overwrite "${head[@]}" --set model.seq_len=80 --set telemetry.every=0 --set train.checkpoint_every=0
         --set train.warmup_steps=10)
 for level in "${levels[@]}"; do
   echo "level $level"

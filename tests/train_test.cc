@@ -211,7 +211,8 @@ TEST_P(TargetTest, Avx512AndAvx2RunsAreTheSameBits) {
     // The bf16 level's Linear products and the BF16 LM head's: all on the dot kernel, as the
     // run's summary says (null where none ran).
     const auto summary = nlohmann::json::parse(std::ifstream(c.out_dir + "/summary.json"));
-    if (dot && simd::bf16_dot_active() && (c.level == "bf16" || c.lm_head_operands() == DType::kBF16)) {
+    const bool bf16_products = c.level == "bf16" || c.lm_head_operands() == DType::kBF16;
+    if (dot && simd::bf16_dot_active() && bf16_products) {
       EXPECT_GT(after.products, before.products);
       EXPECT_EQ(after.on_dot - before.on_dot, after.products - before.products);
       EXPECT_EQ(summary["bf16_products_on_dot"], 1.0);

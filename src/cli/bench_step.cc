@@ -144,7 +144,8 @@ void run_bench_step(const BenchStepOptions& o) {
                make_gpt_optimizer(cfg, l, {}, 1), 0, nullptr};
       r.model = std::make_unique<Gpt>(cfg, level_plan(l).compute, B, T);
       r.model->set_weights(master_views(*r.opt));
-      r.model->set_lm_head(lm_head_dtype(o.lm_heads.back(), level_plan(l).compute));  // as the row before
+      // The LM head of the row it is compared with (the last level's last format).
+      r.model->set_lm_head(lm_head_dtype(o.lm_heads.back(), level_plan(l).compute));
       r.state_bytes = state_bytes() - before;
       r.probe = std::make_unique<QuantProbe>();
       r.probe->arm(true);

@@ -141,14 +141,21 @@ void scores(const Head& h, size_t i0, size_t rows, size_t n, float* s) {
        {s, DType::kF32, n});
 }
 
+// Query rows [i0, i0 + rows) (rows ≤ kQueryBlock; q holds row i0 first, at stride ldq)
+// against keys and values [0, i0 + rows) (stride ldkv): out rows (stride ld_out), lse[0, rows).
+void forward_block(const float* q, size_t ldq, const float* k, const float* v, size_t ldkv,
+                   size_t HS, float scale, size_t i0, size_t rows, float* out, size_t ld_out,
+                   float* lse, float* s) {
+  const size_t n = i0 + rows;
+  gemm(rows, n, HS, scale, f32(q, ldq), f32(k, ldkv, true), 0.0f, {s, DType::kF32, n});
+  HWY_DYNAMIC_DISPATCH(SoftmaxRows)(s, n, rows, n, i0, lse);
+  gemm(rows, HS, n, 1.0f, f32(s, n), f32(v, ldkv), 0.0f, {out, DType::kF32, ld_out});
+}
+
 void forward_head(const Head& h, float* out, size_t ld_out, float* lse, float* s) {
-  for (size_t i0 = 0; i0 < h.T; i0 += kQueryBlock) {
-    const size_t rows = std::min(kQueryBlock, h.T - i0), n = i0 + rows;
-    scores(h, i0, rows, n, s);
-    HWY_DYNAMIC_DISPATCH(SoftmaxRows)(s, n, rows, n, i0, lse + i0);
-    gemm(rows, h.HS, n, 1.0f, f32(s, n), f32(h.v, h.ld), 0.0f,
-         {out + i0 * ld_out, DType::kF32, ld_out});
-  }
+  for (size_t i0 = 0; i0 < h.T; i0 += kQueryBlock)
+    forward_block(h.q + i0 * h.ld, h.ld, h.k, h.v, h.ld, h.HS, h.scale, i0,
+                  std::min(kQueryBlock, h.T - i0), out + i0 * ld_out, ld_out, lse + i0, s);
 }
 
 // dq, dk, dv rows (stride h.ld, inside dqkv) are overwritten.
@@ -196,6 +203,18 @@ void attention_forward(float* out, float* lse, const float* qkv, size_t B, size_
     forward_head(head_of(qkv + b * T * 3 * C, T, C, C / NH, h), out + b * T * C + h * (C / NH), C,
                  lse + (b * NH + h) * T, s);
   });
+}
+
+size_t attention_rows_scratch(size_t keys) { return kQueryBlock * keys; }
+
+void attention_rows(float* out, size_t ld_out, const float* q, size_t ldq, const float* k,
+                    const float* v, size_t ldkv, size_t HS, size_t i0, size_t rows,
+                    float* scratch) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  float lse[kQueryBlock];
+  for (size_t b = 0; b < rows; b += kQueryBlock)
+    forward_block(q + b * ldq, ldq, k, v, ldkv, HS, scale, i0 + b, std::min(kQueryBlock, rows - b),
+                  out + b * ld_out, ld_out, lse, scratch);
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,

@@ -7,6 +7,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -122,6 +124,38 @@ TEST_P(NnOnTarget, AttentionForwardBackward) {
     ref::Vec dw(qkv.size(), 0.0);
     ref::attention_bwd(dw, to_d(g), to_d(qkv), c.B, c.T, c.C, c.NH);
     EXPECT_LT(rel_err(dqkv, dw), 1e-5) << c.T;
+  }
+}
+
+// attention_rows over a key/value cache (keys and values in their own arrays, queries in
+// another) gives attention_forward's rows bit for bit, however the rows are split into calls:
+// one call, rows one by one, and splits that cross the 64-row query blocks.
+TEST_P(NnOnTarget, AttentionRowsAreTheForwardsRowsInAnySplit) {
+  std::mt19937 rng(5);
+  const size_t T = 150, C = 48, NH = 2, HS = C / NH;
+  const auto qkv = randf(T * 3 * C, rng, 1.5f);
+  std::vector<float> want(T * C), lse(NH * T);
+  kernels::attention_forward(want.data(), lse.data(), qkv.data(), 1, T, C, NH);
+  std::vector<float> keys(T * C), vals(T * C), q(T * C);  // a cache's layout: stride C
+  for (size_t t = 0; t < T; ++t)
+    for (size_t c = 0; c < C; ++c) {
+      q[t * C + c] = qkv[t * 3 * C + c];
+      keys[t * C + c] = qkv[t * 3 * C + C + c];
+      vals[t * C + c] = qkv[t * 3 * C + 2 * C + c];
+    }
+  std::vector<float> scratch(kernels::attention_rows_scratch(T));
+  for (const std::vector<size_t>& cuts :
+       {std::vector<size_t>{0, T}, std::vector<size_t>{0, 1, 2, 63, 64, 65, 129, T},
+        std::vector<size_t>{0, 100, 101, T}}) {
+    std::vector<float> got(T * C, std::numeric_limits<float>::quiet_NaN());  // poison
+    for (size_t i = 0; i + 1 < cuts.size(); ++i)
+      for (size_t h = 0; h < NH; ++h)
+        kernels::attention_rows(got.data() + cuts[i] * C + h * HS, C,
+                                q.data() + cuts[i] * C + h * HS, C, keys.data() + h * HS,
+                                vals.data() + h * HS, C, HS, cuts[i], cuts[i + 1] - cuts[i],
+                                scratch.data());
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * sizeof(float)))
+        << cuts.size() - 1 << " calls";
   }
 }
 

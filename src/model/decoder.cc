@@ -1,7 +1,5 @@
 #include "model/decoder.h"
 
-#include <algorithm>
-#include <cmath>
 #include <cstring>
 
 #include "core/check.h"
@@ -87,7 +85,18 @@ void GptDecoder::append(const std::vector<std::vector<int32_t>>& tokens, float* 
       ++i;
     }
 
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
+  // The new tokens of each row that got any: consecutive positions, consecutive in x.
+  struct Run {
+    size_t row, first, count;
+  };
+  std::vector<Run> runs;
+  for (size_t k = 0; k < n; ++k) {
+    if (runs.empty() || runs.back().row != row_of[k]) runs.push_back({row_of[k], k, 0});
+    ++runs.back().count;
+  }
+  const size_t per_task = kernels::attention_rows_scratch(T_);
+  Tensor scratch_t = workspace(chunk_count(runs.size() * NH_, 1), per_task);
+  float* scratch = scratch_t.as<float>();
   for (size_t l = 0; l < L_; ++l) {
     auto w = [&](size_t k) { return params_.at(2 + l * kPerBlock + k); };
     float* kc = k_cache_.as<float>() + l * rows_ * T_ * C;
@@ -99,29 +108,15 @@ void GptDecoder::append(const std::vector<std::vector<int32_t>>& tokens, float* 
       std::memcpy(kc + at, qkv + k * 3 * C + C, C * sizeof(float));
       std::memcpy(vc + at, qkv + k * 3 * C + 2 * C, C * sizeof(float));
     }
-    // Each new token and head: softmax(scale · q·kⱼ) over its row's positions j ≤ its own.
-    parallel_for(n * NH_, 1, 1, [&](size_t, size_t lo, size_t hi) {
-      std::vector<float> s(T_);
+    // Each row's new tokens and head: causal attention against the row's cache, whose keys
+    // and values now run to the last new token (the training forward's arithmetic).
+    parallel_for(runs.size() * NH_, 1, 1, [&](size_t c, size_t lo, size_t hi) {
       for (size_t u = lo; u < hi; ++u) {
-        const size_t k = u / NH_, h = u % NH_, len = pos_of[k] + 1;
-        const float* q = qkv + k * 3 * C + h * HS;
-        const float* keys = kc + row_of[k] * T_ * C + h * HS;
-        const float* vals = vc + row_of[k] * T_ * C + h * HS;
-        float m = -INFINITY;
-        for (size_t j = 0; j < len; ++j) {
-          float d = 0;
-          for (size_t c = 0; c < HS; ++c) d += q[c] * keys[j * C + c];
-          s[j] = d * scale;
-          m = std::max(m, s[j]);
-        }
-        float sum = 0;
-        for (size_t j = 0; j < len; ++j) sum += (s[j] = std::exp(s[j] - m));
-        float* o = y + k * C + h * HS;
-        std::fill(o, o + HS, 0.0f);
-        for (size_t j = 0; j < len; ++j) {
-          const float p = s[j] / sum;
-          for (size_t c = 0; c < HS; ++c) o[c] += p * vals[j * C + c];
-        }
+        const Run& run = runs[u / NH_];
+        const size_t h = u % NH_, at = run.row * T_ * C + h * HS;
+        kernels::attention_rows(y + run.first * C + h * HS, C, qkv + run.first * 3 * C + h * HS,
+                                3 * C, kc + at, vc + at, C, HS, pos_of[run.first], run.count,
+                                scratch + c * per_task);
       }
     });
     linear(ln, y, w(4), w(5), n, C, C);  // attention's projection, into ln (free here)

@@ -191,31 +191,6 @@ void RowsToStrip(size_t n, size_t kc, float* HWY_RESTRICT strip, float* HWY_REST
     for (size_t k = 0; k < kc; ++k) strip[k * W + r] = 0.0f;
 }
 
-// Packs rows [i0, i0+rows) × k [k0, k0+kc) of op(A) into strips of kMR rows:
-// ap[s][k][r] (zero-padded past M). tmp holds max(rows, 4·kc) floats.
-void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, float* ap,
-           float* tmp) {
-  const size_t strips = (rows + kMR - 1) / kMR;
-  if (g.a_trans) {  // stored K×M: each k gives a contiguous run of rows
-    for (size_t k = 0; k < kc; ++k) {
-      PrefetchRow(g.a, g.a_type, g.lda, k0 + kc, k0 + k + kAhead, i0, rows);
-      RunToStrips<kMR>(StoredRow(tmp, g.a, g.a_type, g.lda, k0 + k, i0, rows, g.a_bs, g.a_br,
-                                 g.a_bc, g.a_bld),
-                       rows, k, kc, ap);
-    }
-    return;
-  }
-  for (size_t s = 0; s < strips; ++s) {  // stored M×K: decode each row, interleave by kMR
-    const size_t first = i0 + s * kMR;
-    RowsToStrip<kMR>(std::min(kMR, rows - s * kMR), kc, ap + s * gd::strip_stride(kc, kMR), tmp,
-                     [&](size_t r, float* buf) {
-                       PrefetchRow(g.a, g.a_type, g.lda, g.M, first + r + kAhead, k0, kc);
-                       return StoredRow(buf, g.a, g.a_type, g.lda, first + r, k0, kc, g.a_bs,
-                                        g.a_br, g.a_bc, g.a_bld);
-                     });
-  }
-}
-
 // decode(cast(v · m)) in format kTo: an operand enters the product exactly as its cast would
 // (E4M3/E5M2 saturating, BF16 nearest-even with overflow to inf).
 template <int kTo>
@@ -251,6 +226,85 @@ void CastRun(float* p, size_t n, int to, float mul) {
       return CastRunT<static_cast<int>(DType::kE4M3)>(p, n, mul);
     default:
       return CastRunT<static_cast<int>(DType::kE5M2)>(p, n, mul);
+  }
+}
+
+// The dot kernel's operands are packed as BF16 pairs (gemm_dot.h), cast on the way: no FP32
+// strips, no second pass over them.
+
+// Stored run (row, [c0, c0 + n)) decoded and cast as (to, mul) ask, in dst unless it is read
+// where stored (unscaled FP32, no cast).
+const float* CastRow(float* dst, const uint8_t* base, int type, size_t ld, size_t row, size_t c0,
+                     size_t n, int to, float mul) {
+  const float* x = StoredRow(dst, base, type, ld, row, c0, n, nullptr, 1, 1, 1);
+  if (to == static_cast<int>(DType::kF32)) return x;
+  if (x != dst) std::memcpy(dst, x, n * sizeof(float));
+  CastRun(dst, n, to, mul);
+  return dst;
+}
+
+// Operand stored K×W-major (B as K×N, A transposed as K×M): K steps [k0, k0 + kc) of the run
+// [c0, c0 + n), two at a time into the pair rows of strips W wide. tmp holds 2·n floats.
+template <size_t W>
+void PackRunPairs(const uint8_t* base, int type, size_t ld, size_t k0, size_t kc, size_t c0,
+                  size_t n, int to, float mul, float* strips, float* tmp) {
+  const size_t stride = gd::strip_stride(kc, W);
+  for (size_t p = 0; 2 * p < kc; ++p) {
+    const size_t k = k0 + 2 * p;
+    const bool odd = 2 * p + 1 < kc;
+    PrefetchRow(base, type, ld, k0 + kc, k + kAhead, c0, n);
+    PrefetchRow(base, type, ld, k0 + kc, k + 1 + kAhead, c0, n);
+    const float* e = CastRow(tmp, base, type, ld, k, c0, n, to, mul);
+    const float* o = odd ? CastRow(tmp + n, base, type, ld, k + 1, c0, n, to, mul) : nullptr;
+    gd::pair_runs(reinterpret_cast<uint32_t*>(strips), stride, W, p, e, o, n);
+  }
+}
+
+// A row of an operand stored W-major along K (A as M×K, B transposed as N×K) for RowsToStrip
+// over pairs: its kc values at x, cast as (to, mul) ask (in scratch, kc floats), as ⌈kc/2⌉
+// pair words in buf.
+const float* PairedRow(float* buf, const float* x, size_t kc, int to, float mul,
+                       float* scratch) {
+  if (to != static_cast<int>(DType::kF32)) {
+    if (x != scratch) std::memcpy(scratch, x, kc * sizeof(float));
+    CastRun(scratch, kc, to, mul);
+    x = scratch;
+  }
+  gd::pair_row(reinterpret_cast<uint32_t*>(buf), x, kc);
+  return buf;
+}
+
+// Packs rows [i0, i0+rows) × k [k0, k0+kc) of op(A) into strips of kMR rows:
+// ap[s][k][r] (zero-padded past M; the caller casts), or for the dot kernel BF16 pairs
+// ap[s][p][r], cast as g.a_cast asks. tmp holds max(2·rows, 4·kc) floats.
+void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, float* ap,
+           float* tmp) {
+  const size_t strips = (rows + kMR - 1) / kMR;
+  if (g.a_trans && g.dot)
+    return PackRunPairs<kMR>(g.a, g.a_type, g.lda, k0, kc, i0, rows, g.a_cast, g.a_cast_mul, ap,
+                             tmp);
+  if (g.a_trans) {  // stored K×M: each k gives a contiguous run of rows
+    for (size_t k = 0; k < kc; ++k) {
+      PrefetchRow(g.a, g.a_type, g.lda, k0 + kc, k0 + k + kAhead, i0, rows);
+      RunToStrips<kMR>(StoredRow(tmp, g.a, g.a_type, g.lda, k0 + k, i0, rows, g.a_bs, g.a_br,
+                                 g.a_bc, g.a_bld),
+                       rows, k, kc, ap);
+    }
+    return;
+  }
+  // Stored M×K: decode each row, interleave by kMR (pairs of K steps for the dot kernel, its
+  // rows decoded behind the 4 row buffers RowsToStrip uses).
+  const size_t words = g.dot ? (kc + 1) / 2 : kc;
+  for (size_t s = 0; s < strips; ++s) {
+    const size_t first = i0 + s * kMR;
+    RowsToStrip<kMR>(std::min(kMR, rows - s * kMR), words, ap + s * gd::strip_stride(kc, kMR),
+                     tmp, [&](size_t r, float* buf) {
+                       PrefetchRow(g.a, g.a_type, g.lda, g.M, first + r + kAhead, k0, kc);
+                       float* x = g.dot ? tmp + 4 * words : buf;
+                       const float* row = StoredRow(x, g.a, g.a_type, g.lda, first + r, k0, kc,
+                                                    g.a_bs, g.a_br, g.a_bc, g.a_bld);
+                       return g.dot ? PairedRow(buf, row, kc, g.a_cast, g.a_cast_mul, x) : row;
+                     });
   }
 }
 
@@ -301,7 +355,8 @@ void PackBRowsF16(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t col
 }
 
 // Packs k [k0, k0+kc) × columns [j0, j0+cols) of op(B) into strips of kNR columns:
-// bp[s][k][c] (zero-padded past N), cast as g.b_cast asks. tmp holds max(cols, 4·kc) floats.
+// bp[s][k][c] (zero-padded past N; for the dot kernel BF16 pairs bp[s][p][c]), cast as g.b_cast
+// asks. tmp holds max(2·cols, 4·kc) floats.
 void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, float* bp,
            float* tmp) {
   const size_t strips = (cols + kNR - 1) / kNR;
@@ -312,6 +367,9 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
                                  g.b_bc, g.b_bld),
                        cols, k, kc, bp);
     }
+  } else if (!g.b_trans && g.dot) {
+    return PackRunPairs<kNR>(g.b, g.b_type, g.ldb, k0, kc, j0, cols, g.b_cast, g.b_cast_mul, bp,
+                             tmp);
   } else if (!g.b_trans) {
     switch (static_cast<DType>(g.b_type)) {
       case DType::kF32:
@@ -329,16 +387,20 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
         PackBRowsT<static_cast<int>(DType::kE5M2)>(g, k0, kc, j0, cols, bp);
         break;
     }
-  } else {  // stored N×K: decode each stored row, interleave by kNR
+  } else {  // stored N×K: decode each stored row, interleave by kNR (pairs: as PackA)
+    const size_t words = g.dot ? (kc + 1) / 2 : kc;
     for (size_t s = 0; s < strips; ++s) {
       const size_t first = j0 + s * kNR;
-      RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), kc, bp + s * gd::strip_stride(kc, kNR), tmp,
-                       [&](size_t c, float* buf) {
+      RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), words, bp + s * gd::strip_stride(kc, kNR),
+                       tmp, [&](size_t c, float* buf) {
                          PrefetchRow(g.b, g.b_type, g.ldb, g.N, first + c + kAhead, k0, kc);
-                         return StoredRow(buf, g.b, g.b_type, g.ldb, first + c, k0, kc, g.b_bs,
-                                          g.b_br, g.b_bc, g.b_bld);
+                         float* x = g.dot ? tmp + 4 * words : buf;
+                         const float* row = StoredRow(x, g.b, g.b_type, g.ldb, first + c, k0, kc,
+                                                      g.b_bs, g.b_br, g.b_bc, g.b_bld);
+                         return g.dot ? PairedRow(buf, row, kc, g.b_cast, g.b_cast_mul, x) : row;
                        });
     }
+    if (g.dot) return;  // cast while paired
   }
   CastRun(bp, strips * gd::strip_stride(kc, kNR), g.b_cast, g.b_cast_mul);
 }
@@ -580,7 +642,7 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
   float* ap = ws.get(0, bl.a_floats(kMR));
   float* bp = shared ? shared->bp : ws.get(1, bl.b_floats(kNR));
   float* ctiles = bl.passes > 1 ? ws.get(2, bl.mo * bl.nc) : nullptr;
-  float* tmp = ws.get(3, std::max({bl.mc, bl.nc, 4 * bl.kc}));
+  float* tmp = ws.get(3, std::max({2 * bl.mc, 2 * bl.nc, 4 * bl.kc}));
   HWY_ALIGN float tile[kMR * kNR];
   uint32_t amax = 0;
 
@@ -600,7 +662,6 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
         if (s1 > s0) {
           float* strips = bp + s0 * sb;
           PackB(g, pc, kcur, jc + s0 * kNR, std::min(ncur, s1 * kNR) - s0 * kNR, strips, tmp);
-          if (g.dot) gd::pair_strips(reinterpret_cast<uint32_t*>(strips), s1 - s0, kcur, kNR, sb);
         }
         if (shared) {
 #pragma omp barrier
@@ -609,8 +670,7 @@ uint32_t GemmSlice(const gd::Args& g, size_t m0, size_t m1, size_t n0, size_t n1
           const size_t mcur = std::min(bl.mc, mo_end - ic);
           const size_t m_strips = (mcur + kMR - 1) / kMR;
           PackA(g, ic, mcur, pc, kcur, ap, tmp);
-          CastRun(ap, m_strips * sa, g.a_cast, g.a_cast_mul);
-          if (g.dot) gd::pair_strips(reinterpret_cast<uint32_t*>(ap), m_strips, kcur, kMR, sa);
+          if (!g.dot) CastRun(ap, m_strips * sa, g.a_cast, g.a_cast_mul);  // the dot's: paired
           for (size_t sj = 0; sj < n_strips; ++sj) {
             for (size_t si = 0; si < m_strips; ++si) {
               const size_t strip_row = (ic - mo) / kMR + si;
@@ -872,10 +932,14 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   g.bias = c.bias;
   g.gelu = c.activation == GemmActivation::kGelu;
   g.want_amax = c.amax != nullptr;
+  const gemm_detail::Tiling tiling = tiling_in_effect();
+  // Products of few rows keep the FMA kernel (they are bound by reading B).
+  const bool few_rows = M < gemm_detail::kFewRows * tiling.mr;
   const bool bf16_measured = simd::bf16_dot_active() && bf16_valued(a) && bf16_valued(b) &&
                              a.exps.known && b.exps.known;
-  g.dot = simd::bf16_dot_active() && ((fp8_valued(a) && fp8_valued(b)) ||
-                                      (bf16_measured && bf16_dot_exact(a.exps, b.exps, K)));
+  g.dot = simd::bf16_dot_active() && !few_rows &&
+          ((fp8_valued(a) && fp8_valued(b)) ||
+           (bf16_measured && bf16_dot_exact(a.exps, b.exps, K)));
   if (bf16_measured) {
     bf16_products.fetch_add(1, std::memory_order_relaxed);
     if (g.dot) bf16_on_dot.fetch_add(1, std::memory_order_relaxed);
@@ -900,12 +964,11 @@ void gemm(size_t M, size_t N, size_t K, float alpha, const GemmOperand& a, const
   constexpr double kMinFlopsPerThread = 1 << 22;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   const size_t by_work = static_cast<size_t>(std::max(1.0, flops / kMinFlopsPerThread));
-  const gemm_detail::Tiling tiling = tiling_in_effect();
   g.a_bytes = tiling.a_bytes;
-  const size_t mr = tiling.mr, nr = tiling.nr;
+  const size_t nr = tiling.nr;
   const size_t max_threads = std::min(static_cast<size_t>(num_threads()), by_work);
   std::vector<uint32_t> amax;
-  if (M < gemm_detail::kFewRows * mr) {  // few rows: B in L2-sized panels, columns split
+  if (few_rows) {  // B in L2-sized panels, columns split
     // Threads by the bytes of B, which bound this product (its FLOPs are few).
     const size_t strips = (N + nr - 1) / nr;
     const size_t threads =

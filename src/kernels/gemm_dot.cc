@@ -14,28 +14,44 @@ bool cpu_has_bf16_dot() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
 }
 
-// Called only where dot_tile_bf16 runs, so it may use AVX-512 too: 16 words per vector, the
-// high halves of row 2p merged with the high halves of row 2p+1 shifted down.
-__attribute__((target("avx512f,avx512bw"))) void pair_strips(uint32_t* strips, size_t n_strips,
-                                                             size_t kc, size_t w, size_t stride) {
-  const size_t pairs = (kc + 1) / 2;
+// Called only where dot_tile_bf16 runs, so they may use AVX-512 too.
+
+// 16 pairs from 32 floats: word p takes 16-bit lane 4p + 1 (x[2p]'s top half) high and lane
+// 4p + 3 (x[2p + 1]'s) low, from the 64 lanes of the two vectors.
+__attribute__((target("avx512f,avx512bw"))) void pair_row(uint32_t* out, const float* x,
+                                                           size_t kc) {
+  alignas(64) uint16_t lanes[32];
+  for (int p = 0; p < 16; ++p) {
+    lanes[2 * p] = static_cast<uint16_t>(4 * p + 3);
+    lanes[2 * p + 1] = static_cast<uint16_t>(4 * p + 1);
+  }
+  const __m512i idx = _mm512_load_si512(lanes);
+  for (size_t k = 0; k < kc; k += 32) {
+    const size_t n = kc - k < 32 ? kc - k : 32;
+    const __mmask16 m0 = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1);
+    const __mmask16 m1 = static_cast<__mmask16>(n <= 16 ? 0 : n >= 32 ? 0xFFFF : (1u << (n - 16)) - 1);
+    const __m512i a = _mm512_maskz_loadu_epi32(m0, x + k);
+    const __m512i b = _mm512_maskz_loadu_epi32(m1, x + k + 16);
+    const size_t words = (n + 1) / 2;
+    const __mmask16 wm = static_cast<__mmask16>(words >= 16 ? 0xFFFF : (1u << words) - 1);
+    _mm512_mask_storeu_epi32(out + k / 2, wm, _mm512_permutex2var_epi16(a, idx, b));
+  }
+}
+
+__attribute__((target("avx512f,avx512bw"))) void pair_runs(uint32_t* strips, size_t stride,
+                                                            size_t w, size_t p, const float* e,
+                                                            const float* o, size_t n) {
   const __mmask32 low_halves = 0x55555555u;
-  for (size_t s = 0; s < n_strips; ++s) {
-    uint32_t* x = strips + s * stride;
-    // Row p is written over rows ≤ 2p, after rows 2p and 2p+1 have been read.
-    for (size_t p = 0; p < pairs; ++p) {
-      const uint32_t* even = x + 2 * p * w;
-      const bool has_odd = 2 * p + 1 < kc;
-      uint32_t* out = x + p * w;
-      for (size_t j = 0; j < w; j += 16) {
-        const __mmask16 m = static_cast<__mmask16>(w - j >= 16 ? 0xFFFF : (1u << (w - j)) - 1);
-        const __m512i e = _mm512_maskz_loadu_epi32(m, even + j);
-        const __m512i o =
-            has_odd ? _mm512_maskz_loadu_epi32(m, even + w + j) : _mm512_setzero_si512();
-        _mm512_mask_storeu_epi32(
-            out + j, m,
-            _mm512_mask_mov_epi16(e, low_halves, _mm512_maskz_srli_epi32(0xFFFF, o, 16)));
-      }
+  for (size_t s = 0; s * w < n; ++s) {
+    uint32_t* out = strips + s * stride + p * w;
+    for (size_t j = 0; j < w; j += 16) {
+      const size_t c = s * w + j, width = w - j < 16 ? w - j : 16;
+      const size_t valid = c >= n ? 0 : n - c < width ? n - c : width;
+      const __mmask16 vm = static_cast<__mmask16>((1u << valid) - 1);
+      const __m512i ev = _mm512_maskz_loadu_epi32(vm, e + c);
+      const __m512i ov = o ? _mm512_maskz_loadu_epi32(vm, o + c) : _mm512_setzero_si512();
+      _mm512_mask_storeu_epi32(out + j, static_cast<__mmask16>((1u << width) - 1),
+                               _mm512_mask_mov_epi16(ev, low_halves, _mm512_maskz_srli_epi32(0xFFFF, ov, 16)));
     }
   }
 }

@@ -24,11 +24,18 @@ inline constexpr size_t kDotNR = 32;
 // Whether this CPU executes AVX512-BF16 (and AVX-512 F/BW/VL, which the kernel also uses).
 bool cpu_has_bf16_dot();
 
-// Rewrites `strips` packed FP32 strips of kc rows × w values (strip s at s·stride, rows k·w) in
-// place as BF16 pairs: row p of strip s becomes w 32-bit words at s·stride + p·w, word j holding
-// BF16(row 2p, j) in its high half and BF16(row 2p+1, j) (0 past kc) in its low half. The
-// values must be BF16 values (FP8-valued strips are). Only on a CPU with cpu_has_bf16_dot().
-void pair_strips(uint32_t* strips, size_t n_strips, size_t kc, size_t w, size_t stride);
+// The kernel's packed operands are BF16 pairs: pair row p of a strip holds, for each of its w
+// rows (A) or columns (B), one 32-bit word with BF16(K step 2p) in its high half and BF16(K step
+// 2p + 1) (0 past K) in its low half. The packing writes them straight from decoded (and cast)
+// FP32 values, which must be BF16 values (FP8-valued ones are); the BF16 is the top half of the
+// binary32. Only on a CPU with cpu_has_bf16_dot().
+//
+// A run of kc K steps of one row (or column): out[p] = pair of x[2p], x[2p + 1], p < ⌈kc/2⌉.
+void pair_row(uint32_t* out, const float* x, size_t kc);
+// Two K steps of n rows (or columns), e the even step's values and o the odd one's (null: past
+// K): pair row p of the ⌈n/w⌉ strips of w words at `strips` (strip s at s·stride), zero past n.
+void pair_runs(uint32_t* strips, size_t stride, size_t w, size_t p, const float* e,
+               const float* o, size_t n);
 
 // tile (kDotMR × kDotNR FP32, 64-byte aligned) = prev (or 0) + the paired A strip (ceil(kc/2)
 // rows of kDotMR words) · the paired B strip (ceil(kc/2) rows of kDotNR words, 64-byte

@@ -1,5 +1,5 @@
 // The AVX512-BF16 GEMM kernel (gemm_dot.h): the instruction's rounding model on every FP8
-// code, the pairing of packed strips, and whole GEMMs through it against the FP32 FMA kernel,
+// code, the pairing of packed operands, and whole GEMMs through it against the FP32 FMA kernel,
 // bit for bit. They skip where the CPU has no AVX512-BF16 (nothing else can run the kernel).
 #include "kernels/gemm_dot.h"
 
@@ -33,23 +33,50 @@ class GemmDotCpu : public ::testing::Test {
   void TearDown() override { simd::force_target(0); }
 };
 
-TEST_F(GemmDotCpu, PairStripsPutsStepKHighAndStepKPlusOneLow) {
-  for (size_t w : {size_t{3}, gd::kDotMR, gd::kDotNR})
-    for (size_t kc : {size_t{1}, size_t{5}, size_t{6}}) {
-      constexpr size_t n = 3;
-      std::vector<uint32_t> s(n * kc * w);
-      for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<uint32_t>(i + 1) << 16 | 0xBEEFu;
-      const std::vector<uint32_t> in = s;
-      gd::pair_strips(s.data(), n, kc, w, kc * w);
-      for (size_t st = 0; st < n; ++st)
-        for (size_t p = 0; p < (kc + 1) / 2; ++p)
-          for (size_t j = 0; j < w; ++j) {
-            const uint32_t hi = in[(st * kc + 2 * p) * w + j] >> 16;
-            const uint32_t lo = 2 * p + 1 < kc ? in[(st * kc + 2 * p + 1) * w + j] >> 16 : 0u;
-            ASSERT_EQ(s[st * kc * w + p * w + j], hi << 16 | lo)
-                << "w " << w << " kc " << kc << ": strip " << st << " pair " << p << " col " << j;
-          }
+// A value whose top half is `top` and whose low half (dropped by the pairing) is not zero.
+float with_top(uint32_t top) { return std::bit_cast<float>(top << 16 | 0xBEEFu); }
+constexpr uint32_t kPoison = 0xDEADBEEFu;
+
+TEST_F(GemmDotCpu, PairRowPutsStepKHighAndStepKPlusOneLow) {
+  for (size_t kc : {size_t{1}, size_t{5}, size_t{6}, size_t{31}, size_t{32}, size_t{33},
+                    size_t{64}, size_t{71}}) {
+    std::vector<float> x(kc);
+    for (size_t k = 0; k < kc; ++k) x[k] = with_top(static_cast<uint32_t>(k + 1));
+    const size_t words = (kc + 1) / 2;
+    std::vector<uint32_t> out(words + 16, kPoison);
+    gd::pair_row(out.data(), x.data(), kc);
+    for (size_t p = 0; p < words; ++p) {
+      const uint32_t lo = 2 * p + 1 < kc ? static_cast<uint32_t>(2 * p + 2) : 0u;
+      ASSERT_EQ(out[p], static_cast<uint32_t>(2 * p + 1) << 16 | lo) << "kc " << kc << " pair " << p;
     }
+    for (size_t i = words; i < out.size(); ++i) ASSERT_EQ(out[i], kPoison) << "kc " << kc;
+  }
+}
+
+TEST_F(GemmDotCpu, PairRunsFillOnePairRowOfEveryStrip) {
+  for (size_t w : {size_t{3}, gd::kDotMR, gd::kDotNR})
+    for (size_t n : {size_t{1}, w - 1, w, w + 1, 2 * w + 5})
+      for (bool odd : {true, false}) {
+        std::vector<float> e(n), o(n);
+        for (size_t c = 0; c < n; ++c) {
+          e[c] = with_top(static_cast<uint32_t>(c + 1));
+          o[c] = with_top(static_cast<uint32_t>(c + 1001));
+        }
+        const size_t strips = (n + w - 1) / w, stride = 3 * w + 7, p = 2;
+        std::vector<uint32_t> s(strips * stride + 16, kPoison);
+        gd::pair_runs(s.data(), stride, w, p, e.data(), odd ? o.data() : nullptr, n);
+        for (size_t i = 0; i < s.size(); ++i) {
+          const size_t st = i / stride, at = i % stride;
+          if (st < strips && at >= p * w && at < (p + 1) * w) {
+            const size_t c = st * w + at - p * w;
+            const uint32_t want =
+                c >= n ? 0u : static_cast<uint32_t>((c + 1) << 16 | (odd ? c + 1001 : 0));
+            ASSERT_EQ(s[i], want) << "w " << w << " n " << n << ": strip " << st << " col " << c;
+          } else {
+            ASSERT_EQ(s[i], kPoison) << "w " << w << " n " << n << ": word " << i;
+          }
+        }
+      }
 }
 
 float fp8_value(uint32_t code, DType t) { return decode_ref(code, float_format(t)); }
@@ -87,13 +114,11 @@ TEST_F(GemmDotCpu, EveryCodePairIsOneFmaPerStepInOrder) {
             for (float& p : prev)
               p = std::ldexp(static_cast<float>(static_cast<int32_t>(rng() % 2000001) - 1000000),
                              static_cast<int>(rng() % 48) - 25);
-            // The packing: FP32 strips (k rows), then paired in place.
-            for (size_t k = 0; k < kc; ++k) {
-              std::memcpy(ap + k * gd::kDotMR, a[k], sizeof a[k]);
-              std::memcpy(bp + k * gd::kDotNR, b[k], sizeof b[k]);
-            }
-            gd::pair_strips(ap, 1, kc, gd::kDotMR, kc * gd::kDotMR);
-            gd::pair_strips(bp, 1, kc, gd::kDotNR, kc * gd::kDotNR);
+            // The packing: K steps 0 and 1 (if any) as one pair row.
+            gd::pair_runs(ap, 2 * gd::kDotMR, gd::kDotMR, 0, a[0], kc == 2 ? a[1] : nullptr,
+                          gd::kDotMR);
+            gd::pair_runs(bp, 2 * gd::kDotNR, gd::kDotNR, 0, b[0], kc == 2 ? b[1] : nullptr,
+                          gd::kDotNR);
             gd::dot_tile_bf16(kc, ap, bp, prev, tile);
             for (size_t r = 0; r < gd::kDotMR; ++r)
               for (size_t j = 0; j < gd::kDotNR; ++j) {

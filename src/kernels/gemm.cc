@@ -8,7 +8,7 @@
 // pass (forward and input-gradient products at GPT-2 widths), the B panel is packed once per
 // jc and reused by every row.
 // Products of few rows (decoding) take FewRowsSlice: L2-sized B panels used at once.
-// On AVX-512 with AVX512-BF16, products of FP8-valued operands pair their packed strips and
+// On AVX-512 with AVX512-BF16, products of FP8-valued operands are packed as BF16 pairs and
 // run gemm_dot.h's kernel instead of the FMA micro-kernel: the same bits, twice the rate.
 #include <algorithm>
 #include <atomic>

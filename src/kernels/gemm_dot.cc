@@ -20,21 +20,16 @@ bool cpu_has_bf16_dot() {
 // 4p + 3 (x[2p + 1]'s) low, from the 64 lanes of the two vectors.
 __attribute__((target("avx512f,avx512bw"))) void pair_row(uint32_t* out, const float* x,
                                                            size_t kc) {
-  alignas(64) uint16_t lanes[32];
-  for (int p = 0; p < 16; ++p) {
-    lanes[2 * p] = static_cast<uint16_t>(4 * p + 3);
-    lanes[2 * p + 1] = static_cast<uint16_t>(4 * p + 1);
-  }
-  const __m512i idx = _mm512_load_si512(lanes);
+  alignas(64) static constexpr uint16_t kLanes[32] = {
+      3,  1,  7,  5,  11, 9,  15, 13, 19, 17, 23, 21, 27, 25, 31, 29,
+      35, 33, 39, 37, 43, 41, 47, 45, 51, 49, 55, 53, 59, 57, 63, 61};
+  const __m512i idx = _mm512_load_si512(kLanes);
+  auto first = [](size_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); };
   for (size_t k = 0; k < kc; k += 32) {
     const size_t n = kc - k < 32 ? kc - k : 32;
-    const __mmask16 m0 = static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1);
-    const __mmask16 m1 = static_cast<__mmask16>(n <= 16 ? 0 : n >= 32 ? 0xFFFF : (1u << (n - 16)) - 1);
-    const __m512i a = _mm512_maskz_loadu_epi32(m0, x + k);
-    const __m512i b = _mm512_maskz_loadu_epi32(m1, x + k + 16);
-    const size_t words = (n + 1) / 2;
-    const __mmask16 wm = static_cast<__mmask16>(words >= 16 ? 0xFFFF : (1u << words) - 1);
-    _mm512_mask_storeu_epi32(out + k / 2, wm, _mm512_permutex2var_epi16(a, idx, b));
+    const __m512i a = _mm512_maskz_loadu_epi32(first(n), x + k);
+    const __m512i b = _mm512_maskz_loadu_epi32(first(n > 16 ? n - 16 : 0), x + k + 16);
+    _mm512_mask_storeu_epi32(out + k / 2, first((n + 1) / 2), _mm512_permutex2var_epi16(a, idx, b));
   }
 }
 
@@ -50,8 +45,9 @@ __attribute__((target("avx512f,avx512bw"))) void pair_runs(uint32_t* strips, siz
       const __mmask16 vm = static_cast<__mmask16>((1u << valid) - 1);
       const __m512i ev = _mm512_maskz_loadu_epi32(vm, e + c);
       const __m512i ov = o ? _mm512_maskz_loadu_epi32(vm, o + c) : _mm512_setzero_si512();
-      _mm512_mask_storeu_epi32(out + j, static_cast<__mmask16>((1u << width) - 1),
-                               _mm512_mask_mov_epi16(ev, low_halves, _mm512_maskz_srli_epi32(0xFFFF, ov, 16)));
+      const __m512i words =
+          _mm512_mask_mov_epi16(ev, low_halves, _mm512_maskz_srli_epi32(0xFFFF, ov, 16));
+      _mm512_mask_storeu_epi32(out + j, static_cast<__mmask16>((1u << width) - 1), words);
     }
   }
 }

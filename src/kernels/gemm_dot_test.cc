@@ -47,7 +47,8 @@ TEST_F(GemmDotCpu, PairRowPutsStepKHighAndStepKPlusOneLow) {
     gd::pair_row(out.data(), x.data(), kc);
     for (size_t p = 0; p < words; ++p) {
       const uint32_t lo = 2 * p + 1 < kc ? static_cast<uint32_t>(2 * p + 2) : 0u;
-      ASSERT_EQ(out[p], static_cast<uint32_t>(2 * p + 1) << 16 | lo) << "kc " << kc << " pair " << p;
+      ASSERT_EQ(out[p], static_cast<uint32_t>(2 * p + 1) << 16 | lo)
+          << "kc " << kc << " pair " << p;
     }
     for (size_t i = words; i < out.size(); ++i) ASSERT_EQ(out[i], kPoison) << "kc " << kc;
   }

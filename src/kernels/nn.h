@@ -42,8 +42,8 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dout, cons
 void attention_forward(float* out, float* lse, const float* qkv, size_t B, size_t T, size_t C,
                        size_t NH);
 // One head's causal attention for `rows` queries at positions [i0, i0 + rows) against the keys
-// and values at positions [0, i0 + rows) (a key/value cache): out row r = softmax(q_r·Kᵀ/√HS)·V
-// over the keys ≤ i0 + r. Rows of q, k, v and out at strides ldq, ldkv, ldkv, ld_out; scratch
+// and values at positions [0, i0 + rows) (a key/value cache): out row r =
+// softmax(q_r·Kᵀ/√HS)·V over the keys ≤ i0 + r. Rows of q, k, v and out at strides ldq, ldkv, ldkv, ld_out; scratch
 // holds attention_rows_scratch(i0 + rows) floats. attention_forward's arithmetic for those rows:
 // a row's bits do not depend on how the rows are split into calls.
 void attention_rows(float* out, size_t ld_out, const float* q, size_t ldq, const float* k,

@@ -200,34 +200,37 @@ HWY_INLINE hn::Vec<DF> CastLanes(DF df, hn::Vec<DF> v, hn::Vec<DF> m) {
   return DecodeLanes<F>(df, EncodeLanes<F>(df, hn::Mul(v, m), kOverflow));
 }
 
-// p[0..n) = CastLanes<kTo>(p[i], mul).
+// dst[0..n) = CastLanes<kTo>(src[i], mul); dst may be src.
 template <int kTo>
-void CastRunT(float* HWY_RESTRICT p, size_t n, float mul) {
+void CastRunT(float* dst, const float* src, size_t n, float mul) {
   const DF df;
   const auto m = hn::Set(df, mul);
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    hn::StoreU(CastLanes<kTo>(df, hn::LoadU(df, p + i), m), df, p + i);
+    hn::StoreU(CastLanes<kTo>(df, hn::LoadU(df, src + i), m), df, dst + i);
   if (i < n) {
     HWY_ALIGN float buf[kLanes] = {};
-    std::memcpy(buf, p + i, (n - i) * sizeof(float));
+    std::memcpy(buf, src + i, (n - i) * sizeof(float));
     hn::Store(CastLanes<kTo>(df, hn::Load(df, buf), m), df, buf);
-    std::memcpy(p + i, buf, (n - i) * sizeof(float));
+    std::memcpy(dst + i, buf, (n - i) * sizeof(float));
   }
 }
 
-void CastRun(float* p, size_t n, int to, float mul) {
+// dst[0..n) = src cast to `to` after multiplying by mul (f32: src as it is); dst may be src.
+void CastRun(float* dst, const float* src, size_t n, int to, float mul) {
   switch (static_cast<DType>(to)) {
     case DType::kF32:
+      if (dst != src) std::memcpy(dst, src, n * sizeof(float));
       return;
     case DType::kBF16:
-      return CastRunT<static_cast<int>(DType::kBF16)>(p, n, mul);
+      return CastRunT<static_cast<int>(DType::kBF16)>(dst, src, n, mul);
     case DType::kE4M3:
-      return CastRunT<static_cast<int>(DType::kE4M3)>(p, n, mul);
+      return CastRunT<static_cast<int>(DType::kE4M3)>(dst, src, n, mul);
     default:
-      return CastRunT<static_cast<int>(DType::kE5M2)>(p, n, mul);
+      return CastRunT<static_cast<int>(DType::kE5M2)>(dst, src, n, mul);
   }
 }
+void CastRun(float* p, size_t n, int to, float mul) { CastRun(p, p, n, to, mul); }
 
 // The dot kernel's operands are packed as BF16 pairs (gemm_dot.h), cast on the way: no FP32
 // strips, no second pass over them.
@@ -238,8 +241,7 @@ const float* CastRow(float* dst, const uint8_t* base, int type, size_t ld, size_
                      size_t n, int to, float mul) {
   const float* x = StoredRow(dst, base, type, ld, row, c0, n, nullptr, 1, 1, 1);
   if (to == static_cast<int>(DType::kF32)) return x;
-  if (x != dst) std::memcpy(dst, x, n * sizeof(float));
-  CastRun(dst, n, to, mul);
+  CastRun(dst, x, n, to, mul);
   return dst;
 }
 
@@ -266,8 +268,7 @@ void PackRunPairs(const uint8_t* base, int type, size_t ld, size_t k0, size_t kc
 const float* PairedRow(float* buf, const float* x, size_t kc, int to, float mul,
                        float* scratch) {
   if (to != static_cast<int>(DType::kF32)) {
-    if (x != scratch) std::memcpy(scratch, x, kc * sizeof(float));
-    CastRun(scratch, kc, to, mul);
+    CastRun(scratch, x, kc, to, mul);
     x = scratch;
   }
   gd::pair_row(reinterpret_cast<uint32_t*>(buf), x, kc);
@@ -333,7 +334,7 @@ void PackBRowsT(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols,
     if (rest != 0) {
       float* dst = bp + full * stride + k * kNR;
       DecodeRun(dst, src + full * kNR * kBytes, kSrc, rest);
-      if constexpr (kCast) CastRunT<kTo>(dst, rest, g.b_cast_mul);
+      if constexpr (kCast) CastRunT<kTo>(dst, dst, rest, g.b_cast_mul);
       std::fill(dst + rest, dst + kNR, 0.0f);
     }
   }

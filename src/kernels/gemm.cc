@@ -235,6 +235,10 @@ void CastRun(float* p, size_t n, int to, float mul) { CastRun(p, p, n, to, mul);
 // The dot kernel's operands are packed as BF16 pairs (gemm_dot.h), cast on the way: no FP32
 // strips, no second pass over them.
 
+// A cast to BF16 of a dot product's operand: its exponent bounds (bf16_dot_exact) rule out the
+// subnormal, infinite and NaN values on which the CPU's conversion differs from CastLanes.
+bool RoundsToBf16(int to, float mul) { return to == static_cast<int>(DType::kBF16) && mul == 1.0f; }
+
 // Stored run (row, [c0, c0 + n)) decoded and cast as (to, mul) ask, in dst unless it is read
 // where stored (unscaled FP32, no cast).
 const float* CastRow(float* dst, const uint8_t* base, int type, size_t ld, size_t row, size_t c0,
@@ -256,9 +260,17 @@ void PackRunPairs(const uint8_t* base, int type, size_t ld, size_t k0, size_t kc
     const bool odd = 2 * p + 1 < kc;
     PrefetchRow(base, type, ld, k0 + kc, k + kAhead, c0, n);
     PrefetchRow(base, type, ld, k0 + kc, k + 1 + kAhead, c0, n);
+    uint32_t* out = reinterpret_cast<uint32_t*>(strips);
+    if (RoundsToBf16(to, mul)) {  // the conversion instruction rounds as the pairs are made
+      const float* e = StoredRow(tmp, base, type, ld, k, c0, n, nullptr, 1, 1, 1);
+      const float* o =
+          odd ? StoredRow(tmp + n, base, type, ld, k + 1, c0, n, nullptr, 1, 1, 1) : nullptr;
+      gd::pair_runs_bf16(out, stride, W, p, e, o, n);
+      continue;
+    }
     const float* e = CastRow(tmp, base, type, ld, k, c0, n, to, mul);
     const float* o = odd ? CastRow(tmp + n, base, type, ld, k + 1, c0, n, to, mul) : nullptr;
-    gd::pair_runs(reinterpret_cast<uint32_t*>(strips), stride, W, p, e, o, n);
+    gd::pair_runs(out, stride, W, p, e, o, n);
   }
 }
 
@@ -267,6 +279,10 @@ void PackRunPairs(const uint8_t* base, int type, size_t ld, size_t k0, size_t kc
 // pair words in buf.
 const float* PairedRow(float* buf, const float* x, size_t kc, int to, float mul,
                        float* scratch) {
+  if (RoundsToBf16(to, mul)) {
+    gd::pair_row_bf16(reinterpret_cast<uint32_t*>(buf), x, kc);
+    return buf;
+  }
   if (to != static_cast<int>(DType::kF32)) {
     CastRun(scratch, x, kc, to, mul);
     x = scratch;

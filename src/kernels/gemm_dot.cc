@@ -16,6 +16,17 @@ bool cpu_has_bf16_dot() {
 
 // Called only where dot_tile_bf16 runs, so they may use AVX-512 too.
 
+namespace {
+// A mask of the first n of 16 lanes (all for n ≥ 16).
+__attribute__((target("avx512f"))) __mmask16 first_lanes(size_t n) {
+  return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1);
+}
+// v rounded to BF16 codes, in the low halves of its 32-bit lanes.
+__attribute__((target("avx512f,avx512bf16"))) __m512i bf16_codes(__m512 v) {
+  return _mm512_maskz_cvtepu16_epi32(0xFFFF, (__m256i)_mm512_cvtneps_pbh(v));
+}
+}  // namespace
+
 // 16 pairs from 32 floats: word p takes 16-bit lane 4p + 1 (x[2p]'s top half) high and lane
 // 4p + 3 (x[2p + 1]'s) low, from the 64 lanes of the two vectors.
 __attribute__((target("avx512f,avx512bw"))) void pair_row(uint32_t* out, const float* x,
@@ -24,12 +35,12 @@ __attribute__((target("avx512f,avx512bw"))) void pair_row(uint32_t* out, const f
       3,  1,  7,  5,  11, 9,  15, 13, 19, 17, 23, 21, 27, 25, 31, 29,
       35, 33, 39, 37, 43, 41, 47, 45, 51, 49, 55, 53, 59, 57, 63, 61};
   const __m512i idx = _mm512_load_si512(kLanes);
-  auto first = [](size_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); };
   for (size_t k = 0; k < kc; k += 32) {
     const size_t n = kc - k < 32 ? kc - k : 32;
-    const __m512i a = _mm512_maskz_loadu_epi32(first(n), x + k);
-    const __m512i b = _mm512_maskz_loadu_epi32(first(n > 16 ? n - 16 : 0), x + k + 16);
-    _mm512_mask_storeu_epi32(out + k / 2, first((n + 1) / 2), _mm512_permutex2var_epi16(a, idx, b));
+    const __m512i a = _mm512_maskz_loadu_epi32(first_lanes(n), x + k);
+    const __m512i b = _mm512_maskz_loadu_epi32(first_lanes(n > 16 ? n - 16 : 0), x + k + 16);
+    _mm512_mask_storeu_epi32(out + k / 2, first_lanes((n + 1) / 2),
+                             _mm512_permutex2var_epi16(a, idx, b));
   }
 }
 
@@ -41,13 +52,42 @@ __attribute__((target("avx512f,avx512bw"))) void pair_runs(uint32_t* strips, siz
     uint32_t* out = strips + s * stride + p * w;
     for (size_t j = 0; j < w; j += 16) {
       const size_t c = s * w + j, width = w - j < 16 ? w - j : 16;
-      const size_t valid = c >= n ? 0 : n - c < width ? n - c : width;
-      const __mmask16 vm = static_cast<__mmask16>((1u << valid) - 1);
+      const __mmask16 vm = first_lanes(c >= n ? 0 : n - c < width ? n - c : width);
       const __m512i ev = _mm512_maskz_loadu_epi32(vm, e + c);
       const __m512i ov = o ? _mm512_maskz_loadu_epi32(vm, o + c) : _mm512_setzero_si512();
       const __m512i words =
           _mm512_mask_mov_epi16(ev, low_halves, _mm512_maskz_srli_epi32(0xFFFF, ov, 16));
-      _mm512_mask_storeu_epi32(out + j, static_cast<__mmask16>((1u << width) - 1), words);
+      _mm512_mask_storeu_epi32(out + j, first_lanes(width), words);
+    }
+  }
+}
+
+// 32 values rounded into 32 BF16 lanes in order, then each word's halves swapped: x[2p] high.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void pair_row_bf16(
+    uint32_t* out, const float* x, size_t kc) {
+  for (size_t k = 0; k < kc; k += 32) {
+    const size_t n = kc - k < 32 ? kc - k : 32;
+    const __m512 a = _mm512_maskz_loadu_ps(first_lanes(n), x + k);
+    const __m512 b = _mm512_maskz_loadu_ps(first_lanes(n > 16 ? n - 16 : 0), x + k + 16);
+    const __m512i lanes = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+    _mm512_mask_storeu_epi32(out + k / 2, first_lanes((n + 1) / 2),
+                             _mm512_maskz_rol_epi32(0xFFFF, lanes, 16));
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void pair_runs_bf16(
+    uint32_t* strips, size_t stride, size_t w, size_t p, const float* e, const float* o,
+    size_t n) {
+  for (size_t s = 0; s * w < n; ++s) {
+    uint32_t* out = strips + s * stride + p * w;
+    for (size_t j = 0; j < w; j += 16) {
+      const size_t c = s * w + j, width = w - j < 16 ? w - j : 16;
+      const __mmask16 vm = first_lanes(c >= n ? 0 : n - c < width ? n - c : width);
+      const __m512i ev = bf16_codes(_mm512_maskz_loadu_ps(vm, e + c));
+      const __m512i ov =
+          o ? bf16_codes(_mm512_maskz_loadu_ps(vm, o + c)) : _mm512_setzero_si512();
+      _mm512_mask_storeu_epi32(out + j, first_lanes(width),
+                               _mm512_or_si512(_mm512_maskz_slli_epi32(0xFFFF, ev, 16), ov));
     }
   }
 }

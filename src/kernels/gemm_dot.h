@@ -36,6 +36,12 @@ void pair_row(uint32_t* out, const float* x, size_t kc);
 // K): pair row p of the ⌈n/w⌉ strips of w words at `strips` (strip s at s·stride), zero past n.
 void pair_runs(uint32_t* strips, size_t stride, size_t w, size_t p, const float* e,
                const float* o, size_t n);
+// The same for values still to be rounded to BF16 (nearest even, by the CPU's conversion):
+// normal or zero finite values only, which bf16_dot_exact's exponent bounds guarantee (the
+// conversion treats subnormal inputs as zero).
+void pair_row_bf16(uint32_t* out, const float* x, size_t kc);
+void pair_runs_bf16(uint32_t* strips, size_t stride, size_t w, size_t p, const float* e,
+                    const float* o, size_t n);
 
 // tile (kDotMR × kDotNR FP32, 64-byte aligned) = prev (or 0) + the paired A strip (ceil(kc/2)
 // rows of kDotMR words) · the paired B strip (ceil(kc/2) rows of kDotNR words, 64-byte

@@ -80,6 +80,52 @@ TEST_F(GemmDotCpu, PairRunsFillOnePairRowOfEveryStrip) {
       }
 }
 
+// The pairs of values still to be rounded: the CPU's conversion gives the exact nearest-even
+// BF16 (cast_ref) on normal values — ties, carries into the exponent, signs, zeros — so the
+// words are pair_row's / pair_runs' of the rounded values.
+TEST_F(GemmDotCpu, Bf16PairsRoundToNearestEvenAsTheReference) {
+  std::mt19937 rng(11);
+  auto random_normal = [&]() {
+    uint32_t b = static_cast<uint32_t>(rng());
+    const uint32_t exp = 1 + static_cast<uint32_t>(rng() % 253);  // 1..253: normal, finite
+    b = (b & 0x807FFFFFu) | exp << 23;
+    if (rng() % 4 == 0) b = (b & 0xFFFF0000u) | 0x8000u;  // a tie
+    if (rng() % 16 == 0) b = (b & 0xFF800000u) | 0x7FFFFFu;  // rounds into the next binade
+    if (rng() % 32 == 0) b &= 0x80000000u;  // ±0
+    return std::bit_cast<float>(b);
+  };
+  auto rounded = [](const std::vector<float>& v) {
+    std::vector<float> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i)
+      r[i] = decode_ref(encode_ref(v[i], kBF16Format), kBF16Format);
+    return r;
+  };
+  for (size_t kc : {size_t{1}, size_t{7}, size_t{32}, size_t{45}, size_t{768}}) {
+    std::vector<float> x(kc);
+    for (float& v : x) v = random_normal();
+    const size_t words = (kc + 1) / 2;
+    std::vector<uint32_t> got(words + 16, kPoison), want(words + 16, kPoison);
+    gd::pair_row_bf16(got.data(), x.data(), kc);
+    gd::pair_row(want.data(), rounded(x).data(), kc);
+    ASSERT_EQ(got, want) << "pair_row_bf16, kc " << kc;
+  }
+  for (size_t w : {gd::kDotMR, gd::kDotNR})
+    for (size_t n : {size_t{1}, w + 3, 5 * w})
+      for (bool odd : {true, false}) {
+        std::vector<float> e(n), o(n);
+        for (size_t c = 0; c < n; ++c) {
+          e[c] = random_normal();
+          o[c] = random_normal();
+        }
+        const size_t strips = (n + w - 1) / w, stride = 2 * w + 5;
+        std::vector<uint32_t> got(strips * stride, kPoison), want(strips * stride, kPoison);
+        gd::pair_runs_bf16(got.data(), stride, w, 1, e.data(), odd ? o.data() : nullptr, n);
+        const std::vector<float> re = rounded(e), ro = rounded(o);
+        gd::pair_runs(want.data(), stride, w, 1, re.data(), odd ? ro.data() : nullptr, n);
+        ASSERT_EQ(got, want) << "pair_runs_bf16, w " << w << " n " << n << " odd " << odd;
+      }
+}
+
 float fp8_value(uint32_t code, DType t) { return decode_ref(code, float_format(t)); }
 bool finite_code(uint32_t code, DType t) { return std::isfinite(fp8_value(code, t)); }
 

@@ -235,6 +235,26 @@ void CastRun(float* p, size_t n, int to, float mul) { CastRun(p, p, n, to, mul);
 // The dot kernel's operands are packed as BF16 pairs (gemm_dot.h), cast on the way: no FP32
 // strips, no second pass over them.
 
+// One stored operand as the packers read it: rows of ld elements (`rows` of them), block scales
+// (bs null: none), and the cast it enters the product with.
+struct Stored {
+  const uint8_t* base;
+  int type;
+  size_t ld, rows;
+  const float* bs;
+  size_t br, bc, bld;
+  int cast;
+  float cast_mul;
+};
+Stored StoredA(const gd::Args& g) {
+  return {g.a, g.a_type, g.lda, g.a_trans ? g.K : g.M, g.a_bs, g.a_br, g.a_bc, g.a_bld,
+          g.a_cast, g.a_cast_mul};
+}
+Stored StoredB(const gd::Args& g) {
+  return {g.b, g.b_type, g.ldb, g.b_trans ? g.N : g.K, g.b_bs, g.b_br, g.b_bc, g.b_bld,
+          g.b_cast, g.b_cast_mul};
+}
+
 // A cast to BF16 of a dot product's operand: its exponent bounds (bf16_dot_exact) rule out the
 // subnormal, infinite and NaN values on which the CPU's conversion differs from CastLanes.
 bool RoundsToBf16(int to, float mul) { return to == static_cast<int>(DType::kBF16) && mul == 1.0f; }
@@ -249,28 +269,30 @@ const float* CastRow(float* dst, const uint8_t* base, int type, size_t ld, size_
   return dst;
 }
 
-// Operand stored K×W-major (B as K×N, A transposed as K×M): K steps [k0, k0 + kc) of the run
-// [c0, c0 + n), two at a time into the pair rows of strips W wide. tmp holds 2·n floats.
+// The dot kernel's operand stored along its other dimension (B as K×N, A transposed as K×M):
+// K steps [k0, k0 + kc) of the run [c0, c0 + n), two at a time into the pair rows of strips W
+// wide, cast as the operand asks. tmp holds 2·n floats.
 template <size_t W>
-void PackRunPairs(const uint8_t* base, int type, size_t ld, size_t k0, size_t kc, size_t c0,
-                  size_t n, int to, float mul, float* strips, float* tmp) {
+void PackRunPairs(const Stored& x, size_t k0, size_t kc, size_t c0, size_t n, float* strips,
+                  float* tmp) {
   const size_t stride = gd::strip_stride(kc, W);
+  const bool to_bf16 = RoundsToBf16(x.cast, x.cast_mul);  // rounded as the pairs are made
+  auto run = [&](float* dst, size_t k) {
+    return to_bf16 ? StoredRow(dst, x.base, x.type, x.ld, k, c0, n, nullptr, 1, 1, 1)
+                   : CastRow(dst, x.base, x.type, x.ld, k, c0, n, x.cast, x.cast_mul);
+  };
   for (size_t p = 0; 2 * p < kc; ++p) {
     const size_t k = k0 + 2 * p;
-    const bool odd = 2 * p + 1 < kc;
-    PrefetchRow(base, type, ld, k0 + kc, k + kAhead, c0, n);
-    PrefetchRow(base, type, ld, k0 + kc, k + 1 + kAhead, c0, n);
+    PrefetchRow(x.base, x.type, x.ld, k0 + kc, k + kAhead, c0, n);
+    PrefetchRow(x.base, x.type, x.ld, k0 + kc, k + 1 + kAhead, c0, n);
+    const float* e = run(tmp, k);
+    const float* o = 2 * p + 1 < kc ? run(tmp + n, k + 1) : nullptr;
     uint32_t* out = reinterpret_cast<uint32_t*>(strips);
-    if (RoundsToBf16(to, mul)) {  // the conversion instruction rounds as the pairs are made
-      const float* e = StoredRow(tmp, base, type, ld, k, c0, n, nullptr, 1, 1, 1);
-      const float* o =
-          odd ? StoredRow(tmp + n, base, type, ld, k + 1, c0, n, nullptr, 1, 1, 1) : nullptr;
+    if (to_bf16) {
       gd::pair_runs_bf16(out, stride, W, p, e, o, n);
-      continue;
+    } else {
+      gd::pair_runs(out, stride, W, p, e, o, n);
     }
-    const float* e = CastRow(tmp, base, type, ld, k, c0, n, to, mul);
-    const float* o = odd ? CastRow(tmp + n, base, type, ld, k + 1, c0, n, to, mul) : nullptr;
-    gd::pair_runs(out, stride, W, p, e, o, n);
   }
 }
 
@@ -291,15 +313,33 @@ const float* PairedRow(float* buf, const float* x, size_t kc, int to, float mul,
   return buf;
 }
 
+// An operand stored along K (A as M×K, B transposed as N×K): its rows [r0, r0 + n) × K steps
+// [k0, k0 + kc), each decoded, interleaved into strips of W. For the dot kernel, pairs of K
+// steps, cast as the operand asks (its rows decoded behind the 4 row buffers RowsToStrip uses);
+// otherwise FP32 values, not cast.
+template <size_t W>
+void PackAlongK(const Stored& x, bool dot, size_t r0, size_t n, size_t k0, size_t kc,
+                float* strips, float* tmp) {
+  const size_t words = dot ? (kc + 1) / 2 : kc;
+  for (size_t s = 0; s * W < n; ++s) {
+    const size_t first = r0 + s * W;
+    RowsToStrip<W>(std::min(W, n - s * W), words, strips + s * gd::strip_stride(kc, W), tmp,
+                   [&](size_t r, float* buf) {
+                     PrefetchRow(x.base, x.type, x.ld, x.rows, first + r + kAhead, k0, kc);
+                     float* dst = dot ? tmp + 4 * words : buf;
+                     const float* row = StoredRow(dst, x.base, x.type, x.ld, first + r, k0, kc,
+                                                  x.bs, x.br, x.bc, x.bld);
+                     return dot ? PairedRow(buf, row, kc, x.cast, x.cast_mul, dst) : row;
+                   });
+  }
+}
+
 // Packs rows [i0, i0+rows) × k [k0, k0+kc) of op(A) into strips of kMR rows:
 // ap[s][k][r] (zero-padded past M; the caller casts), or for the dot kernel BF16 pairs
 // ap[s][p][r], cast as g.a_cast asks. tmp holds max(2·rows, 4·kc) floats.
 void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, float* ap,
            float* tmp) {
-  const size_t strips = (rows + kMR - 1) / kMR;
-  if (g.a_trans && g.dot)
-    return PackRunPairs<kMR>(g.a, g.a_type, g.lda, k0, kc, i0, rows, g.a_cast, g.a_cast_mul, ap,
-                             tmp);
+  if (g.a_trans && g.dot) return PackRunPairs<kMR>(StoredA(g), k0, kc, i0, rows, ap, tmp);
   if (g.a_trans) {  // stored K×M: each k gives a contiguous run of rows
     for (size_t k = 0; k < kc; ++k) {
       PrefetchRow(g.a, g.a_type, g.lda, k0 + kc, k0 + k + kAhead, i0, rows);
@@ -309,20 +349,7 @@ void PackA(const gd::Args& g, size_t i0, size_t rows, size_t k0, size_t kc, floa
     }
     return;
   }
-  // Stored M×K: decode each row, interleave by kMR (pairs of K steps for the dot kernel, its
-  // rows decoded behind the 4 row buffers RowsToStrip uses).
-  const size_t words = g.dot ? (kc + 1) / 2 : kc;
-  for (size_t s = 0; s < strips; ++s) {
-    const size_t first = i0 + s * kMR;
-    RowsToStrip<kMR>(std::min(kMR, rows - s * kMR), words, ap + s * gd::strip_stride(kc, kMR),
-                     tmp, [&](size_t r, float* buf) {
-                       PrefetchRow(g.a, g.a_type, g.lda, g.M, first + r + kAhead, k0, kc);
-                       float* x = g.dot ? tmp + 4 * words : buf;
-                       const float* row = StoredRow(x, g.a, g.a_type, g.lda, first + r, k0, kc,
-                                                    g.a_bs, g.a_br, g.a_bc, g.a_bld);
-                       return g.dot ? PairedRow(buf, row, kc, g.a_cast, g.a_cast_mul, x) : row;
-                     });
-  }
+  PackAlongK<kMR>(StoredA(g), g.dot, i0, rows, k0, kc, ap, tmp);  // stored M×K
 }
 
 // B as stored K×N: each k row is decoded vector by vector straight into its strips, and cast
@@ -385,8 +412,7 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
                        cols, k, kc, bp);
     }
   } else if (!g.b_trans && g.dot) {
-    return PackRunPairs<kNR>(g.b, g.b_type, g.ldb, k0, kc, j0, cols, g.b_cast, g.b_cast_mul, bp,
-                             tmp);
+    return PackRunPairs<kNR>(StoredB(g), k0, kc, j0, cols, bp, tmp);
   } else if (!g.b_trans) {
     switch (static_cast<DType>(g.b_type)) {
       case DType::kF32:
@@ -404,19 +430,8 @@ void PackB(const gd::Args& g, size_t k0, size_t kc, size_t j0, size_t cols, floa
         PackBRowsT<static_cast<int>(DType::kE5M2)>(g, k0, kc, j0, cols, bp);
         break;
     }
-  } else {  // stored N×K: decode each stored row, interleave by kNR (pairs: as PackA)
-    const size_t words = g.dot ? (kc + 1) / 2 : kc;
-    for (size_t s = 0; s < strips; ++s) {
-      const size_t first = j0 + s * kNR;
-      RowsToStrip<kNR>(std::min(kNR, cols - s * kNR), words, bp + s * gd::strip_stride(kc, kNR),
-                       tmp, [&](size_t c, float* buf) {
-                         PrefetchRow(g.b, g.b_type, g.ldb, g.N, first + c + kAhead, k0, kc);
-                         float* x = g.dot ? tmp + 4 * words : buf;
-                         const float* row = StoredRow(x, g.b, g.b_type, g.ldb, first + c, k0, kc,
-                                                      g.b_bs, g.b_br, g.b_bc, g.b_bld);
-                         return g.dot ? PairedRow(buf, row, kc, g.b_cast, g.b_cast_mul, x) : row;
-                       });
-    }
+  } else {  // stored N×K
+    PackAlongK<kNR>(StoredB(g), g.dot, j0, cols, k0, kc, bp, tmp);
     if (g.dot) return;  // cast while paired
   }
   CastRun(bp, strips * gd::strip_stride(kc, kNR), g.b_cast, g.b_cast_mul);

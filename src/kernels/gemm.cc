@@ -277,9 +277,9 @@ void PackRunPairs(const Stored& x, size_t k0, size_t kc, size_t c0, size_t n, fl
                   float* tmp) {
   const size_t stride = gd::strip_stride(kc, W);
   const bool to_bf16 = RoundsToBf16(x.cast, x.cast_mul);  // rounded as the pairs are made
+  const int cast = to_bf16 ? static_cast<int>(DType::kF32) : x.cast;
   auto run = [&](float* dst, size_t k) {
-    return to_bf16 ? StoredRow(dst, x.base, x.type, x.ld, k, c0, n, nullptr, 1, 1, 1)
-                   : CastRow(dst, x.base, x.type, x.ld, k, c0, n, x.cast, x.cast_mul);
+    return CastRow(dst, x.base, x.type, x.ld, k, c0, n, cast, x.cast_mul);
   };
   for (size_t p = 0; 2 * p < kc; ++p) {
     const size_t k = k0 + 2 * p;
